@@ -1,0 +1,53 @@
+/**
+ * Typed errors with stable codes. Codes never change meaning once released; `docs/errors.md` lists them and
+ * `test/unit/errors.test.ts` pins this table against that document.
+ */
+
+/** Every error code vmcache can raise, with a one-line meaning. */
+export const ErrorCodes = {
+  VMC_ERR_CONFIG_INVALID: 'a configuration value is missing or invalid',
+  VMC_ERR_IMAGE_MISSING: 'the guest image (kernel, initramfs or root disk) is not built',
+  VMC_ERR_IMAGE_BUILD: 'building the guest image failed',
+  VMC_ERR_HOST_PREREQ: 'a host prerequisite (QEMU, busybox, permissions) is missing',
+  VMC_ERR_QEMU_EXITED: 'QEMU exited before the VM was ready',
+  VMC_ERR_QEMU_START_TIMEOUT: 'QEMU did not open its QMP socket in time',
+  VMC_ERR_QMP_PROTOCOL: 'QMP peer sent something that is not QMP',
+  VMC_ERR_QMP_COMMAND: 'QEMU answered a QMP command with an error',
+  VMC_ERR_QMP_TIMEOUT: 'a QMP command got no answer in time',
+  VMC_ERR_QMP_CLOSED: 'the QMP connection closed',
+  VMC_ERR_AGENT_TIMEOUT: 'the guest agent did not answer in time',
+  VMC_ERR_AGENT_CLOSED: 'the agent connection closed',
+  VMC_ERR_AGENT_PROTOCOL: 'the agent peer broke the framing or the handshake',
+  VMC_ERR_AGENT_REQUEST: 'the guest agent refused or failed a request',
+  VMC_ERR_VM_NOT_FOUND: 'no VM with that id is recorded',
+  VMC_ERR_VM_DEAD: 'the VM process is no longer running',
+  VMC_ERR_INVALID_STATE: 'the operation is not allowed in the current state',
+  VMC_ERR_USAGE: 'the command line is not valid',
+} as const;
+
+/** A stable error code. */
+export type ErrorCode = keyof typeof ErrorCodes;
+
+/** Base of every error vmcache raises on purpose. `code` is stable; `message` is for people. */
+export class VmcError extends Error {
+  readonly code: ErrorCode;
+  /** Extra structured context (paths, VM id, stderr tail) for logs and test failure messages. */
+  readonly details: Readonly<Record<string, unknown>>;
+
+  constructor(code: ErrorCode, message: string, opts: { cause?: unknown; details?: Record<string, unknown> } = {}) {
+    super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
+    this.name = 'VmcError';
+    this.code = code;
+    this.details = Object.freeze({ ...(opts.details ?? {}) });
+  }
+}
+
+/** True when `err` is a VmcError, optionally of the given code. */
+export function isVmcError(err: unknown, code?: ErrorCode): err is VmcError {
+  return err instanceof VmcError && (code === undefined || err.code === code);
+}
+
+/** Message of any thrown value, for wrapping. */
+export function messageOf(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}

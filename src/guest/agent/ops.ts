@@ -1,0 +1,84 @@
+import { execFile } from 'node:child_process';
+import { readdirSync, readFileSync, writeFileSync, mkdirSync } from 'node:fs';
+import { promisify } from 'node:util';
+import type { GuestOps } from './server.js';
+
+const run = promisify(execFile);
+
+/** The static helper built into the guest image (Node cannot issue ioctls or set the clock). */
+export const HELPER = '/opt/vmcache/vmc-helper';
+/** The 9p mount tag of the VM's shared directory and where the guest mounts it. */
+export const SHARED_TAG = 'vmcache.shared';
+export const SHARED_MOUNT = '/run/vmcache/shared';
+
+function read(path: string): string {
+  return readFileSync(path, 'utf8').trim();
+}
+
+/** Guest operations on a real Linux guest. */
+export const linuxOps: GuestOps = {
+  async reseed(hex) {
+    await run(HELPER, ['reseed', hex]);
+  },
+  async setTime(epochNs) {
+    await run(HELPER, ['settime', epochNs]);
+  },
+  async online({ cpus, memory }) {
+    let onlinedCpus = 0;
+    let blocks = 0;
+    if (cpus) {
+      for (const d of readdirSync('/sys/devices/system/cpu')) {
+        if (!/^cpu[0-9]+$/.test(d)) continue;
+        const f = `/sys/devices/system/cpu/${d}/online`;
+        try {
+          if (read(f) === '0') {
+            writeFileSync(f, '1');
+            onlinedCpus++;
+          }
+        } catch {
+          // cpu0 has no 'online' file
+        }
+      }
+    }
+    if (memory) {
+      for (const d of readdirSync('/sys/devices/system/memory')) {
+        if (!d.startsWith('memory')) continue;
+        const f = `/sys/devices/system/memory/${d}/state`;
+        try {
+          // online_movable keeps the block removable (plain 'online' made unplug fail, research §6).
+          if (read(f) === 'offline') {
+            writeFileSync(f, 'online_movable');
+            blocks++;
+          }
+        } catch {
+          // not a block
+        }
+      }
+    }
+    return { cpus: onlinedCpus, memoryBlocks: blocks };
+  },
+  async mountShared() {
+    if (read('/proc/mounts').split('\n').some((l) => l.split(' ')[1] === SHARED_MOUNT)) return { path: SHARED_MOUNT };
+    mkdirSync(SHARED_MOUNT, { recursive: true });
+    // cache=none: the host changes this tree (bind mounts of container roots) while the guest runs.
+    await run('/bin/mount', ['-t', '9p', '-o', 'trans=virtio,version=9p2000.L,msize=262144,cache=none', SHARED_TAG, SHARED_MOUNT]);
+    return { path: SHARED_MOUNT };
+  },
+  async info() {
+    const mem = /MemTotal:\s+(\d+)/.exec(read('/proc/meminfo'));
+    return {
+      kernel: read('/proc/sys/kernel/osrelease'),
+      uptimeSec: Number(read('/proc/uptime').split(' ')[0]),
+      cpusOnline: read('/sys/devices/system/cpu/online'),
+      memTotalKiB: mem ? Number(mem[1]) : 0,
+      nodeVersion: process.version,
+    };
+  },
+  async shutdown() {
+    await run('/bin/sync', []).catch(() => {});
+    await run('/bin/poweroff', ['-f']);
+  },
+  bootId() {
+    return read('/proc/sys/kernel/random/boot_id');
+  },
+};

@@ -1,0 +1,215 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { constants as osConstants } from 'node:os';
+import type { Duplex } from 'node:stream';
+import { encodeFrame, FrameDecoder } from '../../protocol/agent/framing.js';
+import {
+  AGENT_PROTOCOL_VERSION,
+  type AgentRequest,
+  type ExecRequest,
+  type GuestMessage,
+  parseHostMessage,
+} from '../../protocol/agent/messages.js';
+
+/** Privileged guest operations, injected so the server can run (and be tested) anywhere. */
+export interface GuestOps {
+  reseed(hex: string): Promise<void>;
+  setTime(epochNs: string): Promise<void>;
+  online(what: { cpus: boolean; memory: boolean }): Promise<{ cpus: number; memoryBlocks: number }>;
+  mountShared(): Promise<{ path: string }>;
+  info(): Promise<Record<string, unknown>>;
+  shutdown(): Promise<void>;
+  bootId(): string;
+}
+
+/** An error the agent reports to the host with a stable code. */
+class RequestError extends Error {
+  constructor(
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+interface Proc {
+  child: ChildProcess;
+  session: number;
+}
+
+/** Grace period for output after a process exits while a grandchild still holds its pipes (e.g. `cmd &`). */
+const OUTPUT_GRACE_MS = 2_000;
+
+/**
+ * The agent's protocol engine. Processes outlive connections: a process keeps running when its owner
+ * disconnects, but its output is only delivered within the session (handshake) that started it.
+ */
+export class AgentServer {
+  #stream: Duplex | null = null;
+  #decoder = new FrameDecoder();
+  #session = 0;
+  #nonce: string | null = null;
+  #nextProc = 1;
+  readonly #procs = new Map<number, Proc>();
+
+  constructor(readonly ops: GuestOps) {}
+
+  /** Serves one host connection until it ends; resolves when the stream closes. */
+  serve(stream: Duplex): Promise<void> {
+    this.#stream = stream;
+    this.#decoder = new FrameDecoder();
+    this.#send({ t: 'ready', version: AGENT_PROTOCOL_VERSION });
+    return new Promise((resolve) => {
+      stream.on('data', (c: Buffer) => this.#onData(c));
+      stream.on('error', () => stream.destroy());
+      stream.on('end', () => stream.destroy());
+      stream.on('close', () => {
+        if (this.#stream === stream) this.#stream = null;
+        resolve();
+      });
+    });
+  }
+
+  /** Number of processes still running (for tests and info). */
+  get running(): number {
+    return this.#procs.size;
+  }
+
+  #send(m: GuestMessage): void {
+    const s = this.#stream;
+    if (!s || s.destroyed) return;
+    s.write(encodeFrame(m));
+  }
+
+  #onData(chunk: Buffer): void {
+    for (const f of this.#decoder.push(chunk)) {
+      if (!f.ok) continue; // resynchronised on the next marker; nothing to answer
+      const parsed = parseHostMessage(f.value);
+      if (!parsed.ok) {
+        if (parsed.id !== undefined) this.#send({ t: 'res', id: parsed.id, ok: false, error: { code: 'BAD_REQUEST', message: parsed.error } });
+        continue;
+      }
+      const m = parsed.msg;
+      if (m.t === 'hello') {
+        // A new nonce is a new owner: start a new session. A repeated nonce (the host resends hello until
+        // answered) just gets the same answer again.
+        if (m.nonce !== this.#nonce) {
+          this.#nonce = m.nonce;
+          this.#session++;
+        }
+        this.#send({ t: 'hello-ok', nonce: m.nonce, version: AGENT_PROTOCOL_VERSION, session: this.#session, agentPid: process.pid, bootId: this.ops.bootId() });
+        continue;
+      }
+      if (this.#nonce === null) {
+        this.#send({ t: 'res', id: m.id, ok: false, error: { code: 'NO_SESSION', message: 'send hello first' } });
+        continue;
+      }
+      const { t: _t, id, ...req } = m;
+      this.#handle(req as AgentRequest).then(
+        (result) => this.#send({ t: 'res', id, ok: true, result: result ?? null }),
+        (err: unknown) => {
+          const code = err instanceof RequestError ? err.code : 'FAILED';
+          this.#send({ t: 'res', id, ok: false, error: { code, message: err instanceof Error ? err.message : String(err) } });
+        },
+      );
+    }
+  }
+
+  async #handle(req: AgentRequest): Promise<unknown> {
+    switch (req.op) {
+      case 'ping':
+        return { pong: true };
+      case 'exec':
+        return this.#exec(req.exec);
+      case 'stdin': {
+        const p = this.#proc(req.proc);
+        if (!p.child.stdin || p.child.stdin.destroyed) throw new RequestError('NO_STDIN', `process ${req.proc} has no open stdin`);
+        const data = Buffer.from(req.data, 'base64');
+        await new Promise<void>((resolve, reject) => p.child.stdin!.write(data, (e) => (e ? reject(e) : resolve())));
+        return null;
+      }
+      case 'close-stdin':
+        this.#proc(req.proc).child.stdin?.end();
+        return null;
+      case 'signal': {
+        const p = this.#proc(req.proc);
+        const sig = req.signal.toUpperCase();
+        const name = (sig.startsWith('SIG') ? sig : `SIG${sig}`) as NodeJS.Signals;
+        if (!(name in osConstants.signals)) throw new RequestError('BAD_SIGNAL', `unknown signal ${req.signal}`);
+        p.child.kill(name);
+        return null;
+      }
+      case 'reseed':
+        await this.ops.reseed(req.data);
+        return null;
+      case 'set-time':
+        await this.ops.setTime(req.epochNs);
+        return null;
+      case 'online':
+        return this.ops.online({ cpus: req.cpus, memory: req.memory });
+      case 'mount-shared':
+        return this.ops.mountShared();
+      case 'info':
+        return { ...(await this.ops.info()), processes: this.#procs.size, session: this.#session };
+      case 'shutdown':
+        // Answer first; the power-off happens after the reply has been written.
+        setTimeout(() => void this.ops.shutdown(), 50);
+        return null;
+    }
+  }
+
+  #proc(id: number): Proc {
+    const p = this.#procs.get(id);
+    if (!p) throw new RequestError('NO_PROCESS', `no running process ${id}`);
+    return p;
+  }
+
+  #exec(e: ExecRequest): Promise<{ proc: number; pid: number }> {
+    const id = this.#nextProc++;
+    const session = this.#session;
+    const env: Record<string, string> = {};
+    for (const kv of e.env ?? ['PATH=/usr/sbin:/usr/bin:/sbin:/bin']) {
+      const at = kv.indexOf('=');
+      if (at > 0) env[kv.slice(0, at)] = kv.slice(at + 1);
+    }
+    const child = spawn(e.args[0]!, e.args.slice(1), {
+      cwd: e.cwd ?? '/',
+      env,
+      uid: e.uid,
+      gid: e.gid,
+      stdio: [e.stdin ? 'pipe' : 'ignore', 'pipe', 'pipe'],
+    });
+    return new Promise((resolve, reject) => {
+      child.once('error', (err) => {
+        if (child.pid === undefined) {
+          reject(new RequestError('SPAWN_FAILED', `cannot run ${e.args[0]}: ${err.message}`));
+        }
+      });
+      child.once('spawn', () => {
+        this.#procs.set(id, { child, session });
+        resolve({ proc: id, pid: child.pid! });
+        const out = (fd: 1 | 2) => (data: Buffer) => {
+          if (this.#session !== session) return; // a later owner does not get an earlier owner's output
+          for (let i = 0; i < data.length; i += 64 * 1024) {
+            this.#send({ t: 'out', proc: id, fd, data: data.subarray(i, i + 64 * 1024).toString('base64') });
+          }
+        };
+        child.stdout!.on('data', out(1));
+        child.stderr!.on('data', out(2));
+        child.stdin?.on('error', () => {}); // EPIPE when the process exits before reading stdin
+        let exited: { code: number | null; signal: string | null } | null = null;
+        let sent = false;
+        const finish = () => {
+          if (sent || !exited) return;
+          sent = true;
+          this.#procs.delete(id);
+          if (this.#session === session) this.#send({ t: 'exit', proc: id, ...exited });
+        };
+        child.once('exit', (code, signal) => {
+          exited = { code, signal };
+          setTimeout(finish, OUTPUT_GRACE_MS).unref();
+        });
+        child.once('close', finish);
+      });
+    });
+  }
+}

@@ -1,0 +1,46 @@
+import { spawn } from 'node:child_process';
+import { VmcError, type ErrorCode } from '../errors.js';
+
+/** Result of a finished one-shot command. */
+export interface CommandResult {
+  stdout: Buffer;
+  stderr: string;
+}
+
+/** Options of a one-shot command. */
+export interface CommandOptions {
+  cwd?: string;
+  input?: Buffer;
+  /** Error code used when the command fails. */
+  errorCode?: ErrorCode;
+  env?: NodeJS.ProcessEnv;
+}
+
+/** Runs a helper program to completion. Injected so that builders can be tested with fakes. */
+export type CommandRunner = (cmd: string, args: readonly string[], opts?: CommandOptions) => Promise<CommandResult>;
+
+/** Runs `cmd` and collects its output; fails with the command line and the tail of its stderr. */
+export const runCommand: CommandRunner = (cmd, args, opts = {}) =>
+  new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, { cwd: opts.cwd, env: opts.env ?? process.env, stdio: ['pipe', 'pipe', 'pipe'] });
+    const out: Buffer[] = [];
+    const err: Buffer[] = [];
+    child.stdout.on('data', (c: Buffer) => out.push(c));
+    child.stderr.on('data', (c: Buffer) => err.push(c));
+    child.stdin.on('error', () => {}); // the command may exit without reading its input
+    child.stdin.end(opts.input);
+    const code = opts.errorCode ?? 'VMC_ERR_HOST_PREREQ';
+    child.on('error', (e) =>
+      reject(new VmcError(code, `cannot run ${cmd}: ${e.message}`, { cause: e, details: { cmd, args } })),
+    );
+    child.on('close', (status, signal) => {
+      const stderr = Buffer.concat(err).toString('utf8');
+      if (status === 0) return resolve({ stdout: Buffer.concat(out), stderr });
+      const tail = stderr.trim().split('\n').slice(-5).join('\n');
+      reject(
+        new VmcError(code, `${cmd} ${args.join(' ')} failed (${signal ?? `exit ${status}`}): ${tail}`, {
+          details: { cmd, args, status, signal, stderr: tail },
+        }),
+      );
+    });
+  });

@@ -1,0 +1,139 @@
+/**
+ * Agent protocol messages. Host → guest: `hello` and `req`. Guest → host: `ready`, `hello-ok`, `res`, `out`,
+ * `exit`. Both sides validate every frame with the parsers below; a frame that fails validation gets an error
+ * reply (when it carries a request id) and is otherwise dropped: it never takes the agent down.
+ */
+
+/** Protocol version carried in the handshake; bumped on incompatible changes. */
+export const AGENT_PROTOCOL_VERSION = 1;
+
+/** Options of an `exec` request. */
+export interface ExecRequest {
+  args: string[];
+  env?: string[];
+  cwd?: string;
+  uid?: number;
+  gid?: number;
+  /** Whether the host will send stdin; when false the process gets /dev/null. */
+  stdin?: boolean;
+}
+
+/** Every request operation and its arguments. */
+export type AgentRequest =
+  | { op: 'ping' }
+  | { op: 'exec'; exec: ExecRequest }
+  | { op: 'stdin'; proc: number; data: string }
+  | { op: 'close-stdin'; proc: number }
+  | { op: 'signal'; proc: number; signal: string }
+  | { op: 'reseed'; data: string }
+  | { op: 'set-time'; epochNs: string }
+  | { op: 'online'; cpus: boolean; memory: boolean }
+  | { op: 'mount-shared' }
+  | { op: 'info' }
+  | { op: 'shutdown' };
+
+/** Request operation names. */
+export type AgentOp = AgentRequest['op'];
+
+/** Messages sent by the host. */
+export type HostMessage =
+  | { t: 'hello'; nonce: string; version: number }
+  | ({ t: 'req'; id: number } & AgentRequest);
+
+/** Messages sent by the guest. */
+export type GuestMessage =
+  | { t: 'ready'; version: number }
+  | { t: 'hello-ok'; nonce: string; version: number; session: number; agentPid: number; bootId: string }
+  | { t: 'res'; id: number; ok: true; result: unknown }
+  | { t: 'res'; id: number; ok: false; error: { code: string; message: string } }
+  | { t: 'out'; proc: number; fd: 1 | 2; data: string }
+  | { t: 'exit'; proc: number; code: number | null; signal: string | null };
+
+const OPS: ReadonlySet<string> = new Set([
+  'ping', 'exec', 'stdin', 'close-stdin', 'signal', 'reseed', 'set-time', 'online', 'mount-shared', 'info', 'shutdown',
+]);
+
+type Obj = Record<string, unknown>;
+const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !Array.isArray(v);
+const isStrArray = (v: unknown): v is string[] => Array.isArray(v) && v.every((s) => typeof s === 'string');
+const isId = (v: unknown): v is number => Number.isSafeInteger(v) && (v as number) >= 0;
+
+/** Result of validating a frame: the typed message, or an error naming the field at fault. */
+export type Parsed<T> = { ok: true; msg: T } | { ok: false; error: string; id?: number };
+
+/** Validates a frame received by the guest. */
+export function parseHostMessage(v: unknown): Parsed<HostMessage> {
+  if (!isObj(v)) return { ok: false, error: 'frame is not an object' };
+  if (v.t === 'hello') {
+    if (typeof v.nonce !== 'string' || v.nonce.length === 0 || v.nonce.length > 128) return { ok: false, error: 'hello.nonce must be a string of 1–128 chars' };
+    if (!isId(v.version)) return { ok: false, error: 'hello.version must be a non-negative integer' };
+    return { ok: true, msg: { t: 'hello', nonce: v.nonce, version: v.version } };
+  }
+  if (v.t !== 'req') return { ok: false, error: `unknown frame type ${JSON.stringify(v.t)}` };
+  if (!isId(v.id)) return { ok: false, error: 'req.id must be a non-negative integer' };
+  const id = v.id;
+  const bad = (error: string): Parsed<HostMessage> => ({ ok: false, error, id });
+  if (typeof v.op !== 'string' || !OPS.has(v.op)) return bad(`unknown op ${JSON.stringify(v.op)}`);
+  switch (v.op) {
+    case 'exec': {
+      const e = v.exec;
+      if (!isObj(e)) return bad('exec must be an object');
+      if (!isStrArray(e.args) || e.args.length === 0 || e.args[0] === '') return bad('exec.args must be a non-empty string array');
+      if (e.env !== undefined && !isStrArray(e.env)) return bad('exec.env must be a string array');
+      if (e.cwd !== undefined && typeof e.cwd !== 'string') return bad('exec.cwd must be a string');
+      for (const k of ['uid', 'gid'] as const) if (e[k] !== undefined && !isId(e[k])) return bad(`exec.${k} must be a non-negative integer`);
+      if (e.stdin !== undefined && typeof e.stdin !== 'boolean') return bad('exec.stdin must be a boolean');
+      return { ok: true, msg: { t: 'req', id, op: 'exec', exec: e as unknown as ExecRequest } };
+    }
+    case 'stdin':
+      if (!isId(v.proc) || typeof v.data !== 'string') return bad('stdin needs proc (integer) and data (base64)');
+      return { ok: true, msg: { t: 'req', id, op: 'stdin', proc: v.proc, data: v.data } };
+    case 'close-stdin':
+      if (!isId(v.proc)) return bad('close-stdin needs proc (integer)');
+      return { ok: true, msg: { t: 'req', id, op: 'close-stdin', proc: v.proc } };
+    case 'signal':
+      if (!isId(v.proc) || typeof v.signal !== 'string') return bad('signal needs proc (integer) and signal (name)');
+      return { ok: true, msg: { t: 'req', id, op: 'signal', proc: v.proc, signal: v.signal } };
+    case 'reseed':
+      if (typeof v.data !== 'string' || !/^[0-9a-f]{2,1024}$/.test(v.data) || v.data.length % 2 !== 0) return bad('reseed.data must be 1–512 bytes of lowercase hex');
+      return { ok: true, msg: { t: 'req', id, op: 'reseed', data: v.data } };
+    case 'set-time':
+      if (typeof v.epochNs !== 'string' || !/^[0-9]{1,20}$/.test(v.epochNs)) return bad('set-time.epochNs must be a decimal string');
+      return { ok: true, msg: { t: 'req', id, op: 'set-time', epochNs: v.epochNs } };
+    case 'online':
+      if (typeof v.cpus !== 'boolean' || typeof v.memory !== 'boolean') return bad('online needs cpus and memory booleans');
+      return { ok: true, msg: { t: 'req', id, op: 'online', cpus: v.cpus, memory: v.memory } };
+    default:
+      return { ok: true, msg: { t: 'req', id, op: v.op as 'ping' | 'mount-shared' | 'info' | 'shutdown' } };
+  }
+}
+
+/** Validates a frame received by the host. */
+export function parseGuestMessage(v: unknown): Parsed<GuestMessage> {
+  if (!isObj(v)) return { ok: false, error: 'frame is not an object' };
+  switch (v.t) {
+    case 'ready':
+      return isId(v.version) ? { ok: true, msg: { t: 'ready', version: v.version } } : { ok: false, error: 'ready.version' };
+    case 'hello-ok':
+      if (typeof v.nonce !== 'string' || !isId(v.version) || !isId(v.session) || !isId(v.agentPid) || typeof v.bootId !== 'string') {
+        return { ok: false, error: 'hello-ok is missing nonce, version, session, agentPid or bootId' };
+      }
+      return { ok: true, msg: v as unknown as GuestMessage };
+    case 'res':
+      if (!isId(v.id) || typeof v.ok !== 'boolean') return { ok: false, error: 'res needs id and ok' };
+      if (!v.ok && !(isObj(v.error) && typeof v.error.code === 'string' && typeof v.error.message === 'string')) {
+        return { ok: false, error: 'res.error needs code and message' };
+      }
+      return { ok: true, msg: v as unknown as GuestMessage };
+    case 'out':
+      if (!isId(v.proc) || (v.fd !== 1 && v.fd !== 2) || typeof v.data !== 'string') return { ok: false, error: 'out needs proc, fd 1|2, data' };
+      return { ok: true, msg: v as unknown as GuestMessage };
+    case 'exit':
+      if (!isId(v.proc) || !(v.code === null || Number.isInteger(v.code)) || !(v.signal === null || typeof v.signal === 'string')) {
+        return { ok: false, error: 'exit needs proc, code and signal' };
+      }
+      return { ok: true, msg: v as unknown as GuestMessage };
+    default:
+      return { ok: false, error: `unknown frame type ${JSON.stringify(v.t)}` };
+  }
+}

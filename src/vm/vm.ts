@@ -1,0 +1,265 @@
+import { randomBytes } from 'node:crypto';
+import { mkdirSync, rmSync } from 'node:fs';
+import { VmcError, messageOf } from '../errors.js';
+import { buildQemuArgs } from '../hypervisor/qemu/cmdline.js';
+import { connectUnix, type DetachedSpawner, spawnDetached, tail, waitForSocket } from '../hypervisor/qemu/launcher.js';
+import { type VmSpec, vmFiles } from '../hypervisor/types.js';
+import type { Clock } from '../platform/clock.js';
+import type { CommandRunner } from '../platform/command.js';
+import type { Logger } from '../platform/logger.js';
+import { unmountAllUnder } from '../platform/mounts.js';
+import { type Paths, vmDir } from '../platform/paths.js';
+import { identify, isAlive, signalIfAlive } from '../platform/process.js';
+import { UndoStack } from '../platform/undo-stack.js';
+import { AgentClient, type AgentProcess, type ExitStatus } from '../protocol/agent/client.js';
+import type { ExecRequest } from '../protocol/agent/messages.js';
+import { QmpClient } from '../protocol/qmp/client.js';
+import { readRecord, type VmRecord, VM_RECORD_VERSION, writeRecord } from './record.js';
+
+/** Dependencies of VM operations. */
+export interface VmDeps {
+  paths: Paths;
+  clock: Clock;
+  logger: Logger;
+  run: CommandRunner;
+  spawner?: DetachedSpawner;
+}
+
+/** Timeouts, justified: under TCG on 2 loaded cores a cold boot to a ready agent takes 4–8 s (research §1). */
+export interface VmTimeouts {
+  qemuStartMs: number;
+  agentReadyMs: number;
+}
+
+/** Default timeouts: generous multiples of the measured worst case, so a loaded CI host does not flake. */
+export const DEFAULT_TIMEOUTS: VmTimeouts = { qemuStartMs: 15_000, agentReadyMs: 60_000 };
+
+/** Milliseconds spent in each phase of a boot or attach. */
+export interface VmTimings {
+  spawnMs?: number;
+  qmpMs: number;
+  agentMs: number;
+  totalMs: number;
+}
+
+/** Output of `Vm.run`. */
+export interface RunResult extends ExitStatus {
+  stdout: Buffer;
+  stderr: Buffer;
+}
+
+/** A short random VM id (12 hex chars keeps socket paths far below the 107-byte limit). */
+export function newVmId(): string {
+  return randomBytes(6).toString('hex');
+}
+
+/**
+ * A running QEMU guest and this process's connections to it. Obtained by `boot` (a new VM) or `attach` (one
+ * that another process started). `detach()` leaves the VM running for its next owner; `destroy()` ends it and
+ * removes every trace (process, sockets, state directory).
+ */
+export class Vm {
+  #destroyed = false;
+
+  private constructor(
+    readonly record: VmRecord,
+    readonly qmp: QmpClient,
+    readonly agent: AgentClient,
+    readonly timings: VmTimings,
+    readonly deps: VmDeps,
+  ) {}
+
+  /** The VM id. */
+  get id(): string {
+    return this.record.id;
+  }
+
+  /** Boots a new VM and waits until its agent has answered the handshake. */
+  static async boot(spec: VmSpec, deps: VmDeps, opts: { id?: string; timeouts?: VmTimeouts } = {}): Promise<Vm> {
+    const { clock, logger } = deps;
+    const timeouts = opts.timeouts ?? DEFAULT_TIMEOUTS;
+    const id = opts.id ?? newVmId();
+    const files = vmFiles(vmDir(deps.paths, id));
+    const log = logger.child({ vmId: id });
+    const t0 = clock.monotonic();
+    const undo = new UndoStack();
+    try {
+      mkdirSync(files.dir, { recursive: true, mode: 0o700 });
+      undo.push('remove state dir', () => rmSync(files.dir, { recursive: true, force: true }));
+      mkdirSync(files.sharedDir, { mode: 0o700 });
+      const args = buildQemuArgs(spec, files, id);
+      log.debug({ args }, 'starting QEMU');
+      const proc = await (deps.spawner ?? spawnDetached)(spec.qemuPath, args, files.qemuLog);
+      undo.push('kill QEMU', () => signalIfAlive(proc.identity, 'SIGKILL'));
+      const spawnMs = clock.monotonic() - t0;
+      const self = identify(process.pid);
+      const record: VmRecord = {
+        version: VM_RECORD_VERSION,
+        id,
+        createdAt: clock.now(),
+        spec,
+        files,
+        qemu: proc.identity,
+        owner: self,
+        hotplug: { cpus: 0, memoryMiB: 0 },
+      };
+      // Recorded before anything else can fail, so that a crash from here on leaves a findable VM.
+      writeRecord(record);
+      const qmpSock = await waitForSocket(files.qmpSocket, proc, files, clock, timeouts.qemuStartMs);
+      const qmp = new QmpClient(qmpSock, { clock });
+      undo.push('close QMP', () => qmp.close());
+      await qmp.connect();
+      const qmpMs = clock.monotonic() - t0;
+      const agent = await connectAgent(files.agentSocket, clock, timeouts.agentReadyMs, files.consoleLog);
+      const agentMs = clock.monotonic() - t0;
+      undo.release();
+      const timings = { spawnMs, qmpMs, agentMs, totalMs: agentMs };
+      log.info({ timings, pid: proc.identity.pid }, 'VM booted');
+      return new Vm(record, qmp, agent, timings, deps);
+    } catch (err) {
+      await undo.unwind();
+      throw err;
+    }
+  }
+
+  /**
+   * Connects to a VM another process started (the hand-off path). With `takeOwnership`, this process becomes
+   * the owner recorded on disk.
+   */
+  static async attach(id: string, deps: VmDeps, opts: { takeOwnership?: boolean; agentTimeoutMs?: number } = {}): Promise<Vm> {
+    const { clock } = deps;
+    const t0 = clock.monotonic();
+    const record = readRecord(vmDir(deps.paths, id));
+    return Vm.attachRecord(record, deps, { ...opts, t0 });
+  }
+
+  /** Like `attach`, from a record received from elsewhere (e.g. over the cache protocol). */
+  static async attachRecord(record: VmRecord, deps: VmDeps, opts: { takeOwnership?: boolean; agentTimeoutMs?: number; t0?: number } = {}): Promise<Vm> {
+    const { clock } = deps;
+    const t0 = opts.t0 ?? clock.monotonic();
+    if (!isAlive(record.qemu)) {
+      throw new VmcError('VMC_ERR_VM_DEAD', `VM ${record.id}: QEMU pid ${record.qemu.pid} is no longer running`);
+    }
+    const qmp = new QmpClient(await connectUnix(record.files.qmpSocket), { clock });
+    try {
+      await qmp.connect();
+      const qmpMs = clock.monotonic() - t0;
+      const agent = await connectAgent(record.files.agentSocket, clock, opts.agentTimeoutMs ?? 10_000, record.files.consoleLog);
+      const agentMs = clock.monotonic() - t0;
+      if (opts.takeOwnership) {
+        record.owner = identify(process.pid);
+        writeRecord(record);
+      }
+      return new Vm(record, qmp, agent, { qmpMs, agentMs, totalMs: agentMs }, deps);
+    } catch (err) {
+      qmp.close();
+      throw err;
+    }
+  }
+
+  /** Starts a process in the guest. */
+  exec(req: ExecRequest): Promise<AgentProcess> {
+    return this.agent.exec(req);
+  }
+
+  /** Runs a command to completion and collects its output. */
+  async run(args: string[], opts: Omit<ExecRequest, 'args'> & { input?: Buffer | string } = {}): Promise<RunResult> {
+    const { input, ...rest } = opts;
+    const p = await this.agent.exec({ ...rest, args, stdin: input !== undefined });
+    const out: Buffer[] = [];
+    const err: Buffer[] = [];
+    p.stdout.on('data', (c: Buffer) => out.push(c));
+    p.stderr.on('data', (c: Buffer) => err.push(c));
+    if (input !== undefined) {
+      await p.write(input);
+      await p.end();
+    }
+    const status = await p.wait();
+    return { ...status, stdout: Buffer.concat(out), stderr: Buffer.concat(err) };
+  }
+
+  /** Pauses the vCPUs (QMP `stop`). */
+  async pause(): Promise<void> {
+    await this.qmp.execute('stop');
+  }
+
+  /** Resumes the vCPUs (QMP `cont`). */
+  async resume(): Promise<void> {
+    await this.qmp.execute('cont');
+  }
+
+  /** QEMU's run state (`running`, `paused`, ...). */
+  async status(): Promise<string> {
+    const s = await this.qmp.execute<{ status: string }>('query-status');
+    return s.status;
+  }
+
+  /** True while the QEMU process is alive. */
+  alive(): boolean {
+    return isAlive(this.record.qemu);
+  }
+
+  /**
+   * Closes this process's QMP and agent connections and leaves the VM running. QEMU serves one QMP client at
+   * a time and the agent serves one host connection, so the next owner can only connect after this.
+   */
+  detach(): void {
+    this.agent.close();
+    this.qmp.close();
+  }
+
+  /**
+   * Stops the VM and removes its state: QMP `quit` (QEMU exits at once; the guest root is read-only, so there
+   * is nothing to flush), then SIGTERM, then SIGKILL, each after a bounded wait; then unmounts anything left
+   * under the state directory and removes it. Idempotent.
+   */
+  async destroy(): Promise<void> {
+    if (this.#destroyed) return;
+    this.#destroyed = true;
+    this.agent.close();
+    if (!this.qmp.closed) await this.qmp.execute('quit', undefined, 2_000).catch(() => undefined);
+    this.qmp.close();
+    await destroyRecord(this.record, this.deps);
+  }
+}
+
+/** Ends the QEMU of `record` (if still alive) and removes its state directory. Used by destroy and the sweep. */
+export async function destroyRecord(record: VmRecord, deps: VmDeps): Promise<void> {
+  const { clock, logger } = deps;
+  const waitGone = async (ms: number) => {
+    const deadline = clock.monotonic() + ms;
+    while (isAlive(record.qemu)) {
+      if (clock.monotonic() > deadline) return false;
+      await clock.sleep(20);
+    }
+    return true;
+  };
+  if (!(await waitGone(2_000))) {
+    signalIfAlive(record.qemu, 'SIGTERM');
+    if (!(await waitGone(2_000))) {
+      signalIfAlive(record.qemu, 'SIGKILL');
+      await waitGone(5_000);
+    }
+  }
+  const left = await unmountAllUnder(deps.run, record.files.dir);
+  if (left.length > 0) {
+    // Never delete through a mount: that would delete the files of whatever is mounted there.
+    logger.error({ vmId: record.id, mounts: left }, 'VM state directory still has mounts; left in place');
+    return;
+  }
+  rmSync(record.files.dir, { recursive: true, force: true });
+}
+
+async function connectAgent(path: string, clock: Clock, timeoutMs: number, consoleLog: string): Promise<AgentClient> {
+  const agent = new AgentClient(await connectUnix(path, 'VMC_ERR_AGENT_CLOSED'), { clock });
+  try {
+    await agent.handshake(timeoutMs);
+    return agent;
+  } catch (err) {
+    agent.close();
+    throw new VmcError('VMC_ERR_AGENT_TIMEOUT', `guest agent not ready: ${messageOf(err)}\nguest console (last lines):\n${tail(consoleLog)}`, {
+      cause: err,
+      details: { console: tail(consoleLog) },
+    });
+  }
+}
