@@ -6,7 +6,9 @@ import { build } from 'esbuild';
 
 const started = performance.now();
 rmSync('dist', { recursive: true, force: true });
-execFileSync(process.execPath, ['node_modules/typescript/bin/tsc', '-p', 'tsconfig.json'], { stdio: 'inherit' });
+execFileSync(process.execPath, ['node_modules/typescript/bin/tsc', '-p', 'tsconfig.json'], {
+  stdio: 'inherit',
+});
 
 const common = {
   bundle: true,
@@ -22,7 +24,9 @@ await build({
   entryPoints: ['src/cli/main.ts'],
   outfile: 'dist/bundle/vmcache.mjs',
   // grpc-js, pino and prom-client are CommonJS: give the ESM bundle a require().
-  banner: { js: "import { createRequire as __vmcCreateRequire } from 'node:module'; const require = __vmcCreateRequire(import.meta.url);" },
+  banner: {
+    js: "import { createRequire as __vmcCreateRequire } from 'node:module'; const require = __vmcCreateRequire(import.meta.url);",
+  },
 });
 await build({ ...common, entryPoints: ['src/guest/agent/main.ts'], outfile: 'dist/bundle/agent.mjs' });
 mkdirSync('dist/bundle/guest-files', { recursive: true });

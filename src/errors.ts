@@ -21,8 +21,9 @@ export const ErrorCodes = {
   VMC_ERR_AGENT_REQUEST: 'the guest agent refused or failed a request',
   VMC_ERR_VM_NOT_FOUND: 'no VM with that id is recorded',
   VMC_ERR_VM_DEAD: 'the VM process is no longer running',
+  VMC_ERR_VM_INTERRUPTED: 'the operation was interrupted (signal or abort) and undone',
   VMC_ERR_INVALID_STATE: 'the operation is not allowed in the current state',
-  VMC_ERR_USAGE: 'the command line is not valid',
+  VMC_ERR_CLI_USAGE: 'the command line is not valid',
 } as const;
 
 /** A stable error code. */
@@ -34,7 +35,11 @@ export class VmcError extends Error {
   /** Extra structured context (paths, VM id, stderr tail) for logs and test failure messages. */
   readonly details: Readonly<Record<string, unknown>>;
 
-  constructor(code: ErrorCode, message: string, opts: { cause?: unknown; details?: Record<string, unknown> } = {}) {
+  constructor(
+    code: ErrorCode,
+    message: string,
+    opts: { cause?: unknown; details?: Record<string, unknown> } = {},
+  ) {
     super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
     this.name = 'VmcError';
     this.code = code;

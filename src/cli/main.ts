@@ -1,1 +1,77 @@
-console.log("stub")
+/** vmcache command-line entry point. The only module that calls process.exit. */
+import { Command, CommanderError } from 'commander';
+import { isVmcError, messageOf } from '../errors.js';
+import { positiveInt } from './common.js';
+import { ExitCode, type GlobalOptions, makeContext } from './context.js';
+import { doctor } from './doctor.js';
+import { imageBuild } from './image-build.js';
+import { vmGc, vmList } from './vm-list.js';
+import { vmRun } from './vm-run.js';
+
+const VERSION = '0.1.0';
+
+function run(action: (g: GlobalOptions) => Promise<number> | number, failCode: number = ExitCode.Failure) {
+  return async (...args: unknown[]) => {
+    const cmd = args[args.length - 1] as Command;
+    const g = cmd.optsWithGlobals() as GlobalOptions;
+    try {
+      process.exitCode = await action(g);
+    } catch (err) {
+      const code = isVmcError(err) ? err.code : 'UNEXPECTED';
+      process.stderr.write(`vmcache: error: ${messageOf(err)} [${code}]\n`);
+      if (g.debug && err instanceof Error) process.stderr.write(`${err.stack}\n`);
+      process.exitCode = isVmcError(err, 'VMC_ERR_CLI_USAGE') ? ExitCode.Usage : failCode;
+    }
+  };
+}
+
+const program = new Command('vmcache')
+  .description('Pre-booted QEMU VMs handed to sandbox runtimes in milliseconds')
+  .version(VERSION, '-v, --version')
+  .option('--debug', 'debug logging')
+  .option('--log-format <format>', 'text or json', 'text')
+  .exitOverride();
+
+program
+  .command('doctor')
+  .description('check host prerequisites')
+  .action(run(async (g) => doctor(makeContext(g))));
+
+program
+  .command('image')
+  .description('guest image')
+  .command('build')
+  .description('build the guest image (kernel, initramfs, root disk); a no-op when up to date')
+  .action(run(async (g) => imageBuild(makeContext(g))));
+
+const vm = program.command('vm').description('single VMs');
+vm.command('run')
+  .description("boot a VM, run CMD in it with stdio attached, destroy the VM; exits with CMD's status")
+  .option('--cpus <n>', 'vCPUs', positiveInt('--cpus'))
+  .option('--memory <MiB>', 'memory in MiB', positiveInt('--memory'))
+  .option('--timings', 'print boot/command/destroy timings to stderr')
+  .argument('<cmd...>', 'command and arguments (put them after --)')
+  .action(
+    run(async (g) => {
+      const cmd = vm.commands.find((c) => c.name() === 'run')!;
+      return vmRun(makeContext(g), cmd.args, cmd.opts());
+    }, ExitCode.RuntimeError),
+  );
+vm.command('list')
+  .description('list the VMs recorded on this host')
+  .option('--json', 'JSON output')
+  .action(run((g) => vmList(makeContext(g), vm.commands.find((c) => c.name() === 'list')!.opts())));
+vm.command('gc')
+  .description('stop orphaned VMs (owner gone) and remove stale records')
+  .action(run(async (g) => vmGc(makeContext(g))));
+
+try {
+  await program.parseAsync(process.argv);
+} catch (err) {
+  if (err instanceof CommanderError) {
+    process.exitCode = err.exitCode === 0 ? 0 : ExitCode.Usage;
+  } else {
+    process.stderr.write(`vmcache: error: ${messageOf(err)}\n`);
+    process.exitCode = ExitCode.Failure;
+  }
+}

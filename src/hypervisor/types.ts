@@ -29,7 +29,18 @@ export interface VmSpec {
 
 /** Spec fields that change the booted machine (compared before reusing a VM built by someone else). */
 export const BOOT_RELEVANT_FIELDS = [
-  'qemuPath', 'machine', 'accel', 'cpuModel', 'maxCpus', 'memorySlots', 'maxMemoryMiB', 'kernel', 'initrd', 'rootDisk', 'kernelParams', 'tcgTbSizeMiB',
+  'qemuPath',
+  'machine',
+  'accel',
+  'cpuModel',
+  'maxCpus',
+  'memorySlots',
+  'maxMemoryMiB',
+  'kernel',
+  'initrd',
+  'rootDisk',
+  'kernelParams',
+  'tcgTbSizeMiB',
 ] as const satisfies ReadonlyArray<keyof VmSpec>;
 
 /** Files of one VM's state directory. */

@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { VmcError, type ErrorCode } from '../errors.js';
+import { type ErrorCode, VmcError } from '../errors.js';
 
 /** Result of a finished one-shot command. */
 export interface CommandResult {
@@ -17,12 +17,20 @@ export interface CommandOptions {
 }
 
 /** Runs a helper program to completion. Injected so that builders can be tested with fakes. */
-export type CommandRunner = (cmd: string, args: readonly string[], opts?: CommandOptions) => Promise<CommandResult>;
+export type CommandRunner = (
+  cmd: string,
+  args: readonly string[],
+  opts?: CommandOptions,
+) => Promise<CommandResult>;
 
 /** Runs `cmd` and collects its output; fails with the command line and the tail of its stderr. */
 export const runCommand: CommandRunner = (cmd, args, opts = {}) =>
   new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { cwd: opts.cwd, env: opts.env ?? process.env, stdio: ['pipe', 'pipe', 'pipe'] });
+    const child = spawn(cmd, args, {
+      cwd: opts.cwd,
+      env: opts.env ?? process.env,
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
     const out: Buffer[] = [];
     const err: Buffer[] = [];
     child.stdout.on('data', (c: Buffer) => out.push(c));

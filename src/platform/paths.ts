@@ -17,8 +17,10 @@ export function defaultPaths(env: NodeJS.ProcessEnv, uid: number): Paths {
   const cacheHome = env.XDG_CACHE_HOME ?? join(homedir(), '.cache');
   return {
     runDir: env.VMCACHE_RUN_DIR ?? (root ? '/run/vmcache' : join(env.XDG_RUNTIME_DIR ?? '/tmp', 'vmcache')),
-    imageDir: env.VMCACHE_IMAGE_DIR ?? (root ? '/var/lib/vmcache/image' : join(cacheHome, 'vmcache', 'image')),
-    cacheDir: env.VMCACHE_CACHE_DIR ?? (root ? '/var/cache/vmcache' : join(cacheHome, 'vmcache', 'downloads')),
+    imageDir:
+      env.VMCACHE_IMAGE_DIR ?? (root ? '/var/lib/vmcache/image' : join(cacheHome, 'vmcache', 'image')),
+    cacheDir:
+      env.VMCACHE_CACHE_DIR ?? (root ? '/var/cache/vmcache' : join(cacheHome, 'vmcache', 'downloads')),
   };
 }
 

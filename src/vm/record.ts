@@ -35,12 +35,15 @@ export function writeRecord(r: VmRecord): void {
 /** Validates a parsed record; throws naming the field at fault. */
 export function parseRecord(v: unknown, source: string): VmRecord {
   const r = v as Partial<VmRecord> | null;
-  const bad = (field: string) => new VmcError('VMC_ERR_VM_NOT_FOUND', `${source}: invalid VM record (${field})`);
+  const bad = (field: string) =>
+    new VmcError('VMC_ERR_VM_NOT_FOUND', `${source}: invalid VM record (${field})`);
   if (!r || typeof r !== 'object') throw bad('not an object');
-  if (r.version !== VM_RECORD_VERSION) throw bad(`version ${String(r.version)}, expected ${VM_RECORD_VERSION}`);
+  if (r.version !== VM_RECORD_VERSION)
+    throw bad(`version ${String(r.version)}, expected ${VM_RECORD_VERSION}`);
   if (typeof r.id !== 'string' || !/^[a-z0-9-]{1,64}$/.test(r.id)) throw bad('id');
   if (!r.qemu || !Number.isInteger(r.qemu.pid) || !Number.isInteger(r.qemu.startTime)) throw bad('qemu');
-  if (!r.files || typeof r.files.qmpSocket !== 'string' || typeof r.files.agentSocket !== 'string') throw bad('files');
+  if (!r.files || typeof r.files.qmpSocket !== 'string' || typeof r.files.agentSocket !== 'string')
+    throw bad('files');
   if (!r.spec || typeof r.spec !== 'object') throw bad('spec');
   return { hotplug: { cpus: 0, memoryMiB: 0 }, owner: null, ...r } as VmRecord;
 }
@@ -59,7 +62,9 @@ export function readRecord(dir: string): VmRecord {
 }
 
 /** Every VM directory under `<runDir>/vm`, with its record or the error reading it. */
-export function listVmDirs(runDir: string): Array<{ id: string; dir: string; record: VmRecord | null; error?: Error }> {
+export function listVmDirs(
+  runDir: string,
+): Array<{ id: string; dir: string; record: VmRecord | null; error?: Error }> {
   const root = join(runDir, 'vm');
   if (!existsSync(root)) return [];
   return readdirSync(root).map((id) => {

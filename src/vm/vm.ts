@@ -1,8 +1,14 @@
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, rmSync } from 'node:fs';
-import { VmcError, messageOf } from '../errors.js';
+import { messageOf, VmcError } from '../errors.js';
 import { buildQemuArgs } from '../hypervisor/qemu/cmdline.js';
-import { connectUnix, type DetachedSpawner, spawnDetached, tail, waitForSocket } from '../hypervisor/qemu/launcher.js';
+import {
+  connectUnix,
+  type DetachedSpawner,
+  spawnDetached,
+  tail,
+  waitForSocket,
+} from '../hypervisor/qemu/launcher.js';
 import { type VmSpec, vmFiles } from '../hypervisor/types.js';
 import type { Clock } from '../platform/clock.js';
 import type { CommandRunner } from '../platform/command.js';
@@ -14,7 +20,7 @@ import { UndoStack } from '../platform/undo-stack.js';
 import { AgentClient, type AgentProcess, type ExitStatus } from '../protocol/agent/client.js';
 import type { ExecRequest } from '../protocol/agent/messages.js';
 import { QmpClient } from '../protocol/qmp/client.js';
-import { readRecord, type VmRecord, VM_RECORD_VERSION, writeRecord } from './record.js';
+import { readRecord, VM_RECORD_VERSION, type VmRecord, writeRecord } from './record.js';
 
 /** Dependencies of VM operations. */
 export interface VmDeps {
@@ -75,7 +81,11 @@ export class Vm {
   }
 
   /** Boots a new VM and waits until its agent has answered the handshake. */
-  static async boot(spec: VmSpec, deps: VmDeps, opts: { id?: string; timeouts?: VmTimeouts } = {}): Promise<Vm> {
+  static async boot(
+    spec: VmSpec,
+    deps: VmDeps,
+    opts: { id?: string; timeouts?: VmTimeouts; signal?: AbortSignal } = {},
+  ): Promise<Vm> {
     const { clock, logger } = deps;
     const timeouts = opts.timeouts ?? DEFAULT_TIMEOUTS;
     const id = opts.id ?? newVmId();
@@ -83,13 +93,16 @@ export class Vm {
     const log = logger.child({ vmId: id });
     const t0 = clock.monotonic();
     const undo = new UndoStack();
+    const step = <T>(p: Promise<T>) => abortable(p, opts.signal, id);
     try {
+      if (opts.signal?.aborted) throw interrupted(id);
       mkdirSync(files.dir, { recursive: true, mode: 0o700 });
       undo.push('remove state dir', () => rmSync(files.dir, { recursive: true, force: true }));
       mkdirSync(files.sharedDir, { mode: 0o700 });
       const args = buildQemuArgs(spec, files, id);
       log.debug({ args }, 'starting QEMU');
       const proc = await (deps.spawner ?? spawnDetached)(spec.qemuPath, args, files.qemuLog);
+      // Registered before anything can be aborted: the spawn itself always completes.
       undo.push('kill QEMU', () => signalIfAlive(proc.identity, 'SIGKILL'));
       const spawnMs = clock.monotonic() - t0;
       const self = identify(process.pid);
@@ -105,12 +118,14 @@ export class Vm {
       };
       // Recorded before anything else can fail, so that a crash from here on leaves a findable VM.
       writeRecord(record);
-      const qmpSock = await waitForSocket(files.qmpSocket, proc, files, clock, timeouts.qemuStartMs);
+      const qmpSock = await step(waitForSocket(files.qmpSocket, proc, files, clock, timeouts.qemuStartMs));
       const qmp = new QmpClient(qmpSock, { clock });
       undo.push('close QMP', () => qmp.close());
-      await qmp.connect();
+      await step(qmp.connect());
       const qmpMs = clock.monotonic() - t0;
-      const agent = await connectAgent(files.agentSocket, clock, timeouts.agentReadyMs, files.consoleLog);
+      const agent = await step(
+        connectAgent(files.agentSocket, clock, timeouts.agentReadyMs, files.consoleLog),
+      );
       const agentMs = clock.monotonic() - t0;
       undo.release();
       const timings = { spawnMs, qmpMs, agentMs, totalMs: agentMs };
@@ -126,7 +141,11 @@ export class Vm {
    * Connects to a VM another process started (the hand-off path). With `takeOwnership`, this process becomes
    * the owner recorded on disk.
    */
-  static async attach(id: string, deps: VmDeps, opts: { takeOwnership?: boolean; agentTimeoutMs?: number } = {}): Promise<Vm> {
+  static async attach(
+    id: string,
+    deps: VmDeps,
+    opts: { takeOwnership?: boolean; agentTimeoutMs?: number } = {},
+  ): Promise<Vm> {
     const { clock } = deps;
     const t0 = clock.monotonic();
     const record = readRecord(vmDir(deps.paths, id));
@@ -134,17 +153,29 @@ export class Vm {
   }
 
   /** Like `attach`, from a record received from elsewhere (e.g. over the cache protocol). */
-  static async attachRecord(record: VmRecord, deps: VmDeps, opts: { takeOwnership?: boolean; agentTimeoutMs?: number; t0?: number } = {}): Promise<Vm> {
+  static async attachRecord(
+    record: VmRecord,
+    deps: VmDeps,
+    opts: { takeOwnership?: boolean; agentTimeoutMs?: number; t0?: number } = {},
+  ): Promise<Vm> {
     const { clock } = deps;
     const t0 = opts.t0 ?? clock.monotonic();
     if (!isAlive(record.qemu)) {
-      throw new VmcError('VMC_ERR_VM_DEAD', `VM ${record.id}: QEMU pid ${record.qemu.pid} is no longer running`);
+      throw new VmcError(
+        'VMC_ERR_VM_DEAD',
+        `VM ${record.id}: QEMU pid ${record.qemu.pid} is no longer running`,
+      );
     }
     const qmp = new QmpClient(await connectUnix(record.files.qmpSocket), { clock });
     try {
       await qmp.connect();
       const qmpMs = clock.monotonic() - t0;
-      const agent = await connectAgent(record.files.agentSocket, clock, opts.agentTimeoutMs ?? 10_000, record.files.consoleLog);
+      const agent = await connectAgent(
+        record.files.agentSocket,
+        clock,
+        opts.agentTimeoutMs ?? 10_000,
+        record.files.consoleLog,
+      );
       const agentMs = clock.monotonic() - t0;
       if (opts.takeOwnership) {
         record.owner = identify(process.pid);
@@ -163,7 +194,10 @@ export class Vm {
   }
 
   /** Runs a command to completion and collects its output. */
-  async run(args: string[], opts: Omit<ExecRequest, 'args'> & { input?: Buffer | string } = {}): Promise<RunResult> {
+  async run(
+    args: string[],
+    opts: Omit<ExecRequest, 'args'> & { input?: Buffer | string } = {},
+  ): Promise<RunResult> {
     const { input, ...rest } = opts;
     const p = await this.agent.exec({ ...rest, args, stdin: input !== undefined });
     const out: Buffer[] = [];
@@ -209,6 +243,16 @@ export class Vm {
   }
 
   /**
+   * Gives the VM up for adoption by another process: records it as unowned (the orphan sweep leaves unowned
+   * live VMs alone) and detaches. The adopter calls `Vm.attach(id, deps, { takeOwnership: true })`.
+   */
+  release(): void {
+    this.record.owner = null;
+    writeRecord(this.record);
+    this.detach();
+  }
+
+  /**
    * Stops the VM and removes its state: QMP `quit` (QEMU exits at once; the guest root is read-only, so there
    * is nothing to flush), then SIGTERM, then SIGKILL, each after a bounded wait; then unmounts anything left
    * under the state directory and removes it. Idempotent.
@@ -223,8 +267,11 @@ export class Vm {
   }
 }
 
-/** Ends the QEMU of `record` (if still alive) and removes its state directory. Used by destroy and the sweep. */
-export async function destroyRecord(record: VmRecord, deps: VmDeps): Promise<void> {
+/**
+ * Ends the QEMU of `record` (if still alive) and removes its state directory. Used by destroy and the sweep.
+ * `quitGraceMs`: how long to wait for a QMP `quit` already sent to take effect before signalling (0 when none was).
+ */
+export async function destroyRecord(record: VmRecord, deps: VmDeps, quitGraceMs = 2_000): Promise<void> {
   const { clock, logger } = deps;
   const waitGone = async (ms: number) => {
     const deadline = clock.monotonic() + ms;
@@ -234,8 +281,8 @@ export async function destroyRecord(record: VmRecord, deps: VmDeps): Promise<voi
     }
     return true;
   };
-  if (!(await waitGone(2_000))) {
-    signalIfAlive(record.qemu, 'SIGTERM');
+  if (!(await waitGone(quitGraceMs))) {
+    signalIfAlive(record.qemu, 'SIGTERM'); // QEMU exits cleanly on SIGTERM
     if (!(await waitGone(2_000))) {
       signalIfAlive(record.qemu, 'SIGKILL');
       await waitGone(5_000);
@@ -250,16 +297,49 @@ export async function destroyRecord(record: VmRecord, deps: VmDeps): Promise<voi
   rmSync(record.files.dir, { recursive: true, force: true });
 }
 
-async function connectAgent(path: string, clock: Clock, timeoutMs: number, consoleLog: string): Promise<AgentClient> {
+function interrupted(id: string): VmcError {
+  return new VmcError('VMC_ERR_VM_INTERRUPTED', `boot of VM ${id} interrupted; the VM was stopped`);
+}
+
+/** Races `p` against `signal`; an abort rejects at once (the caller's undo stack then cleans up). */
+function abortable<T>(p: Promise<T>, signal: AbortSignal | undefined, id: string): Promise<T> {
+  if (!signal) return p;
+  if (signal.aborted) return Promise.reject(interrupted(id));
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(interrupted(id));
+    signal.addEventListener('abort', onAbort, { once: true });
+    p.then(
+      (v) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(v);
+      },
+      (e: unknown) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(e);
+      },
+    );
+  });
+}
+
+async function connectAgent(
+  path: string,
+  clock: Clock,
+  timeoutMs: number,
+  consoleLog: string,
+): Promise<AgentClient> {
   const agent = new AgentClient(await connectUnix(path, 'VMC_ERR_AGENT_CLOSED'), { clock });
   try {
     await agent.handshake(timeoutMs);
     return agent;
   } catch (err) {
     agent.close();
-    throw new VmcError('VMC_ERR_AGENT_TIMEOUT', `guest agent not ready: ${messageOf(err)}\nguest console (last lines):\n${tail(consoleLog)}`, {
-      cause: err,
-      details: { console: tail(consoleLog) },
-    });
+    throw new VmcError(
+      'VMC_ERR_AGENT_TIMEOUT',
+      `guest agent not ready: ${messageOf(err)}\nguest console (last lines):\n${tail(consoleLog)}`,
+      {
+        cause: err,
+        details: { console: tail(consoleLog) },
+      },
+    );
   }
 }

@@ -19,7 +19,11 @@ const PORT = process.argv[2] ?? '/dev/virtio-ports/vmcache.agent';
 interface PipeHandle {
   open(fd: number): number;
 }
-const { Pipe, constants } = (process as unknown as { binding(n: string): { Pipe: new (t: number) => PipeHandle; constants: { SOCKET: number } } }).binding('pipe_wrap');
+const { Pipe, constants } = (
+  process as unknown as {
+    binding(n: string): { Pipe: new (t: number) => PipeHandle; constants: { SOCKET: number } };
+  }
+).binding('pipe_wrap');
 
 function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
@@ -34,7 +38,9 @@ async function openPort(): Promise<Socket> {
       await new Promise<void>((resolve, reject) => write(fd, hello, (e) => (e ? reject(e) : resolve())));
       const handle = new Pipe(constants.SOCKET);
       handle.open(fd);
-      return new Socket({ handle, readable: true, writable: true } as unknown as ConstructorParameters<typeof Socket>[0]);
+      return new Socket({ handle, readable: true, writable: true } as unknown as ConstructorParameters<
+        typeof Socket
+      >[0]);
     } catch (err) {
       // EBUSY while the previous handle is still closing; anything else is logged and retried.
       if ((err as NodeJS.ErrnoException).code !== 'EBUSY') console.error(`vmcache-agent: ${String(err)}`);

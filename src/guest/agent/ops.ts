@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { readdirSync, readFileSync, writeFileSync, mkdirSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { promisify } from 'node:util';
 import type { GuestOps } from './server.js';
 
@@ -58,10 +58,22 @@ export const linuxOps: GuestOps = {
     return { cpus: onlinedCpus, memoryBlocks: blocks };
   },
   async mountShared() {
-    if (read('/proc/mounts').split('\n').some((l) => l.split(' ')[1] === SHARED_MOUNT)) return { path: SHARED_MOUNT };
+    if (
+      read('/proc/mounts')
+        .split('\n')
+        .some((l) => l.split(' ')[1] === SHARED_MOUNT)
+    )
+      return { path: SHARED_MOUNT };
     mkdirSync(SHARED_MOUNT, { recursive: true });
     // cache=none: the host changes this tree (bind mounts of container roots) while the guest runs.
-    await run('/bin/mount', ['-t', '9p', '-o', 'trans=virtio,version=9p2000.L,msize=262144,cache=none', SHARED_TAG, SHARED_MOUNT]);
+    await run('/bin/mount', [
+      '-t',
+      '9p',
+      '-o',
+      'trans=virtio,version=9p2000.L,msize=262144,cache=none',
+      SHARED_TAG,
+      SHARED_MOUNT,
+    ]);
     return { path: SHARED_MOUNT };
   },
   async info() {

@@ -85,7 +85,13 @@ export class AgentServer {
       if (!f.ok) continue; // resynchronised on the next marker; nothing to answer
       const parsed = parseHostMessage(f.value);
       if (!parsed.ok) {
-        if (parsed.id !== undefined) this.#send({ t: 'res', id: parsed.id, ok: false, error: { code: 'BAD_REQUEST', message: parsed.error } });
+        if (parsed.id !== undefined)
+          this.#send({
+            t: 'res',
+            id: parsed.id,
+            ok: false,
+            error: { code: 'BAD_REQUEST', message: parsed.error },
+          });
         continue;
       }
       const m = parsed.msg;
@@ -96,11 +102,23 @@ export class AgentServer {
           this.#nonce = m.nonce;
           this.#session++;
         }
-        this.#send({ t: 'hello-ok', nonce: m.nonce, version: AGENT_PROTOCOL_VERSION, session: this.#session, agentPid: process.pid, bootId: this.ops.bootId() });
+        this.#send({
+          t: 'hello-ok',
+          nonce: m.nonce,
+          version: AGENT_PROTOCOL_VERSION,
+          session: this.#session,
+          agentPid: process.pid,
+          bootId: this.ops.bootId(),
+        });
         continue;
       }
       if (this.#nonce === null) {
-        this.#send({ t: 'res', id: m.id, ok: false, error: { code: 'NO_SESSION', message: 'send hello first' } });
+        this.#send({
+          t: 'res',
+          id: m.id,
+          ok: false,
+          error: { code: 'NO_SESSION', message: 'send hello first' },
+        });
         continue;
       }
       const { t: _t, id, ...req } = m;
@@ -108,7 +126,12 @@ export class AgentServer {
         (result) => this.#send({ t: 'res', id, ok: true, result: result ?? null }),
         (err: unknown) => {
           const code = err instanceof RequestError ? err.code : 'FAILED';
-          this.#send({ t: 'res', id, ok: false, error: { code, message: err instanceof Error ? err.message : String(err) } });
+          this.#send({
+            t: 'res',
+            id,
+            ok: false,
+            error: { code, message: err instanceof Error ? err.message : String(err) },
+          });
         },
       );
     }
@@ -122,9 +145,12 @@ export class AgentServer {
         return this.#exec(req.exec);
       case 'stdin': {
         const p = this.#proc(req.proc);
-        if (!p.child.stdin || p.child.stdin.destroyed) throw new RequestError('NO_STDIN', `process ${req.proc} has no open stdin`);
+        if (!p.child.stdin || p.child.stdin.destroyed)
+          throw new RequestError('NO_STDIN', `process ${req.proc} has no open stdin`);
         const data = Buffer.from(req.data, 'base64');
-        await new Promise<void>((resolve, reject) => p.child.stdin!.write(data, (e) => (e ? reject(e) : resolve())));
+        await new Promise<void>((resolve, reject) =>
+          p.child.stdin!.write(data, (e) => (e ? reject(e) : resolve())),
+        );
         return null;
       }
       case 'close-stdin':
@@ -134,7 +160,8 @@ export class AgentServer {
         const p = this.#proc(req.proc);
         const sig = req.signal.toUpperCase();
         const name = (sig.startsWith('SIG') ? sig : `SIG${sig}`) as NodeJS.Signals;
-        if (!(name in osConstants.signals)) throw new RequestError('BAD_SIGNAL', `unknown signal ${req.signal}`);
+        if (!(name in osConstants.signals))
+          throw new RequestError('BAD_SIGNAL', `unknown signal ${req.signal}`);
         p.child.kill(name);
         return null;
       }

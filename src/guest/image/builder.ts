@@ -1,12 +1,36 @@
-import { copyFileSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync, chmodSync, existsSync } from 'node:fs';
+import {
+  chmodSync,
+  copyFileSync,
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  renameSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { dirname, join } from 'node:path';
-import { VmcError, messageOf } from '../../errors.js';
-import type { CommandRunner } from '../../platform/command.js';
+import { messageOf, VmcError } from '../../errors.js';
 import type { Clock } from '../../platform/clock.js';
-import { writeCpio, type CpioEntry } from './cpio.js';
+import type { CommandRunner } from '../../platform/command.js';
+import { type CpioEntry, writeCpio } from './cpio.js';
 import { isStaticElf } from './elf.js';
 import { extractVmlinux, fetchKernelDeb, kernelVersion, resolveKernelPackage } from './kernel.js';
-import { BUILDER_VERSION, hashFile, hashValue, IMAGE_FILES, type ImageManifest, outputsPresent, readManifest, writeManifest } from './manifest.js';
+import {
+  BUILDER_VERSION,
+  hashFile,
+  hashValue,
+  IMAGE_FILES,
+  type ImageManifest,
+  outputsPresent,
+  readManifest,
+  writeManifest,
+} from './manifest.js';
 import { GUEST_MODULES, parseBuiltin, parseModulesDep, resolveLoadOrder } from './modules.js';
 
 /** Where the builder takes its inputs from. */
@@ -42,13 +66,21 @@ export interface ImageBuildResult {
  * is a no-op. Outputs are written under temporary names and renamed, so an interrupted build leaves the
  * previous image intact.
  */
-export async function buildImage(imageDir: string, cacheDir: string, src: ImageSources, deps: ImageBuilderDeps): Promise<ImageBuildResult> {
+export async function buildImage(
+  imageDir: string,
+  cacheDir: string,
+  src: ImageSources,
+  deps: ImageBuilderDeps,
+): Promise<ImageBuildResult> {
   const { run, progress } = deps;
   for (const [what, p] of Object.entries(src)) {
     if (!existsSync(p)) throw new VmcError('VMC_ERR_IMAGE_BUILD', `image input ${what} not found: ${p}`);
   }
   if (!isStaticElf(src.busybox)) {
-    throw new VmcError('VMC_ERR_HOST_PREREQ', `${src.busybox} is not a statically linked busybox; install the busybox-static package`);
+    throw new VmcError(
+      'VMC_ERR_HOST_PREREQ',
+      `${src.busybox} is not a statically linked busybox; install the busybox-static package`,
+    );
   }
   mkdirSync(imageDir, { recursive: true });
   const previous = readManifest(imageDir);
@@ -65,7 +97,9 @@ export async function buildImage(imageDir: string, cacheDir: string, src: ImageS
     modules: GUEST_MODULES,
   });
   let kernel: ImageManifest['kernel'];
-  const kernelFresh = previous?.kernel.inputsHash === kernelInputs && outputsPresent(imageDir, [IMAGE_FILES.kernel, IMAGE_FILES.initrd]);
+  const kernelFresh =
+    previous?.kernel.inputsHash === kernelInputs &&
+    outputsPresent(imageDir, [IMAGE_FILES.kernel, IMAGE_FILES.initrd]);
   if (kernelFresh) {
     kernel = previous!.kernel;
     progress(`kernel ${kernel.version}: up to date`);
@@ -89,7 +123,8 @@ export async function buildImage(imageDir: string, cacheDir: string, src: ImageS
     helper: hashFile(asset('vmc-helper.c')),
   });
   let rootfs: ImageManifest['rootfs'];
-  const rootFresh = previous?.rootfs.inputsHash === rootInputs && outputsPresent(imageDir, [IMAGE_FILES.rootfs]);
+  const rootFresh =
+    previous?.rootfs.inputsHash === rootInputs && outputsPresent(imageDir, [IMAGE_FILES.rootfs]);
   if (rootFresh) {
     rootfs = previous!.rootfs;
     progress('root disk: up to date');
@@ -97,12 +132,27 @@ export async function buildImage(imageDir: string, cacheDir: string, src: ImageS
     rootfs = { inputsHash: rootInputs, nodeVersion, sizeBytes: await buildRootfs(imageDir, src, libs, deps) };
   }
 
-  const manifest: ImageManifest = kernelFresh && rootFresh ? previous! : { builderVersion: BUILDER_VERSION, builtAt: new Date(deps.clock.now()).toISOString(), kernel, rootfs };
+  const manifest: ImageManifest =
+    kernelFresh && rootFresh
+      ? previous!
+      : {
+          builderVersion: BUILDER_VERSION,
+          builtAt: new Date(deps.clock.now()).toISOString(),
+          kernel,
+          rootfs,
+        };
   if (!(kernelFresh && rootFresh)) writeManifest(imageDir, manifest);
   return { imageDir, rebuilt: { kernel: !kernelFresh, rootfs: !rootFresh }, manifest };
 }
 
-async function buildKernelStage(imageDir: string, cacheDir: string, deb: string, pkg: string, src: ImageSources, deps: ImageBuilderDeps): Promise<ImageManifest['kernel']> {
+async function buildKernelStage(
+  imageDir: string,
+  cacheDir: string,
+  deb: string,
+  pkg: string,
+  src: ImageSources,
+  deps: ImageBuilderDeps,
+): Promise<ImageManifest['kernel']> {
   const { run, progress } = deps;
   const tmp = mkdtempSync(join(cacheDir, 'unpack-'));
   try {
@@ -118,7 +168,9 @@ async function buildKernelStage(imageDir: string, cacheDir: string, deb: string,
       await run('depmod', ['-b', tmp, version], { errorCode: 'VMC_ERR_IMAGE_BUILD' });
     }
     const table = parseModulesDep(readFileSync(join(modDir, 'modules.dep'), 'utf8'));
-    const builtin = existsSync(join(modDir, 'modules.builtin')) ? parseBuiltin(readFileSync(join(modDir, 'modules.builtin'), 'utf8')) : new Set<string>();
+    const builtin = existsSync(join(modDir, 'modules.builtin'))
+      ? parseBuiltin(readFileSync(join(modDir, 'modules.builtin'), 'utf8'))
+      : new Set<string>();
     let order: Array<{ name: string; path: string }>;
     try {
       order = resolveLoadOrder(table, GUEST_MODULES, builtin);
@@ -127,12 +179,19 @@ async function buildKernelStage(imageDir: string, cacheDir: string, deb: string,
     }
     progress(`writing the initramfs (${order.length} modules)`);
     const entries: CpioEntry[] = [
-      ...['bin', 'dev', 'etc', 'lib', 'lib/modules', 'proc', 'sys', 'sysroot'].map((path) => ({ kind: 'dir' as const, path })),
+      ...['bin', 'dev', 'etc', 'lib', 'lib/modules', 'proc', 'sys', 'sysroot'].map((path) => ({
+        kind: 'dir' as const,
+        path,
+      })),
       { kind: 'chardev', path: 'dev/console', major: 5, minor: 1 },
       { kind: 'file', path: 'bin/busybox', data: readFileSync(src.busybox), mode: 0o755 },
       { kind: 'file', path: 'init', data: readFileSync(join(src.assetsDir, 'init')), mode: 0o755 },
       { kind: 'file', path: 'etc/modules', data: Buffer.from(`${order.map((m) => m.name).join('\n')}\n`) },
-      ...order.map((m) => ({ kind: 'file' as const, path: `lib/modules/${m.name}.ko`, data: readFileSync(join(modDir, m.path)) })),
+      ...order.map((m) => ({
+        kind: 'file' as const,
+        path: `lib/modules/${m.name}.ko`,
+        data: readFileSync(join(modDir, m.path)),
+      })),
     ];
     const out = join(imageDir, IMAGE_FILES.initrd);
     // Uncompressed: under TCG gzip made no measurable difference to boot time (research §0) and costs build time.
@@ -160,12 +219,34 @@ function guestLibPath(p: string): string {
   return p.startsWith('/usr/') ? p.slice(1) : `usr${p}`;
 }
 
-async function buildRootfs(imageDir: string, src: ImageSources, libs: string[], deps: ImageBuilderDeps): Promise<number> {
+async function buildRootfs(
+  imageDir: string,
+  src: ImageSources,
+  libs: string[],
+  deps: ImageBuilderDeps,
+): Promise<number> {
   const { run, progress } = deps;
   const stage = mkdtempSync(join(imageDir, '.rootfs-'));
   try {
     progress('staging the guest root (busybox, node, agent)');
-    for (const d of ['bin', 'sbin', 'usr/bin', 'usr/sbin', 'usr/lib', 'usr/lib64', 'etc', 'proc', 'sys', 'dev', 'tmp', 'run', 'root', 'mnt', 'var', 'opt/vmcache']) {
+    for (const d of [
+      'bin',
+      'sbin',
+      'usr/bin',
+      'usr/sbin',
+      'usr/lib',
+      'usr/lib64',
+      'etc',
+      'proc',
+      'sys',
+      'dev',
+      'tmp',
+      'run',
+      'root',
+      'mnt',
+      'var',
+      'opt/vmcache',
+    ]) {
       mkdirSync(join(stage, d), { recursive: true });
     }
     chmodSync(join(stage, 'tmp'), 0o1777);
@@ -190,10 +271,24 @@ async function buildRootfs(imageDir: string, src: ImageSources, libs: string[], 
     copyFileSync(join(src.assetsDir, 'stage2'), join(stage, 'opt/vmcache/init'));
     chmodSync(join(stage, 'opt/vmcache/init'), 0o755);
     progress('compiling vmc-helper (static)');
-    await run('gcc', ['-static', '-Os', '-s', '-o', join(stage, 'opt/vmcache/vmc-helper'), join(src.assetsDir, 'vmc-helper.c')], {
-      errorCode: 'VMC_ERR_IMAGE_BUILD',
-    });
-    writeFileSync(join(stage, 'etc/passwd'), 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n');
+    await run(
+      'gcc',
+      [
+        '-static',
+        '-Os',
+        '-s',
+        '-o',
+        join(stage, 'opt/vmcache/vmc-helper'),
+        join(src.assetsDir, 'vmc-helper.c'),
+      ],
+      {
+        errorCode: 'VMC_ERR_IMAGE_BUILD',
+      },
+    );
+    writeFileSync(
+      join(stage, 'etc/passwd'),
+      'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n',
+    );
     writeFileSync(join(stage, 'etc/group'), 'root:x:0:\nnogroup:x:65534:\n');
     writeFileSync(join(stage, 'etc/hosts'), '127.0.0.1 localhost vmcache\n::1 localhost\n');
     writeFileSync(join(stage, 'etc/hostname'), 'vmcache\n');
@@ -205,9 +300,26 @@ async function buildRootfs(imageDir: string, src: ImageSources, libs: string[], 
     const out = join(imageDir, IMAGE_FILES.rootfs);
     rmSync(`${out}.tmp`, { force: true });
     // No journal: the disk is attached read-only, and a journal-less ext4 mounts without replay checks.
-    await run('mkfs.ext4', ['-q', '-F', '-L', 'vmcroot', '-O', '^has_journal', '-E', 'root_owner=0:0', '-d', stage, `${out}.tmp`, `${sizeMiB}M`], {
-      errorCode: 'VMC_ERR_IMAGE_BUILD',
-    });
+    await run(
+      'mkfs.ext4',
+      [
+        '-q',
+        '-F',
+        '-L',
+        'vmcroot',
+        '-O',
+        '^has_journal',
+        '-E',
+        'root_owner=0:0',
+        '-d',
+        stage,
+        `${out}.tmp`,
+        `${sizeMiB}M`,
+      ],
+      {
+        errorCode: 'VMC_ERR_IMAGE_BUILD',
+      },
+    );
     renameSync(`${out}.tmp`, out);
     return statSync(out).size;
   } finally {

@@ -47,7 +47,8 @@ export function writeCpio(entries: readonly CpioEntry[]): Buffer {
   };
   for (const e of entries) {
     const path = e.path.replace(/^\/+/, '');
-    if (path === '' || path.split('/').includes('..')) throw new Error(`invalid cpio path ${JSON.stringify(e.path)}`);
+    if (path === '' || path.split('/').includes('..'))
+      throw new Error(`invalid cpio path ${JSON.stringify(e.path)}`);
     switch (e.kind) {
       case 'dir':
         push(path, TYPE.dir | (e.mode ?? 0o755), Buffer.alloc(0), [0, 0], 2);

@@ -15,7 +15,10 @@ export async function resolveKernelPackage(run: CommandRunner, meta = KERNEL_MET
   const { stdout } = await run('apt-cache', ['depends', meta], { errorCode: 'VMC_ERR_IMAGE_BUILD' });
   const m = /Depends:\s*(linux-image-[0-9][^\s]*)/.exec(stdout.toString());
   if (!m) {
-    throw new VmcError('VMC_ERR_IMAGE_BUILD', `apt-cache knows no kernel behind ${meta}; run 'apt-get update' first`);
+    throw new VmcError(
+      'VMC_ERR_IMAGE_BUILD',
+      `apt-cache knows no kernel behind ${meta}; run 'apt-get update' first`,
+    );
   }
   return m[1]!;
 }
@@ -23,12 +26,16 @@ export async function resolveKernelPackage(run: CommandRunner, meta = KERNEL_MET
 /** Downloads the kernel package into `cacheDir` unless a .deb of it is already there; returns its path. */
 export async function fetchKernelDeb(run: CommandRunner, pkg: string, cacheDir: string): Promise<string> {
   mkdirSync(cacheDir, { recursive: true });
-  const existing = () => readdirSync(cacheDir).filter((f) => f.startsWith(`${pkg}_`) && f.endsWith('.deb')).sort();
+  const existing = () =>
+    readdirSync(cacheDir)
+      .filter((f) => f.startsWith(`${pkg}_`) && f.endsWith('.deb'))
+      .sort();
   if (existing().length === 0) {
     await run('apt-get', ['download', pkg], { cwd: cacheDir, errorCode: 'VMC_ERR_IMAGE_BUILD' });
   }
   const debs = existing();
-  if (debs.length === 0) throw new VmcError('VMC_ERR_IMAGE_BUILD', `apt-get download ${pkg} produced no .deb in ${cacheDir}`);
+  if (debs.length === 0)
+    throw new VmcError('VMC_ERR_IMAGE_BUILD', `apt-get download ${pkg} produced no .deb in ${cacheDir}`);
   return join(cacheDir, debs[debs.length - 1]!);
 }
 
@@ -43,7 +50,10 @@ export async function extractVmlinux(run: CommandRunner, bzImage: string, out: s
   const data = readFileSync(bzImage);
   const at = data.indexOf(XZ_MAGIC);
   if (at < 0) throw new VmcError('VMC_ERR_IMAGE_BUILD', `${bzImage} holds no XZ-compressed kernel`);
-  const { stdout } = await run('xz', ['-dc', '--single-stream'], { input: data.subarray(at), errorCode: 'VMC_ERR_IMAGE_BUILD' });
+  const { stdout } = await run('xz', ['-dc', '--single-stream'], {
+    input: data.subarray(at),
+    errorCode: 'VMC_ERR_IMAGE_BUILD',
+  });
   if (stdout.length < 1024 || stdout.readUInt32BE(0) !== 0x7f454c46) {
     throw new VmcError('VMC_ERR_IMAGE_BUILD', `decompressed kernel from ${bzImage} is not an ELF file`);
   }
@@ -55,6 +65,7 @@ export async function extractVmlinux(run: CommandRunner, bzImage: string, out: s
 export function kernelVersion(unpacked: string): string {
   const dir = join(unpacked, 'lib', 'modules');
   const versions = existsSync(dir) ? readdirSync(dir) : [];
-  if (versions.length !== 1) throw new VmcError('VMC_ERR_IMAGE_BUILD', `expected one kernel under ${dir}, found ${versions.length}`);
+  if (versions.length !== 1)
+    throw new VmcError('VMC_ERR_IMAGE_BUILD', `expected one kernel under ${dir}, found ${versions.length}`);
   return versions[0]!;
 }

@@ -33,7 +33,12 @@ export function parseModulesDep(text: string): ModuleTable {
     const colon = line.indexOf(':');
     if (colon <= 0) continue;
     const path = line.slice(0, colon).trim();
-    const deps = line.slice(colon + 1).trim().split(/\s+/).filter(Boolean).map(moduleName);
+    const deps = line
+      .slice(colon + 1)
+      .trim()
+      .split(/\s+/)
+      .filter(Boolean)
+      .map(moduleName);
     table.set(moduleName(path), { path, deps });
   }
   return table;
@@ -43,17 +48,24 @@ export function parseModulesDep(text: string): ModuleTable {
  * Returns the load order for `wanted` and everything it depends on. Modules built into the kernel (listed in
  * `builtin`) are skipped. Throws naming the module when one is neither a module nor built in.
  */
-export function resolveLoadOrder(table: ModuleTable, wanted: readonly string[], builtin: ReadonlySet<string> = new Set()): Array<{ name: string; path: string }> {
+export function resolveLoadOrder(
+  table: ModuleTable,
+  wanted: readonly string[],
+  builtin: ReadonlySet<string> = new Set(),
+): Array<{ name: string; path: string }> {
   const order: Array<{ name: string; path: string }> = [];
   const state = new Map<string, 'visiting' | 'done'>();
   const visit = (raw: string, via: string[]) => {
     const name = raw.replace(/-/g, '_');
     if (state.get(name) === 'done') return;
-    if (state.get(name) === 'visiting') throw new Error(`module dependency cycle: ${[...via, name].join(' -> ')}`);
+    if (state.get(name) === 'visiting')
+      throw new Error(`module dependency cycle: ${[...via, name].join(' -> ')}`);
     const entry = table.get(name);
     if (!entry) {
       if (builtin.has(name)) return;
-      throw new Error(`kernel module ${name} not found in modules.dep${via.length ? ` (needed by ${via.join(' -> ')})` : ''}`);
+      throw new Error(
+        `kernel module ${name} not found in modules.dep${via.length ? ` (needed by ${via.join(' -> ')})` : ''}`,
+      );
     }
     state.set(name, 'visiting');
     for (const d of entry.deps) visit(d, [...via, name]);

@@ -13,7 +13,10 @@ export interface AccelChoice {
  * virtualisation support; QEMU then starts and the guest hangs (seen on this project's CI machines), so the
  * device alone is not proof.
  */
-export function detectAccel(readCpuinfo: () => string = () => readFileSync('/proc/cpuinfo', 'utf8'), devKvm = '/dev/kvm'): AccelChoice {
+export function detectAccel(
+  readCpuinfo: () => string = () => readFileSync('/proc/cpuinfo', 'utf8'),
+  devKvm = '/dev/kvm',
+): AccelChoice {
   try {
     accessSync(devKvm, constants.R_OK | constants.W_OK);
   } catch {
@@ -21,7 +24,10 @@ export function detectAccel(readCpuinfo: () => string = () => readFileSync('/pro
   }
   const flags = /^flags\s*:(.*)$/m.exec(readCpuinfo())?.[1]?.split(/\s+/) ?? [];
   if (!flags.includes('vmx') && !flags.includes('svm')) {
-    return { accel: 'tcg', reason: `${devKvm} exists but the CPU advertises no vmx/svm (nested virtualisation is off)` };
+    return {
+      accel: 'tcg',
+      reason: `${devKvm} exists but the CPU advertises no vmx/svm (nested virtualisation is off)`,
+    };
   }
   return { accel: 'kvm', reason: `${devKvm} is usable and the CPU has hardware virtualisation` };
 }

@@ -14,7 +14,11 @@ export interface DetachedProcess {
 }
 
 /** Starts a program in its own session with stdout/stderr to `logFile`. Injected so tests can fake QEMU. */
-export type DetachedSpawner = (cmd: string, args: readonly string[], logFile: string) => Promise<DetachedProcess>;
+export type DetachedSpawner = (
+  cmd: string,
+  args: readonly string[],
+  logFile: string,
+) => Promise<DetachedProcess>;
 
 /**
  * The real spawner. `detached` gives QEMU its own session and process group, so neither a terminal's Ctrl-C nor
@@ -29,7 +33,9 @@ export const spawnDetached: DetachedSpawner = (cmd, args, logFile) =>
     } finally {
       closeSync(fd);
     }
-    child.once('error', (e) => reject(new VmcError('VMC_ERR_HOST_PREREQ', `cannot start ${cmd}: ${e.message}`, { cause: e })));
+    child.once('error', (e) =>
+      reject(new VmcError('VMC_ERR_HOST_PREREQ', `cannot start ${cmd}: ${e.message}`, { cause: e })),
+    );
     child.once('spawn', () => {
       child.unref();
       const identity = identify(child.pid!);
@@ -37,7 +43,9 @@ export const spawnDetached: DetachedSpawner = (cmd, args, logFile) =>
         reject(new VmcError('VMC_ERR_QEMU_EXITED', `${cmd} exited immediately`));
         return;
       }
-      const exited = new Promise<{ code: number | null; signal: string | null }>((res) => child.once('exit', (code, signal) => res({ code, signal })));
+      const exited = new Promise<{ code: number | null; signal: string | null }>((res) =>
+        child.once('exit', (code, signal) => res({ code, signal })),
+      );
       resolve({ identity, exited });
     });
   });
@@ -69,7 +77,13 @@ function tryConnect(path: string): Promise<Socket | null> {
  * Waits until QEMU's QMP socket accepts a connection, and returns that connection. Fails early, with the tail
  * of QEMU's stderr, if the process exits first (bad option, missing kernel, ...).
  */
-export async function waitForSocket(path: string, proc: DetachedProcess, files: VmFiles, clock: Clock, timeoutMs: number): Promise<Socket> {
+export async function waitForSocket(
+  path: string,
+  proc: DetachedProcess,
+  files: VmFiles,
+  clock: Clock,
+  timeoutMs: number,
+): Promise<Socket> {
   let exit: { code: number | null; signal: string | null } | null = null;
   void proc.exited.then((e) => {
     exit = e;
@@ -78,16 +92,23 @@ export async function waitForSocket(path: string, proc: DetachedProcess, files: 
   for (;;) {
     if (exit !== null) {
       const e = exit as { code: number | null; signal: string | null };
-      throw new VmcError('VMC_ERR_QEMU_EXITED', `QEMU exited (${e.signal ?? `status ${e.code}`}) before it was ready:\n${tail(files.qemuLog)}`, {
-        details: { stderr: tail(files.qemuLog) },
-      });
+      throw new VmcError(
+        'VMC_ERR_QEMU_EXITED',
+        `QEMU exited (${e.signal ?? `status ${e.code}`}) before it was ready:\n${tail(files.qemuLog)}`,
+        {
+          details: { stderr: tail(files.qemuLog) },
+        },
+      );
     }
     if (existsSync(path)) {
       const s = await tryConnect(path);
       if (s) return s;
     }
     if (clock.monotonic() > deadline) {
-      throw new VmcError('VMC_ERR_QEMU_START_TIMEOUT', `QEMU did not open ${path} within ${timeoutMs} ms:\n${tail(files.qemuLog)}`);
+      throw new VmcError(
+        'VMC_ERR_QEMU_START_TIMEOUT',
+        `QEMU did not open ${path} within ${timeoutMs} ms:\n${tail(files.qemuLog)}`,
+      );
     }
     // QEMU creates its sockets ~50–300 ms after exec under TCG; polling every 10 ms costs nothing noticeable.
     await clock.sleep(10);
@@ -95,7 +116,10 @@ export async function waitForSocket(path: string, proc: DetachedProcess, files: 
 }
 
 /** Connects to a Unix socket, failing with `code`. */
-export function connectUnix(path: string, code: 'VMC_ERR_VM_DEAD' | 'VMC_ERR_AGENT_CLOSED' = 'VMC_ERR_VM_DEAD'): Promise<Socket> {
+export function connectUnix(
+  path: string,
+  code: 'VMC_ERR_VM_DEAD' | 'VMC_ERR_AGENT_CLOSED' = 'VMC_ERR_VM_DEAD',
+): Promise<Socket> {
   return new Promise((resolve, reject) => {
     const s = connect(path);
     s.once('connect', () => {

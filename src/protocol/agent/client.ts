@@ -1,10 +1,16 @@
 import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
-import { PassThrough, type Duplex } from 'node:stream';
+import { type Duplex, PassThrough } from 'node:stream';
 import { VmcError } from '../../errors.js';
 import { type Clock, systemClock } from '../../platform/clock.js';
 import { encodeFrame, FrameDecoder } from './framing.js';
-import { AGENT_PROTOCOL_VERSION, type AgentRequest, type ExecRequest, type GuestMessage, parseGuestMessage } from './messages.js';
+import {
+  AGENT_PROTOCOL_VERSION,
+  type AgentRequest,
+  type ExecRequest,
+  type GuestMessage,
+  parseGuestMessage,
+} from './messages.js';
 
 /** How a guest process ended. */
 export interface ExitStatus {
@@ -55,7 +61,11 @@ export class AgentProcess extends EventEmitter {
     const buf = typeof data === 'string' ? Buffer.from(data) : data;
     // Chunk so that each frame stays far below MAX_PAYLOAD after base64.
     for (let i = 0; i < buf.length || i === 0; i += 256 * 1024) {
-      await this.#client.request({ op: 'stdin', proc: this.proc, data: buf.subarray(i, i + 256 * 1024).toString('base64') });
+      await this.#client.request({
+        op: 'stdin',
+        proc: this.proc,
+        data: buf.subarray(i, i + 256 * 1024).toString('base64'),
+      });
       if (buf.length === 0) break;
     }
   }
@@ -134,9 +144,13 @@ export class AgentClient extends EventEmitter {
     this.#clock = opts.clock ?? systemClock;
     this.#timeoutMs = opts.requestTimeoutMs ?? 30_000;
     stream.on('data', (c: Buffer) => this.#onData(c));
-    stream.on('error', (e) => this.#fail(new VmcError('VMC_ERR_AGENT_CLOSED', `agent stream error: ${e.message}`, { cause: e })));
+    stream.on('error', (e) =>
+      this.#fail(new VmcError('VMC_ERR_AGENT_CLOSED', `agent stream error: ${e.message}`, { cause: e })),
+    );
     stream.on('close', () => this.#fail(new VmcError('VMC_ERR_AGENT_CLOSED', 'agent connection closed')));
-    stream.on('end', () => this.#fail(new VmcError('VMC_ERR_AGENT_CLOSED', 'agent connection closed by the guest')));
+    stream.on('end', () =>
+      this.#fail(new VmcError('VMC_ERR_AGENT_CLOSED', 'agent connection closed by the guest')),
+    );
   }
 
   /**
@@ -148,7 +162,8 @@ export class AgentClient extends EventEmitter {
     const nonce = randomBytes(12).toString('hex');
     this.#nonce = nonce;
     const send = () => {
-      if (!this.#closed) this.#stream.write(encodeFrame({ t: 'hello', nonce, version: AGENT_PROTOCOL_VERSION }));
+      if (!this.#closed)
+        this.#stream.write(encodeFrame({ t: 'hello', nonce, version: AGENT_PROTOCOL_VERSION }));
     };
     return new Promise<AgentSession>((resolve, reject) => {
       let stopResend = () => {};
@@ -158,7 +173,12 @@ export class AgentClient extends EventEmitter {
       };
       const cancel = this.#clock.setTimeout(() => {
         cleanup();
-        reject(new VmcError('VMC_ERR_AGENT_TIMEOUT', `guest agent did not answer the handshake within ${timeoutMs} ms`));
+        reject(
+          new VmcError(
+            'VMC_ERR_AGENT_TIMEOUT',
+            `guest agent did not answer the handshake within ${timeoutMs} ms`,
+          ),
+        );
       }, timeoutMs);
       const onClosed = (e: Error) => {
         cleanup();
@@ -183,12 +203,18 @@ export class AgentClient extends EventEmitter {
   /** Sends a request and resolves with its result. */
   request<T = unknown>(req: AgentRequest, timeoutMs = this.#timeoutMs): Promise<T> {
     if (this.#closed) return Promise.reject(this.#closed);
-    if (!this.session) return Promise.reject(new VmcError('VMC_ERR_INVALID_STATE', 'agent request before handshake'));
+    if (!this.session)
+      return Promise.reject(new VmcError('VMC_ERR_INVALID_STATE', 'agent request before handshake'));
     const id = this.#nextId++;
     return new Promise<T>((resolve, reject) => {
       const cancel = this.#clock.setTimeout(() => {
         this.#pending.delete(id);
-        reject(new VmcError('VMC_ERR_AGENT_TIMEOUT', `guest agent did not answer ${req.op} within ${timeoutMs} ms`));
+        reject(
+          new VmcError(
+            'VMC_ERR_AGENT_TIMEOUT',
+            `guest agent did not answer ${req.op} within ${timeoutMs} ms`,
+          ),
+        );
       }, timeoutMs);
       this.#pending.set(id, { op: req.op, resolve: resolve as (v: unknown) => void, reject, cancel });
       this.#stream.write(encodeFrame({ t: 'req', id, ...req }));
@@ -244,7 +270,12 @@ export class AgentClient extends EventEmitter {
         this.#pending.delete(m.id);
         p.cancel();
         if (m.ok) p.resolve(m.result);
-        else p.reject(new VmcError('VMC_ERR_AGENT_REQUEST', `guest agent ${p.op}: ${m.error.message}`, { details: { guestCode: m.error.code } }));
+        else
+          p.reject(
+            new VmcError('VMC_ERR_AGENT_REQUEST', `guest agent ${p.op}: ${m.error.message}`, {
+              details: { guestCode: m.error.code },
+            }),
+          );
         return;
       }
       case 'out':

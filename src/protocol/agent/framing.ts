@@ -16,7 +16,8 @@ export const MAX_PAYLOAD = 1024 * 1024;
 /** Encodes one message as a frame. */
 export function encodeFrame(message: unknown): Buffer {
   const payload = Buffer.from(JSON.stringify(message), 'utf8');
-  if (payload.length > MAX_PAYLOAD) throw new RangeError(`agent frame of ${payload.length} bytes exceeds ${MAX_PAYLOAD}`);
+  if (payload.length > MAX_PAYLOAD)
+    throw new RangeError(`agent frame of ${payload.length} bytes exceeds ${MAX_PAYLOAD}`);
   const header = Buffer.allocUnsafe(HEADER_SIZE);
   FRAME_MAGIC.copy(header, 0);
   header.writeUInt32BE(payload.length, 4);

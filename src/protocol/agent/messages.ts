@@ -50,7 +50,17 @@ export type GuestMessage =
   | { t: 'exit'; proc: number; code: number | null; signal: string | null };
 
 const OPS: ReadonlySet<string> = new Set([
-  'ping', 'exec', 'stdin', 'close-stdin', 'signal', 'reseed', 'set-time', 'online', 'mount-shared', 'info', 'shutdown',
+  'ping',
+  'exec',
+  'stdin',
+  'close-stdin',
+  'signal',
+  'reseed',
+  'set-time',
+  'online',
+  'mount-shared',
+  'info',
+  'shutdown',
 ]);
 
 type Obj = Record<string, unknown>;
@@ -65,7 +75,8 @@ export type Parsed<T> = { ok: true; msg: T } | { ok: false; error: string; id?: 
 export function parseHostMessage(v: unknown): Parsed<HostMessage> {
   if (!isObj(v)) return { ok: false, error: 'frame is not an object' };
   if (v.t === 'hello') {
-    if (typeof v.nonce !== 'string' || v.nonce.length === 0 || v.nonce.length > 128) return { ok: false, error: 'hello.nonce must be a string of 1–128 chars' };
+    if (typeof v.nonce !== 'string' || v.nonce.length === 0 || v.nonce.length > 128)
+      return { ok: false, error: 'hello.nonce must be a string of 1–128 chars' };
     if (!isId(v.version)) return { ok: false, error: 'hello.version must be a non-negative integer' };
     return { ok: true, msg: { t: 'hello', nonce: v.nonce, version: v.version } };
   }
@@ -78,30 +89,37 @@ export function parseHostMessage(v: unknown): Parsed<HostMessage> {
     case 'exec': {
       const e = v.exec;
       if (!isObj(e)) return bad('exec must be an object');
-      if (!isStrArray(e.args) || e.args.length === 0 || e.args[0] === '') return bad('exec.args must be a non-empty string array');
+      if (!isStrArray(e.args) || e.args.length === 0 || e.args[0] === '')
+        return bad('exec.args must be a non-empty string array');
       if (e.env !== undefined && !isStrArray(e.env)) return bad('exec.env must be a string array');
       if (e.cwd !== undefined && typeof e.cwd !== 'string') return bad('exec.cwd must be a string');
-      for (const k of ['uid', 'gid'] as const) if (e[k] !== undefined && !isId(e[k])) return bad(`exec.${k} must be a non-negative integer`);
+      for (const k of ['uid', 'gid'] as const)
+        if (e[k] !== undefined && !isId(e[k])) return bad(`exec.${k} must be a non-negative integer`);
       if (e.stdin !== undefined && typeof e.stdin !== 'boolean') return bad('exec.stdin must be a boolean');
       return { ok: true, msg: { t: 'req', id, op: 'exec', exec: e as unknown as ExecRequest } };
     }
     case 'stdin':
-      if (!isId(v.proc) || typeof v.data !== 'string') return bad('stdin needs proc (integer) and data (base64)');
+      if (!isId(v.proc) || typeof v.data !== 'string')
+        return bad('stdin needs proc (integer) and data (base64)');
       return { ok: true, msg: { t: 'req', id, op: 'stdin', proc: v.proc, data: v.data } };
     case 'close-stdin':
       if (!isId(v.proc)) return bad('close-stdin needs proc (integer)');
       return { ok: true, msg: { t: 'req', id, op: 'close-stdin', proc: v.proc } };
     case 'signal':
-      if (!isId(v.proc) || typeof v.signal !== 'string') return bad('signal needs proc (integer) and signal (name)');
+      if (!isId(v.proc) || typeof v.signal !== 'string')
+        return bad('signal needs proc (integer) and signal (name)');
       return { ok: true, msg: { t: 'req', id, op: 'signal', proc: v.proc, signal: v.signal } };
     case 'reseed':
-      if (typeof v.data !== 'string' || !/^[0-9a-f]{2,1024}$/.test(v.data) || v.data.length % 2 !== 0) return bad('reseed.data must be 1–512 bytes of lowercase hex');
+      if (typeof v.data !== 'string' || !/^[0-9a-f]{2,1024}$/.test(v.data) || v.data.length % 2 !== 0)
+        return bad('reseed.data must be 1–512 bytes of lowercase hex');
       return { ok: true, msg: { t: 'req', id, op: 'reseed', data: v.data } };
     case 'set-time':
-      if (typeof v.epochNs !== 'string' || !/^[0-9]{1,20}$/.test(v.epochNs)) return bad('set-time.epochNs must be a decimal string');
+      if (typeof v.epochNs !== 'string' || !/^[0-9]{1,20}$/.test(v.epochNs))
+        return bad('set-time.epochNs must be a decimal string');
       return { ok: true, msg: { t: 'req', id, op: 'set-time', epochNs: v.epochNs } };
     case 'online':
-      if (typeof v.cpus !== 'boolean' || typeof v.memory !== 'boolean') return bad('online needs cpus and memory booleans');
+      if (typeof v.cpus !== 'boolean' || typeof v.memory !== 'boolean')
+        return bad('online needs cpus and memory booleans');
       return { ok: true, msg: { t: 'req', id, op: 'online', cpus: v.cpus, memory: v.memory } };
     default:
       return { ok: true, msg: { t: 'req', id, op: v.op as 'ping' | 'mount-shared' | 'info' | 'shutdown' } };
@@ -113,23 +131,39 @@ export function parseGuestMessage(v: unknown): Parsed<GuestMessage> {
   if (!isObj(v)) return { ok: false, error: 'frame is not an object' };
   switch (v.t) {
     case 'ready':
-      return isId(v.version) ? { ok: true, msg: { t: 'ready', version: v.version } } : { ok: false, error: 'ready.version' };
+      return isId(v.version)
+        ? { ok: true, msg: { t: 'ready', version: v.version } }
+        : { ok: false, error: 'ready.version' };
     case 'hello-ok':
-      if (typeof v.nonce !== 'string' || !isId(v.version) || !isId(v.session) || !isId(v.agentPid) || typeof v.bootId !== 'string') {
+      if (
+        typeof v.nonce !== 'string' ||
+        !isId(v.version) ||
+        !isId(v.session) ||
+        !isId(v.agentPid) ||
+        typeof v.bootId !== 'string'
+      ) {
         return { ok: false, error: 'hello-ok is missing nonce, version, session, agentPid or bootId' };
       }
       return { ok: true, msg: v as unknown as GuestMessage };
     case 'res':
       if (!isId(v.id) || typeof v.ok !== 'boolean') return { ok: false, error: 'res needs id and ok' };
-      if (!v.ok && !(isObj(v.error) && typeof v.error.code === 'string' && typeof v.error.message === 'string')) {
+      if (
+        !v.ok &&
+        !(isObj(v.error) && typeof v.error.code === 'string' && typeof v.error.message === 'string')
+      ) {
         return { ok: false, error: 'res.error needs code and message' };
       }
       return { ok: true, msg: v as unknown as GuestMessage };
     case 'out':
-      if (!isId(v.proc) || (v.fd !== 1 && v.fd !== 2) || typeof v.data !== 'string') return { ok: false, error: 'out needs proc, fd 1|2, data' };
+      if (!isId(v.proc) || (v.fd !== 1 && v.fd !== 2) || typeof v.data !== 'string')
+        return { ok: false, error: 'out needs proc, fd 1|2, data' };
       return { ok: true, msg: v as unknown as GuestMessage };
     case 'exit':
-      if (!isId(v.proc) || !(v.code === null || Number.isInteger(v.code)) || !(v.signal === null || typeof v.signal === 'string')) {
+      if (
+        !isId(v.proc) ||
+        !(v.code === null || Number.isInteger(v.code)) ||
+        !(v.signal === null || typeof v.signal === 'string')
+      ) {
         return { ok: false, error: 'exit needs proc, code and signal' };
       }
       return { ok: true, msg: v as unknown as GuestMessage };

@@ -59,7 +59,9 @@ export class QmpClient extends EventEmitter {
     this.#timeoutMs = opts.commandTimeoutMs ?? 10_000;
     this.#transcriptSize = opts.transcriptSize ?? 50;
     stream.on('data', (chunk: Buffer) => this.#onData(chunk));
-    stream.on('error', (err) => this.#fail(new VmcError('VMC_ERR_QMP_CLOSED', `QMP stream error: ${err.message}`, { cause: err })));
+    stream.on('error', (err) =>
+      this.#fail(new VmcError('VMC_ERR_QMP_CLOSED', `QMP stream error: ${err.message}`, { cause: err })),
+    );
     stream.on('close', () => this.#fail(new VmcError('VMC_ERR_QMP_CLOSED', 'QMP connection closed')));
     stream.on('end', () => this.#fail(new VmcError('VMC_ERR_QMP_CLOSED', 'QMP connection closed by QEMU')));
   }
@@ -69,7 +71,13 @@ export class QmpClient extends EventEmitter {
     const greeting = await new Promise<QmpInbound>((resolve, reject) => {
       if (this.#closed) return reject(this.#closed);
       const cancel = this.#clock.setTimeout(
-        () => reject(new VmcError('VMC_ERR_QMP_TIMEOUT', `no QMP greeting within ${timeoutMs} ms (another client may hold the monitor)`)),
+        () =>
+          reject(
+            new VmcError(
+              'VMC_ERR_QMP_TIMEOUT',
+              `no QMP greeting within ${timeoutMs} ms (another client may hold the monitor)`,
+            ),
+          ),
         timeoutMs,
       );
       this.#greeting = (g) => {
@@ -86,16 +94,24 @@ export class QmpClient extends EventEmitter {
   }
 
   /** Sends a command and resolves with its `return` value; rejects with VMC_ERR_QMP_COMMAND on a QMP error. */
-  execute<T = unknown>(command: string, args?: Record<string, unknown>, timeoutMs = this.#timeoutMs): Promise<T> {
+  execute<T = unknown>(
+    command: string,
+    args?: Record<string, unknown>,
+    timeoutMs = this.#timeoutMs,
+  ): Promise<T> {
     if (this.#closed) return Promise.reject(this.#closed);
     const id = `c${this.#nextId++}`;
-    const line = JSON.stringify(args === undefined ? { execute: command, id } : { execute: command, arguments: args, id });
+    const line = JSON.stringify(
+      args === undefined ? { execute: command, id } : { execute: command, arguments: args, id },
+    );
     return new Promise<T>((resolve, reject) => {
       const cancelTimer = this.#clock.setTimeout(() => {
         this.#pending.delete(id);
-        reject(new VmcError('VMC_ERR_QMP_TIMEOUT', `QMP command ${command} got no answer within ${timeoutMs} ms`, {
-          details: { transcript: this.transcript() },
-        }));
+        reject(
+          new VmcError('VMC_ERR_QMP_TIMEOUT', `QMP command ${command} got no answer within ${timeoutMs} ms`, {
+            details: { transcript: this.transcript() },
+          }),
+        );
       }, timeoutMs);
       this.#pending.set(id, { command, resolve: resolve as (v: unknown) => void, reject, cancelTimer });
       this.#record(`> ${line}`);
@@ -107,7 +123,11 @@ export class QmpClient extends EventEmitter {
    * Resolves with the first event named `name` for which `match` holds, or rejects after `timeoutMs`.
    * Register before triggering the action that causes the event.
    */
-  waitEvent(name: string, match: (e: QmpEvent) => boolean = () => true, timeoutMs = 10_000): Promise<QmpEvent> {
+  waitEvent(
+    name: string,
+    match: (e: QmpEvent) => boolean = () => true,
+    timeoutMs = 10_000,
+  ): Promise<QmpEvent> {
     return new Promise((resolve, reject) => {
       const onEvent = (e: QmpEvent) => {
         if (e.event !== name || !match(e)) return;
@@ -183,9 +203,12 @@ export class QmpClient extends EventEmitter {
     this.#pending.delete(m.id!);
     p.cancelTimer();
     if (m.kind === 'return') p.resolve(m.value);
-    else p.reject(new VmcError('VMC_ERR_QMP_COMMAND', `QMP ${p.command} failed: ${m.errorClass}: ${m.desc}`, {
-      details: { errorClass: m.errorClass },
-    }));
+    else
+      p.reject(
+        new VmcError('VMC_ERR_QMP_COMMAND', `QMP ${p.command} failed: ${m.errorClass}: ${m.desc}`, {
+          details: { errorClass: m.errorClass },
+        }),
+      );
   }
 
   #fail(err: Error): void {

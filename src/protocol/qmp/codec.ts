@@ -5,7 +5,12 @@ export type QmpInbound =
   | { kind: 'greeting'; version: unknown; capabilities: string[] }
   | { kind: 'return'; id: string | undefined; value: unknown }
   | { kind: 'error'; id: string | undefined; errorClass: string; desc: string }
-  | { kind: 'event'; event: string; data: Record<string, unknown>; timestamp: { seconds: number; microseconds: number } };
+  | {
+      kind: 'event';
+      event: string;
+      data: Record<string, unknown>;
+      timestamp: { seconds: number; microseconds: number };
+    };
 
 /** Most QMP lines are well under 64 KiB; anything past 16 MiB without a newline is a broken peer. */
 const MAX_LINE = 16 * 1024 * 1024;
@@ -41,9 +46,13 @@ export function parseQmpLine(line: string): QmpInbound {
   try {
     msg = JSON.parse(line);
   } catch (cause) {
-    throw new VmcError('VMC_ERR_QMP_PROTOCOL', `QMP peer sent a line that is not JSON: ${line.slice(0, 120)}`, {
-      cause,
-    });
+    throw new VmcError(
+      'VMC_ERR_QMP_PROTOCOL',
+      `QMP peer sent a line that is not JSON: ${line.slice(0, 120)}`,
+      {
+        cause,
+      },
+    );
   }
   if (typeof msg !== 'object' || msg === null || Array.isArray(msg)) {
     throw new VmcError('VMC_ERR_QMP_PROTOCOL', `QMP peer sent a non-object: ${line.slice(0, 120)}`);
@@ -52,7 +61,11 @@ export function parseQmpLine(line: string): QmpInbound {
   const id = typeof m.id === 'string' ? m.id : undefined;
   if ('QMP' in m) {
     const q = m.QMP as { version?: unknown; capabilities?: unknown };
-    return { kind: 'greeting', version: q?.version, capabilities: Array.isArray(q?.capabilities) ? q.capabilities : [] };
+    return {
+      kind: 'greeting',
+      version: q?.version,
+      capabilities: Array.isArray(q?.capabilities) ? q.capabilities : [],
+    };
   }
   if ('return' in m) return { kind: 'return', id, value: m.return };
   if ('error' in m) {
@@ -64,7 +77,10 @@ export function parseQmpLine(line: string): QmpInbound {
       kind: 'event',
       event: m.event,
       data: (m.data as Record<string, unknown>) ?? {},
-      timestamp: (m.timestamp as { seconds: number; microseconds: number }) ?? { seconds: 0, microseconds: 0 },
+      timestamp: (m.timestamp as { seconds: number; microseconds: number }) ?? {
+        seconds: 0,
+        microseconds: 0,
+      },
     };
   }
   throw new VmcError('VMC_ERR_QMP_PROTOCOL', `QMP peer sent an unknown message: ${line.slice(0, 120)}`);

@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# The whole test suite: set up what is missing, then run unit and integration tests (real QEMU guests).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/ensure.sh
+node --test --test-concurrency=1 dist/test/unit dist/test/integration

@@ -1,0 +1,76 @@
+import { existsSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import pino from 'pino';
+import { systemClock } from '../platform/clock.js';
+import { runCommand } from '../platform/command.js';
+import type { Logger } from '../platform/logger.js';
+import { defaultPaths, type Paths } from '../platform/paths.js';
+import type { VmDeps } from '../vm/vm.js';
+
+/** Exit codes of the CLI. `vm run` otherwise exits with the guest command's status. */
+export const ExitCode = {
+  Ok: 0,
+  Failure: 1,
+  Usage: 2,
+  /** The runtime itself failed (as docker/podman use 125), so it is never confused with the command's status. */
+  RuntimeError: 125,
+} as const;
+
+/** Global options every verb sees. */
+export interface GlobalOptions {
+  debug?: boolean;
+  logFormat?: 'text' | 'json';
+}
+
+/** Everything a verb needs, built once from the process environment. */
+export interface CliContext extends VmDeps {
+  paths: Paths;
+  /** Directory of the bundle (agent.mjs, guest-files/). */
+  bundleDir: string;
+  /** Prints a human-readable line to stderr. */
+  say(line: string): void;
+}
+
+function findBundleDir(): string {
+  const here = dirname(fileURLToPath(import.meta.url));
+  for (const c of [here, resolve(here, '../../bundle')]) if (existsSync(join(c, 'agent.mjs'))) return c;
+  return here;
+}
+
+const LEVELS = ['debug', 'info', 'warn', 'error'] as const;
+
+/** A human-readable logger for terminals: `vmcache: warn: message key=value ...` on stderr. */
+function textLogger(min: number, bindings: Record<string, unknown>): Logger {
+  const at = (i: number) => (obj: Record<string, unknown>, msg: string) => {
+    if (i < min) return;
+    const fields = Object.entries({ ...bindings, ...obj })
+      .map(([k, v]) => `${k}=${typeof v === 'string' ? v : JSON.stringify(v)}`)
+      .join(' ');
+    process.stderr.write(`vmcache: ${LEVELS[i]}: ${msg}${fields ? ` ${fields}` : ''}\n`);
+  };
+  return {
+    debug: at(0),
+    info: at(1),
+    warn: at(2),
+    error: at(3),
+    child: (b) => textLogger(min, { ...bindings, ...b }),
+  };
+}
+
+/** Builds the context. The only place that reads the environment. */
+export function makeContext(opts: GlobalOptions): CliContext {
+  const level = opts.debug ? 'debug' : 'warn';
+  const logger =
+    opts.logFormat === 'json'
+      ? (pino({ level }, pino.destination({ dest: 2, sync: true })) as unknown as Logger)
+      : textLogger(opts.debug ? 0 : 2, {});
+  return {
+    paths: defaultPaths(process.env, process.getuid?.() ?? 0),
+    clock: systemClock,
+    logger,
+    run: runCommand,
+    bundleDir: findBundleDir(),
+    say: (line) => process.stderr.write(`${line}\n`),
+  };
+}

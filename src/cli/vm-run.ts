@@ -1,0 +1,87 @@
+import { constants as osConstants } from 'node:os';
+import { isVmcError } from '../errors.js';
+import { sweepOrphans } from '../vm/sweep.js';
+import { Vm } from '../vm/vm.js';
+import { hostVmSpec } from './common.js';
+import type { CliContext } from './context.js';
+
+/** Options of `vm run`. */
+export interface VmRunOptions {
+  cpus?: number;
+  memory?: number;
+  timings?: boolean;
+}
+
+/**
+ * `vmcache vm run -- CMD...`: boots a VM, runs CMD with stdio attached, destroys the VM and returns CMD's exit
+ * status (128 + signal number when it was killed). SIGINT/SIGTERM destroy the VM before exiting.
+ */
+export async function vmRun(ctx: CliContext, argv: string[], opts: VmRunOptions): Promise<number> {
+  const spec = hostVmSpec(ctx);
+  if (opts.cpus) {
+    spec.cpus = opts.cpus;
+    spec.maxCpus = Math.max(spec.maxCpus, opts.cpus);
+  }
+  if (opts.memory) {
+    spec.memoryMiB = opts.memory;
+    spec.maxMemoryMiB = Math.max(spec.maxMemoryMiB, opts.memory);
+  }
+  await sweepOrphans(ctx);
+  const t0 = ctx.clock.monotonic();
+  let vm: Vm | null = null;
+  let interrupted: NodeJS.Signals | null = null;
+  const abort = new AbortController();
+  const onSignal = (sig: NodeJS.Signals) => {
+    if (interrupted) return;
+    interrupted = sig;
+    ctx.say(`vmcache: ${sig}: destroying the VM`);
+    // During boot the abort unwinds the half-booted VM; once it runs, destroy it here.
+    abort.abort();
+    if (vm) void vm.destroy().finally(() => process.exit(128 + (osConstants.signals[sig] ?? 1)));
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  try {
+    vm = await Vm.boot(spec, ctx, { signal: abort.signal });
+    const tBoot = ctx.clock.monotonic();
+    // Without a terminal, stdin is forwarded; on a terminal it is not (no pty support yet), so a command that
+    // reads stdin sees EOF instead of hanging.
+    const forwardStdin = !process.stdin.isTTY;
+    const proc = await vm.exec({
+      args: argv,
+      stdin: forwardStdin,
+      env: ['PATH=/usr/sbin:/usr/bin:/sbin:/bin', 'HOME=/root', 'TERM=xterm'],
+    });
+    proc.stdout.pipe(process.stdout, { end: false });
+    proc.stderr.pipe(process.stderr, { end: false });
+    if (forwardStdin) {
+      let chain = Promise.resolve();
+      process.stdin.on('data', (c: Buffer) => {
+        chain = chain.then(() => proc.write(c)).catch(() => undefined);
+      });
+      process.stdin.on('end', () => {
+        chain = chain.then(() => proc.end()).catch(() => undefined);
+      });
+    }
+    const status = await proc.wait();
+    process.stdin.destroy();
+    const tExec = ctx.clock.monotonic();
+    await vm.destroy();
+    const tEnd = ctx.clock.monotonic();
+    if (opts.timings) {
+      ctx.say(
+        `timings: boot ${Math.round(tBoot - t0)} ms, command ${Math.round(tExec - tBoot)} ms, destroy ${Math.round(tEnd - tExec)} ms, total ${Math.round(tEnd - t0)} ms`,
+      );
+    }
+    if (status.code !== null) return status.code;
+    return 128 + (osConstants.signals[status.signal as NodeJS.Signals] ?? 0);
+  } catch (err) {
+    await vm?.destroy().catch(() => undefined);
+    if (interrupted && isVmcError(err, 'VMC_ERR_VM_INTERRUPTED'))
+      return 128 + (osConstants.signals[interrupted as NodeJS.Signals] ?? 1);
+    throw err;
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  }
+}

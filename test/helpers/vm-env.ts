@@ -1,0 +1,51 @@
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { defaultVmSpec } from '../../src/config/defaults.js';
+import { readManifest } from '../../src/guest/image/manifest.js';
+import { detectAccel } from '../../src/hypervisor/qemu/accel.js';
+import type { VmSpec } from '../../src/hypervisor/types.js';
+import { systemClock } from '../../src/platform/clock.js';
+import { runCommand } from '../../src/platform/command.js';
+import { nullLogger } from '../../src/platform/logger.js';
+import { defaultPaths } from '../../src/platform/paths.js';
+import type { VmDeps } from '../../src/vm/vm.js';
+
+/** The image built by `vmcache image build` (the README's test command builds it first). */
+export const IMAGE_DIR = defaultPaths(process.env, process.getuid?.() ?? 0).imageDir;
+
+/** A private run directory (short: socket paths must stay under 107 bytes) and deps for real VMs. */
+export function vmEnv(): { deps: VmDeps; spec: VmSpec; runDir: string; cleanup(): void } {
+  if (!readManifest(IMAGE_DIR))
+    throw new Error(`no guest image in ${IMAGE_DIR}: run 'vmcache image build' (scripts/test.sh does)`);
+  const runDir = mkdtempSync('/tmp/vmc-');
+  const deps: VmDeps = {
+    paths: { runDir, imageDir: IMAGE_DIR, cacheDir: '/nonexistent' },
+    clock: systemClock,
+    logger: nullLogger,
+    run: runCommand,
+  };
+  return {
+    deps,
+    spec: defaultVmSpec(IMAGE_DIR, detectAccel().accel),
+    runDir,
+    cleanup: () => rmSync(runDir, { recursive: true, force: true }),
+  };
+}
+
+/** VM directories left under a run directory. */
+export function vmDirsLeft(runDir: string): string[] {
+  const d = join(runDir, 'vm');
+  return existsSync(d) ? readdirSync(d) : [];
+}
+
+/** True when no process has `needle` on its command line. */
+export function noProcessMentions(needle: string): boolean {
+  for (const pid of readdirSync('/proc')) {
+    if (!/^\d+$/.test(pid)) continue;
+    try {
+      const cmd = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+      if (cmd.includes(needle)) return false;
+    } catch {}
+  }
+  return true;
+}

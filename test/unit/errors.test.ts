@@ -1,0 +1,25 @@
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { describe, it } from 'node:test';
+import { ErrorCodes, isVmcError, VmcError } from '../../src/errors.js';
+
+describe('error codes', () => {
+  it('are all documented in docs/errors.md, and the document lists no others', () => {
+    const doc = readFileSync(new URL('../../../docs/errors.md', import.meta.url), 'utf8');
+    const documented = new Set([...doc.matchAll(/`(VMC_ERR_[A-Z_]+)`/g)].map((m) => m[1]));
+    assert.deepEqual([...documented].sort(), Object.keys(ErrorCodes).sort());
+  });
+
+  it('follow the VMC_ERR_<AREA>_<WHAT> pattern', () => {
+    for (const code of Object.keys(ErrorCodes)) assert.match(code, /^VMC_ERR_[A-Z]+_[A-Z_]+$/);
+  });
+
+  it('keep the cause and details', () => {
+    const cause = new Error('inner');
+    const e = new VmcError('VMC_ERR_VM_DEAD', 'outer', { cause, details: { vmId: 'x' } });
+    assert.equal(e.cause, cause);
+    assert.equal(e.details.vmId, 'x');
+    assert.ok(isVmcError(e, 'VMC_ERR_VM_DEAD'));
+    assert.equal(isVmcError(e, 'VMC_ERR_CLI_USAGE'), false);
+  });
+});

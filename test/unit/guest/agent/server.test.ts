@@ -1,0 +1,167 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { isVmcError } from '../../../../src/errors.js';
+import { AgentServer, type GuestOps } from '../../../../src/guest/agent/server.js';
+import { AgentClient } from '../../../../src/protocol/agent/client.js';
+import { encodeFrame } from '../../../../src/protocol/agent/framing.js';
+import { duplexPair } from '../../../helpers/duplex-pair.js';
+
+/** Guest operations that record calls instead of touching the host. */
+function fakeOps() {
+  const calls: string[] = [];
+  const ops: GuestOps = {
+    reseed: async (hex) => void calls.push(`reseed ${hex}`),
+    setTime: async (ns) => void calls.push(`settime ${ns}`),
+    online: async () => ({ cpus: 1, memoryBlocks: 2 }),
+    mountShared: async () => ({ path: '/run/vmcache/shared' }),
+    info: async () => ({ kernel: 'fake' }),
+    shutdown: async () => void calls.push('shutdown'),
+    bootId: () => 'boot-1',
+  };
+  return { ops, calls };
+}
+
+/** An agent server (running on the host, exec'ing host processes) and a connected, handshaken client. */
+async function pair(server = new AgentServer(fakeOps().ops)) {
+  const [hostSide, guestSide] = duplexPair();
+  void server.serve(guestSide);
+  const client = new AgentClient(hostSide, { requestTimeoutMs: 5_000 });
+  const session = await client.handshake(2_000, 20);
+  return { server, client, session, guestSide, hostSide };
+}
+
+describe('AgentServer (the in-guest agent engine, run on the host)', () => {
+  it('answers the handshake with a session and the boot id', async () => {
+    const { client, session } = await pair();
+    assert.equal(session.session, 1);
+    assert.equal(session.bootId, 'boot-1');
+    assert.deepEqual(await client.request({ op: 'ping' }), { pong: true });
+    client.close();
+  });
+
+  it('runs a process with env, cwd, stdin, separate stdout/stderr and its exit status', async () => {
+    const { client } = await pair();
+    const p = await client.exec({
+      args: ['/bin/sh', '-c', 'echo "$GREETING $(pwd)"; cat; echo oops >&2; exit 3'],
+      env: ['GREETING=hi', 'PATH=/usr/bin:/bin'],
+      cwd: '/tmp',
+      stdin: true,
+    });
+    const out: Buffer[] = [];
+    const err: Buffer[] = [];
+    p.stdout.on('data', (c: Buffer) => out.push(c));
+    p.stderr.on('data', (c: Buffer) => err.push(c));
+    await p.write('from-stdin\n');
+    await p.end();
+    assert.deepEqual(await p.wait(), { code: 3, signal: null });
+    assert.equal(Buffer.concat(out).toString(), 'hi /tmp\nfrom-stdin\n');
+    assert.equal(Buffer.concat(err).toString(), 'oops\n');
+    client.close();
+  });
+
+  it('delivers signals to a process and reports them', async () => {
+    const { client } = await pair();
+    const p = await client.exec({ args: ['/bin/sleep', '30'] });
+    await p.kill('TERM');
+    assert.deepEqual(await p.wait(), { code: null, signal: 'SIGTERM' });
+    await assert.rejects(
+      client.request({ op: 'signal', proc: p.proc, signal: 'SIGNOPE' }),
+      /no running process|unknown signal/,
+    );
+    client.close();
+  });
+
+  it('runs several processes at once', async () => {
+    const { client } = await pair();
+    const procs = await Promise.all(
+      [1, 2, 3].map((n) => client.exec({ args: ['/bin/sh', '-c', `sleep 0.${n}; exit ${n}`] })),
+    );
+    const codes = await Promise.all(procs.map((p) => p.wait()));
+    assert.deepEqual(
+      codes.map((c) => c.code),
+      [1, 2, 3],
+    );
+    client.close();
+  });
+
+  it('reports a missing program as a request error, not a crash', async () => {
+    const { client } = await pair();
+    await assert.rejects(
+      client.exec({ args: ['/does/not/exist'] }),
+      (e) => isVmcError(e, 'VMC_ERR_AGENT_REQUEST') && /ENOENT/.test(e.message),
+    );
+    assert.deepEqual(await client.request({ op: 'ping' }), { pong: true });
+    client.close();
+  });
+
+  it('survives malformed frames: answers those with an id, drops the rest, keeps serving', async () => {
+    const { client, hostSide } = await pair();
+    hostSide.write(Buffer.from('random garbage'));
+    hostSide.write(Buffer.concat([Buffer.from('VMC1'), Buffer.from([0, 0, 0, 2]), Buffer.from('{x')]));
+    hostSide.write(encodeFrame({ t: 'req', id: 999, op: 'exec', exec: { args: [] } }));
+    hostSide.write(encodeFrame(['not', 'an', 'object']));
+    assert.deepEqual(await client.request({ op: 'ping' }), { pong: true });
+    client.close();
+  });
+
+  it('passes privileged operations to the guest ops', async () => {
+    const { ops, calls } = fakeOps();
+    const { client } = await pair(new AgentServer(ops));
+    await client.request({ op: 'reseed', data: 'abcd' });
+    await client.request({ op: 'set-time', epochNs: '1700000000000000000' });
+    assert.deepEqual(await client.request({ op: 'online', cpus: true, memory: true }), {
+      cpus: 1,
+      memoryBlocks: 2,
+    });
+    assert.deepEqual(calls, ['reseed abcd', 'settime 1700000000000000000']);
+    client.close();
+  });
+
+  it('serves a new owner on a new connection with a new session; processes outlive the old owner', async () => {
+    const server = new AgentServer(fakeOps().ops);
+    const first = await pair(server);
+    const p = await first.client.exec({ args: ['/bin/sleep', '5'] });
+    first.client.close();
+    const second = await pair(server);
+    assert.equal(second.session.session, 2);
+    assert.equal(server.running, 1);
+    await second.client.request({ op: 'signal', proc: p.proc, signal: 'SIGKILL' });
+    second.client.close();
+  });
+
+  it('starts a new session when a new owner greets on the same stream (no EOF seen by the guest)', async () => {
+    const { client, hostSide, server } = await pair();
+    client.close();
+    // A second client on the *same* byte stream, as when virtio-serial merges a disconnect and a reconnect.
+    const [h2, g2] = duplexPair();
+    void server.serve(g2);
+    const c2 = new AgentClient(h2);
+    const s2 = await c2.handshake(2_000, 20);
+    assert.equal(s2.session, 2);
+    assert.ok(hostSide.destroyed);
+    c2.close();
+  });
+
+  it('client ignores stale frames until its own hello is answered', async () => {
+    const [hostSide, guestSide] = duplexPair();
+    const client = new AgentClient(hostSide);
+    const hs = client.handshake(2_000, 20);
+    // Stale output meant for a previous owner, then a hello-ok for someone else's nonce.
+    guestSide.write(encodeFrame({ t: 'res', id: 1, ok: true, result: 'stale' }));
+    guestSide.write(
+      encodeFrame({ t: 'hello-ok', nonce: 'someone-else', version: 1, session: 7, agentPid: 1, bootId: 'b' }),
+    );
+    const server = new AgentServer(fakeOps().ops);
+    void server.serve(guestSide);
+    const s = await hs;
+    assert.equal(s.session, 1);
+    client.close();
+  });
+
+  it('times out a handshake nobody answers', async () => {
+    const [hostSide] = duplexPair();
+    const client = new AgentClient(hostSide);
+    await assert.rejects(client.handshake(50, 10), (e) => isVmcError(e, 'VMC_ERR_AGENT_TIMEOUT'));
+    client.close();
+  });
+});

@@ -1,0 +1,85 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { defaultVmSpec } from '../../../../src/config/defaults.js';
+import { detectAccel } from '../../../../src/hypervisor/qemu/accel.js';
+import { buildQemuArgs } from '../../../../src/hypervisor/qemu/cmdline.js';
+import { vmFiles } from '../../../../src/hypervisor/types.js';
+
+function opt(args: string[], flag: string): string[] {
+  return args.flatMap((a, i) => (a === flag ? [args[i + 1]!] : []));
+}
+
+describe('QEMU command line', () => {
+  const files = vmFiles('/run/vmcache/vm/abc');
+
+  it('uses TCG with a capped translation cache when there is no KVM', () => {
+    const args = buildQemuArgs(defaultVmSpec('/img', 'tcg'), files, 'abc');
+    assert.deepEqual(opt(args, '-machine'), ['q35']);
+    assert.deepEqual(opt(args, '-accel'), ['tcg,tb-size=32']);
+    assert.deepEqual(opt(args, '-cpu'), ['max']);
+  });
+
+  it('uses accel=kvm and the host CPU with KVM', () => {
+    const args = buildQemuArgs(defaultVmSpec('/img', 'kvm'), files, 'abc');
+    assert.deepEqual(opt(args, '-machine'), ['q35,accel=kvm']);
+    assert.deepEqual(opt(args, '-accel'), []);
+    assert.deepEqual(opt(args, '-cpu'), ['host']);
+  });
+
+  it('sizes CPUs and memory with hot-plug headroom', () => {
+    const spec = {
+      ...defaultVmSpec('/img', 'tcg'),
+      cpus: 2,
+      maxCpus: 4,
+      memoryMiB: 768,
+      memorySlots: 8,
+      maxMemoryMiB: 4096,
+    };
+    const args = buildQemuArgs(spec, files, 'abc');
+    assert.deepEqual(opt(args, '-smp'), ['2,maxcpus=4']);
+    assert.deepEqual(opt(args, '-m'), ['768M,slots=8,maxmem=4096M']);
+  });
+
+  it('puts every socket and log in the VM state directory and exports only its shared/ directory', () => {
+    const args = buildQemuArgs(defaultVmSpec('/img', 'tcg'), files, 'abc');
+    assert.deepEqual(opt(args, '-qmp'), ['unix:/run/vmcache/vm/abc/qmp.sock,server=on,wait=off']);
+    assert.deepEqual(opt(args, '-pidfile'), ['/run/vmcache/vm/abc/pid']);
+    assert.ok(opt(args, '-chardev')[0]!.includes('path=/run/vmcache/vm/abc/agent.sock'));
+    const fsdev = opt(args, '-fsdev');
+    assert.equal(fsdev.length, 1);
+    assert.match(fsdev[0]!, /path=\/run\/vmcache\/vm\/abc\/shared,/);
+    assert.match(fsdev[0]!, /multidevs=remap/);
+    assert.deepEqual(opt(args, '-serial'), ['file:/run/vmcache/vm/abc/console.log']);
+  });
+
+  it('boots the image read-only with vmgenid and the kernel parameters appended', () => {
+    const spec = { ...defaultVmSpec('/img', 'tcg'), kernelParams: ['foo=bar'] };
+    const args = buildQemuArgs(spec, files, 'abc');
+    assert.ok(
+      opt(args, '-drive')[0]!.includes('file=/img/rootfs.img') &&
+        opt(args, '-drive')[0]!.includes('readonly=on'),
+    );
+    assert.ok(opt(args, '-device').some((d) => d.startsWith('vmgenid')));
+    const append = opt(args, '-append')[0]!;
+    assert.match(append, /console=ttyS0/);
+    assert.match(append, /memhp_default_state=online_movable/);
+    assert.ok(append.endsWith('foo=bar'));
+    assert.deepEqual(opt(args, '-kernel'), ['/img/vmlinux']);
+  });
+});
+
+describe('accelerator detection', () => {
+  it('chooses TCG when /dev/kvm is missing', () => {
+    assert.equal(detectAccel(() => 'flags : fpu vmx', '/nonexistent/kvm').accel, 'tcg');
+  });
+
+  it('chooses TCG when /dev/kvm exists but the CPU has no vmx/svm (broken nested virtualisation)', () => {
+    const c = detectAccel(() => 'flags\t\t: fpu sse2 hypervisor', '/dev/null');
+    assert.equal(c.accel, 'tcg');
+    assert.match(c.reason, /no vmx\/svm/);
+  });
+
+  it('chooses KVM when the device is usable and the CPU advertises svm or vmx', () => {
+    assert.equal(detectAccel(() => 'flags\t\t: fpu svm sse2', '/dev/null').accel, 'kvm');
+  });
+});

@@ -1,0 +1,52 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { parseGuestMessage, parseHostMessage } from '../../../../src/protocol/agent/messages.js';
+
+describe('agent message validation', () => {
+  it('accepts well-formed host messages', () => {
+    assert.ok(parseHostMessage({ t: 'hello', nonce: 'n1', version: 1 }).ok);
+    assert.ok(parseHostMessage({ t: 'req', id: 1, op: 'ping' }).ok);
+    const e = parseHostMessage({
+      t: 'req',
+      id: 2,
+      op: 'exec',
+      exec: { args: ['/bin/true'], env: ['A=1'], uid: 0, stdin: true },
+    });
+    assert.ok(e.ok);
+  });
+
+  const cases: Array<[string, unknown, RegExp]> = [
+    ['non-object', 42, /not an object/],
+    ['unknown type', { t: 'nope' }, /unknown frame type/],
+    ['empty nonce', { t: 'hello', nonce: '', version: 1 }, /nonce/],
+    ['negative id', { t: 'req', id: -1, op: 'ping' }, /req.id/],
+    ['unknown op', { t: 'req', id: 1, op: 'format-disk' }, /unknown op/],
+    ['empty args', { t: 'req', id: 1, op: 'exec', exec: { args: [] } }, /exec.args/],
+    ['env not strings', { t: 'req', id: 1, op: 'exec', exec: { args: ['x'], env: [1] } }, /exec.env/],
+    ['uid negative', { t: 'req', id: 1, op: 'exec', exec: { args: ['x'], uid: -5 } }, /exec.uid/],
+    ['reseed not hex', { t: 'req', id: 1, op: 'reseed', data: 'zz' }, /reseed.data/],
+    ['reseed too long', { t: 'req', id: 1, op: 'reseed', data: 'ab'.repeat(513) }, /reseed.data/],
+    ['time not decimal', { t: 'req', id: 1, op: 'set-time', epochNs: '1e9' }, /epochNs/],
+    ['signal missing', { t: 'req', id: 1, op: 'signal', proc: 1 }, /signal/],
+  ];
+  for (const [name, msg, re] of cases) {
+    it(`rejects ${name}, naming the field`, () => {
+      const r = parseHostMessage(msg);
+      assert.equal(r.ok, false);
+      assert.match((r as { error: string }).error, re);
+    });
+  }
+
+  it('keeps the request id of an invalid request so it can be answered', () => {
+    const r = parseHostMessage({ t: 'req', id: 9, op: 'exec', exec: {} });
+    assert.equal(r.ok, false);
+    assert.equal((r as { id?: number }).id, 9);
+  });
+
+  it('validates guest messages', () => {
+    assert.ok(parseGuestMessage({ t: 'exit', proc: 1, code: 0, signal: null }).ok);
+    assert.ok(parseGuestMessage({ t: 'res', id: 1, ok: false, error: { code: 'X', message: 'y' } }).ok);
+    assert.equal(parseGuestMessage({ t: 'out', proc: 1, fd: 3, data: '' }).ok, false);
+    assert.equal(parseGuestMessage({ t: 'res', id: 1, ok: false }).ok, false);
+  });
+});
