@@ -1,0 +1,101 @@
+/**
+ * `npm run bench`: measures vmcache on this host in one run and prints a table; writes the numbers as JSON to
+ * bench/results/latest.json (and a dated copy). Sizes scale with BENCH_SCALE (default 1).
+ */
+import { spawn } from 'node:child_process';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { cpus, loadavg } from 'node:os';
+import { join } from 'node:path';
+import { defaultVmSpec } from '../src/config/defaults.js';
+import { readManifest } from '../src/guest/image/manifest.js';
+import { detectAccel } from '../src/hypervisor/qemu/accel.js';
+import { systemClock } from '../src/platform/clock.js';
+import { runCommand } from '../src/platform/command.js';
+import { nullLogger } from '../src/platform/logger.js';
+import { defaultPaths } from '../src/platform/paths.js';
+import { Vm } from '../src/vm/vm.js';
+import { pssMiB, type Summary, summarize } from './stats.js';
+
+const scale = Number(process.env.BENCH_SCALE ?? 1);
+const repo = new URL('../../', import.meta.url).pathname;
+const paths = { ...defaultPaths(process.env, process.getuid?.() ?? 0), runDir: '/tmp/vmc-bench' };
+const deps = { paths, clock: systemClock, logger: nullLogger, run: runCommand };
+const accel = detectAccel();
+const spec = defaultVmSpec(paths.imageDir, accel.accel);
+if (!readManifest(paths.imageDir)) throw new Error(`no guest image in ${paths.imageDir}; run 'vmcache image build'`);
+
+interface Row {
+  name: string;
+  unit: string;
+  summary: Summary;
+  note?: string;
+}
+const rows: Row[] = [];
+const log = (s: string) => process.stderr.write(`bench: ${s}\n`);
+
+async function timeCli(args: string[]): Promise<number> {
+  const t0 = performance.now();
+  await new Promise<void>((resolve, reject) => {
+    const c = spawn(join(repo, 'bin/vmcache'), args, { env: { ...process.env, VMCACHE_RUN_DIR: paths.runDir }, stdio: 'ignore' });
+    c.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`vmcache ${args.join(' ')} exited ${code}`))));
+  });
+  return performance.now() - t0;
+}
+
+// 1. Cold boot to a ready agent.
+const boots: number[] = [];
+const pss: number[] = [];
+for (let i = 0; i < 3 * scale; i++) {
+  log(`cold boot ${i + 1}`);
+  const vm = await Vm.boot(spec, deps);
+  boots.push(vm.timings.totalMs);
+  await systemClock.sleep(2000); // let the guest settle before reading its memory
+  pss.push(await pssMiB(vm.record.qemu.pid));
+  if (i < 3 * scale - 1) await vm.destroy();
+  else {
+    // 2. Agent round trip and exec round trip in a running VM.
+    for (let w = 0; w < 30; w++) await vm.agent.request({ op: 'ping' });
+    const rtt: number[] = [];
+    for (let k = 0; k < 300 * scale; k++) {
+      const t = performance.now();
+      await vm.agent.request({ op: 'ping' });
+      rtt.push(performance.now() - t);
+    }
+    const execs: number[] = [];
+    for (let k = 0; k < 10 * scale; k++) {
+      const t = performance.now();
+      await vm.run(['/bin/true']);
+      execs.push(performance.now() - t);
+    }
+    rows.push({ name: 'agent round trip (ping) in a running VM', unit: 'ms', summary: summarize(rtt) });
+    rows.push({ name: 'exec /bin/true in a running VM', unit: 'ms', summary: summarize(execs) });
+    await vm.destroy();
+  }
+}
+rows.unshift({ name: 'cold boot to agent-ready', unit: 'ms', summary: summarize(boots) });
+rows.push({ name: 'idle VM memory (QEMU PSS)', unit: 'MiB', summary: summarize(pss) });
+
+// 3. The CLI end to end.
+const ends: number[] = [];
+for (let i = 0; i < 3 * scale; i++) {
+  log(`vmcache vm run -- true ${i + 1}`);
+  ends.push(await timeCli(['vm', 'run', '--', 'true']));
+}
+rows.push({ name: '`vmcache vm run -- true` end to end (cold)', unit: 'ms', summary: summarize(ends) });
+const starts: number[] = [];
+for (let i = 0; i < 10; i++) starts.push(await timeCli(['--version']));
+rows.push({ name: 'CLI start-up (`vmcache --version`)', unit: 'ms', summary: summarize(starts) });
+
+const fmt = (v: number) => (v >= 100 ? v.toFixed(0) : v >= 10 ? v.toFixed(1) : v.toFixed(2));
+const header = `| measurement | n | p50 | p99 | min | max |\n|---|---|---|---|---|---|`;
+const table = [header, ...rows.map((r) => `| ${r.name} (${r.unit}) | ${r.summary.n} | ${fmt(r.summary.p50)} | ${fmt(r.summary.p99)} | ${fmt(r.summary.min)} | ${fmt(r.summary.max)} |`)].join('\n');
+const result = {
+  date: new Date().toISOString(),
+  host: { cpus: cpus().length, model: cpus()[0]?.model, loadavg: loadavg(), accel: accel.accel, node: process.version },
+  image: readManifest(paths.imageDir),
+  rows,
+};
+mkdirSync(join(repo, 'bench/results'), { recursive: true });
+writeFileSync(join(repo, 'bench/results/latest.json'), `${JSON.stringify(result, null, 2)}\n`);
+writeFileSync(join(repo, `bench/results/${result.date.slice(0, 19).replace(/:/g, '')}.json`), `${JSON.stringify(result, null, 2)}\n`);
+process.stdout.write(`\nvmcache bench — ${result.date}, ${accel.accel}, ${cpus().length} cores, load ${loadavg().map((l) => l.toFixed(1)).join(' ')}\n\n${table}\n\nJSON: bench/results/latest.json\n`);
