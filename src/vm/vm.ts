@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, rmSync } from 'node:fs';
-import { messageOf, VmcError } from '../errors.js';
+import { isVmcError, messageOf, VmcError } from '../errors.js';
 import { buildQemuArgs } from '../hypervisor/qemu/cmdline.js';
 import {
   connectUnix,
@@ -15,7 +15,7 @@ import type { CommandRunner } from '../platform/command.js';
 import type { Logger } from '../platform/logger.js';
 import { unmountAllUnder } from '../platform/mounts.js';
 import { type Paths, vmDir } from '../platform/paths.js';
-import { identify, isAlive, signalIfAlive } from '../platform/process.js';
+import { identify, isAlive, type ProcessIdentity, signalIfAlive } from '../platform/process.js';
 import { UndoStack } from '../platform/undo-stack.js';
 import { AgentClient, type AgentProcess, type ExitStatus } from '../protocol/agent/client.js';
 import type { ExecRequest } from '../protocol/agent/messages.js';
@@ -94,6 +94,7 @@ export class Vm {
     const t0 = clock.monotonic();
     const undo = new UndoStack();
     const step = <T>(p: Promise<T>) => abortable(p, opts.signal, id);
+    let qemu: ProcessIdentity | null = null;
     try {
       if (opts.signal?.aborted) throw interrupted(id);
       mkdirSync(files.dir, { recursive: true, mode: 0o700 });
@@ -102,6 +103,7 @@ export class Vm {
       const args = buildQemuArgs(spec, files, id);
       log.debug({ args }, 'starting QEMU');
       const proc = await (deps.spawner ?? spawnDetached)(spec.qemuPath, args, files.qemuLog);
+      qemu = proc.identity;
       // Registered before anything can be aborted: the spawn itself always completes.
       undo.push('kill QEMU', () => signalIfAlive(proc.identity, 'SIGKILL'));
       const spawnMs = clock.monotonic() - t0;
@@ -132,7 +134,19 @@ export class Vm {
       log.info({ timings, pid: proc.identity.pid }, 'VM booted');
       return new Vm(record, qmp, agent, timings, deps);
     } catch (err) {
+      // QEMU can open its sockets and then fail (e.g. loading the kernel): whatever step noticed first, the
+      // useful message is QEMU's own stderr.
+      const other = !isVmcError(err, 'VMC_ERR_QEMU_EXITED') && !isVmcError(err, 'VMC_ERR_VM_INTERRUPTED');
+      // A closed socket can be seen a moment before the process is gone: give it 300 ms to finish exiting.
+      const exited = qemu !== null && other && (await exitsWithin(qemu, 300, clock));
+      const stderr = exited ? tail(files.qemuLog) : '';
       await undo.unwind();
+      if (exited) {
+        throw new VmcError('VMC_ERR_QEMU_EXITED', `QEMU exited before the VM was ready:\n${stderr}`, {
+          cause: err,
+          details: { stderr },
+        });
+      }
       throw err;
     }
   }
@@ -295,6 +309,15 @@ export async function destroyRecord(record: VmRecord, deps: VmDeps, quitGraceMs 
     return;
   }
   rmSync(record.files.dir, { recursive: true, force: true });
+}
+
+async function exitsWithin(id: ProcessIdentity, ms: number, clock: Clock): Promise<boolean> {
+  const deadline = clock.monotonic() + ms;
+  while (isAlive(id)) {
+    if (clock.monotonic() > deadline) return false;
+    await clock.sleep(20);
+  }
+  return true;
 }
 
 function interrupted(id: string): VmcError {
