@@ -22,7 +22,8 @@ const paths = { ...defaultPaths(process.env, process.getuid?.() ?? 0), runDir: '
 const deps = { paths, clock: systemClock, logger: nullLogger, run: runCommand };
 const accel = detectAccel();
 const spec = defaultVmSpec(paths.imageDir, accel.accel);
-if (!readManifest(paths.imageDir)) throw new Error(`no guest image in ${paths.imageDir}; run 'vmcache image build'`);
+if (!readManifest(paths.imageDir))
+  throw new Error(`no guest image in ${paths.imageDir}; run 'vmcache image build'`);
 
 interface Row {
   name: string;
@@ -36,8 +37,13 @@ const log = (s: string) => process.stderr.write(`bench: ${s}\n`);
 async function timeCli(args: string[]): Promise<number> {
   const t0 = performance.now();
   await new Promise<void>((resolve, reject) => {
-    const c = spawn(join(repo, 'bin/vmcache'), args, { env: { ...process.env, VMCACHE_RUN_DIR: paths.runDir }, stdio: 'ignore' });
-    c.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`vmcache ${args.join(' ')} exited ${code}`))));
+    const c = spawn(join(repo, 'bin/vmcache'), args, {
+      env: { ...process.env, VMCACHE_RUN_DIR: paths.runDir },
+      stdio: 'ignore',
+    });
+    c.on('exit', (code) =>
+      code === 0 ? resolve() : reject(new Error(`vmcache ${args.join(' ')} exited ${code}`)),
+    );
   });
   return performance.now() - t0;
 }
@@ -88,14 +94,33 @@ rows.push({ name: 'CLI start-up (`vmcache --version`)', unit: 'ms', summary: sum
 
 const fmt = (v: number) => (v >= 100 ? v.toFixed(0) : v >= 10 ? v.toFixed(1) : v.toFixed(2));
 const header = `| measurement | n | p50 | p99 | min | max |\n|---|---|---|---|---|---|`;
-const table = [header, ...rows.map((r) => `| ${r.name} (${r.unit}) | ${r.summary.n} | ${fmt(r.summary.p50)} | ${fmt(r.summary.p99)} | ${fmt(r.summary.min)} | ${fmt(r.summary.max)} |`)].join('\n');
+const table = [
+  header,
+  ...rows.map(
+    (r) =>
+      `| ${r.name} (${r.unit}) | ${r.summary.n} | ${fmt(r.summary.p50)} | ${fmt(r.summary.p99)} | ${fmt(r.summary.min)} | ${fmt(r.summary.max)} |`,
+  ),
+].join('\n');
 const result = {
   date: new Date().toISOString(),
-  host: { cpus: cpus().length, model: cpus()[0]?.model, loadavg: loadavg(), accel: accel.accel, node: process.version },
+  host: {
+    cpus: cpus().length,
+    model: cpus()[0]?.model,
+    loadavg: loadavg(),
+    accel: accel.accel,
+    node: process.version,
+  },
   image: readManifest(paths.imageDir),
   rows,
 };
 mkdirSync(join(repo, 'bench/results'), { recursive: true });
 writeFileSync(join(repo, 'bench/results/latest.json'), `${JSON.stringify(result, null, 2)}\n`);
-writeFileSync(join(repo, `bench/results/${result.date.slice(0, 19).replace(/:/g, '')}.json`), `${JSON.stringify(result, null, 2)}\n`);
-process.stdout.write(`\nvmcache bench — ${result.date}, ${accel.accel}, ${cpus().length} cores, load ${loadavg().map((l) => l.toFixed(1)).join(' ')}\n\n${table}\n\nJSON: bench/results/latest.json\n`);
+writeFileSync(
+  join(repo, `bench/results/${result.date.slice(0, 19).replace(/:/g, '')}.json`),
+  `${JSON.stringify(result, null, 2)}\n`,
+);
+process.stdout.write(
+  `\nvmcache bench — ${result.date}, ${accel.accel}, ${cpus().length} cores, load ${loadavg()
+    .map((l) => l.toFixed(1))
+    .join(' ')}\n\n${table}\n\nJSON: bench/results/latest.json\n`,
+);

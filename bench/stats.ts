@@ -16,7 +16,14 @@ function pct(sorted: number[], p: number): number {
 /** p50/p99/min/max/mean of a sample. */
 export function summarize(values: number[]): Summary {
   const s = [...values].sort((a, b) => a - b);
-  return { n: s.length, p50: pct(s, 50), p99: pct(s, 99), min: s[0]!, max: s[s.length - 1]!, mean: s.reduce((a, b) => a + b, 0) / s.length };
+  return {
+    n: s.length,
+    p50: pct(s, 50),
+    p99: pct(s, 99),
+    min: s[0]!,
+    max: s[s.length - 1]!,
+    mean: s.reduce((a, b) => a + b, 0) / s.length,
+  };
 }
 
 /** Proportional set size of a process in MiB, from /proc/PID/smaps_rollup. */

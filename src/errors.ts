@@ -22,6 +22,12 @@ export const ErrorCodes = {
   VMC_ERR_VM_NOT_FOUND: 'no VM with that id is recorded',
   VMC_ERR_VM_DEAD: 'the VM process is no longer running',
   VMC_ERR_VM_INTERRUPTED: 'the operation was interrupted (signal or abort) and undone',
+  VMC_ERR_CACHE_TIMEOUT: 'the VM cache had no ready VM within the acquire timeout',
+  VMC_ERR_CACHE_CLOSED: 'the VM cache is closed',
+  VMC_ERR_CACHE_UNAVAILABLE: 'the VM cache server cannot be reached',
+  VMC_ERR_CACHE_PROTOCOL: 'the cache server or client sent something invalid',
+  VMC_ERR_CACHE_ENDPOINT_IN_USE: 'another cache server is serving that endpoint',
+  VMC_ERR_CACHE_LEASE: 'the VM lease is unknown or expired',
   VMC_ERR_INVALID_STATE: 'the operation is not allowed in the current state',
   VMC_ERR_CLI_USAGE: 'the command line is not valid',
 } as const;

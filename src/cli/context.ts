@@ -2,6 +2,7 @@ import { existsSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import pino from 'pino';
+import { loadConfig, type RuntimeConfig } from '../config/config.js';
 import { systemClock } from '../platform/clock.js';
 import { runCommand } from '../platform/command.js';
 import type { Logger } from '../platform/logger.js';
@@ -21,13 +22,19 @@ export const ExitCode = {
 export interface GlobalOptions {
   debug?: boolean;
   logFormat?: 'text' | 'json';
+  config?: string;
 }
+
+/** Where the configuration is looked for when neither --config nor VMCACHE_CONFIG names one. */
+export const DEFAULT_CONFIG_FILE = '/etc/vmcache/configuration.toml';
 
 /** Everything a verb needs, built once from the process environment. */
 export interface CliContext extends VmDeps {
   paths: Paths;
   /** Directory of the bundle (agent.mjs, guest-files/). */
   bundleDir: string;
+  /** The validated configuration (built-in defaults when there is no file). */
+  config: RuntimeConfig;
   /** Prints a human-readable line to stderr. */
   say(line: string): void;
 }
@@ -65,8 +72,17 @@ export function makeContext(opts: GlobalOptions): CliContext {
     opts.logFormat === 'json'
       ? (pino({ level }, pino.destination({ dest: 2, sync: true })) as unknown as Logger)
       : textLogger(opts.debug ? 0 : 2, {});
+  const paths = defaultPaths(process.env, process.getuid?.() ?? 0);
+  const file =
+    opts.config ??
+    process.env.VMCACHE_CONFIG ??
+    (existsSync(DEFAULT_CONFIG_FILE) ? DEFAULT_CONFIG_FILE : null);
+  const config = loadConfig(file, paths.imageDir);
+  for (const w of config.warnings) logger.warn({}, w);
+  if (config.stateDir && !process.env.VMCACHE_RUN_DIR) paths.runDir = config.stateDir;
   return {
-    paths: defaultPaths(process.env, process.getuid?.() ?? 0),
+    paths,
+    config,
     clock: systemClock,
     logger,
     run: runCommand,

@@ -4,11 +4,18 @@ import { isVmcError, messageOf } from '../errors.js';
 import { positiveInt } from './common.js';
 import { ExitCode, type GlobalOptions, makeContext } from './context.js';
 import { doctor } from './doctor.js';
+import { factoryDestroy, factoryInit, factoryStatus } from './factory-cmd.js';
 import { imageBuild } from './image-build.js';
 import { vmGc, vmList } from './vm-list.js';
 import { vmRun } from './vm-run.js';
 
 const VERSION = '0.1.0';
+
+// `vmcache ... | head` closes stdout early: that is not an error worth a stack trace.
+process.stdout.on('error', (e: NodeJS.ErrnoException) => {
+  if (e.code === 'EPIPE') process.exit(process.exitCode ?? 0);
+  throw e;
+});
 
 function run(action: (g: GlobalOptions) => Promise<number> | number, failCode: number = ExitCode.Failure) {
   return async (...args: unknown[]) => {
@@ -30,6 +37,10 @@ const program = new Command('vmcache')
   .version(VERSION, '-v, --version')
   .option('--debug', 'debug logging')
   .option('--log-format <format>', 'text or json', 'text')
+  .option(
+    '--config <file>',
+    'configuration.toml (default: $VMCACHE_CONFIG, then /etc/vmcache/configuration.toml)',
+  )
   .exitOverride();
 
 program
@@ -50,6 +61,8 @@ vm.command('run')
   .option('--cpus <n>', 'vCPUs', positiveInt('--cpus'))
   .option('--memory <MiB>', 'memory in MiB', positiveInt('--memory'))
   .option('--timings', 'print boot/command/destroy timings to stderr')
+  .option('--no-cache', 'boot a VM directly even when the configuration enables the VM cache')
+  .option('--verbose', 'say where the VM came from (cache or cold boot) and how long it took')
   .argument('<cmd...>', 'command and arguments (put them after --)')
   .action(
     run(async (g) => {
@@ -64,6 +77,25 @@ vm.command('list')
 vm.command('gc')
   .description('stop orphaned VMs (owner gone) and remove stale records')
   .action(run(async (g) => vmGc(makeContext(g))));
+
+const factory = program.command('factory').description('the VM cache (Kata VMCache)');
+factory
+  .command('init')
+  .description('run the VM cache server in the foreground (needs [factory] vm_cache_number > 0)')
+  .action(run(async (g) => factoryInit(makeContext(g))));
+factory
+  .command('status')
+  .description('the cache server and its idle VMs')
+  .option('--json', 'JSON output')
+  .action(
+    run(async (g) =>
+      factoryStatus(makeContext(g), factory.commands.find((c) => c.name() === 'status')!.opts()),
+    ),
+  );
+factory
+  .command('destroy')
+  .description('ask the cache server to quit and wait until it is gone')
+  .action(run(async (g) => factoryDestroy(makeContext(g))));
 
 try {
   await program.parseAsync(process.argv);

@@ -1,7 +1,11 @@
 import { constants as osConstants } from 'node:os';
 import { isVmcError } from '../errors.js';
+import { DirectFactory } from '../factory/direct.js';
+import { type ObtainedVm, VmFactory } from '../factory/factory.js';
+import { RemoteCacheFactory } from '../factory/remote-cache.js';
+import type { VmSpec } from '../hypervisor/types.js';
 import { sweepOrphans } from '../vm/sweep.js';
-import { Vm } from '../vm/vm.js';
+import type { Vm } from '../vm/vm.js';
 import { hostVmSpec } from './common.js';
 import type { CliContext } from './context.js';
 
@@ -10,6 +14,41 @@ export interface VmRunOptions {
   cpus?: number;
   memory?: number;
   timings?: boolean;
+  /** commander's negation of --no-cache */
+  cache?: boolean;
+  verbose?: boolean;
+}
+
+/**
+ * The factory `vm run` uses: the cache server when the configuration enables one (vm_cache_number > 0) and it
+ * answers; a direct boot otherwise. An unreachable server is not fatal (Kata's behaviour): it warns and boots.
+ */
+async function chooseFactory(
+  ctx: CliContext,
+  spec: VmSpec,
+  useCache: boolean,
+): Promise<{ factory: VmFactory; kind: 'cache' | 'direct' }> {
+  const direct = () => ({
+    factory: new VmFactory(
+      new DirectFactory(spec, ctx, { agentTimeoutMs: ctx.config.agentDialTimeoutMs }),
+      ctx,
+    ),
+    kind: 'direct' as const,
+  });
+  if (!useCache || ctx.config.factory.vmCacheNumber === 0) return direct();
+  try {
+    return {
+      factory: new VmFactory(await RemoteCacheFactory.connect(ctx.config.factory.vmCacheEndpoint, ctx), ctx),
+      kind: 'cache',
+    };
+  } catch (err) {
+    if (!isVmcError(err, 'VMC_ERR_CACHE_UNAVAILABLE')) throw err;
+    ctx.logger.warn(
+      { endpoint: ctx.config.factory.vmCacheEndpoint },
+      'VM cache server unreachable; booting a VM directly',
+    );
+    return direct();
+  }
 }
 
 /**
@@ -42,7 +81,29 @@ export async function vmRun(ctx: CliContext, argv: string[], opts: VmRunOptions)
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
   try {
-    vm = await Vm.boot(spec, ctx, { signal: abort.signal });
+    const { factory, kind } = await chooseFactory(ctx, spec, opts.cache !== false);
+    let got: ObtainedVm;
+    try {
+      got = await factory.getVM(spec, abort.signal);
+    } finally {
+      await factory.close();
+    }
+    vm = got.vm;
+    if (interrupted) {
+      await vm.destroy();
+      return 128 + (osConstants.signals[interrupted as NodeJS.Signals] ?? 1);
+    }
+    if (opts.verbose) {
+      const how =
+        got.source === 'fallback'
+          ? `cold boot (config differs from the cache in ${got.mismatched.join(', ')})`
+          : kind === 'cache'
+            ? 'from the VM cache'
+            : 'cold boot';
+      ctx.say(
+        `vm: ${vm.id} ${how}, ready in ${Math.round(got.timings.totalMs)} ms (acquire ${Math.round(got.timings.acquireMs)} ms, resume+reseed+clock ${Math.round(got.timings.readyMs)} ms)`,
+      );
+    }
     const tBoot = ctx.clock.monotonic();
     // Without a terminal, stdin is forwarded; on a terminal it is not (no pty support yet), so a command that
     // reads stdin sees EOF instead of hanging.
@@ -70,7 +131,7 @@ export async function vmRun(ctx: CliContext, argv: string[], opts: VmRunOptions)
     const tEnd = ctx.clock.monotonic();
     if (opts.timings) {
       ctx.say(
-        `timings: boot ${Math.round(tBoot - t0)} ms, command ${Math.round(tExec - tBoot)} ms, destroy ${Math.round(tEnd - tExec)} ms, total ${Math.round(tEnd - t0)} ms`,
+        `timings: vm ready ${Math.round(tBoot - t0)} ms, command ${Math.round(tExec - tBoot)} ms, destroy ${Math.round(tEnd - tExec)} ms, total ${Math.round(tEnd - t0)} ms`,
       );
     }
     if (status.code !== null) return status.code;

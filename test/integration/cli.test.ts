@@ -25,7 +25,7 @@ describe('vmcache vm run', () => {
     assert.match(r.stdout, /^Linux vmcache \S+ .*x86_64/);
     assert.match(r.stdout, /got hello/);
     assert.match(r.stderr, /oops/);
-    assert.match(r.stderr, /timings: boot \d+ ms/);
+    assert.match(r.stderr, /timings: vm ready \d+ ms/);
     assert.deepEqual(vmDirsLeft(env.runDir), []);
   });
 

@@ -11,7 +11,7 @@ import { openSync, write } from 'node:fs';
 import { Socket } from 'node:net';
 import { encodeFrame } from '../../protocol/agent/framing.js';
 import { AGENT_PROTOCOL_VERSION } from '../../protocol/agent/messages.js';
-import { linuxOps } from './ops.js';
+import { linuxOps, prewarm } from './ops.js';
 import { AgentServer } from './server.js';
 
 const PORT = process.argv[2] ?? '/dev/virtio-ports/vmcache.agent';
@@ -50,6 +50,8 @@ async function openPort(): Promise<Socket> {
 }
 
 async function main(): Promise<void> {
+  // Before the first greeting: a VM is only "ready" once the agent is warm.
+  await prewarm();
   const server = new AgentServer(linuxOps);
   process.on('uncaughtException', (err) => console.error(`vmcache-agent: uncaught ${err.stack ?? err}`));
   for (;;) {

@@ -135,6 +135,7 @@ export class AgentClient extends EventEmitter {
   #closed: Error | null = null;
   #nonce: string | null = null;
   #onHello: ((m: AgentSession) => void) | null = null;
+  #greet: (() => void) | null = null;
   /** The session, once the handshake completed. */
   session: AgentSession | null = null;
 
@@ -188,8 +189,10 @@ export class AgentClient extends EventEmitter {
         cancel();
         stopResend();
         this.#onHello = null;
+        this.#greet = null;
         this.off('closed', onClosed);
       };
+      this.#greet = send;
       this.#onHello = (s) => {
         cleanup();
         this.session = s;
@@ -260,6 +263,10 @@ export class AgentClient extends EventEmitter {
       // Before the handshake completes, only our own hello-ok counts.
       if (m.t === 'hello-ok' && m.nonce === this.#nonce) {
         this.#onHello?.({ session: m.session, agentPid: m.agentPid, bootId: m.bootId, version: m.version });
+      } else if (m.t === 'ready') {
+        // The guest just (re)opened its port, which discards unread input: greet again at once rather than
+        // waiting for the resend timer.
+        this.#greet?.();
       }
       return;
     }

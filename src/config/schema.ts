@@ -1,0 +1,189 @@
+/**
+ * The configuration vmcache reads from `configuration.toml`: Kata's section and key names (so a Kata user's
+ * file works), plus vmcache's own keys. Each key has a type, a default, and a validator; unknown keys are
+ * reported (with their line) rather than silently ignored.
+ */
+
+/** A key's type and constraints. */
+export type KeySpec =
+  | { type: 'bool'; default: boolean; doc: string }
+  | { type: 'int'; default: number; min: number; max: number; doc: string }
+  | { type: 'string'; default: string; doc: string; pattern?: RegExp; absolute?: boolean }
+  | { type: 'strings'; default: string[]; doc: string };
+
+/** Sections and keys. `ignored` lists Kata keys that are accepted but have no effect in vmcache. */
+export const SCHEMA = {
+  factory: {
+    keys: {
+      enable_template: { type: 'bool', default: false, doc: 'boot VMs as clones of a template VM' },
+      template_path: {
+        type: 'string',
+        default: '/run/vmcache/template',
+        absolute: true,
+        doc: 'tmpfs directory of the template',
+      },
+      vm_cache_number: {
+        type: 'int',
+        default: 0,
+        min: 0,
+        max: 64,
+        doc: 'VMs the cache server keeps ready (0: no cache)',
+      },
+      vm_cache_endpoint: {
+        type: 'string',
+        default: '/run/vmcache/cache.sock',
+        absolute: true,
+        doc: 'Unix socket of the cache server',
+      },
+    },
+    ignored: [] as string[],
+  },
+  'hypervisor.qemu': {
+    keys: {
+      path: { type: 'string', default: 'qemu-system-x86_64', doc: 'QEMU binary' },
+      kernel: { type: 'string', default: '', doc: 'guest kernel (default: the built image)' },
+      initrd: { type: 'string', default: '', doc: 'guest initramfs (default: the built image)' },
+      image: { type: 'string', default: '', doc: 'guest root disk (default: the built image)' },
+      machine_type: {
+        type: 'string',
+        default: 'q35',
+        pattern: /^q35$/,
+        doc: 'machine type (q35 only: hot-plug, vmgenid, templating)',
+      },
+      kernel_params: { type: 'string', default: '', doc: 'extra kernel parameters, space separated' },
+      default_vcpus: { type: 'int', default: 1, min: 1, max: 64, doc: 'vCPUs at boot' },
+      default_maxvcpus: { type: 'int', default: 4, min: 1, max: 64, doc: 'vCPU hot-plug limit' },
+      default_memory: { type: 'int', default: 512, min: 128, max: 65536, doc: 'memory at boot, MiB' },
+      memory_slots: { type: 'int', default: 8, min: 1, max: 64, doc: 'memory hot-plug slots' },
+      default_maxmemory: {
+        type: 'int',
+        default: 8192,
+        min: 128,
+        max: 1048576,
+        doc: 'memory hot-plug limit, MiB',
+      },
+      accel: { type: 'string', default: 'auto', pattern: /^(auto|kvm|tcg)$/, doc: 'auto, kvm or tcg' },
+      cpu_model: { type: 'string', default: '', doc: 'CPU model (default: max under TCG, host under KVM)' },
+      tcg_tb_size: { type: 'int', default: 32, min: 8, max: 1024, doc: 'TCG translation cache, MiB' },
+    },
+    ignored: [
+      'block_device_driver',
+      'enable_iothreads',
+      'shared_fs',
+      'virtio_fs_daemon',
+      'valid_hypervisor_paths',
+      'firmware',
+      'machine_accelerators',
+      'cpu_features',
+      'default_bridges',
+      'disable_block_device_use',
+      'enable_debug',
+      'file_mem_backend',
+      'valid_file_mem_backends',
+      'pflashes',
+      'entropy_source',
+      'disable_vhost_net',
+      'guest_hook_path',
+      'rootless',
+      'msize_9p',
+      'disable_image_nvdimm',
+      'hotplug_vfio_on_root_bus',
+      'pcie_root_port',
+      'disable_nesting_checks',
+      'sgx_epc_size',
+      'static_sandbox_resource_mgmt',
+    ],
+  },
+  agent: {
+    keys: {
+      dial_timeout: {
+        type: 'int',
+        default: 60,
+        min: 1,
+        max: 3600,
+        doc: 'seconds to wait for the agent of a booting VM',
+      },
+    },
+    ignored: ['kata', 'enable_tracing', 'debug_console_enabled', 'kernel_modules', 'enable_debug'],
+  },
+  runtime: {
+    keys: {
+      state_dir: { type: 'string', default: '', doc: 'VM state directory (default /run/vmcache)' },
+    },
+    ignored: [
+      'enable_debug',
+      'internetworking_model',
+      'disable_guest_seccomp',
+      'sandbox_cgroup_only',
+      'experimental',
+      'enable_pprof',
+      'static_sandbox_resource_mgmt',
+      'disable_new_netns',
+      'enable_tracing',
+      'jaeger_endpoint',
+      'sandbox_bind_mounts',
+    ],
+  },
+  cache: {
+    keys: {
+      max_parallel_boots: {
+        type: 'int',
+        default: 0,
+        min: 0,
+        max: 64,
+        doc: 'concurrent boots while filling (0: one per 2 cores, at least 1)',
+      },
+      max_age: {
+        type: 'int',
+        default: 3600,
+        min: 0,
+        max: 604800,
+        doc: 'seconds an idle VM may wait before it is replaced (0: forever)',
+      },
+      health_interval: {
+        type: 'int',
+        default: 5,
+        min: 1,
+        max: 3600,
+        doc: 'seconds between health checks of idle VMs',
+      },
+      acquire_timeout: {
+        type: 'int',
+        default: 30,
+        min: 0,
+        max: 3600,
+        doc: 'seconds GetBaseVM waits on an empty cache',
+      },
+      lease_timeout: {
+        type: 'int',
+        default: 15,
+        min: 1,
+        max: 3600,
+        doc: 'seconds a client has to acknowledge a VM',
+      },
+      retry_initial: {
+        type: 'int',
+        default: 1,
+        min: 0,
+        max: 3600,
+        doc: 'seconds before the first retry of a failed boot',
+      },
+      retry_max: {
+        type: 'int',
+        default: 60,
+        min: 1,
+        max: 3600,
+        doc: 'longest wait between boot retries, seconds',
+      },
+      metrics_endpoint: {
+        type: 'string',
+        default: '',
+        doc: 'Prometheus metrics: a Unix socket path or 127.0.0.1:PORT ("" = off)',
+      },
+    },
+    ignored: [] as string[],
+  },
+} satisfies Record<string, { keys: Record<string, KeySpec>; ignored: string[] }>;
+
+/** Section names. */
+export type SectionName = keyof typeof SCHEMA;

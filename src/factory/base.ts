@@ -1,0 +1,42 @@
+import type { VmSpec } from '../hypervisor/types.js';
+import type { Vm } from '../vm/vm.js';
+
+/** One idle VM as reported by a factory that keeps some. */
+export interface IdleVmStatus {
+  id: string;
+  pid: number;
+  cpus: number;
+  memoryMiB: number;
+  ageMs: number;
+  state: string;
+}
+
+/** The state of a factory that keeps VMs (the cache pool). */
+export interface FactoryStatus {
+  target: number;
+  idle: IdleVmStatus[];
+  booting: number;
+  hits: number;
+  misses: number;
+  bootFailures: number;
+  consecutiveFailures: number;
+  lastError: string | null;
+  nextRetryAt: number | null;
+}
+
+/**
+ * A source of paused VMs booted from one configuration (Kata's `base.FactoryBase`). Strategies: DirectFactory
+ * (boots), CachingFactory (a pool around another base), RemoteCacheFactory (a cache server's pool), and
+ * TemplateFactory (clones). Compatibility checks, resume, reseed, clock and growth are the composer's job
+ * (`VmFactory`), so every strategy only produces a paused VM.
+ */
+export interface FactoryBase {
+  /** The boot configuration of the VMs this factory produces. */
+  config(): VmSpec;
+  /** A paused VM booted from `config()`; the caller owns it from now on. */
+  getBaseVM(signal?: AbortSignal): Promise<Vm>;
+  /** Idle VMs and counters, for factories that keep VMs. */
+  status?(): FactoryStatus;
+  /** Releases the factory's resources (idle VMs are stopped; VMs already handed out are not touched). */
+  close(): Promise<void>;
+}

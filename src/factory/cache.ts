@@ -1,0 +1,316 @@
+import { messageOf, VmcError } from '../errors.js';
+import type { VmSpec } from '../hypervisor/types.js';
+import type { Clock } from '../platform/clock.js';
+import type { Logger } from '../platform/logger.js';
+import type { Vm } from '../vm/vm.js';
+import type { FactoryBase, FactoryStatus } from './base.js';
+import { type FactoryMetrics, nullMetrics } from './metrics.js';
+
+/** Pool tuning. */
+export interface PoolOptions {
+  /** VMs kept ready (vm_cache_number). */
+  size: number;
+  /** Boots in flight at once while filling: more than the cores only makes each boot slower. */
+  maxParallelBoots: number;
+  /** An idle VM older than this is replaced (0: never). */
+  maxAgeMs: number;
+  /** Period of the liveness check of idle VMs. */
+  healthIntervalMs: number;
+  /** How long `getBaseVM` waits on an empty pool. */
+  acquireTimeoutMs: number;
+  /** Backoff after a failed boot: initial delay, doubled per consecutive failure, capped. */
+  retryInitialMs: number;
+  retryMaxMs: number;
+}
+
+/** Dependencies of the pool. */
+export interface PoolDeps {
+  clock: Clock;
+  logger: Logger;
+  metrics?: FactoryMetrics;
+}
+
+interface Entry {
+  vm: Vm;
+  readyAt: number;
+}
+
+interface Waiter {
+  resolve: (vm: Vm) => void;
+  reject: (e: Error) => void;
+  cancel: () => void;
+  startedAt: number;
+}
+
+/** Pool life cycle. */
+type PoolState = 'new' | 'running' | 'closing' | 'closed';
+
+/**
+ * The VM cache (Kata's `cache` factory, fixed): keeps `size` paused VMs from `base` ready.
+ *
+ * - A failed boot never closes the cache (Kata's did): it is counted, reported in `status()`, and retried with
+ *   exponential backoff while the rest of the pool keeps serving.
+ * - Idle VMs are checked every `healthIntervalMs`: dead or unresponsive ones, and ones older than `maxAgeMs`,
+ *   are stopped and replaced. A VM is checked again right before it is handed out, so a dead one never is.
+ * - A VM handed out never comes back. `getBaseVM` on an empty pool waits up to `acquireTimeoutMs`.
+ */
+export class CachingFactory implements FactoryBase {
+  readonly #base: FactoryBase;
+  readonly #opts: PoolOptions;
+  readonly #clock: Clock;
+  readonly #log: Logger;
+  readonly #metrics: FactoryMetrics;
+  #state: PoolState = 'new';
+  readonly #ready: Entry[] = [];
+  #booting = 0;
+  readonly #waiters: Waiter[] = [];
+  #hits = 0;
+  #misses = 0;
+  #bootFailures = 0;
+  #consecutiveFailures = 0;
+  #lastError: string | null = null;
+  #nextRetryAt = 0;
+  #cancelRetry: (() => void) | null = null;
+  #cancelHealth: (() => void) | null = null;
+  readonly #inflight = new Set<Promise<void>>();
+  readonly #abort = new AbortController();
+
+  constructor(base: FactoryBase, opts: PoolOptions, deps: PoolDeps) {
+    this.#base = base;
+    this.#opts = opts;
+    this.#clock = deps.clock;
+    this.#log = deps.logger.child({ subsystem: 'factory.cache' });
+    this.#metrics = deps.metrics ?? nullMetrics;
+  }
+
+  /** Starts filling the pool and the health checks. */
+  start(): void {
+    if (this.#state !== 'new') return;
+    this.#state = 'running';
+    this.#fill();
+    this.#scheduleHealth();
+  }
+
+  config(): VmSpec {
+    return this.#base.config();
+  }
+
+  /** Resolves once `n` VMs are ready (for tests and `factory init --wait`), or rejects after `timeoutMs`. */
+  async waitReady(n = this.#opts.size, timeoutMs = 300_000): Promise<void> {
+    const deadline = this.#clock.monotonic() + timeoutMs;
+    while (this.#ready.length < n) {
+      if (this.#state !== 'running')
+        throw new VmcError('VMC_ERR_CACHE_CLOSED', 'VM cache closed while filling');
+      if (this.#clock.monotonic() > deadline) {
+        throw new VmcError(
+          'VMC_ERR_CACHE_TIMEOUT',
+          `VM cache has ${this.#ready.length} of ${n} VMs after ${timeoutMs} ms${this.#lastError ? `; last boot error: ${this.#lastError}` : ''}`,
+        );
+      }
+      await this.#clock.sleep(50);
+    }
+  }
+
+  async getBaseVM(): Promise<Vm> {
+    if (this.#state !== 'running') throw new VmcError('VMC_ERR_CACHE_CLOSED', `VM cache is ${this.#state}`);
+    const t0 = this.#clock.monotonic();
+    while (this.#ready.length > 0) {
+      const entry = this.#ready.shift()!; // oldest first: it is the closest to its max age
+      this.#report();
+      this.#fill();
+      if (await this.#healthy(entry)) {
+        this.#hits++;
+        this.#metrics.acquireSeconds((this.#clock.monotonic() - t0) / 1000, true);
+        return entry.vm;
+      }
+      this.#discard(entry, 'dead');
+    }
+    this.#misses++;
+    const vm = await new Promise<Vm>((resolve, reject) => {
+      const waiter: Waiter = {
+        resolve,
+        reject,
+        startedAt: t0,
+        cancel: this.#clock.setTimeout(() => {
+          this.#waiters.splice(this.#waiters.indexOf(waiter), 1);
+          this.#metrics.acquireTimeout();
+          const why = this.#lastError
+            ? `; boots are failing (${this.#consecutiveFailures} in a row), last error: ${this.#lastError}`
+            : `; ${this.#booting} boot(s) in progress`;
+          reject(
+            new VmcError(
+              'VMC_ERR_CACHE_TIMEOUT',
+              `no VM ready in the cache within ${this.#opts.acquireTimeoutMs} ms${why}`,
+            ),
+          );
+        }, this.#opts.acquireTimeoutMs),
+      };
+      this.#waiters.push(waiter);
+      this.#fill();
+    });
+    this.#metrics.acquireSeconds((this.#clock.monotonic() - t0) / 1000, false);
+    return vm;
+  }
+
+  status(): FactoryStatus {
+    const now = this.#clock.now();
+    return {
+      target: this.#opts.size,
+      idle: this.#ready.map(({ vm }) => ({
+        id: vm.id,
+        pid: vm.record.qemu.pid,
+        cpus: vm.record.spec.cpus,
+        memoryMiB: vm.record.spec.memoryMiB,
+        ageMs: now - vm.record.createdAt,
+        state: 'paused',
+      })),
+      booting: this.#booting,
+      hits: this.#hits,
+      misses: this.#misses,
+      bootFailures: this.#bootFailures,
+      consecutiveFailures: this.#consecutiveFailures,
+      lastError: this.#lastError,
+      nextRetryAt: this.#consecutiveFailures > 0 ? this.#nextRetryAt : null,
+    };
+  }
+
+  /** Stops filling, fails waiters, stops every idle VM and every VM still booting. Idempotent. */
+  async close(): Promise<void> {
+    if (this.#state === 'closed' || this.#state === 'closing') return;
+    this.#state = 'closing';
+    this.#abort.abort();
+    this.#cancelRetry?.();
+    this.#cancelHealth?.();
+    for (const w of this.#waiters.splice(0)) {
+      w.cancel();
+      w.reject(new VmcError('VMC_ERR_CACHE_CLOSED', 'VM cache closed'));
+    }
+    const idle = this.#ready.splice(0);
+    await Promise.all([...idle.map((e) => e.vm.destroy().catch(() => undefined)), ...this.#inflight]);
+    await this.#base.close();
+    this.#state = 'closed';
+    this.#report();
+  }
+
+  #report(): void {
+    this.#metrics.poolSize(this.#ready.length, this.#booting);
+  }
+
+  /** Starts boots until the pool (ready + booting) is full, within the parallelism bound and the backoff. */
+  #fill(): void {
+    if (this.#state !== 'running') return;
+    const now = this.#clock.now();
+    if (now < this.#nextRetryAt) {
+      if (!this.#cancelRetry) {
+        this.#cancelRetry = this.#clock.setTimeout(() => {
+          this.#cancelRetry = null;
+          this.#fill();
+        }, this.#nextRetryAt - now);
+      }
+      return;
+    }
+    // Waiters count as demand beyond the pool size: each is served by the next boot that completes.
+    const wanted = this.#opts.size + this.#waiters.length;
+    while (this.#ready.length + this.#booting < wanted && this.#booting < this.#opts.maxParallelBoots) {
+      this.#bootOne();
+    }
+  }
+
+  #bootOne(): void {
+    this.#booting++;
+    this.#report();
+    const t0 = this.#clock.monotonic();
+    const p = this.#base
+      .getBaseVM(this.#abort.signal)
+      .then(
+        async (vm) => {
+          this.#booting--;
+          this.#consecutiveFailures = 0;
+          this.#lastError = null;
+          this.#metrics.bootSeconds((this.#clock.monotonic() - t0) / 1000);
+          if (this.#state !== 'running') {
+            await vm.destroy().catch(() => undefined);
+            return;
+          }
+          this.#log.info(
+            { vmId: vm.id, ms: Math.round(this.#clock.monotonic() - t0) },
+            'VM ready in the cache',
+          );
+          const waiter = this.#waiters.shift();
+          if (waiter) {
+            waiter.cancel();
+            this.#hits++;
+            waiter.resolve(vm);
+          } else {
+            this.#ready.push({ vm, readyAt: this.#clock.now() });
+          }
+        },
+        (err: unknown) => {
+          this.#booting--;
+          if (this.#state !== 'running') return;
+          this.#bootFailures++;
+          this.#consecutiveFailures++;
+          this.#lastError = messageOf(err).split('\n')[0]!;
+          const delay = Math.min(
+            this.#opts.retryMaxMs,
+            this.#opts.retryInitialMs * 2 ** (this.#consecutiveFailures - 1),
+          );
+          this.#nextRetryAt = this.#clock.now() + delay;
+          this.#metrics.bootFailure();
+          this.#log.warn(
+            { err: messageOf(err), consecutive: this.#consecutiveFailures, retryInMs: delay },
+            'VM boot for the cache failed; retrying',
+          );
+        },
+      )
+      .finally(() => {
+        this.#inflight.delete(p);
+        this.#report();
+        this.#fill();
+      });
+    this.#inflight.add(p);
+  }
+
+  /** Cheap liveness check: the process is alive and QEMU answers QMP (the VM is paused, so the agent cannot). */
+  async #healthy(entry: Entry): Promise<boolean> {
+    if (!entry.vm.alive()) return false;
+    try {
+      const status = await entry.vm.qmp.execute<{ status: string }>('query-status', undefined, 2_000);
+      return status.status === 'paused';
+    } catch {
+      return false;
+    }
+  }
+
+  #discard(entry: Entry, reason: 'dead' | 'age' | 'unhealthy'): void {
+    this.#log.warn({ vmId: entry.vm.id, reason }, 'replacing idle VM');
+    this.#metrics.replaced(reason);
+    const p = entry.vm.destroy().catch(() => undefined);
+    this.#inflight.add(p);
+    void p.finally(() => this.#inflight.delete(p));
+    this.#report();
+  }
+
+  #scheduleHealth(): void {
+    this.#cancelHealth = this.#clock.setTimeout(() => {
+      void this.#checkIdle().finally(() => {
+        if (this.#state === 'running') this.#scheduleHealth();
+      });
+    }, this.#opts.healthIntervalMs);
+  }
+
+  async #checkIdle(): Promise<void> {
+    const now = this.#clock.now();
+    for (const entry of [...this.#ready]) {
+      const old = this.#opts.maxAgeMs > 0 && now - entry.vm.record.createdAt > this.#opts.maxAgeMs;
+      const healthy = !old && (await this.#healthy(entry));
+      if (old || !healthy) {
+        const i = this.#ready.indexOf(entry);
+        if (i < 0) continue; // handed out meanwhile
+        this.#ready.splice(i, 1);
+        this.#discard(entry, old ? 'age' : 'dead');
+      }
+    }
+    this.#fill();
+  }
+}
