@@ -5,7 +5,7 @@ import { VmcError } from '../errors.js';
 import { detectAccel } from '../hypervisor/qemu/accel.js';
 import type { VmSpec } from '../hypervisor/types.js';
 import { defaultVmSpec } from './defaults.js';
-import { type KeySpec, SCHEMA, type SectionName } from './schema.js';
+import { type KeySpec, SCHEMA } from './schema.js';
 
 /** The factory part (Kata's `factory.Config`). */
 export interface FactoryConfig {
