@@ -14,10 +14,11 @@ import { runCommand } from '../src/platform/command.js';
 import { nullLogger } from '../src/platform/logger.js';
 import { defaultPaths } from '../src/platform/paths.js';
 import { Vm } from '../src/vm/vm.js';
+import { realCache, rpcLatency } from './cache.js';
 import { pssMiB, type Summary, summarize } from './stats.js';
 
 const scale = Number(process.env.BENCH_SCALE ?? 1);
-const repo = new URL('../../', import.meta.url).pathname;
+const repo = new URL('../../', import.meta.url).pathname; // dist/bench/ -> repository root
 const paths = { ...defaultPaths(process.env, process.getuid?.() ?? 0), runDir: '/tmp/vmc-bench' };
 const deps = { paths, clock: systemClock, logger: nullLogger, run: runCommand };
 const accel = detectAccel();
@@ -92,6 +93,13 @@ const starts: number[] = [];
 for (let i = 0; i < 10; i++) starts.push(await timeCli(['--version']));
 rows.push({ name: 'CLI start-up (`vmcache --version`)', unit: 'ms', summary: summarize(starts) });
 
+// 4. The VM cache.
+rows.push(await rpcLatency(deps, 2000 * scale));
+rows.push(...(await realCache(repo, deps, Number(process.env.BENCH_POOL ?? 8), log)));
+const cold = rows.find((r) => r.name.startsWith('cold boot'))!.summary.p50;
+const hit = rows.find((r) => r.name.startsWith('getVM from the cache to'))!.summary.p50;
+const ratios = { coldBootOverCacheGetVM: cold / hit };
+
 const fmt = (v: number) => (v >= 100 ? v.toFixed(0) : v >= 10 ? v.toFixed(1) : v.toFixed(2));
 const header = `| measurement | n | p50 | p99 | min | max |\n|---|---|---|---|---|---|`;
 const table = [
@@ -112,6 +120,7 @@ const result = {
   },
   image: readManifest(paths.imageDir),
   rows,
+  ratios,
 };
 mkdirSync(join(repo, 'bench/results'), { recursive: true });
 writeFileSync(join(repo, 'bench/results/latest.json'), `${JSON.stringify(result, null, 2)}\n`);
@@ -122,5 +131,7 @@ writeFileSync(
 process.stdout.write(
   `\nvmcache bench — ${result.date}, ${accel.accel}, ${cpus().length} cores, load ${loadavg()
     .map((l) => l.toFixed(1))
-    .join(' ')}\n\n${table}\n\nJSON: bench/results/latest.json\n`,
+    .join(
+      ' ',
+    )}\n\n${table}\n\ncold boot / cache getVM (p50): ${ratios.coldBootOverCacheGetVM.toFixed(0)}x\nJSON: bench/results/latest.json\n`,
 );

@@ -4,6 +4,7 @@ import { existsSync, statSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { credentials, Metadata } from '@grpc/grpc-js';
+import { connectCache } from '../../src/api.js';
 import { VmFactory } from '../../src/factory/factory.js';
 import { LEASE_METADATA, RemoteCacheFactory } from '../../src/factory/remote-cache.js';
 import { isAlive } from '../../src/platform/process.js';
@@ -137,6 +138,22 @@ describe('VM cache server (vmcache factory init, real QEMU)', () => {
     const vms = await Promise.all([remote.getBaseVM(), remote.getBaseVM(), remote.getBaseVM()]);
     assert.equal(new Set(vms.map((v) => v.id)).size, 3);
     await Promise.all(vms.map((v) => v.destroy()));
+  });
+
+  it('grows a cached VM through the API: hot-plugged vCPU and memory are online in the guest', async () => {
+    await waitFor('a ready VM', (x) => x.vmstatus.length >= 1);
+    const cache = await connectCache(endpoint);
+    const vm = await cache.getVM({ cpus: 2, memoryMiB: 768 });
+    try {
+      const r = await vm.run(['sh', '-c', 'cat /sys/devices/system/cpu/online; grep MemTotal /proc/meminfo']);
+      const [online, mem] = r.stdout.toString().trim().split('\n');
+      assert.equal(online, '0-1');
+      assert.ok(Number(/(\d+)/.exec(mem!)![1]) > 600 * 1024, `MemTotal grew: ${mem}`);
+      assert.deepEqual(vm.record.hotplug, { cpus: 1, memoryMiB: 256 });
+    } finally {
+      await vm.destroy();
+      await cache.close();
+    }
   });
 
   it('stops the VM of a client that died mid hand-off (lease expired)', async () => {

@@ -1,0 +1,69 @@
+/**
+ * vmcache's API for Node programs.
+ *
+ * ```ts
+ * import { connectCache } from 'vmcache';
+ * const cache = await connectCache('/run/vmcache/cache.sock');
+ * const vm = await cache.getVM({ cpus: 1, memoryMiB: 512 });
+ * const r = await vm.run(['uname', '-r']);
+ * await vm.destroy();
+ * await cache.close();
+ * ```
+ */
+import { VmFactory } from './factory/factory.js';
+import { RemoteCacheFactory } from './factory/remote-cache.js';
+import { systemClock } from './platform/clock.js';
+import { runCommand } from './platform/command.js';
+import { type Logger, nullLogger } from './platform/logger.js';
+import { defaultPaths } from './platform/paths.js';
+import type { GrpcStatus } from './protocol/cache/generated/cache.js';
+import type { Vm } from './vm/vm.js';
+
+export { type ErrorCode, ErrorCodes, isVmcError, VmcError } from './errors.js';
+export type { AgentProcess, ExitStatus } from './protocol/agent/client.js';
+export type { ExecRequest } from './protocol/agent/messages.js';
+export type { RunResult, Vm } from './vm/vm.js';
+
+/** The size of VM wanted; the cache's VMs are grown by hot-plug when this is larger (never shrunk). */
+export interface VmShape {
+  cpus?: number;
+  memoryMiB?: number;
+}
+
+/** A connection to a VM cache server. */
+export interface CacheClient {
+  /** A running VM of at least `shape`, taken from the cache, reseeded and clock-synced; the caller owns it. */
+  getVM(shape?: VmShape): Promise<Vm>;
+  /** The server's pool. */
+  status(): Promise<GrpcStatus>;
+  /** Closes the connection (VMs already obtained are not affected). */
+  close(): Promise<void>;
+}
+
+/** Connects to the cache server at `endpoint` (a Unix socket path). */
+export async function connectCache(
+  endpoint = '/run/vmcache/cache.sock',
+  opts: { logger?: Logger } = {},
+): Promise<CacheClient> {
+  const deps = {
+    paths: defaultPaths({}, process.getuid?.() ?? 0),
+    clock: systemClock,
+    logger: opts.logger ?? nullLogger,
+    run: runCommand,
+  };
+  const remote = await RemoteCacheFactory.connect(endpoint, deps);
+  const factory = new VmFactory(remote, deps);
+  return {
+    async getVM(shape = {}) {
+      const base = remote.config();
+      const got = await factory.getVM({
+        ...base,
+        cpus: shape.cpus ?? base.cpus,
+        memoryMiB: shape.memoryMiB ?? base.memoryMiB,
+      });
+      return got.vm;
+    },
+    status: () => remote.serverStatus(),
+    close: () => remote.close(),
+  };
+}
