@@ -72,7 +72,10 @@ export async function grow(
     };
     writeRecord(vm.record);
     // Onlining a vCPU under TCG can take seconds (research §6): allow a generous bound.
-    await vm.agent.request({ op: 'online', cpus: addedCpus > 0, memory: addedMemoryMiB > 0 }, 120_000);
+    await vm.agent.request(
+      { op: 'online', cpus: addedCpus > 0 ? now.cpus + addedCpus : 0, memory: addedMemoryMiB > 0 },
+      120_000,
+    );
   }
   return { addedCpus, addedMemoryMiB };
 }

@@ -28,6 +28,16 @@ export async function prewarm(): Promise<void> {
   await run('/bin/true', []).catch(() => undefined);
 }
 
+/** Number of online CPUs, from the kernel's list (e.g. "0-1,3"). */
+function onlineCpuCount(): number {
+  return read('/sys/devices/system/cpu/online')
+    .split(',')
+    .reduce((n, r) => {
+      const [a, b] = r.split('-').map(Number);
+      return n + (b === undefined ? 1 : b - a! + 1);
+    }, 0);
+}
+
 /** Guest operations on a real Linux guest. */
 export const linuxOps: GuestOps = {
   async reseed(hex) {
@@ -37,9 +47,11 @@ export const linuxOps: GuestOps = {
     await helper.run('settime', epochNs);
   },
   async online({ cpus, memory }) {
+    // A hot-added vCPU reaches the guest through an ACPI event handled asynchronously: its sysfs directory
+    // may appear only after this request arrives. Keep onlining until `cpus` are online, within a bound.
     let onlinedCpus = 0;
-    let blocks = 0;
-    if (cpus) {
+    const deadline = Date.now() + 60_000;
+    while (cpus > 0 && onlineCpuCount() < cpus) {
       for (const d of readdirSync('/sys/devices/system/cpu')) {
         if (!/^cpu[0-9]+$/.test(d)) continue;
         const f = `/sys/devices/system/cpu/${d}/online`;
@@ -52,7 +64,12 @@ export const linuxOps: GuestOps = {
           // cpu0 has no 'online' file
         }
       }
+      if (onlineCpuCount() >= cpus) break;
+      if (Date.now() > deadline)
+        throw new Error(`only ${onlineCpuCount()} of ${cpus} vCPUs came online within 60 s`);
+      await new Promise((r) => setTimeout(r, 20));
     }
+    let blocks = 0;
     if (memory) {
       for (const d of readdirSync('/sys/devices/system/memory')) {
         if (!d.startsWith('memory')) continue;

@@ -14,7 +14,7 @@ import {
 export interface GuestOps {
   reseed(hex: string): Promise<void>;
   setTime(epochNs: string): Promise<void>;
-  online(what: { cpus: boolean; memory: boolean }): Promise<{ cpus: number; memoryBlocks: number }>;
+  online(what: { cpus: number; memory: boolean }): Promise<{ cpus: number; memoryBlocks: number }>;
   mountShared(): Promise<{ path: string }>;
   info(): Promise<Record<string, unknown>>;
   shutdown(): Promise<void>;

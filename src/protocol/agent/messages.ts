@@ -27,7 +27,8 @@ export type AgentRequest =
   | { op: 'signal'; proc: number; signal: string }
   | { op: 'reseed'; data: string }
   | { op: 'set-time'; epochNs: string }
-  | { op: 'online'; cpus: boolean; memory: boolean }
+  /** Ensure at least `cpus` vCPUs are online (0: leave CPUs alone), waiting for hot-added ones to appear. */
+  | { op: 'online'; cpus: number; memory: boolean }
   | { op: 'mount-shared' }
   | { op: 'info' }
   | { op: 'shutdown' };
@@ -118,8 +119,8 @@ export function parseHostMessage(v: unknown): Parsed<HostMessage> {
         return bad('set-time.epochNs must be a decimal string');
       return { ok: true, msg: { t: 'req', id, op: 'set-time', epochNs: v.epochNs } };
     case 'online':
-      if (typeof v.cpus !== 'boolean' || typeof v.memory !== 'boolean')
-        return bad('online needs cpus and memory booleans');
+      if (!isId(v.cpus) || v.cpus > 1024 || typeof v.memory !== 'boolean')
+        return bad('online needs cpus (the number to have online, 0-1024) and memory (boolean)');
       return { ok: true, msg: { t: 'req', id, op: 'online', cpus: v.cpus, memory: v.memory } };
     default:
       return { ok: true, msg: { t: 'req', id, op: v.op as 'ping' | 'mount-shared' | 'info' | 'shutdown' } };

@@ -109,7 +109,7 @@ describe('AgentServer (the in-guest agent engine, run on the host)', () => {
     const { client } = await pair(new AgentServer(ops));
     await client.request({ op: 'reseed', data: 'abcd' });
     await client.request({ op: 'set-time', epochNs: '1700000000000000000' });
-    assert.deepEqual(await client.request({ op: 'online', cpus: true, memory: true }), {
+    assert.deepEqual(await client.request({ op: 'online', cpus: 2, memory: true }), {
       cpus: 1,
       memoryBlocks: 2,
     });

@@ -28,6 +28,11 @@ describe('agent message validation', () => {
     ['reseed too long', { t: 'req', id: 1, op: 'reseed', data: 'ab'.repeat(513) }, /reseed.data/],
     ['time not decimal', { t: 'req', id: 1, op: 'set-time', epochNs: '1e9' }, /epochNs/],
     ['signal missing', { t: 'req', id: 1, op: 'signal', proc: 1 }, /signal/],
+    [
+      'online with a boolean cpu count',
+      { t: 'req', id: 1, op: 'online', cpus: true, memory: false },
+      /online needs cpus/,
+    ],
   ];
   for (const [name, msg, re] of cases) {
     it(`rejects ${name}, naming the field`, () => {
