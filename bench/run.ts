@@ -3,7 +3,7 @@
  * bench/results/latest.json (and a dated copy). Sizes scale with BENCH_SCALE (default 1).
  */
 import { spawn } from 'node:child_process';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { defaultVmSpec } from '../src/config/defaults.js';
@@ -122,6 +122,7 @@ const result = {
   rows,
   ratios,
 };
+rmSync(paths.runDir, { recursive: true, force: true }); // every VM was destroyed; drop the empty state tree
 mkdirSync(join(repo, 'bench/results'), { recursive: true });
 writeFileSync(join(repo, 'bench/results/latest.json'), `${JSON.stringify(result, null, 2)}\n`);
 writeFileSync(
