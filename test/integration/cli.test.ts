@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { copyFileSync, existsSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdtempSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { IMAGE_FILES } from '../../src/guest/image/manifest.js';
@@ -15,12 +15,16 @@ describe('vmcache vm run', () => {
   after(() => env.cleanup());
 
   it('runs the command in a fresh guest, passes stdio and the exit status, and leaves nothing', async () => {
+    // The configuration enables a cache whose server is not running: vm run must warn and boot directly.
+    const cfg = join(env.runDir, 'no-server.toml');
+    writeFileSync(cfg, `[factory]\nvm_cache_number = 1\nvm_cache_endpoint = "${env.runDir}/nobody.sock"\n`);
     const r = await run(
       VMCACHE,
       ['vm', 'run', '--timings', '--', 'sh', '-c', 'uname -a; read x; echo "got $x"; echo oops >&2; exit 5'],
-      cliEnv,
+      { ...cliEnv, VMCACHE_CONFIG: cfg },
       'hello\n',
     );
+    assert.match(r.stderr, /VM cache server unreachable; booting a VM directly/);
     assert.equal(r.code, 5, r.stderr);
     assert.match(r.stdout, /^Linux vmcache \S+ .*x86_64/);
     assert.match(r.stdout, /got hello/);
@@ -76,6 +80,15 @@ describe('vmcache vm run', () => {
     } finally {
       rmSync(img, { recursive: true, force: true });
     }
+  });
+
+  it('image build is a no-op when the image is up to date', async () => {
+    const before = statSync(join(IMAGE_DIR, IMAGE_FILES.rootfs)).mtimeMs;
+    const r = await run(VMCACHE, ['image', 'build'], cliEnv);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stderr, /kernel .*: up to date/);
+    assert.match(r.stderr, /root disk: up to date/);
+    assert.equal(statSync(join(IMAGE_DIR, IMAGE_FILES.rootfs)).mtimeMs, before);
   });
 
   it('says how to build the image when there is none', async () => {
