@@ -28,6 +28,9 @@ export const ErrorCodes = {
   VMC_ERR_CACHE_PROTOCOL: 'the cache server or client sent something invalid',
   VMC_ERR_CACHE_ENDPOINT_IN_USE: 'another cache server is serving that endpoint',
   VMC_ERR_CACHE_LEASE: 'the VM lease is unknown or expired',
+  VMC_ERR_TEMPLATE_FAILED: 'creating, loading or cloning the VM template failed',
+  VMC_ERR_TEMPLATE_MISSING: 'VM templating is enabled but no template exists',
+  VMC_ERR_TEMPLATE_DAMAGED: 'the VM template is incomplete or was made with another configuration',
   VMC_ERR_INVALID_STATE: 'the operation is not allowed in the current state',
   VMC_ERR_CLI_USAGE: 'the command line is not valid',
 } as const;

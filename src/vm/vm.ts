@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, rmSync } from 'node:fs';
 import { isVmcError, messageOf, VmcError } from '../errors.js';
-import { AGENT_PORT_ID, buildQemuArgs } from '../hypervisor/qemu/cmdline.js';
+import { AGENT_PORT_ID, buildQemuArgs, type QemuExtras } from '../hypervisor/qemu/cmdline.js';
 import {
   connectUnix,
   type DetachedSpawner,
@@ -98,7 +98,14 @@ export class Vm {
   static async boot(
     spec: VmSpec,
     deps: VmDeps,
-    opts: { id?: string; timeouts?: VmTimeouts; signal?: AbortSignal } = {},
+    opts: {
+      id?: string;
+      timeouts?: VmTimeouts;
+      signal?: AbortSignal;
+      qemu?: QemuExtras;
+      /** Start as a clone: QEMU must run with `incomingDefer`; the VM is returned paused and parked. */
+      restoreFrom?: string;
+    } = {},
   ): Promise<Vm> {
     const { clock, logger } = deps;
     const timeouts = opts.timeouts ?? DEFAULT_TIMEOUTS;
@@ -114,7 +121,7 @@ export class Vm {
       mkdirSync(files.dir, { recursive: true, mode: 0o700 });
       undo.push('remove state dir', () => rmSync(files.dir, { recursive: true, force: true }));
       mkdirSync(files.sharedDir, { mode: 0o700 });
-      const args = buildQemuArgs(spec, files, id);
+      const args = buildQemuArgs(spec, files, id, opts.qemu);
       log.debug({ args }, 'starting QEMU');
       const proc = await (deps.spawner ?? spawnDetached)(spec.qemuPath, args, files.qemuLog);
       qemu = proc.identity;
@@ -139,9 +146,13 @@ export class Vm {
       undo.push('close QMP', () => qmp.close());
       await step(qmp.connect());
       const qmpMs = clock.monotonic() - t0;
-      const agent = await step(
-        connectAgent(files.agentSocket, clock, timeouts.agentReadyMs, files.consoleLog),
-      );
+      let agent: AgentClient | null = null;
+      if (opts.restoreFrom) {
+        // A clone: load the template's device state; its RAM is the template's memory file (x-ignore-shared).
+        await step(loadState(qmp, opts.restoreFrom, clock));
+      } else {
+        agent = await step(connectAgent(files.agentSocket, clock, timeouts.agentReadyMs, files.consoleLog));
+      }
       const agentMs = clock.monotonic() - t0;
       undo.release();
       const timings = { spawnMs, qmpMs, agentMs, totalMs: agentMs };
@@ -356,6 +367,36 @@ export async function destroyRecord(record: VmRecord, deps: VmDeps, quitGraceMs 
     return;
   }
   rmSync(record.files.dir, { recursive: true, force: true });
+}
+
+/** Polls `query-migrate` until the migration completes; fails with QEMU's error otherwise. */
+export async function waitMigration(qmp: QmpClient, clock: Clock, timeoutMs = 60_000): Promise<void> {
+  const deadline = clock.monotonic() + timeoutMs;
+  for (;;) {
+    const m = await qmp.execute<{ status?: string; 'error-desc'?: string }>('query-migrate');
+    if (m.status === 'completed') return;
+    if (m.status === 'failed' || m.status === 'cancelled') {
+      throw new VmcError('VMC_ERR_TEMPLATE_FAILED', `migration ${m.status}: ${m['error-desc'] ?? 'no detail'}`);
+    }
+    if (clock.monotonic() > deadline)
+      throw new VmcError('VMC_ERR_TEMPLATE_FAILED', `migration not complete after ${timeoutMs} ms (${m.status})`);
+    // Saving or loading a template takes 30–60 ms under TCG (research §5): poll often.
+    await clock.sleep(5);
+  }
+}
+
+/** Loads a saved device state into a QEMU started with `-incoming defer`. */
+async function loadState(qmp: QmpClient, statePath: string, clock: Clock): Promise<void> {
+  await qmp.execute('migrate-set-capabilities', {
+    capabilities: [{ capability: 'x-ignore-shared', state: true }],
+  });
+  await qmp.execute('migrate-incoming', { uri: `exec:cat ${shellQuote(statePath)}` });
+  await waitMigration(qmp, clock);
+}
+
+/** Quotes a path for QEMU's `exec:` migration URIs (run by /bin/sh). */
+export function shellQuote(p: string): string {
+  return `'${p.replace(/'/g, `'\\''`)}'`;
 }
 
 async function exitsWithin(id: ProcessIdentity, ms: number, clock: Clock): Promise<boolean> {

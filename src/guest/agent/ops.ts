@@ -114,13 +114,12 @@ export const linuxOps: GuestOps = {
       cpusOnline: read('/sys/devices/system/cpu/online'),
       memTotalKiB: mem ? Number(mem[1]) : 0,
       nodeVersion: process.version,
+      // Read on request only: the kernel makes the boot id on first read, so a template must never read it.
+      bootId: read('/proc/sys/kernel/random/boot_id'),
     };
   },
   async shutdown() {
     await run('/bin/sync', []).catch(() => {});
     await run('/bin/poweroff', ['-f']);
-  },
-  bootId() {
-    return read('/proc/sys/kernel/random/boot_id');
   },
 };

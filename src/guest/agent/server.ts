@@ -18,7 +18,6 @@ export interface GuestOps {
   mountShared(): Promise<{ path: string }>;
   info(): Promise<Record<string, unknown>>;
   shutdown(): Promise<void>;
-  bootId(): string;
 }
 
 /** An error the agent reports to the host with a stable code. */
@@ -108,7 +107,6 @@ export class AgentServer {
           version: AGENT_PROTOCOL_VERSION,
           session: this.#session,
           agentPid: process.pid,
-          bootId: this.ops.bootId(),
         });
         continue;
       }

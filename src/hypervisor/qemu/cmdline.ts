@@ -27,15 +27,34 @@ export function baseKernelParams(): string[] {
   ];
 }
 
+/**
+ * Options for VM templating. `memoryFile`: guest RAM in a file (the template maps it shared and fills it; a
+ * clone maps the same file private, copy-on-write). `incomingDefer`: start waiting for migration state, which
+ * the clone then loads over QMP (x-ignore-shared can only be set over QMP in QEMU 7.2).
+ */
+export interface QemuExtras {
+  memoryFile?: { path: string; share: boolean };
+  incomingDefer?: boolean;
+}
+
 /** Builds QEMU's argument vector for `spec` with state in `files`. Pure: no I/O. */
-export function buildQemuArgs(spec: VmSpec, files: VmFiles, name: string): string[] {
+export function buildQemuArgs(spec: VmSpec, files: VmFiles, name: string, extras: QemuExtras = {}): string[] {
   const args: string[] = ['-name', `vmcache-${name}`];
+  const machine = extras.memoryFile ? `${spec.machine},memory-backend=vmcache-ram` : spec.machine;
   if (spec.accel === 'kvm') {
-    args.push('-machine', `${spec.machine},accel=kvm`);
+    args.push('-machine', `${machine},accel=kvm`);
   } else {
     // tb-size must be given through -accel, which conflicts with accel= in -machine.
-    args.push('-machine', spec.machine, '-accel', `tcg,tb-size=${spec.tcgTbSizeMiB}`);
+    args.push('-machine', machine, '-accel', `tcg,tb-size=${spec.tcgTbSizeMiB}`);
   }
+  if (extras.memoryFile) {
+    const { path, share } = extras.memoryFile;
+    args.push(
+      '-object',
+      `memory-backend-file,id=vmcache-ram,size=${spec.memoryMiB}M,mem-path=${path},share=${share ? 'on' : 'off'}`,
+    );
+  }
+  if (extras.incomingDefer) args.push('-incoming', 'defer');
   args.push(
     '-cpu',
     spec.cpuModel,

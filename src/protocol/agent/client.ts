@@ -24,7 +24,6 @@ export interface ExitStatus {
 export interface AgentSession {
   session: number;
   agentPid: number;
-  bootId: string;
   version: number;
 }
 
@@ -262,7 +261,7 @@ export class AgentClient extends EventEmitter {
     if (!this.session) {
       // Before the handshake completes, only our own hello-ok counts.
       if (m.t === 'hello-ok' && m.nonce === this.#nonce) {
-        this.#onHello?.({ session: m.session, agentPid: m.agentPid, bootId: m.bootId, version: m.version });
+        this.#onHello?.({ session: m.session, agentPid: m.agentPid, version: m.version });
       } else if (m.t === 'ready') {
         // The guest just (re)opened its port, which discards unread input: greet again at once rather than
         // waiting for the resend timer.

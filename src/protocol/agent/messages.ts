@@ -44,7 +44,8 @@ export type HostMessage =
 /** Messages sent by the guest. */
 export type GuestMessage =
   | { t: 'ready'; version: number }
-  | { t: 'hello-ok'; nonce: string; version: number; session: number; agentPid: number; bootId: string }
+  // No boot id here: reading it would make the kernel generate it, and a template would pass it to every clone.
+  | { t: 'hello-ok'; nonce: string; version: number; session: number; agentPid: number }
   | { t: 'res'; id: number; ok: true; result: unknown }
   | { t: 'res'; id: number; ok: false; error: { code: string; message: string } }
   | { t: 'out'; proc: number; fd: 1 | 2; data: string }
@@ -136,14 +137,8 @@ export function parseGuestMessage(v: unknown): Parsed<GuestMessage> {
         ? { ok: true, msg: { t: 'ready', version: v.version } }
         : { ok: false, error: 'ready.version' };
     case 'hello-ok':
-      if (
-        typeof v.nonce !== 'string' ||
-        !isId(v.version) ||
-        !isId(v.session) ||
-        !isId(v.agentPid) ||
-        typeof v.bootId !== 'string'
-      ) {
-        return { ok: false, error: 'hello-ok is missing nonce, version, session, agentPid or bootId' };
+      if (typeof v.nonce !== 'string' || !isId(v.version) || !isId(v.session) || !isId(v.agentPid)) {
+        return { ok: false, error: 'hello-ok is missing nonce, version, session or agentPid' };
       }
       return { ok: true, msg: v as unknown as GuestMessage };
     case 'res':

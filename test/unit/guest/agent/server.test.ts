@@ -16,7 +16,6 @@ function fakeOps() {
     mountShared: async () => ({ path: '/run/vmcache/shared' }),
     info: async () => ({ kernel: 'fake' }),
     shutdown: async () => void calls.push('shutdown'),
-    bootId: () => 'boot-1',
   };
   return { ops, calls };
 }
@@ -31,10 +30,9 @@ async function pair(server = new AgentServer(fakeOps().ops)) {
 }
 
 describe('AgentServer (the in-guest agent engine, run on the host)', () => {
-  it('answers the handshake with a session and the boot id', async () => {
+  it('answers the handshake with a session', async () => {
     const { client, session } = await pair();
     assert.equal(session.session, 1);
-    assert.equal(session.bootId, 'boot-1');
     assert.deepEqual(await client.request({ op: 'ping' }), { pong: true });
     client.close();
   });
@@ -149,7 +147,7 @@ describe('AgentServer (the in-guest agent engine, run on the host)', () => {
     // Stale output meant for a previous owner, then a hello-ok for someone else's nonce.
     guestSide.write(encodeFrame({ t: 'res', id: 1, ok: true, result: 'stale' }));
     guestSide.write(
-      encodeFrame({ t: 'hello-ok', nonce: 'someone-else', version: 1, session: 7, agentPid: 1, bootId: 'b' }),
+      encodeFrame({ t: 'hello-ok', nonce: 'someone-else', version: 1, session: 7, agentPid: 1 }),
     );
     const server = new AgentServer(fakeOps().ops);
     void server.serve(guestSide);
