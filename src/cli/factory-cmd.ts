@@ -1,8 +1,10 @@
 import { existsSync } from 'node:fs';
 import { VmcError } from '../errors.js';
+import type { FactoryBase } from '../factory/base.js';
 import { CachingFactory } from '../factory/cache.js';
 import { DirectFactory } from '../factory/direct.js';
 import { RemoteCacheFactory } from '../factory/remote-cache.js';
+import { destroyTemplate, TemplateFactory, templateState } from '../factory/template.js';
 import { identify, isAlive } from '../platform/process.js';
 import { CacheServer } from '../server/cache-server.js';
 import { PromMetrics } from '../server/metrics.js';
@@ -10,16 +12,20 @@ import { sweepOrphans } from '../vm/sweep.js';
 import { hostVmSpec } from './common.js';
 import type { CliContext } from './context.js';
 
+const MiB = 2 ** 20;
+
 /**
- * `vmcache factory init`: with `vm_cache_number > 0`, runs the VM cache server in the foreground until
- * SIGINT/SIGTERM or a Quit RPC.
+ * `vmcache factory init`.
+ * - `enable_template` only: creates the VM template (or reuses an intact one) and exits, as Kata does.
+ * - `vm_cache_number > 0`: runs the VM cache server in the foreground until SIGINT/SIGTERM or a Quit RPC; with
+ *   `enable_template` too, the pool is filled with template clones.
  */
 export async function factoryInit(ctx: CliContext): Promise<number> {
   const { factory, cache } = ctx.config;
-  if (factory.vmCacheNumber === 0) {
+  if (factory.vmCacheNumber === 0 && !factory.template) {
     throw new VmcError(
       'VMC_ERR_CONFIG_INVALID',
-      `${ctx.config.source ?? '(built-in defaults)'}: [factory] vm_cache_number is 0: there is no cache to serve; set it to the number of VMs to keep ready`,
+      `${ctx.config.source ?? '(built-in defaults)'}: [factory] vm_cache_number is 0 and enable_template is false: nothing to set up; set vm_cache_number to the number of VMs to keep ready, or enable_template = true`,
     );
   }
   const spec = hostVmSpec(ctx);
@@ -27,9 +33,22 @@ export async function factoryInit(ctx: CliContext): Promise<number> {
   const swept = await sweepOrphans(ctx);
   if (swept.reaped.length)
     ctx.say(`factory: stopped ${swept.reaped.length} VM(s) orphaned by a previous server`);
+  let base: FactoryBase = new DirectFactory(spec, ctx, { agentTimeoutMs: ctx.config.agentDialTimeoutMs });
+  if (factory.template) {
+    const { factory: tf, created } = await TemplateFactory.open(spec, factory.templatePath, ctx, {
+      create: true,
+    });
+    const st = templateState(factory.templatePath);
+    const size = st.exists ? `${Math.round(st.sizeBytes / MiB)} MiB` : '?';
+    ctx.say(
+      `factory: ${created ? 'created the' : 'using the existing'} VM template in ${factory.templatePath} (${size})`,
+    );
+    if (factory.vmCacheNumber === 0) return 0;
+    base = tf;
+  }
   const metrics = new PromMetrics();
   const pool = new CachingFactory(
-    new DirectFactory(spec, ctx, { agentTimeoutMs: ctx.config.agentDialTimeoutMs }),
+    base,
     {
       size: factory.vmCacheNumber,
       maxParallelBoots: cache.maxParallelBoots,
@@ -54,7 +73,7 @@ export async function factoryInit(ctx: CliContext): Promise<number> {
   );
   await server.start();
   ctx.say(
-    `factory: VM cache serving ${factory.vmCacheEndpoint} (pid ${process.pid}), keeping ${factory.vmCacheNumber} VM(s) ready${cache.metricsEndpoint ? `, metrics on ${cache.metricsEndpoint}` : ''}`,
+    `factory: VM cache serving ${factory.vmCacheEndpoint} (pid ${process.pid}), keeping ${factory.vmCacheNumber} ${factory.template ? 'template clone(s)' : 'VM(s)'} ready${cache.metricsEndpoint ? `, metrics on ${cache.metricsEndpoint}` : ''}`,
   );
   const onSignal = (sig: string) => {
     ctx.say(`factory: ${sig}: stopping (idle VMs are stopped, handed-out VMs are left alone)`);
@@ -69,17 +88,26 @@ export async function factoryInit(ctx: CliContext): Promise<number> {
   return 0;
 }
 
-/** `vmcache factory status [--json]`. */
+/** `vmcache factory status [--json]`: the template (when enabled) and the cache server (when enabled). */
 export async function factoryStatus(ctx: CliContext, opts: { json?: boolean }): Promise<number> {
-  const remote = await RemoteCacheFactory.connect(ctx.config.factory.vmCacheEndpoint, ctx);
+  const f = ctx.config.factory;
+  const template = f.template ? { path: f.templatePath, ...templateState(f.templatePath) } : null;
+  if (f.vmCacheNumber === 0) {
+    if (opts.json) process.stdout.write(`${JSON.stringify({ template }, null, 2)}\n`);
+    else if (template) process.stdout.write(templateLine(template));
+    else process.stdout.write('neither the VM cache nor VM templating is enabled in the configuration\n');
+    return 0;
+  }
+  const remote = await RemoteCacheFactory.connect(f.vmCacheEndpoint, ctx);
   try {
     const s = await remote.serverStatus();
     if (opts.json) {
-      process.stdout.write(`${JSON.stringify(s, null, 2)}\n`);
+      process.stdout.write(`${JSON.stringify(template ? { ...s, template } : s, null, 2)}\n`);
       return 0;
     }
+    if (template) process.stdout.write(templateLine(template));
     process.stdout.write(
-      `server pid ${s.pid} on ${ctx.config.factory.vmCacheEndpoint}: ${s.vmstatus.length}/${s.target} ready, ${s.booting} booting, ${s.leased} handing off, ${s.hits} served, ${s.bootFailures} failed boots\n`,
+      `server pid ${s.pid} on ${f.vmCacheEndpoint}: ${s.vmstatus.length}/${s.target} ready, ${s.booting} booting, ${s.leased} handing off, ${s.hits} served, ${s.bootFailures} failed boots\n`,
     );
     if (s.consecutiveFailures > 0) {
       process.stdout.write(
@@ -100,16 +128,35 @@ export async function factoryStatus(ctx: CliContext, opts: { json?: boolean }): 
   }
 }
 
-/** `vmcache factory destroy`: asks the server to quit and waits until it is gone. */
+function templateLine(t: { path: string } & ReturnType<typeof templateState>): string {
+  return t.exists
+    ? `template ${t.path}: ${Math.round(t.sizeBytes / MiB)} MiB, made ${new Date(t.meta.createdAt).toISOString()}\n`
+    : `template ${t.path}: none (create it with 'vmcache factory init')\n`;
+}
+
+/** `vmcache factory destroy`: asks the cache server to quit and waits until it is gone; removes the template. */
 export async function factoryDestroy(ctx: CliContext): Promise<number> {
-  const ep = ctx.config.factory.vmCacheEndpoint;
+  const f = ctx.config.factory;
+  if (f.vmCacheNumber > 0) await stopServer(ctx, f.vmCacheEndpoint);
+  if (f.template) {
+    const removed = await destroyTemplate(f.templatePath, ctx);
+    ctx.say(
+      removed
+        ? `factory: VM template ${f.templatePath} removed (unmounted and deleted)`
+        : 'factory: no VM template to remove',
+    );
+  }
+  return 0;
+}
+
+async function stopServer(ctx: CliContext, ep: string): Promise<void> {
   let remote: RemoteCacheFactory;
   try {
     remote = await RemoteCacheFactory.connect(ep, ctx);
   } catch (err) {
     if (err instanceof VmcError && err.code === 'VMC_ERR_CACHE_UNAVAILABLE') {
-      ctx.say(`factory: no server on ${ep}; nothing to destroy`);
-      return 0;
+      ctx.say(`factory: no server on ${ep}`);
+      return;
     }
     throw err;
   }
@@ -124,5 +171,4 @@ export async function factoryDestroy(ctx: CliContext): Promise<number> {
     await ctx.clock.sleep(50);
   }
   ctx.say(`factory: server pid ${pid} stopped`);
-  return 0;
 }

@@ -3,6 +3,7 @@ import { isVmcError } from '../errors.js';
 import { DirectFactory } from '../factory/direct.js';
 import { type ObtainedVm, VmFactory } from '../factory/factory.js';
 import { RemoteCacheFactory } from '../factory/remote-cache.js';
+import { TemplateFactory } from '../factory/template.js';
 import type { VmSpec } from '../hypervisor/types.js';
 import { sweepOrphans } from '../vm/sweep.js';
 import type { Vm } from '../vm/vm.js';
@@ -27,7 +28,7 @@ async function chooseFactory(
   ctx: CliContext,
   spec: VmSpec,
   useCache: boolean,
-): Promise<{ factory: VmFactory; kind: 'cache' | 'direct' }> {
+): Promise<{ factory: VmFactory; kind: 'cache' | 'template' | 'direct' }> {
   const direct = () => ({
     factory: new VmFactory(
       new DirectFactory(spec, ctx, { agentTimeoutMs: ctx.config.agentDialTimeoutMs }),
@@ -35,20 +36,34 @@ async function chooseFactory(
     ),
     kind: 'direct' as const,
   });
-  if (!useCache || ctx.config.factory.vmCacheNumber === 0) return direct();
-  try {
-    return {
-      factory: new VmFactory(await RemoteCacheFactory.connect(ctx.config.factory.vmCacheEndpoint, ctx), ctx),
-      kind: 'cache',
-    };
-  } catch (err) {
-    if (!isVmcError(err, 'VMC_ERR_CACHE_UNAVAILABLE')) throw err;
-    ctx.logger.warn(
-      { endpoint: ctx.config.factory.vmCacheEndpoint },
-      'VM cache server unreachable; booting a VM directly',
-    );
-    return direct();
+  const f = ctx.config.factory;
+  if (!useCache) return direct();
+  if (f.vmCacheNumber > 0) {
+    try {
+      return {
+        factory: new VmFactory(await RemoteCacheFactory.connect(f.vmCacheEndpoint, ctx), ctx),
+        kind: 'cache',
+      };
+    } catch (err) {
+      if (!isVmcError(err, 'VMC_ERR_CACHE_UNAVAILABLE')) throw err;
+      ctx.logger.warn({ endpoint: f.vmCacheEndpoint }, 'VM cache server unreachable; booting a VM directly');
+      return direct();
+    }
   }
+  if (f.template) {
+    try {
+      const { factory } = await TemplateFactory.open(spec, f.templatePath, ctx, { create: false });
+      return { factory: new VmFactory(factory, ctx), kind: 'template' };
+    } catch (err) {
+      if (!isVmcError(err, 'VMC_ERR_TEMPLATE_MISSING')) throw err;
+      ctx.logger.warn(
+        { templatePath: f.templatePath },
+        "no VM template (create it with 'vmcache factory init'); booting a VM directly",
+      );
+      return direct();
+    }
+  }
+  return direct();
 }
 
 /**
@@ -99,7 +114,9 @@ export async function vmRun(ctx: CliContext, argv: string[], opts: VmRunOptions)
           ? `cold boot (config differs from the cache in ${got.mismatched.join(', ')})`
           : kind === 'cache'
             ? 'from the VM cache'
-            : 'cold boot';
+            : kind === 'template'
+              ? 'cloned from the VM template'
+              : 'cold boot';
       ctx.say(
         `vm: ${vm.id} ${how}, ready in ${Math.round(got.timings.totalMs)} ms (acquire ${Math.round(got.timings.acquireMs)} ms, resume+reseed+clock ${Math.round(got.timings.readyMs)} ms)`,
       );

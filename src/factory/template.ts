@@ -70,7 +70,10 @@ export function readTemplate(dir: string, spec?: VmSpec): TemplateMeta | null {
 /** Whether a template exists, and its size. Damaged templates are reported by `readTemplate`. */
 export function templateState(dir: string): TemplateState {
   const meta = readTemplate(dir);
-  return meta ? { exists: true, meta, sizeBytes: meta.memoryBytes + meta.stateBytes } : { exists: false };
+  if (!meta) return { exists: false };
+  // Allocated bytes: the memory file is sparse (only pages the template touched take tmpfs space).
+  const f = templateFiles(dir);
+  return { exists: true, meta, sizeBytes: (statSync(f.memory).blocks + statSync(f.state).blocks) * 512 };
 }
 
 /**

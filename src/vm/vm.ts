@@ -376,10 +376,16 @@ export async function waitMigration(qmp: QmpClient, clock: Clock, timeoutMs = 60
     const m = await qmp.execute<{ status?: string; 'error-desc'?: string }>('query-migrate');
     if (m.status === 'completed') return;
     if (m.status === 'failed' || m.status === 'cancelled') {
-      throw new VmcError('VMC_ERR_TEMPLATE_FAILED', `migration ${m.status}: ${m['error-desc'] ?? 'no detail'}`);
+      throw new VmcError(
+        'VMC_ERR_TEMPLATE_FAILED',
+        `migration ${m.status}: ${m['error-desc'] ?? 'no detail'}`,
+      );
     }
     if (clock.monotonic() > deadline)
-      throw new VmcError('VMC_ERR_TEMPLATE_FAILED', `migration not complete after ${timeoutMs} ms (${m.status})`);
+      throw new VmcError(
+        'VMC_ERR_TEMPLATE_FAILED',
+        `migration not complete after ${timeoutMs} ms (${m.status})`,
+      );
     // Saving or loading a template takes 30–60 ms under TCG (research §5): poll often.
     await clock.sleep(5);
   }

@@ -1,0 +1,128 @@
+import assert from 'node:assert/strict';
+import { existsSync, truncateSync, writeFileSync } from 'node:fs';
+import { after, describe, it } from 'node:test';
+import { VmFactory } from '../../src/factory/factory.js';
+import { TemplateFactory, templateFiles } from '../../src/factory/template.js';
+import { mountsUnder } from '../../src/platform/mounts.js';
+import { run, VMCACHE } from '../helpers/cli.js';
+import { IMAGE_DIR, noProcessMentions, vmDirsLeft, vmEnv } from '../helpers/vm-env.js';
+
+/** VM templating with real QEMU: one template made by `factory init`, shared by every test below. */
+describe('VM templating', () => {
+  const env = vmEnv();
+  const tpl = `${env.runDir}/template`;
+  const cfg = `${env.runDir}/template.toml`;
+  const cliEnv = {
+    ...process.env,
+    VMCACHE_RUN_DIR: env.runDir,
+    VMCACHE_IMAGE_DIR: IMAGE_DIR,
+    VMCACHE_CONFIG: cfg,
+  };
+  writeFileSync(cfg, `[factory]\nenable_template = true\ntemplate_path = "${tpl}"\n`);
+  after(async () => {
+    await run(VMCACHE, ['factory', 'destroy'], cliEnv);
+    env.cleanup();
+  });
+
+  it('factory init creates the template on a tmpfs and exits; a second init reuses it', async () => {
+    const r = await run(VMCACHE, ['factory', 'init'], cliEnv);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stderr, /created the VM template/);
+    assert.deepEqual(mountsUnder(tpl), [tpl]);
+    const again = await run(VMCACHE, ['factory', 'init'], cliEnv);
+    assert.match(again.stderr, /using the existing VM template/);
+    const s = await run(VMCACHE, ['factory', 'status'], cliEnv);
+    assert.match(s.stdout, /template .*: \d+ MiB, made /);
+    assert.deepEqual(vmDirsLeft(env.runDir), [], 'the template VM itself is gone');
+  });
+
+  it('clones are distinct machines: different RNG output and boot ids, their own agent session', async () => {
+    const { factory } = await TemplateFactory.open(env.spec, tpl, env.deps, { create: false });
+    const f = new VmFactory(factory, env.deps);
+    const [a, b] = [await f.getVM(env.spec), await f.getVM(env.spec)];
+    try {
+      const probe = [
+        'sh',
+        '-c',
+        'head -c 16 /dev/urandom | od -An -tx1; cat /proc/sys/kernel/random/boot_id',
+      ];
+      const [ra, rb] = [await a.vm.run(probe), await b.vm.run(probe)];
+      assert.notEqual(ra.stdout.toString(), rb.stdout.toString());
+      const [bootA, bootB] = [ra, rb].map((r) => r.stdout.toString().trim().split('\n').pop());
+      assert.notEqual(bootA, bootB);
+      assert.notEqual(a.vm.record.qemu.pid, b.vm.record.qemu.pid);
+      assert.equal((await a.vm.run(['echo', 'clone-a'])).stdout.toString(), 'clone-a\n');
+    } finally {
+      await a.vm.destroy();
+      await b.vm.destroy();
+    }
+  });
+
+  it("sets a clone's clock although the template was saved earlier", async () => {
+    // The template was saved during the first test; wait so that an unfixed clock would be visibly behind.
+    await new Promise((r) => setTimeout(r, 4_000));
+    const { factory } = await TemplateFactory.open(env.spec, tpl, env.deps, { create: false });
+    const got = await new VmFactory(factory, env.deps).getVM(env.spec);
+    try {
+      const guest = Number((await got.vm.run(['date', '+%s'])).stdout.toString());
+      assert.ok(Math.abs(guest - Date.now() / 1000) < 2, `guest clock ${guest} vs host ${Date.now() / 1000}`);
+    } finally {
+      await got.vm.destroy();
+    }
+  });
+
+  it('vm run uses a clone', async () => {
+    const r = await run(VMCACHE, ['vm', 'run', '--verbose', '--', 'echo', 'from-clone'], cliEnv);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout, 'from-clone\n');
+    assert.match(r.stderr, /cloned from the VM template, ready in \d+ ms/);
+  });
+
+  it('template + cache: the cache server fills its pool with clones and serves vm run', async () => {
+    const both = `${env.runDir}/both.toml`;
+    writeFileSync(
+      both,
+      `[factory]\nenable_template = true\ntemplate_path = "${tpl}"\nvm_cache_number = 1\nvm_cache_endpoint = "${env.runDir}/cache.sock"\n`,
+    );
+    const e = { ...cliEnv, VMCACHE_CONFIG: both };
+    const { spawn } = await import('node:child_process');
+    const server = spawn(VMCACHE, ['factory', 'init'], { env: e, stdio: 'ignore' });
+    try {
+      let r = await run(VMCACHE, ['factory', 'status', '--json'], e);
+      for (let i = 0; i < 200 && !(r.code === 0 && JSON.parse(r.stdout).vmstatus.length === 1); i++) {
+        await new Promise((res) => setTimeout(res, 100));
+        r = await run(VMCACHE, ['factory', 'status', '--json'], e);
+      }
+      assert.equal(JSON.parse(r.stdout).vmstatus.length, 1, r.stderr);
+      const v = await run(VMCACHE, ['vm', 'run', '--verbose', '--', 'echo', 'cached-clone'], e);
+      assert.equal(v.stdout, 'cached-clone\n', v.stderr);
+      assert.match(v.stderr, /from the VM cache/);
+    } finally {
+      // Stop only the server here: the template stays for the next test.
+      server.kill('SIGTERM');
+      await new Promise((res) => server.on('exit', res));
+    }
+  });
+
+  it('reports a damaged template clearly and refuses to clone from it', async () => {
+    const f = templateFiles(tpl);
+    truncateSync(f.state, 100);
+    const r = await run(VMCACHE, ['vm', 'run', '--', 'true'], cliEnv);
+    assert.equal(r.code, 125);
+    assert.match(
+      r.stderr,
+      /template .* is damaged \(state file is 100 bytes, expected \d+\).*factory destroy.*VMC_ERR_TEMPLATE_DAMAGED/,
+    );
+  });
+
+  it('factory destroy unmounts and removes the template and leaves no process', async () => {
+    const d = await run(VMCACHE, ['factory', 'destroy'], cliEnv);
+    assert.equal(d.code, 0, d.stderr);
+    assert.deepEqual(mountsUnder(tpl), []);
+    assert.equal(existsSync(tpl), false);
+    assert.deepEqual(vmDirsLeft(env.runDir), []);
+    const s = await run(VMCACHE, ['factory', 'status'], cliEnv);
+    assert.match(s.stdout, /none \(create it/);
+    assert.ok(noProcessMentions(env.runDir), 'no QEMU of the template or its clones is left');
+  });
+});
