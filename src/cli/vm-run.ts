@@ -111,7 +111,7 @@ export async function vmRun(ctx: CliContext, argv: string[], opts: VmRunOptions)
     if (opts.verbose) {
       const how =
         got.source === 'fallback'
-          ? `cold boot (config differs from the cache in ${got.mismatched.join(', ')})`
+          ? `cold boot (config differs from the factory base in ${got.mismatched.join(', ')})`
           : kind === 'cache'
             ? 'from the VM cache'
             : kind === 'template'

@@ -105,7 +105,10 @@ export class TemplateFactory implements FactoryBase {
     deps: VmDeps,
     opts: { create: boolean },
   ): Promise<{ factory: TemplateFactory; created: boolean }> {
-    const existing = readTemplate(dir, spec);
+    // Creating (factory init) is strict: an existing template must match the configuration. Using one (a
+    // client) is not: the composer compares the request with the template's own spec and, on a mismatch,
+    // boots directly with a warning naming the fields.
+    const existing = readTemplate(dir, opts.create ? spec : undefined);
     if (existing) return { factory: new TemplateFactory(existing.spec, dir, deps), created: false };
     if (!opts.create)
       throw new VmcError(

@@ -104,6 +104,22 @@ describe('VM templating', () => {
     }
   });
 
+  it('boots directly, warning which fields differ, when the requested config does not match the template', async () => {
+    const other = `${env.runDir}/other.toml`;
+    writeFileSync(
+      other,
+      `[factory]\nenable_template = true\ntemplate_path = "${tpl}"\n[hypervisor.qemu]\nkernel_params = "vmcache.test=1"\n`,
+    );
+    const r = await run(VMCACHE, ['vm', 'run', '--verbose', '--', 'cat', '/proc/cmdline'], {
+      ...cliEnv,
+      VMCACHE_CONFIG: other,
+    });
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /vmcache\.test=1/);
+    assert.match(r.stderr, /differs from the factory base .*kernelParams/);
+    assert.match(r.stderr, /cold boot \(config differs from the factory base in kernelParams\)/);
+  });
+
   it('reports a damaged template clearly and refuses to clone from it', async () => {
     const f = templateFiles(tpl);
     truncateSync(f.state, 100);
