@@ -31,6 +31,8 @@ export const ErrorCodes = {
   VMC_ERR_TEMPLATE_FAILED: 'creating, loading or cloning the VM template failed',
   VMC_ERR_TEMPLATE_MISSING: 'VM templating is enabled but no template exists',
   VMC_ERR_TEMPLATE_DAMAGED: 'the VM template is incomplete or was made with another configuration',
+  VMC_ERR_OCI_BUNDLE: 'the OCI bundle directory, config.json or rootfs is missing',
+  VMC_ERR_OCI_INVALID: 'the OCI config.json holds an invalid or unsupported value',
   VMC_ERR_INVALID_STATE: 'the operation is not allowed in the current state',
   VMC_ERR_CLI_USAGE: 'the command line is not valid',
 } as const;

@@ -1,0 +1,195 @@
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import { isAbsolute, join, resolve } from 'node:path';
+import { VmcError } from '../errors.js';
+import {
+  type AssetOverrides,
+  assetAnnotations,
+  type ContainerType,
+  containerType,
+  sandboxId,
+} from './annotations.js';
+import { type Capabilities, parseCapabilities } from './capabilities.js';
+import { type EnvVar, parseEnv } from './env.js';
+import { At } from './validate.js';
+
+/** A device the container asks for. */
+export interface DeviceSpec {
+  path: string;
+  type: 'c' | 'b' | 'u' | 'p';
+  major?: number;
+  minor?: number;
+  fileMode?: number;
+  uid?: number;
+  gid?: number;
+}
+
+/** A mount the container asks for. */
+export interface MountSpec {
+  destination: string;
+  source?: string;
+  type?: string;
+  options: string[];
+}
+
+/** A bundle's container, validated: what the runtime needs to run it in a VM. */
+export interface ContainerConfig {
+  bundle: string;
+  rootfs: string;
+  rootfsReadonly: boolean;
+  process: {
+    args: string[];
+    env: EnvVar[];
+    cwd: string;
+    uid: number;
+    gid: number;
+    additionalGids: number[];
+    terminal: boolean;
+    capabilities?: Capabilities;
+    noNewPrivileges: boolean;
+  };
+  hostname?: string;
+  mounts: MountSpec[];
+  devices: DeviceSpec[];
+  /** Bytes of the container's /dev/shm. */
+  shmSize: number;
+  containerType: ContainerType;
+  sandboxId?: string;
+  assets: AssetOverrides;
+  annotations: Record<string, string>;
+  /** The config.json as read, so that state can be rebuilt from it. */
+  spec: unknown;
+}
+
+/** /dev/shm size when the bundle does not bind-mount one (Kata's default). */
+export const DEFAULT_SHM_SIZE = 64 * 1024 * 1024;
+
+/** Size of a file system, injected for tests (production: `statfsSync`). */
+export type StatFs = (path: string) => { bsize: number; blocks: number };
+
+function devices(a: At): DeviceSpec[] {
+  if (!a.exists()) return [];
+  return a.array().map((d) => {
+    const type = d.get('type').string();
+    if (!['c', 'b', 'u', 'p'].includes(type)) d.get('type').fail('one of c, b, u, p');
+    const dev: DeviceSpec = { path: d.get('path').absolutePath(), type: type as DeviceSpec['type'] };
+    if (type !== 'p') {
+      dev.major = d.get('major').int();
+      dev.minor = d.get('minor').int();
+    }
+    const mode = d.get('fileMode').optional((m) => m.uint(0o7777));
+    if (mode !== undefined) dev.fileMode = mode;
+    const uid = d.get('uid').optional((m) => m.uint());
+    if (uid !== undefined) dev.uid = uid;
+    const gid = d.get('gid').optional((m) => m.uint());
+    if (gid !== undefined) dev.gid = gid;
+    return dev;
+  });
+}
+
+function mounts(a: At): MountSpec[] {
+  if (!a.exists()) return [];
+  return a.array().map((m) => {
+    const out: MountSpec = {
+      destination: m.get('destination').absolutePath(),
+      options: m.get('options').optional((o) => o.strings()) ?? [],
+    };
+    const source = m.get('source').optional((s) => s.string());
+    if (source !== undefined) out.source = source;
+    const type = m.get('type').optional((s) => s.string());
+    if (type !== undefined) out.type = type;
+    return out;
+  });
+}
+
+/**
+ * /dev/shm size: 64 MiB, or the size of the file system behind a bind-mounted /dev/shm (what Kata's
+ * `oci.GetShmSize` does for CRI's sandbox shm).
+ */
+export function shmSize(ms: MountSpec[], statfs: StatFs): number {
+  const shm = ms.find(
+    (m) =>
+      m.destination === '/dev/shm' &&
+      (m.type === 'bind' || m.options.includes('bind') || m.options.includes('rbind')) &&
+      m.source,
+  );
+  if (!shm) return DEFAULT_SHM_SIZE;
+  const st = statfs(shm.source!);
+  return st.bsize * st.blocks;
+}
+
+/**
+ * Reads and validates `<bundle>/config.json` (the subset vmcache honours; unknown properties are ignored, as
+ * the runtime spec requires; invalid or unsupported values are rejected with an error naming the JSON path).
+ */
+export function readBundle(bundleDir: string, statfs: StatFs): ContainerConfig {
+  const bundle = resolve(bundleDir);
+  if (!existsSync(bundle) || !statSync(bundle).isDirectory())
+    throw new VmcError('VMC_ERR_OCI_BUNDLE', `bundle ${bundle} is not a directory`);
+  const file = join(bundle, 'config.json');
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch {
+    throw new VmcError('VMC_ERR_OCI_BUNDLE', `bundle ${bundle} has no readable config.json`);
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (e) {
+    throw new VmcError('VMC_ERR_OCI_INVALID', `${file}: not valid JSON (${(e as Error).message})`);
+  }
+  const spec = new At(json, '', file);
+  spec.object();
+  spec.get('ociVersion').nonEmptyString();
+  const root = spec.get('root');
+  root.object();
+  const rootPath = root.get('path').nonEmptyString();
+  const rootfs = isAbsolute(rootPath) ? rootPath : join(bundle, rootPath);
+  if (!existsSync(rootfs) || !statSync(rootfs).isDirectory())
+    throw new VmcError('VMC_ERR_OCI_BUNDLE', `${file}: root.path ${rootfs} is not a directory`);
+  const p = spec.get('process');
+  p.object();
+  const args = p.get('args').strings();
+  if (args.length === 0 || args[0] === '')
+    p.get('args').fail('a non-empty array whose first element names the program');
+  const user = p.get('user');
+  user.object();
+  const annotations = spec.get('annotations').optional((a) => a.stringMap()) ?? {};
+  const ms = mounts(spec.get('mounts'));
+  const linux = spec.get('linux');
+  const out: ContainerConfig = {
+    bundle,
+    rootfs,
+    rootfsReadonly: root.get('readonly').optional((r) => r.bool()) ?? false,
+    process: {
+      args,
+      env: parseEnv(p.get('env').optional((e) => e.strings()) ?? [], file),
+      cwd: p.get('cwd').absolutePath(),
+      uid: user.get('uid').uint(),
+      gid: user.get('gid').uint(),
+      additionalGids: user.get('additionalGids').optional((g) => g.array().map((x) => x.uint())) ?? [],
+      terminal: p.get('terminal').optional((t) => t.bool()) ?? false,
+      noNewPrivileges: p.get('noNewPrivileges').optional((t) => t.bool()) ?? false,
+    },
+    mounts: ms,
+    devices: linux.exists() ? devices(linux.get('devices')) : [],
+    shmSize: shmSize(ms, statfs),
+    containerType: containerType(annotations, file),
+    assets: assetAnnotations(annotations, file),
+    annotations,
+    spec: json,
+  };
+  const caps = parseCapabilities(p.get('capabilities'));
+  if (caps) out.process.capabilities = caps;
+  const hostname = spec.get('hostname').optional((h) => h.string());
+  if (hostname !== undefined) out.hostname = hostname;
+  const sid = sandboxId(annotations);
+  if (sid !== undefined) out.sandboxId = sid;
+  if (out.containerType === 'container' && !sid) {
+    throw new VmcError(
+      'VMC_ERR_OCI_INVALID',
+      `${file}: a container (not a sandbox) needs a sandbox id annotation (io.kubernetes.cri.sandbox-id, io.kubernetes.cri-o.SandboxID or io.kubernetes.sandbox.id)`,
+    );
+  }
+  return out;
+}
