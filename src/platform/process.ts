@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import type { Clock } from './clock.js';
 
 /** A process identity that survives pid reuse: the pid plus its start time in clock ticks since boot. */
 export interface ProcessIdentity {
@@ -43,4 +44,14 @@ export function signalIfAlive(id: ProcessIdentity, signal: NodeJS.Signals): bool
   } catch {
     return false;
   }
+}
+
+/** Resolves true once `id` has exited (polling every 20 ms), or false after `ms`. */
+export async function exitsWithin(id: ProcessIdentity, ms: number, clock: Clock): Promise<boolean> {
+  const deadline = clock.monotonic() + ms;
+  while (isAlive(id)) {
+    if (clock.monotonic() > deadline) return false;
+    await clock.sleep(20);
+  }
+  return true;
 }

@@ -15,7 +15,7 @@ import type { CommandRunner } from '../platform/command.js';
 import type { Logger } from '../platform/logger.js';
 import { unmountAllUnder } from '../platform/mounts.js';
 import { type Paths, vmDir } from '../platform/paths.js';
-import { identify, isAlive, type ProcessIdentity, signalIfAlive } from '../platform/process.js';
+import { exitsWithin, identify, isAlive, type ProcessIdentity, signalIfAlive } from '../platform/process.js';
 import { UndoStack } from '../platform/undo-stack.js';
 import { AgentClient, type AgentProcess, type ExitStatus } from '../protocol/agent/client.js';
 import type { ExecRequest } from '../protocol/agent/messages.js';
@@ -345,14 +345,7 @@ export class Vm {
  */
 export async function destroyRecord(record: VmRecord, deps: VmDeps, quitGraceMs = 2_000): Promise<void> {
   const { clock, logger } = deps;
-  const waitGone = async (ms: number) => {
-    const deadline = clock.monotonic() + ms;
-    while (isAlive(record.qemu)) {
-      if (clock.monotonic() > deadline) return false;
-      await clock.sleep(20);
-    }
-    return true;
-  };
+  const waitGone = (ms: number) => exitsWithin(record.qemu, ms, clock);
   if (!(await waitGone(quitGraceMs))) {
     signalIfAlive(record.qemu, 'SIGTERM'); // QEMU exits cleanly on SIGTERM
     if (!(await waitGone(2_000))) {
@@ -403,15 +396,6 @@ async function loadState(qmp: QmpClient, statePath: string, clock: Clock): Promi
 /** Quotes a path for QEMU's `exec:` migration URIs (run by /bin/sh). */
 export function shellQuote(p: string): string {
   return `'${p.replace(/'/g, `'\\''`)}'`;
-}
-
-async function exitsWithin(id: ProcessIdentity, ms: number, clock: Clock): Promise<boolean> {
-  const deadline = clock.monotonic() + ms;
-  while (isAlive(id)) {
-    if (clock.monotonic() > deadline) return false;
-    await clock.sleep(20);
-  }
-  return true;
 }
 
 function interrupted(id: string): VmcError {
