@@ -76,7 +76,11 @@ vm.command('list')
   .action(run((g) => vmList(makeContext(g), vm.commands.find((c) => c.name() === 'list')!.opts())));
 vm.command('gc')
   .description('stop orphaned VMs (owner gone) and remove stale records')
-  .action(run(async (g) => vmGc(makeContext(g))));
+  .option(
+    '--unowned',
+    'also stop VMs nobody owns (handed to a Kata-style client, or released and never adopted)',
+  )
+  .action(run(async (g) => vmGc(makeContext(g), vm.commands.find((c) => c.name() === 'gc')!.opts())));
 
 const factory = program.command('factory').description('the VM cache (Kata VMCache)');
 factory

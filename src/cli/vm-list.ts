@@ -33,8 +33,8 @@ export function vmList(ctx: CliContext, opts: { json?: boolean }): number {
 }
 
 /** `vmcache vm gc`: reaps orphaned VMs and removes records of dead ones. */
-export async function vmGc(ctx: CliContext): Promise<number> {
-  const r = await sweepOrphans(ctx);
+export async function vmGc(ctx: CliContext, opts: { unowned?: boolean } = {}): Promise<number> {
+  const r = await sweepOrphans(ctx, { includeUnowned: opts.unowned === true });
   ctx.say(
     `gc: reaped ${r.reaped.length} orphaned VM(s)${r.reaped.length ? ` (${r.reaped.join(', ')})` : ''}, removed ${r.removed.length} stale record(s)`,
   );

@@ -19,7 +19,10 @@ const UNRECORDED_GRACE_MS = 60_000;
  * the process recorded as its owner is gone (pid + start time). VMs whose owner is alive (including other
  * vmcache processes) are left alone.
  */
-export async function sweepOrphans(deps: VmDeps): Promise<SweepResult> {
+export async function sweepOrphans(
+  deps: VmDeps,
+  opts: { includeUnowned?: boolean } = {},
+): Promise<SweepResult> {
   const result: SweepResult = { reaped: [], removed: [] };
   for (const { id, dir, record } of listVmDirs(deps.paths.runDir)) {
     if (!record) {
@@ -38,7 +41,8 @@ export async function sweepOrphans(deps: VmDeps): Promise<SweepResult> {
     const qemuAlive = isAlive(record.qemu);
     const ownerAlive = record.owner !== null && isAlive(record.owner);
     if (qemuAlive && ownerAlive) continue;
-    if (qemuAlive && record.owner === null) continue; // explicitly unowned: waiting to be adopted
+    // Explicitly unowned (released for adoption, or handed to a Kata-style client): kept unless asked.
+    if (qemuAlive && record.owner === null && !opts.includeUnowned) continue;
     deps.logger.warn(
       { vmId: id, qemuPid: record.qemu.pid, qemuAlive, owner: record.owner },
       qemuAlive ? 'reaping orphaned VM' : 'removing record of exited VM',

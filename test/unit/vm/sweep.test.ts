@@ -72,6 +72,11 @@ describe('orphan sweep', () => {
     assert.equal(existsSync(join(runDir, 'vm', 'exited')), false);
     assert.equal(isAlive(owned), true);
     assert.equal(isAlive(waiting), true);
+
+    const again = await sweepOrphans(deps, { includeUnowned: true });
+    assert.deepEqual(again.reaped, ['waiting'], 'unowned VMs are stopped only when asked');
+    assert.equal(isAlive(waiting), false);
+    assert.equal(isAlive(owned), true);
   });
 
   it('treats a pid with another start time as a different process', () => {
