@@ -94,7 +94,7 @@ export async function waitForSocket(
       const e = exit as { code: number | null; signal: string | null };
       throw new VmcError(
         'VMC_ERR_QEMU_EXITED',
-        `QEMU exited (${e.signal ?? `status ${e.code}`}) before it was ready:\n${tail(files.qemuLog)}`,
+        `QEMU exited before the VM was ready (${e.signal ?? `status ${e.code}`}):\n${tail(files.qemuLog)}`,
         {
           details: { stderr: tail(files.qemuLog) },
         },
