@@ -17,12 +17,16 @@ process.stdout.on('error', (e: NodeJS.ErrnoException) => {
   throw e;
 });
 
-function run(action: (g: GlobalOptions) => Promise<number> | number, failCode: number = ExitCode.Failure) {
+/** Wraps a verb: global options and the verb's own Command in, exit code out; errors printed with their code. */
+function run(
+  action: (g: GlobalOptions, cmd: Command) => Promise<number> | number,
+  failCode: number = ExitCode.Failure,
+) {
   return async (...args: unknown[]) => {
     const cmd = args[args.length - 1] as Command;
     const g = cmd.optsWithGlobals() as GlobalOptions;
     try {
-      process.exitCode = await action(g);
+      process.exitCode = await action(g, cmd);
     } catch (err) {
       const code = isVmcError(err) ? err.code : 'UNEXPECTED';
       process.stderr.write(`vmcache: error: ${messageOf(err)} [${code}]\n`);
@@ -64,23 +68,18 @@ vm.command('run')
   .option('--no-cache', 'boot a VM directly even when the configuration enables the VM cache')
   .option('--verbose', 'say where the VM came from (cache or cold boot) and how long it took')
   .argument('<cmd...>', 'command and arguments (put them after --)')
-  .action(
-    run(async (g) => {
-      const cmd = vm.commands.find((c) => c.name() === 'run')!;
-      return vmRun(makeContext(g), cmd.args, cmd.opts());
-    }, ExitCode.RuntimeError),
-  );
+  .action(run(async (g, cmd) => vmRun(makeContext(g), cmd.args, cmd.opts()), ExitCode.RuntimeError));
 vm.command('list')
   .description('list the VMs recorded on this host')
   .option('--json', 'JSON output')
-  .action(run((g) => vmList(makeContext(g), vm.commands.find((c) => c.name() === 'list')!.opts())));
+  .action(run((g, cmd) => vmList(makeContext(g), cmd.opts())));
 vm.command('gc')
   .description('stop orphaned VMs (owner gone) and remove stale records')
   .option(
     '--unowned',
     'also stop VMs nobody owns (handed to a Kata-style client, or released and never adopted)',
   )
-  .action(run(async (g) => vmGc(makeContext(g), vm.commands.find((c) => c.name() === 'gc')!.opts())));
+  .action(run(async (g, cmd) => vmGc(makeContext(g), cmd.opts())));
 
 const factory = program.command('factory').description('the VM cache (Kata VMCache)');
 factory
@@ -91,11 +90,7 @@ factory
   .command('status')
   .description('the cache server and its idle VMs')
   .option('--json', 'JSON output')
-  .action(
-    run(async (g) =>
-      factoryStatus(makeContext(g), factory.commands.find((c) => c.name() === 'status')!.opts()),
-    ),
-  );
+  .action(run(async (g, cmd) => factoryStatus(makeContext(g), cmd.opts())));
 factory
   .command('destroy')
   .description('ask the cache server to quit and wait until it is gone')
