@@ -35,6 +35,12 @@ export const ErrorCodes = {
   VMC_ERR_OCI_INVALID: 'the OCI config.json holds an invalid or unsupported value',
   VMC_ERR_INVALID_STATE: 'the operation is not allowed in the current state',
   VMC_ERR_CLI_USAGE: 'the command line is not valid',
+  VMC_ERR_OCI_UNSUPPORTED: 'the OCI config.json asks for something vmcache cannot do in a VM',
+  VMC_ERR_CONTAINER_NOT_FOUND: 'no container with that id exists under the state root',
+  VMC_ERR_CONTAINER_EXISTS: 'a container with that id already exists',
+  VMC_ERR_CONTAINER_START: "the container's process could not be started in the VM",
+  VMC_ERR_CONTAINER_UNREACHABLE: "the container's host-side process does not answer",
+  VMC_ERR_CONTAINER_LOCKED: "another invocation holds the container's lock",
 } as const;
 
 /** A stable error code. */

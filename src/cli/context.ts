@@ -5,9 +5,10 @@ import pino from 'pino';
 import { loadConfig, type RuntimeConfig } from '../config/config.js';
 import { systemClock } from '../platform/clock.js';
 import { runCommand } from '../platform/command.js';
-import type { Logger } from '../platform/logger.js';
+import { type Logger, nullLogger } from '../platform/logger.js';
 import { defaultPaths, type Paths } from '../platform/paths.js';
 import type { VmDeps } from '../vm/vm.js';
+import { fileLogger } from './log.js';
 
 /** Exit codes of the CLI. `vm run` otherwise exits with the guest command's status. */
 export const ExitCode = {
@@ -23,6 +24,12 @@ export interface GlobalOptions {
   debug?: boolean;
   logFormat?: 'text' | 'json';
   config?: string;
+  /** runc's `--log FILE`: log records go there instead of stderr. */
+  log?: string;
+  /** runc's `--root DIR`: where container state lives. */
+  root?: string;
+  /** Accepted for runc compatibility; cgroups belong to the VM. */
+  systemdCgroup?: boolean;
 }
 
 /** Where the configuration is looked for when neither --config nor VMCACHE_CONFIG names one. */
@@ -66,12 +73,17 @@ function textLogger(min: number, bindings: Record<string, unknown>): Logger {
 }
 
 /** Builds the context. The only place that reads the environment. */
-export function makeContext(opts: GlobalOptions): CliContext {
+export function makeContext(opts: GlobalOptions, use: { stderr: boolean } = { stderr: true }): CliContext {
   const level = opts.debug ? 'debug' : 'warn';
-  const logger =
-    opts.logFormat === 'json'
-      ? (pino({ level }, pino.destination({ dest: 2, sync: true })) as unknown as Logger)
-      : textLogger(opts.debug ? 0 : 2, {});
+  // With --log (runc's), records go to that file; a container's host-side process never writes to stderr,
+  // which is the container's.
+  const logger = opts.log
+    ? fileLogger(opts.log, opts.logFormat === 'json' ? 'json' : 'text', level)
+    : !use.stderr
+      ? nullLogger
+      : opts.logFormat === 'json'
+        ? (pino({ level }, pino.destination({ dest: 2, sync: true })) as unknown as Logger)
+        : textLogger(opts.debug ? 0 : 2, {});
   const paths = defaultPaths(process.env, process.getuid?.() ?? 0);
   const file =
     opts.config ??
@@ -87,6 +99,6 @@ export function makeContext(opts: GlobalOptions): CliContext {
     logger,
     run: runCommand,
     bundleDir: findBundleDir(),
-    say: (line) => process.stderr.write(`${line}\n`),
+    say: use.stderr ? (line) => process.stderr.write(`${line}\n`) : () => {},
   };
 }

@@ -1,11 +1,22 @@
 /** vmcache command-line entry point. The only module that calls process.exit. */
-import { Command, CommanderError } from 'commander';
+import { Command, CommanderError, Option } from 'commander';
 import { isVmcError, messageOf } from '../errors.js';
 import { positiveInt } from './common.js';
 import { ExitCode, type GlobalOptions, makeContext } from './context.js';
 import { doctor } from './doctor.js';
 import { factoryDestroy, factoryInit, factoryStatus } from './factory-cmd.js';
 import { imageBuild } from './image-build.js';
+import { fileLogger } from './log.js';
+import { runtimeContext } from './runtime/common.js';
+import { create } from './runtime/create.js';
+import { del } from './runtime/delete.js';
+import { exec } from './runtime/exec.js';
+import { kill, pause, resume } from './runtime/kill.js';
+import { run as runContainer } from './runtime/run.js';
+import { shimMain } from './runtime/shim.js';
+import { spec } from './runtime/spec.js';
+import { start } from './runtime/start.js';
+import { list, ps, state } from './runtime/state.js';
 import { vmGc, vmList } from './vm-list.js';
 import { vmRun } from './vm-run.js';
 
@@ -30,6 +41,17 @@ function run(
     } catch (err) {
       const code = isVmcError(err) ? err.code : 'UNEXPECTED';
       process.stderr.write(`vmcache: error: ${messageOf(err)} [${code}]\n`);
+      // containerd's shim reads the reason a runtime command failed from the last error line of --log.
+      if (g.log) {
+        try {
+          fileLogger(g.log, g.logFormat === 'json' ? 'json' : 'text', 'error').error(
+            { code },
+            messageOf(err),
+          );
+        } catch {
+          // the log is not writable: stderr has it
+        }
+      }
       if (g.debug && err instanceof Error) process.stderr.write(`${err.stack}\n`);
       process.exitCode = isVmcError(err, 'VMC_ERR_CLI_USAGE') ? ExitCode.Usage : failCode;
     }
@@ -41,6 +63,9 @@ const program = new Command('vmcache')
   .version(VERSION, '-v, --version')
   .option('--debug', 'debug logging')
   .option('--log-format <format>', 'text or json', 'text')
+  .option('--root <dir>', 'container state directory of the OCI runtime verbs (default: /run/vmcache)')
+  .option('--log <file>', 'write log records to FILE instead of stderr (as runc)')
+  .option('--systemd-cgroup', 'accepted for runc compatibility (cgroups belong to the VM)')
   .option(
     '--config <file>',
     'configuration.toml (default: $VMCACHE_CONFIG, then /etc/vmcache/configuration.toml)',
@@ -95,6 +120,109 @@ factory
   .command('destroy')
   .description('ask the cache server to quit and wait until it is gone')
   .action(run(async (g) => factoryDestroy(makeContext(g))));
+
+// ---- OCI runtime verbs (runc-compatible) --------------------------------------------------------------
+const rt = (g: Parameters<typeof runtimeContext>[0]) => runtimeContext(g);
+program
+  .command('create')
+  .description('create a container from an OCI bundle; its process waits for start')
+  .argument('<id>')
+  .option('-b, --bundle <dir>', 'bundle directory', '.')
+  .option('--pid-file <file>', "write the container's pid (its host-side process) here")
+  .option(
+    '--console-socket <path>',
+    'not supported (no pty hand-over); refused when the bundle asks for a terminal',
+  )
+  .option('--no-pivot', 'accepted for runc compatibility')
+  .option('--no-new-keyring', 'accepted for runc compatibility')
+  .option('--preserve-fds <n>', 'accepted for runc compatibility')
+  .action(run(async (g, cmd) => create(rt(g), cmd.args[0]!, cmd.opts())));
+program
+  .command('run')
+  .description('create and start a container; in the foreground, exit with its status and delete it')
+  .argument('<id>')
+  .option('-b, --bundle <dir>', 'bundle directory', '.')
+  .option('-d, --detach', 'return once started')
+  .option('--pid-file <file>', "write the container's pid here")
+  .option('--console-socket <path>', 'not supported (no pty hand-over)')
+  .option('--no-pivot', 'accepted for runc compatibility')
+  .option('--no-new-keyring', 'accepted for runc compatibility')
+  .option('--preserve-fds <n>', 'accepted for runc compatibility')
+  .action(run(async (g, cmd) => runContainer(rt(g), cmd.args[0]!, cmd.opts()), ExitCode.RuntimeError));
+program
+  .command('start')
+  .description("start a created container's process")
+  .argument('<id>')
+  .action(run(async (g, cmd) => start(rt(g), cmd.args[0]!)));
+program
+  .command('state')
+  .description('print the OCI state of a container')
+  .argument('<id>')
+  .action(run(async (g, cmd) => state(rt(g), cmd.args[0]!)));
+program
+  .command('kill')
+  .description("send a signal (name or number, default SIGTERM) to the container's process")
+  .argument('<id>')
+  .argument('[signal]')
+  .option('-a, --all', 'accepted for runc compatibility (the signal goes to the container process)')
+  .action(run(async (g, cmd) => kill(rt(g), cmd.args[0]!, cmd.args[1])));
+program
+  .command('delete')
+  .description('delete a stopped container (--force: also a running one); frees its VM')
+  .argument('<id>')
+  .option('-f, --force', 'kill it first if it runs; no error if it does not exist')
+  .action(run(async (g, cmd) => del(rt(g), cmd.args[0]!, cmd.opts())));
+program
+  .command('pause')
+  .description("freeze a container (its VM's vCPUs)")
+  .argument('<id>')
+  .action(run(async (g, cmd) => pause(rt(g), cmd.args[0]!)));
+program
+  .command('resume')
+  .description('thaw a paused container')
+  .argument('<id>')
+  .action(run(async (g, cmd) => resume(rt(g), cmd.args[0]!)));
+program
+  .command('exec')
+  .description('run another process in a running container')
+  .argument('<id>')
+  .argument('[args...]', 'command and arguments (after --)')
+  .option('-p, --process <file>', 'an OCI process JSON file')
+  .option('-t, --tty', 'not supported (no pty hand-over)')
+  .option('-d, --detach', 'return once started; a relay process stands for it')
+  .option('--pid-file <file>', 'write the pid of the process standing for it')
+  .option('--cwd <dir>', 'working directory')
+  .option('-e, --env <KEY=VALUE>', 'environment (repeatable)', (v: string, a: string[] = []) => [...a, v])
+  .option('-u, --user <uid[:gid]>', 'user')
+  .option('--console-socket <path>', 'not supported (no pty hand-over)')
+  .option('--preserve-fds <n>', 'accepted for runc compatibility')
+  .addOption(new Option('--process-json <json>').hideHelp())
+  .addOption(new Option('--report-fd <fd>').hideHelp())
+  .action(
+    run(async (g, cmd) => exec(rt(g), cmd.args[0]!, cmd.args.slice(1), cmd.opts()), ExitCode.RuntimeError),
+  );
+program
+  .command('list')
+  .description('list containers')
+  .option('-f, --format <format>', 'table or json', 'table')
+  .option('-q, --quiet', 'ids only')
+  .action(run(async (g, cmd) => list(rt(g), cmd.opts())));
+program
+  .command('ps')
+  .description("host pids standing for the container's processes")
+  .argument('<id>')
+  .option('-f, --format <format>', 'table or json', 'table')
+  .action(run(async (g, cmd) => ps(rt(g), cmd.args[0]!, cmd.opts())));
+program
+  .command('spec')
+  .description('write a default config.json (as runc spec)')
+  .option('-b, --bundle <dir>', 'bundle directory', '.')
+  .action(run(async (_g, cmd) => spec(cmd.opts())));
+program
+  .command('shim', { hidden: true })
+  .description("internal: the container's host-side process, started by create")
+  .argument('<id>')
+  .action(run(async (g, cmd) => shimMain(runtimeContext(g, { stderr: false }), cmd.args[0]!)));
 
 try {
   await program.parseAsync(process.argv);

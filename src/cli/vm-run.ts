@@ -1,10 +1,7 @@
 import { constants as osConstants } from 'node:os';
 import { isVmcError } from '../errors.js';
-import { DirectFactory } from '../factory/direct.js';
-import { type ObtainedVm, VmFactory } from '../factory/factory.js';
-import { RemoteCacheFactory } from '../factory/remote-cache.js';
-import { TemplateFactory } from '../factory/template.js';
-import type { VmSpec } from '../hypervisor/types.js';
+import type { ObtainedVm } from '../factory/factory.js';
+import { selectFactory } from '../factory/select.js';
 import { sweepOrphans } from '../vm/sweep.js';
 import type { Vm } from '../vm/vm.js';
 import { hostVmSpec } from './common.js';
@@ -18,52 +15,6 @@ export interface VmRunOptions {
   /** commander's negation of --no-cache */
   cache?: boolean;
   verbose?: boolean;
-}
-
-/**
- * The factory `vm run` uses: the cache server when the configuration enables one (vm_cache_number > 0) and it
- * answers; a direct boot otherwise. An unreachable server is not fatal (Kata's behaviour): it warns and boots.
- */
-async function chooseFactory(
-  ctx: CliContext,
-  spec: VmSpec,
-  useCache: boolean,
-): Promise<{ factory: VmFactory; kind: 'cache' | 'template' | 'direct' }> {
-  const direct = () => ({
-    factory: new VmFactory(
-      new DirectFactory(spec, ctx, { agentTimeoutMs: ctx.config.agentDialTimeoutMs }),
-      ctx,
-    ),
-    kind: 'direct' as const,
-  });
-  const f = ctx.config.factory;
-  if (!useCache) return direct();
-  if (f.vmCacheNumber > 0) {
-    try {
-      return {
-        factory: new VmFactory(await RemoteCacheFactory.connect(f.vmCacheEndpoint, ctx), ctx),
-        kind: 'cache',
-      };
-    } catch (err) {
-      if (!isVmcError(err, 'VMC_ERR_CACHE_UNAVAILABLE')) throw err;
-      ctx.logger.warn({ endpoint: f.vmCacheEndpoint }, 'VM cache server unreachable; booting a VM directly');
-      return direct();
-    }
-  }
-  if (f.template) {
-    try {
-      const { factory } = await TemplateFactory.open(spec, f.templatePath, ctx, { create: false });
-      return { factory: new VmFactory(factory, ctx), kind: 'template' };
-    } catch (err) {
-      if (!isVmcError(err, 'VMC_ERR_TEMPLATE_MISSING')) throw err;
-      ctx.logger.warn(
-        { templatePath: f.templatePath },
-        "no VM template (create it with 'vmcache factory init'); booting a VM directly",
-      );
-      return direct();
-    }
-  }
-  return direct();
 }
 
 /**
@@ -96,7 +47,7 @@ export async function vmRun(ctx: CliContext, argv: string[], opts: VmRunOptions)
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
   try {
-    const { factory, kind } = await chooseFactory(ctx, spec, opts.cache !== false);
+    const { factory, kind } = await selectFactory(ctx.config, spec, ctx, opts.cache !== false);
     let got: ObtainedVm;
     try {
       got = await factory.getVM(spec, abort.signal);

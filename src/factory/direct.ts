@@ -24,6 +24,11 @@ export class DirectFactory implements FactoryBase {
       timeouts: { ...DEFAULT_TIMEOUTS, agentReadyMs: this.#agentTimeoutMs },
     });
     try {
+      // A VM from this factory runs one sandbox: mount its share now, and take the container start path and
+      // a whole exec (request, output, exit) once, so that the first start after the hand-off finds the guest
+      // agent's code compiled: ~30 ms instead of ~300 ms under TCG (measured). A template must not mount.
+      await vm.agent.request({ op: 'warm', share: true }, 30_000);
+      await vm.run(['/bin/true']);
       await vm.park();
       return vm;
     } catch (err) {

@@ -1,6 +1,7 @@
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { promisify } from 'node:util';
+import type { ContainerExec, ExecRequest } from '../../protocol/agent/messages.js';
 import { HelperProcess } from './helper.js';
 import type { GuestOps } from './server.js';
 
@@ -26,6 +27,25 @@ const helper = new HelperProcess(HELPER);
 export async function prewarm(): Promise<void> {
   helper.start();
   await run('/bin/true', []).catch(() => undefined);
+}
+
+/**
+ * The helper's `enter` command line for a container process (see vmc-helper.c). Paths from the request are
+ * relative to the share; they were validated not to climb out of it.
+ */
+export function enterArgs(e: ExecRequest, c: ContainerExec, shared = SHARED_MOUNT): string[] {
+  const a = ['enter', '-r', `${shared}/${c.root}`, '-u', String(e.uid ?? 0), '-g', String(e.gid ?? 0)];
+  if (c.join !== undefined) a.push('-j', String(c.join));
+  if (c.hostname) a.push('-h', c.hostname);
+  if (e.cwd) a.push('-w', e.cwd);
+  if (c.additionalGids?.length) a.push('-G', c.additionalGids.join(','));
+  if (c.readonly) a.push('-R');
+  if (c.noNewPrivileges) a.push('-n');
+  for (const m of c.mounts ?? []) {
+    const source = m.type === 'bind' ? `${shared}/${m.source}` : m.source;
+    a.push('-m', [m.type, String(m.flags), source, m.target, m.data].join('\x1f'));
+  }
+  return [...a, '--', ...e.args];
 }
 
 /** Number of online CPUs, from the kernel's list (e.g. "0-1,3"). */
@@ -100,11 +120,47 @@ export const linuxOps: GuestOps = {
       '-t',
       '9p',
       '-o',
-      'trans=virtio,version=9p2000.L,msize=262144,cache=none',
+      'trans=virtio,version=9p2000.L,msize=262144,cache=loose',
       SHARED_TAG,
       SHARED_MOUNT,
     ]);
     return { path: SHARED_MOUNT };
+  },
+  async containerCommand(e) {
+    await this.mountShared();
+    return { file: HELPER, args: enterArgs(e, e.container!) };
+  },
+  async warm(share) {
+    if (share) await this.mountShared();
+    // The same spawns a container start makes (helper `enter` with a status pipe; a plain process with pipes),
+    // on the guest's own root. Right before a VM is parked, this leaves their code translated and compiled:
+    // the first start after a hand-off then costs ~50 ms instead of ~300 ms under TCG (measured).
+    const once = (file: string, args: string[], fds: number) =>
+      new Promise<void>((resolve) => {
+        const c = spawn(file, args, { stdio: Array(fds).fill('pipe') });
+        for (const s of c.stdio) (s as NodeJS.ReadableStream | null)?.resume?.();
+        c.on('error', () => resolve());
+        c.on('close', () => resolve());
+      });
+    // Every mount type a container gets, in a namespace of its own (nothing reaches the guest's mounts).
+    const m = (type: string, target: string) => ['-m', [type, '0', type, target, ''].join('\x1f')];
+    await once(
+      HELPER,
+      [
+        'enter',
+        '-r',
+        '/',
+        ...m('proc', '/proc'),
+        ...m('tmpfs', '/dev/shm'),
+        ...m('devpts', '/dev/pts'),
+        ...m('mqueue', '/dev/mqueue'),
+        ...m('sysfs', '/sys'),
+        '--',
+        '/bin/true',
+      ],
+      4,
+    );
+    await once('/bin/true', [], 3);
   },
   async info() {
     const mem = /MemTotal:\s+(\d+)/.exec(read('/proc/meminfo'));

@@ -16,6 +16,13 @@ export interface GuestOps {
   setTime(epochNs: string): Promise<void>;
   online(what: { cpus: number; memory: boolean }): Promise<{ cpus: number; memoryBlocks: number }>;
   mountShared(): Promise<{ path: string }>;
+  /**
+   * The command that starts `e` as a container process (the helper's `enter`), with the share mounted. That
+   * command reports a setup or exec failure on fd 3 and closes fd 3 when the program runs.
+   */
+  containerCommand(e: ExecRequest): Promise<{ file: string; args: string[] }>;
+  /** Runs the process and container start paths once, and mounts the share if asked (see `warm`). */
+  warm(share: boolean): Promise<void>;
   info(): Promise<Record<string, unknown>>;
   shutdown(): Promise<void>;
 }
@@ -173,6 +180,9 @@ export class AgentServer {
         return this.ops.online({ cpus: req.cpus, memory: req.memory });
       case 'mount-shared':
         return this.ops.mountShared();
+      case 'warm':
+        await this.ops.warm(req.share);
+        return null;
       case 'info':
         return { ...(await this.ops.info()), processes: this.#procs.size, session: this.#session };
       case 'shutdown':
@@ -188,7 +198,7 @@ export class AgentServer {
     return p;
   }
 
-  #exec(e: ExecRequest): Promise<{ proc: number; pid: number }> {
+  async #exec(e: ExecRequest): Promise<{ proc: number; pid: number }> {
     const id = this.#nextProc++;
     const session = this.#session;
     const env: Record<string, string> = {};
@@ -196,45 +206,69 @@ export class AgentServer {
       const at = kv.indexOf('=');
       if (at > 0) env[kv.slice(0, at)] = kv.slice(at + 1);
     }
-    const child = spawn(e.args[0]!, e.args.slice(1), {
-      cwd: e.cwd ?? '/',
+    // A container process starts as root in the guest (the helper mounts, enters the root, then becomes
+    // uid/gid in cwd); its fd 3 tells whether that worked.
+    const c = e.container ? await this.ops.containerCommand(e) : null;
+    const child = spawn(c ? c.file : e.args[0]!, c ? c.args : e.args.slice(1), {
+      cwd: c ? '/' : (e.cwd ?? '/'),
       env,
-      uid: e.uid,
-      gid: e.gid,
-      stdio: [e.stdin ? 'pipe' : 'ignore', 'pipe', 'pipe'],
+      uid: c ? undefined : e.uid,
+      gid: c ? undefined : e.gid,
+      stdio: [e.stdin ? 'pipe' : 'ignore', 'pipe', 'pipe', ...(c ? ['pipe' as const] : [])],
     });
-    return new Promise((resolve, reject) => {
+    let exited: { code: number | null; signal: string | null } | null = null;
+    let started = false;
+    let sent = false;
+    const finish = () => {
+      if (sent || !exited || !started) return;
+      sent = true;
+      this.#procs.delete(id);
+      if (this.#session === session) this.#send({ t: 'exit', proc: id, ...exited });
+    };
+    child.once('exit', (code, signal) => {
+      exited = { code, signal };
+      setTimeout(finish, OUTPUT_GRACE_MS).unref();
+    });
+    child.once('close', finish);
+    child.stdin?.on('error', () => {}); // EPIPE when the process exits before reading stdin
+    // Listen at once: Node discards the unread output of a child that has exited.
+    const held: Array<[1 | 2, Buffer]> = [];
+    const send = (fd: 1 | 2, data: Buffer) => {
+      if (this.#session !== session) return; // a later owner does not get an earlier owner's output
+      for (let i = 0; i < data.length; i += 64 * 1024) {
+        this.#send({ t: 'out', proc: id, fd, data: data.subarray(i, i + 64 * 1024).toString('base64') });
+      }
+    };
+    const out = (fd: 1 | 2) => (data: Buffer) => (started ? send(fd, data) : held.push([fd, data]));
+    child.stdout!.on('data', out(1));
+    child.stderr!.on('data', out(2));
+    await new Promise<void>((resolve, reject) => {
       child.once('error', (err) => {
-        if (child.pid === undefined) {
+        if (child.pid === undefined)
           reject(new RequestError('SPAWN_FAILED', `cannot run ${e.args[0]}: ${err.message}`));
-        }
       });
-      child.once('spawn', () => {
-        this.#procs.set(id, { child, session });
-        resolve({ proc: id, pid: child.pid! });
-        const out = (fd: 1 | 2) => (data: Buffer) => {
-          if (this.#session !== session) return; // a later owner does not get an earlier owner's output
-          for (let i = 0; i < data.length; i += 64 * 1024) {
-            this.#send({ t: 'out', proc: id, fd, data: data.subarray(i, i + 64 * 1024).toString('base64') });
-          }
-        };
-        child.stdout!.on('data', out(1));
-        child.stderr!.on('data', out(2));
-        child.stdin?.on('error', () => {}); // EPIPE when the process exits before reading stdin
-        let exited: { code: number | null; signal: string | null } | null = null;
-        let sent = false;
-        const finish = () => {
-          if (sent || !exited) return;
-          sent = true;
-          this.#procs.delete(id);
-          if (this.#session === session) this.#send({ t: 'exit', proc: id, ...exited });
-        };
-        child.once('exit', (code, signal) => {
-          exited = { code, signal };
-          setTimeout(finish, OUTPUT_GRACE_MS).unref();
-        });
-        child.once('close', finish);
-      });
+      child.once('spawn', resolve);
     });
+    if (c) {
+      const status = child.stdio[3] as NodeJS.ReadableStream;
+      let report = '';
+      status.on('data', (d: Buffer) => {
+        report += d.toString();
+      });
+      await new Promise((resolve) => status.once('close', resolve));
+      if (report) {
+        sent = true;
+        throw new RequestError('SPAWN_FAILED', report);
+      }
+    }
+    this.#procs.set(id, { child, session });
+    // Output and exit are delivered only after the reply (sent from a microtask once this returns), so the
+    // host always knows the process before its output. Until then output is held here.
+    setImmediate(() => {
+      started = true;
+      for (const [fd, data] of held.splice(0)) send(fd, data);
+      finish();
+    });
+    return { proc: id, pid: child.pid! };
   }
 }

@@ -1,16 +1,30 @@
 /*
- * vmc-helper: the two things the guest agent needs that Node cannot do (no ioctl, no clock_settime).
+ * vmc-helper: what the guest agent needs that Node cannot do (no ioctl, clock_settime, mount, unshare, chroot).
  *   vmc-helper settime <epoch-nanoseconds>   set CLOCK_REALTIME
  *   vmc-helper reseed <hex bytes>            RNDADDENTROPY (credited) then RNDRESEEDCRNG
  *   vmc-helper serve                         the same commands as lines on stdin ("settime NS", "reseed HEX"),
  *                                            one reply line each ("ok" or "err MESSAGE"); the agent keeps one
  *                                            running, because a fork+exec costs 60-150 ms under TCG
+ *   vmc-helper enter [options] -- PROGRAM ARGS...
+ *                                            runs a container process: new mount/UTS/IPC namespaces (or those of
+ *                                            a running container process, -j PID), the container's mounts, its
+ *                                            root, user and working directory, then exec. Setup errors and a
+ *                                            failed exec are written to fd 3, which exec closes (FD_CLOEXEC):
+ *                                            the agent reads fd 3 to EOF, so "nothing read" means "started".
  * A plain write to /dev/urandom mixes bytes in without crediting entropy or forcing a reseed, so clones of one
  * template would keep producing the same stream; the ioctls make the new seed take effect at once.
  * Built statically at image build time (gcc -static), so it needs nothing else in the guest.
  */
+#define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
+#include <limits.h>
+#include <sched.h>
+#include <stdarg.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
 #include <linux/random.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -62,8 +76,196 @@ static int run(const char *cmd, const char *arg, char *err, size_t errlen) {
   return 2;
 }
 
+
+/* ---- enter: start a container process ---------------------------------------------------------------- */
+
+#define STATUS_FD 3
+
+/* Reports a setup failure on the status fd (and stderr) and exits; the agent turns it into a failed exec. */
+static void die(int code, const char *fmt, ...) {
+  char msg[1024];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  if (write(STATUS_FD, msg, strlen(msg)) < 0) fprintf(stderr, "vmc-helper: %s\n", msg);
+  _exit(code);
+}
+
+/* mkdir -p */
+static int mkdirs(const char *path, mode_t mode) {
+  char buf[PATH_MAX];
+  if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf) return -1;
+  for (char *p = buf + 1; *p; p++) {
+    if (*p != '/') continue;
+    *p = 0;
+    if (mkdir(buf, mode) != 0 && errno != EEXIST) return -1;
+    *p = '/';
+  }
+  return mkdir(buf, mode) != 0 && errno != EEXIST ? -1 : 0;
+}
+
+/* Creates the mount point `target`: a directory, or an empty file when a file is bind-mounted onto it. */
+static void mountpoint(const char *target, int file) {
+  struct stat st;
+  if (lstat(target, &st) == 0) return;
+  if (!file) {
+    if (mkdirs(target, 0755) != 0) die(125, "mkdir %s: %s", target, strerror(errno));
+    return;
+  }
+  char dir[PATH_MAX];
+  snprintf(dir, sizeof dir, "%s", target);
+  char *slash = strrchr(dir, '/');
+  if (slash && slash != dir) {
+    *slash = 0;
+    if (mkdirs(dir, 0755) != 0) die(125, "mkdir %s: %s", dir, strerror(errno));
+  }
+  int fd = open(target, O_CREAT | O_WRONLY | O_CLOEXEC, 0644);
+  if (fd < 0) die(125, "create %s: %s", target, strerror(errno));
+  close(fd);
+}
+
+/* One mount, "TYPE\x1fFLAGS\x1fSOURCE\x1fTARGET\x1fDATA"; TARGET is inside the container root. */
+static void do_mount(const char *root, char *spec) {
+  char *f[5];
+  for (int i = 0; i < 5; i++) {
+    f[i] = spec;
+    char *sep = strchr(spec, '\x1f');
+    if (i < 4) {
+      if (!sep) die(125, "bad mount spec");
+      *sep = 0;
+      spec = sep + 1;
+    }
+  }
+  const char *type = f[0], *source = f[2], *data = f[4];
+  unsigned long flags = strtoul(f[1], NULL, 10);
+  char target[PATH_MAX];
+  snprintf(target, sizeof target, "%s%s", root, f[3]);
+  if (strcmp(type, "bind") == 0) {
+    struct stat st;
+    if (stat(source, &st) != 0) die(125, "bind mount source %s: %s", source, strerror(errno));
+    mountpoint(target, !S_ISDIR(st.st_mode));
+    if (mount(source, target, NULL, MS_BIND | (flags & MS_REC), NULL) != 0)
+      die(125, "bind mount %s on %s: %s", source, f[3], strerror(errno));
+    unsigned long extra = flags & (MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC);
+    /* A bind mount ignores these flags: they take effect only on a remount. */
+    if (extra && mount(NULL, target, NULL, MS_REMOUNT | MS_BIND | extra, NULL) != 0)
+      die(125, "remount %s: %s", f[3], strerror(errno));
+    return;
+  }
+  mountpoint(target, 0);
+  if (mount(source, target, type, flags, *data ? data : NULL) != 0)
+    die(125, "mount %s on %s: %s", type, f[3], strerror(errno));
+}
+
+/* The device nodes every container gets (bind-mounted from the guest's devtmpfs), and the usual links. */
+static void default_devices(const char *root) {
+  static const char *devs[] = { "null", "zero", "full", "random", "urandom", "tty" };
+  char path[PATH_MAX], src[64];
+  snprintf(path, sizeof path, "%s/dev", root);
+  if (mkdirs(path, 0755) != 0) die(125, "mkdir %s: %s", path, strerror(errno));
+  for (size_t i = 0; i < sizeof devs / sizeof *devs; i++) {
+    snprintf(path, sizeof path, "%s/dev/%s", root, devs[i]);
+    snprintf(src, sizeof src, "/dev/%s", devs[i]);
+    struct stat st;
+    if (lstat(path, &st) == 0 && (S_ISCHR(st.st_mode) || S_ISLNK(st.st_mode))) continue;
+    mountpoint(path, 1);
+    if (mount(src, path, NULL, MS_BIND, NULL) != 0) die(125, "bind %s: %s", src, strerror(errno));
+  }
+  static const char *links[][2] = {
+    { "/proc/self/fd", "fd" }, { "/proc/self/fd/0", "stdin" },
+    { "/proc/self/fd/1", "stdout" }, { "/proc/self/fd/2", "stderr" },
+  };
+  for (size_t i = 0; i < sizeof links / sizeof *links; i++) {
+    snprintf(path, sizeof path, "%s/dev/%s", root, links[i][1]);
+    if (symlink(links[i][0], path) != 0 && errno != EEXIST) die(125, "symlink %s: %s", path, strerror(errno));
+  }
+}
+
+/* Joins the mount, UTS and IPC namespaces of a running container process and enters its root. */
+static void join(const char *pid) {
+  static const char *kinds[] = { "ipc", "uts", "mnt" };
+  char path[64];
+  snprintf(path, sizeof path, "/proc/%s/root", pid);
+  int rootfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (rootfd < 0) die(125, "container process %s: %s", pid, strerror(errno));
+  for (size_t i = 0; i < sizeof kinds / sizeof *kinds; i++) {
+    snprintf(path, sizeof path, "/proc/%s/ns/%s", pid, kinds[i]);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || setns(fd, 0) != 0) die(125, "setns %s: %s", path, strerror(errno));
+    close(fd);
+  }
+  if (fchdir(rootfd) != 0 || chroot(".") != 0) die(125, "enter the root of %s: %s", pid, strerror(errno));
+  close(rootfd);
+}
+
+static int enter(int argc, char **argv) {
+  if (fcntl(STATUS_FD, F_SETFD, FD_CLOEXEC) != 0) {
+    fprintf(stderr, "vmc-helper: enter needs a status pipe on fd 3\n");
+    return 125;
+  }
+  const char *root = NULL, *joinpid = NULL, *hostname = NULL, *cwd = "/", *groups = NULL;
+  unsigned long uid = 0, gid = 0;
+  int readonly = 0, nonewprivs = 0, i = 2;
+  char *mounts[128];
+  int nmounts = 0;
+  for (; i < argc && strcmp(argv[i], "--") != 0; i++) {
+    const char *o = argv[i];
+    if (strcmp(o, "-R") == 0) { readonly = 1; continue; }
+    if (strcmp(o, "-n") == 0) { nonewprivs = 1; continue; }
+    if (i + 1 >= argc) die(125, "option %s needs a value", o);
+    char *v = argv[++i];
+    if (strcmp(o, "-r") == 0) root = v;
+    else if (strcmp(o, "-j") == 0) joinpid = v;
+    else if (strcmp(o, "-h") == 0) hostname = v;
+    else if (strcmp(o, "-w") == 0) cwd = v;
+    else if (strcmp(o, "-u") == 0) uid = strtoul(v, NULL, 10);
+    else if (strcmp(o, "-g") == 0) gid = strtoul(v, NULL, 10);
+    else if (strcmp(o, "-G") == 0) groups = v;
+    else if (strcmp(o, "-m") == 0) {
+      if (nmounts == 128) die(125, "too many mounts");
+      mounts[nmounts++] = v;
+    } else die(125, "unknown option %s", o);
+  }
+  if (i + 1 >= argc) die(125, "no program after --");
+  char **args = argv + i + 1;
+  if (joinpid) {
+    join(joinpid);
+  } else {
+    if (!root) die(125, "-r ROOT is required");
+    if (unshare(CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC) != 0) die(125, "unshare: %s", strerror(errno));
+    /* Nothing mounted for this container may propagate back to the guest's own mount table. */
+    if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0) die(125, "make / private: %s", strerror(errno));
+    /* A bind of the root onto itself makes it a mount point of its own, which a read-only remount needs. */
+    if (mount(root, root, NULL, MS_BIND | MS_REC, NULL) != 0) die(125, "bind %s: %s", root, strerror(errno));
+    for (int m = 0; m < nmounts; m++) do_mount(root, mounts[m]);
+    default_devices(root);
+    if (hostname && sethostname(hostname, strlen(hostname)) != 0) die(125, "sethostname: %s", strerror(errno));
+    if (readonly && mount(NULL, root, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY, NULL) != 0)
+      die(125, "remount %s read-only: %s", root, strerror(errno));
+    if (chdir(root) != 0 || chroot(".") != 0) die(125, "chroot %s: %s", root, strerror(errno));
+  }
+  if (chdir(cwd) != 0) die(125, "cwd %s: %s", cwd, strerror(errno));
+  gid_t gl[64];
+  int ng = 0;
+  for (const char *p = groups; p && *p && ng < 64;) {
+    gl[ng++] = (gid_t)strtoul(p, (char **)&p, 10);
+    if (*p == ',') p++;
+  }
+  if (setgroups(ng, gl) != 0) die(125, "setgroups: %s", strerror(errno));
+  if (setgid((gid_t)gid) != 0) die(125, "setgid %lu: %s", gid, strerror(errno));
+  if (setuid((uid_t)uid) != 0) die(125, "setuid %lu: %s", uid, strerror(errno));
+  if (nonewprivs && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) die(125, "no_new_privs: %s", strerror(errno));
+  execvp(args[0], args);
+  /* The message runc gives, so that clients and people recognise it. */
+  if (errno == ENOENT) die(127, "exec: \"%s\": executable file not found in $PATH", args[0]);
+  die(126, "exec: \"%s\": %s", args[0], strerror(errno));
+  return 126;
+}
+
 int main(int argc, char **argv) {
   char err[256];
+  if (argc >= 2 && strcmp(argv[1], "enter") == 0) return enter(argc, argv);
   if (argc == 2 && strcmp(argv[1], "serve") == 0) {
     char line[1200];
     setvbuf(stdout, NULL, _IOLBF, 0);
@@ -78,7 +280,7 @@ int main(int argc, char **argv) {
     return 0;
   }
   if (argc != 3) {
-    fprintf(stderr, "usage: vmc-helper settime NS | reseed HEX | serve\n");
+    fprintf(stderr, "usage: vmc-helper settime NS | reseed HEX | serve | enter [options] -- PROGRAM ARGS...\n");
     return 2;
   }
   int rc = run(argv[1], argv[2], err, sizeof err);

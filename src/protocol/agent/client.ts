@@ -41,6 +41,8 @@ export interface AgentClientOptions {
 export class AgentProcess extends EventEmitter {
   readonly stdout = new PassThrough();
   readonly stderr = new PassThrough();
+  /** The process id inside the guest (0 until the exec was answered). */
+  pid = 0;
   #exit: ExitStatus | null = null;
   #lost: Error | null = null;
   readonly #waiters: Array<{ resolve: (s: ExitStatus) => void; reject: (e: Error) => void }> = [];
@@ -225,12 +227,13 @@ export class AgentClient extends EventEmitter {
 
   /** Starts a process in the guest. */
   async exec(exec: ExecRequest): Promise<AgentProcess> {
-    const { proc } = await this.request<{ proc: number }>({ op: 'exec', exec });
+    const { proc, pid } = await this.request<{ proc: number; pid: number }>({ op: 'exec', exec });
     let p = this.#procs.get(proc);
     if (!p) {
       p = new AgentProcess(proc, this);
       this.#procs.set(proc, p);
     }
+    p.pid = pid;
     return p;
   }
 

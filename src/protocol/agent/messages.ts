@@ -16,6 +16,37 @@ export interface ExecRequest {
   gid?: number;
   /** Whether the host will send stdin; when false the process gets /dev/null. */
   stdin?: boolean;
+  /** Run the process as a container (own root, mounts and namespaces) instead of in the guest's root. */
+  container?: ContainerExec;
+}
+
+/** Mount types the guest honours for a container. */
+export const CONTAINER_MOUNT_TYPES = ['bind', 'proc', 'sysfs', 'tmpfs', 'devpts', 'mqueue'] as const;
+
+/** One mount made for a container before it starts. */
+export interface ContainerMount {
+  type: (typeof CONTAINER_MOUNT_TYPES)[number];
+  /** For `bind`: a path relative to the VM's shared directory; otherwise the file system's source label. */
+  source: string;
+  /** Absolute path inside the container's root. */
+  target: string;
+  /** mount(2) flags (MS_RDONLY, MS_NOSUID, ...). */
+  flags: number;
+  /** File-system specific options (`mode=755,size=65536k`). */
+  data: string;
+}
+
+/** How a process is made a container process. `uid`, `gid`, `cwd` and `env` of the request apply inside. */
+export interface ContainerExec {
+  /** The container's root: a directory relative to the VM's shared directory (e.g. `c1/rootfs`). */
+  root: string;
+  /** Join the namespaces and root of this running container process (guest pid) instead of making new ones. */
+  join?: number;
+  hostname?: string;
+  readonly?: boolean;
+  noNewPrivileges?: boolean;
+  additionalGids?: number[];
+  mounts?: ContainerMount[];
 }
 
 /** Every request operation and its arguments. */
@@ -30,6 +61,8 @@ export type AgentRequest =
   /** Ensure at least `cpus` vCPUs are online (0: leave CPUs alone), waiting for hot-added ones to appear. */
   | { op: 'online'; cpus: number; memory: boolean }
   | { op: 'mount-shared' }
+  /** Runs the exec and container paths once (and mounts the share if `share`), so their first real use is fast. */
+  | { op: 'warm'; share: boolean }
   | { op: 'info' }
   | { op: 'shutdown' };
 
@@ -61,6 +94,7 @@ const OPS: ReadonlySet<string> = new Set([
   'set-time',
   'online',
   'mount-shared',
+  'warm',
   'info',
   'shutdown',
 ]);
@@ -69,6 +103,40 @@ type Obj = Record<string, unknown>;
 const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !Array.isArray(v);
 const isStrArray = (v: unknown): v is string[] => Array.isArray(v) && v.every((s) => typeof s === 'string');
 const isId = (v: unknown): v is number => Number.isSafeInteger(v) && (v as number) >= 0;
+
+/** No NUL (C strings) and no unit separator (the helper's field separator) in what reaches the helper. */
+const isArg = (v: unknown): v is string => typeof v === 'string' && !v.includes('\0') && !v.includes('\x1f');
+/** A relative path inside the share that cannot climb out of it. */
+const isShareRelative = (v: unknown): boolean =>
+  isArg(v) && v !== '' && !v.startsWith('/') && v.split('/').every((p) => p !== '..');
+const isContainerPath = (v: unknown): boolean =>
+  isArg(v) && v.startsWith('/') && v.split('/').every((p) => p !== '..');
+
+/** Validates `exec.container`; returns the faulty field and what it must be, or null. */
+function containerError(c: unknown): string | null {
+  if (!isObj(c)) return 'container must be an object';
+  if (!isShareRelative(c.root)) return 'root must be a relative path inside the share, without ..';
+  if (c.join !== undefined && (!isId(c.join) || c.join === 0)) return 'join must be a guest pid';
+  if (c.hostname !== undefined && !(isArg(c.hostname) && c.hostname.length <= 64))
+    return 'hostname must be a string of at most 64 chars';
+  for (const k of ['readonly', 'noNewPrivileges'] as const)
+    if (c[k] !== undefined && typeof c[k] !== 'boolean') return `${k} must be a boolean`;
+  if (c.additionalGids !== undefined && !(Array.isArray(c.additionalGids) && c.additionalGids.every(isId)))
+    return 'additionalGids must be an array of non-negative integers';
+  if (c.mounts === undefined) return null;
+  if (!Array.isArray(c.mounts) || c.mounts.length > 128) return 'mounts must be an array of at most 128';
+  for (const [i, m] of c.mounts.entries()) {
+    if (!isObj(m)) return `mounts[${i}] must be an object`;
+    if (!(CONTAINER_MOUNT_TYPES as readonly unknown[]).includes(m.type))
+      return `mounts[${i}].type must be one of ${CONTAINER_MOUNT_TYPES.join(', ')}`;
+    if (m.type === 'bind' ? !isShareRelative(m.source) : !isArg(m.source))
+      return `mounts[${i}].source must be ${m.type === 'bind' ? 'a relative path inside the share' : 'a string'}`;
+    if (!isContainerPath(m.target)) return `mounts[${i}].target must be an absolute path without ..`;
+    if (!isId(m.flags)) return `mounts[${i}].flags must be a non-negative integer`;
+    if (!isArg(m.data)) return `mounts[${i}].data must be a string`;
+  }
+  return null;
+}
 
 /** Result of validating a frame: the typed message, or an error naming the field at fault. */
 export type Parsed<T> = { ok: true; msg: T } | { ok: false; error: string; id?: number };
@@ -98,6 +166,10 @@ export function parseHostMessage(v: unknown): Parsed<HostMessage> {
       for (const k of ['uid', 'gid'] as const)
         if (e[k] !== undefined && !isId(e[k])) return bad(`exec.${k} must be a non-negative integer`);
       if (e.stdin !== undefined && typeof e.stdin !== 'boolean') return bad('exec.stdin must be a boolean');
+      if (e.container !== undefined) {
+        const err = containerError(e.container);
+        if (err) return bad(`exec.container.${err}`);
+      }
       return { ok: true, msg: { t: 'req', id, op: 'exec', exec: e as unknown as ExecRequest } };
     }
     case 'stdin':
@@ -123,6 +195,9 @@ export function parseHostMessage(v: unknown): Parsed<HostMessage> {
       if (!isId(v.cpus) || v.cpus > 1024 || typeof v.memory !== 'boolean')
         return bad('online needs cpus (the number to have online, 0-1024) and memory (boolean)');
       return { ok: true, msg: { t: 'req', id, op: 'online', cpus: v.cpus, memory: v.memory } };
+    case 'warm':
+      if (typeof v.share !== 'boolean') return bad('warm.share must be a boolean');
+      return { ok: true, msg: { t: 'req', id, op: 'warm', share: v.share } };
     default:
       return { ok: true, msg: { t: 'req', id, op: v.op as 'ping' | 'mount-shared' | 'info' | 'shutdown' } };
   }

@@ -14,6 +14,12 @@ function fakeOps() {
     setTime: async (ns) => void calls.push(`settime ${ns}`),
     online: async () => ({ cpus: 1, memoryBlocks: 2 }),
     mountShared: async () => ({ path: '/run/vmcache/shared' }),
+    // Stands in for the helper's `enter`: the "container" is a shell whose script decides what fd 3 reports.
+    containerCommand: async (e) => {
+      calls.push(`container ${e.container!.root}`);
+      return { file: '/bin/sh', args: ['-c', e.args.join(' ')] };
+    },
+    warm: async (share) => void calls.push(`warm ${share}`),
     info: async () => ({ kernel: 'fake' }),
     shutdown: async () => void calls.push('shutdown'),
   };
@@ -89,6 +95,35 @@ describe('AgentServer (the in-guest agent engine, run on the host)', () => {
       (e) => isVmcError(e, 'VMC_ERR_AGENT_REQUEST') && /ENOENT/.test(e.message),
     );
     assert.deepEqual(await client.request({ op: 'ping' }), { pong: true });
+    client.close();
+  });
+
+  it('starts a container process only once its status pipe closes empty, and output follows the reply', async () => {
+    const { ops, calls } = fakeOps();
+    const { client } = await pair(new AgentServer(ops));
+    const p = await client.exec({
+      args: ['exec 3>&-; echo inside; exit 4'],
+      container: { root: 'c1/rootfs' },
+    });
+    const out: Buffer[] = [];
+    p.stdout.on('data', (c: Buffer) => out.push(c));
+    assert.deepEqual(await p.wait(), { code: 4, signal: null });
+    assert.equal(Buffer.concat(out).toString(), 'inside\n');
+    assert.deepEqual(calls, ['container c1/rootfs']);
+    client.close();
+  });
+
+  it('fails the exec with what the helper wrote to its status pipe (setup or exec failure)', async () => {
+    const { ops } = fakeOps();
+    const { client, server } = await pair(new AgentServer(ops));
+    await assert.rejects(
+      client.exec({
+        args: ['printf \'exec: "nope": executable file not found in $PATH\' >&3; exit 127'],
+        container: { root: 'c1/rootfs' },
+      }),
+      (e) => isVmcError(e, 'VMC_ERR_AGENT_REQUEST') && /executable file not found/.test(e.message),
+    );
+    assert.equal(server.running, 0);
     client.close();
   });
 

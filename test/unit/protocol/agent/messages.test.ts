@@ -29,6 +29,64 @@ describe('agent message validation', () => {
     ['time not decimal', { t: 'req', id: 1, op: 'set-time', epochNs: '1e9' }, /epochNs/],
     ['signal missing', { t: 'req', id: 1, op: 'signal', proc: 1 }, /signal/],
     [
+      'a container root that climbs out of the share',
+      { t: 'req', id: 1, op: 'exec', exec: { args: ['x'], container: { root: 'c1/../../etc' } } },
+      /exec.container.root/,
+    ],
+    [
+      'an absolute container root',
+      { t: 'req', id: 1, op: 'exec', exec: { args: ['x'], container: { root: '/etc' } } },
+      /exec.container.root/,
+    ],
+    [
+      'a container mount of an unsupported type',
+      {
+        t: 'req',
+        id: 1,
+        op: 'exec',
+        exec: {
+          args: ['x'],
+          container: {
+            root: 'c1/rootfs',
+            mounts: [{ type: 'ext4', source: 'x', target: '/x', flags: 0, data: '' }],
+          },
+        },
+      },
+      /exec.container.mounts\[0\].type/,
+    ],
+    [
+      'a bind mount from outside the share',
+      {
+        t: 'req',
+        id: 1,
+        op: 'exec',
+        exec: {
+          args: ['x'],
+          container: {
+            root: 'c1/rootfs',
+            mounts: [{ type: 'bind', source: '/etc', target: '/x', flags: 0, data: '' }],
+          },
+        },
+      },
+      /exec.container.mounts\[0\].source/,
+    ],
+    [
+      'a mount data string holding the helper separator',
+      {
+        t: 'req',
+        id: 1,
+        op: 'exec',
+        exec: {
+          args: ['x'],
+          container: {
+            root: 'c1/rootfs',
+            mounts: [{ type: 'tmpfs', source: 'tmpfs', target: '/x', flags: 0, data: 'a\x1fb' }],
+          },
+        },
+      },
+      /exec.container.mounts\[0\].data/,
+    ],
+    [
       'online with a boolean cpu count',
       { t: 'req', id: 1, op: 'online', cpus: true, memory: false },
       /online needs cpus/,

@@ -1,0 +1,61 @@
+import { existsSync, rmSync } from 'node:fs';
+import { isVmcError, VmcError } from '../../errors.js';
+import { vmDir } from '../../platform/paths.js';
+import { exitsWithin, signalIfAlive } from '../../platform/process.js';
+import { controlSocketPath } from '../../sandbox/control.js';
+import { type ContainerState, effectiveStatus } from '../../sandbox/state-store.js';
+import { readRecord } from '../../vm/record.js';
+import { destroyRecord } from '../../vm/vm.js';
+import { connectShim, type RuntimeContext } from './common.js';
+
+/** How long a killed container's host-side process gets to destroy its VM and exit. */
+const SHIM_EXIT_MS = 10_000;
+
+/**
+ * `vmcache delete [--force] ID`: removes a stopped (or created) container; `--force` also kills a running one.
+ * Whatever a crashed host-side process left (its VM, the share's mounts, the control socket) is cleaned up.
+ * With `--force`, an id that does not exist is not an error (containerd deletes once more after the end).
+ */
+export async function del(ctx: RuntimeContext, id: string, opts: { force?: boolean }): Promise<number> {
+  let s: ContainerState;
+  try {
+    s = ctx.store.read(id);
+  } catch (err) {
+    if (opts.force && isVmcError(err, 'VMC_ERR_CONTAINER_NOT_FOUND')) return 0;
+    throw err;
+  }
+  const status = effectiveStatus(s);
+  if ((status === 'running' || status === 'paused' || status === 'creating') && !opts.force)
+    throw new VmcError(
+      'VMC_ERR_INVALID_STATE',
+      `container ${id} is ${status}; stop it first (vmcache kill ${id}) or delete it with --force`,
+    );
+  if (status !== 'stopped' && s.shim) {
+    // Created, running or paused: the host-side process stops the process and destroys the VM, then exits.
+    try {
+      const c = await connectShim(ctx, id);
+      await c.request({ t: 'kill', signal: 'SIGKILL' }).finally(() => c.close());
+    } catch {
+      signalIfAlive(s.shim, 'SIGKILL'); // unresponsive: its VM is cleaned up below
+    }
+    if (!(await exitsWithin(s.shim, SHIM_EXIT_MS, ctx.clock))) signalIfAlive(s.shim, 'SIGKILL');
+  }
+  await cleanupLeftovers(ctx, ctx.store.read(id));
+  ctx.store.remove(id);
+  return 0;
+}
+
+/** Destroys the VM of a container whose host-side process died without doing so, and its control socket. */
+async function cleanupLeftovers(ctx: RuntimeContext, s: ContainerState): Promise<void> {
+  if (s.vmId) {
+    const dir = vmDir(ctx.paths, s.vmId);
+    if (existsSync(dir)) {
+      try {
+        await destroyRecord(readRecord(dir), ctx, 0);
+      } catch (err) {
+        ctx.logger.warn({ id: s.id, vmId: s.vmId, err: String(err) }, 'could not clean up the VM');
+      }
+    }
+  }
+  rmSync(controlSocketPath(ctx.paths.runDir, ctx.store.root, s.id), { force: true });
+}

@@ -1,0 +1,183 @@
+import { spawn } from 'node:child_process';
+import { closeSync, readFileSync, statfsSync, writeSync } from 'node:fs';
+import type { Readable } from 'node:stream';
+import { type ErrorCode, ErrorCodes, VmcError } from '../../errors.js';
+import { readBundle } from '../../oci/bundle.js';
+import { parseEnv } from '../../oci/env.js';
+import { At } from '../../oci/validate.js';
+import type { ExecProcess } from '../../sandbox/control.js';
+import {
+  connectShim,
+  forwardedGlobals,
+  type RuntimeContext,
+  requireStatus,
+  signalExitCode,
+  writePidFile,
+} from './common.js';
+import { RELAYED_SIGNALS } from './shim.js';
+
+/** Options of `exec` (runc's, plus the internal ones a detached exec passes to its relay). */
+export interface ExecOptions {
+  process?: string;
+  tty?: boolean;
+  detach?: boolean;
+  pidFile?: string;
+  cwd?: string;
+  env?: string[];
+  user?: string;
+  /** internal: the resolved process, as JSON */
+  processJson?: string;
+  /** internal: report "started" on this fd */
+  reportFd?: string;
+}
+
+/**
+ * The process to exec: `--process FILE` (an OCI process object), or the container's own process with `ARGS`,
+ * `--env`, `--cwd` and `--user` applied (as runc does). Invalid input names the file and JSON path.
+ */
+export function execProcess(ctx: RuntimeContext, id: string, args: string[], o: ExecOptions): ExecProcess {
+  const s = ctx.store.read(id);
+  const base = readBundle(s.bundle, (p) => statfsSync(p)).process;
+  let p: ExecProcess = {
+    args,
+    env: base.env.map((e) => `${e.name}=${e.value}`),
+    cwd: base.cwd,
+    uid: base.uid,
+    gid: base.gid,
+    additionalGids: base.additionalGids,
+  };
+  if (o.process) {
+    let json: unknown;
+    try {
+      json = JSON.parse(readFileSync(o.process, 'utf8'));
+    } catch (e) {
+      throw new VmcError(
+        'VMC_ERR_OCI_INVALID',
+        `${o.process}: not a readable JSON file (${(e as Error).message})`,
+      );
+    }
+    const a = new At(json, '', o.process);
+    a.object();
+    if (a.get('terminal').optional((t) => t.bool())) a.get('terminal').fail('false (no pty hand-over yet)');
+    const user = a.get('user');
+    p = {
+      args: a.get('args').strings(),
+      env: parseEnv(a.get('env').optional((e) => e.strings()) ?? [], o.process).map(
+        (e) => `${e.name}=${e.value}`,
+      ),
+      cwd: a.get('cwd').absolutePath(),
+      uid: user.exists() ? user.get('uid').uint() : 0,
+      gid: user.exists() ? user.get('gid').uint() : 0,
+      additionalGids: user.exists()
+        ? (user.get('additionalGids').optional((g) => g.array().map((x) => x.uint())) ?? [])
+        : [],
+    };
+  }
+  if (o.tty)
+    throw new VmcError('VMC_ERR_OCI_UNSUPPORTED', 'exec --tty is not supported (no pty hand-over yet)');
+  if (o.cwd) p.cwd = o.cwd;
+  if (o.env?.length) p.env = [...p.env, ...parseEnv(o.env, '--env').map((e) => `${e.name}=${e.value}`)];
+  if (o.user) {
+    const m = /^([0-9]+)(?::([0-9]+))?$/.exec(o.user);
+    if (!m)
+      throw new VmcError('VMC_ERR_CLI_USAGE', `--user must be UID[:GID], got ${JSON.stringify(o.user)}`);
+    p.uid = Number(m[1]);
+    p.gid = m[2] === undefined ? p.gid : Number(m[2]);
+  }
+  if (p.args.length === 0 || p.args[0] === '')
+    throw new VmcError('VMC_ERR_CLI_USAGE', 'exec needs a command (after --) or --process FILE with args');
+  return p;
+}
+
+/**
+ * `vmcache exec ID [--process F] [--detach --pid-file F] -- ARGS`: runs another process in a running container.
+ * In the foreground this process relays its stdio and signals and exits with the process's status. With
+ * `--detach` a relay process (a descendant of the caller, its pid in `--pid-file`) does that instead.
+ */
+export async function exec(ctx: RuntimeContext, id: string, args: string[], o: ExecOptions): Promise<number> {
+  requireStatus(ctx, id, 'exec', ['running']);
+  const proc = o.processJson ? (JSON.parse(o.processJson) as ExecProcess) : execProcess(ctx, id, args, o);
+  if (o.detach) {
+    const pid = await spawnRelay(ctx, id, proc);
+    if (o.pidFile) writePidFile(o.pidFile, pid);
+    return 0;
+  }
+  const report = (r: { ok: true } | { ok: false; code: string; message: string }) => {
+    if (!o.reportFd) return;
+    try {
+      writeSync(Number(o.reportFd), JSON.stringify(r));
+      closeSync(Number(o.reportFd));
+    } catch {
+      // the parent is gone
+    }
+  };
+  const c = await connectShim(ctx, id);
+  const exited = new Promise<{ code: number | null; signal: string | null }>((resolve) => {
+    c.onEvent = (ev) => {
+      if (ev.t === 'out')
+        (ev.fd === 1 ? process.stdout : process.stderr).write(Buffer.from(ev.data, 'base64'));
+      else if (ev.t === 'exit') resolve(ev);
+    };
+    c.onClose = () => resolve({ code: null, signal: 'SIGKILL' });
+  });
+  try {
+    await c.request({ t: 'exec', pid: process.pid, process: proc });
+  } catch (err) {
+    c.close();
+    const e = err as VmcError;
+    report({ ok: false, code: e.code ?? 'VMC_ERR_CONTAINER_START', message: e.message });
+    throw err;
+  }
+  report({ ok: true });
+  process.stdin.on('data', (d: Buffer) => c.send({ t: 'stdin', data: d.toString('base64') }));
+  process.stdin.on('end', () => c.send({ t: 'close-stdin' }));
+  process.stdin.on('error', () => c.send({ t: 'close-stdin' }));
+  for (const sig of RELAYED_SIGNALS) process.on(sig, () => c.send({ t: 'signal', signal: sig }));
+  const st = await exited;
+  c.close();
+  process.stdin.destroy();
+  return st.code ?? signalExitCode(st.signal ?? 'SIGKILL');
+}
+
+/** Starts a detached exec relay (this CLI, foreground exec, reporting on fd 3) and waits for its report. */
+async function spawnRelay(ctx: RuntimeContext, id: string, proc: ExecProcess): Promise<number> {
+  const child = spawn(
+    process.execPath,
+    [
+      process.argv[1]!,
+      ...forwardedGlobals(ctx.global),
+      'exec',
+      '--report-fd',
+      '3',
+      '--process-json',
+      JSON.stringify(proc),
+      id,
+    ],
+    { stdio: ['inherit', 'inherit', 'inherit', 'pipe'], detached: true },
+  );
+  const status = child.stdio[3] as Readable;
+  let text = '';
+  status.on('data', (d: Buffer) => {
+    text += d.toString();
+  });
+  await new Promise<void>((resolve) => {
+    child.once('error', () => resolve());
+    status.once('close', () => resolve());
+  });
+  let r: { ok: boolean; code?: string; message?: string };
+  try {
+    r = JSON.parse(text) as typeof r;
+  } catch {
+    r = {
+      ok: false,
+      code: 'VMC_ERR_CONTAINER_START',
+      message: 'the exec relay exited before starting the process',
+    };
+  }
+  if (!r.ok) {
+    const code = (r.code && r.code in ErrorCodes ? r.code : 'VMC_ERR_CONTAINER_START') as ErrorCode;
+    throw new VmcError(code, r.message ?? 'exec failed');
+  }
+  child.unref();
+  return child.pid!;
+}

@@ -1,0 +1,62 @@
+import { messageOf } from '../../errors.js';
+import { ContainerShim } from '../../sandbox/container.js';
+import { sweepOrphans } from '../../vm/sweep.js';
+import { hostVmSpec } from '../common.js';
+import { type RuntimeContext, writePidFile } from './common.js';
+import { reserve, spawnShim } from './create.js';
+import { exitLike, relaySignals } from './shim.js';
+import { start } from './start.js';
+
+/** Options of `run` (runc's). */
+export interface RunOptions {
+  bundle?: string;
+  pidFile?: string;
+  detach?: boolean;
+}
+
+/**
+ * `vmcache run ID --bundle DIR`: create and start. In the foreground this process is the container's host-side
+ * process: stdio attached, signals relayed, and it exits as the container's process did, after deleting the
+ * container (as `runc run` does). With `--detach` the container keeps running after this returns.
+ */
+export async function run(ctx: RuntimeContext, id: string, opts: RunOptions): Promise<number> {
+  await sweepOrphans(ctx);
+  reserve(ctx, id, opts.bundle ?? '.');
+  if (opts.detach) {
+    const pid = await spawnShim(ctx, id);
+    if (opts.pidFile) writePidFile(opts.pidFile, pid);
+    await start(ctx, id);
+    return 0;
+  }
+  const abort = new AbortController();
+  const signals = relaySignals(abort);
+  let shim: ContainerShim;
+  try {
+    shim = await ContainerShim.create(id, hostVmSpec(ctx), ctx, { useCache: true, signal: abort.signal });
+  } catch (err) {
+    ctx.store.remove(id);
+    throw err;
+  }
+  signals.attach(shim);
+  if (opts.pidFile) writePidFile(opts.pidFile, process.pid);
+  try {
+    await shim.start({ stdin: process.stdin, stdout: process.stdout, stderr: process.stderr });
+  } catch (err) {
+    await shim.kill('SIGKILL').catch(() => undefined);
+    await shim.stopped;
+    ctx.store.remove(id);
+    throw err;
+  }
+  const st = await shim.stopped;
+  ctx.logger.debug(
+    { id, ms: Math.round(performance.now()) },
+    'container stopped (ms since this process started)',
+  );
+  process.stdin.destroy();
+  try {
+    ctx.store.remove(id);
+  } catch (err) {
+    ctx.logger.warn({ id, err: messageOf(err) }, 'removing the container state');
+  }
+  exitLike(st);
+}

@@ -1,0 +1,86 @@
+import { closeSync, writeSync } from 'node:fs';
+import { isVmcError, messageOf } from '../../errors.js';
+import type { ExitStatus } from '../../protocol/agent/client.js';
+import { ContainerShim } from '../../sandbox/container.js';
+import { hostVmSpec } from '../common.js';
+import type { RuntimeContext } from './common.js';
+import type { ShimReport } from './create.js';
+
+/** Signals the host-side process passes on to the container's process (the pid stands for the container). */
+export const RELAYED_SIGNALS: NodeJS.Signals[] = [
+  'SIGTERM',
+  'SIGINT',
+  'SIGHUP',
+  'SIGQUIT',
+  'SIGUSR1',
+  'SIGUSR2',
+  'SIGWINCH',
+];
+
+/**
+ * Ends this process the way the container's process ended: with its exit code, or killed by the same signal
+ * (so that a waiting containerd shim or conmon sees exactly what runc's would).
+ */
+export function exitLike(st: ExitStatus): never {
+  if (st.signal) {
+    const sig = st.signal as NodeJS.Signals;
+    process.removeAllListeners(sig);
+    try {
+      process.kill(process.pid, sig);
+    } catch {
+      // not a signal this process can receive
+    }
+  }
+  process.exit(st.code ?? 128 + 9);
+}
+
+/** Forwards relayed signals to the shim once it exists; a signal before that aborts the creation. */
+export function relaySignals(abort: AbortController): { attach(shim: ContainerShim): void } {
+  let target: ContainerShim | null = null;
+  for (const sig of RELAYED_SIGNALS) {
+    process.on(sig, () => {
+      if (!target) {
+        if (sig !== 'SIGWINCH') abort.abort();
+        return;
+      }
+      void target.kill(sig).catch(() => undefined);
+    });
+  }
+  return {
+    attach(shim) {
+      target = shim;
+    },
+  };
+}
+
+/**
+ * `vmcache shim ID` (internal; started by `create`): creates the container, reports on fd 3, serves it until
+ * its process has stopped, then exits as that process did.
+ */
+export async function shimMain(ctx: RuntimeContext, id: string): Promise<number> {
+  const report = (r: ShimReport) => {
+    try {
+      writeSync(3, JSON.stringify(r));
+      closeSync(3);
+    } catch {
+      // the creator is gone; nothing to tell
+    }
+  };
+  const abort = new AbortController();
+  const signals = relaySignals(abort);
+  let shim: ContainerShim;
+  try {
+    shim = await ContainerShim.create(id, hostVmSpec(ctx), ctx, { useCache: true, signal: abort.signal });
+  } catch (err) {
+    ctx.logger.error({ id }, messageOf(err));
+    report({
+      ok: false,
+      code: isVmcError(err) ? err.code : 'VMC_ERR_CONTAINER_START',
+      message: messageOf(err),
+    });
+    return 1;
+  }
+  signals.attach(shim);
+  report({ ok: true });
+  exitLike(await shim.stopped);
+}

@@ -1,0 +1,60 @@
+import type { RuntimeConfig } from '../config/config.js';
+import { isVmcError } from '../errors.js';
+import type { VmSpec } from '../hypervisor/types.js';
+import type { VmDeps } from '../vm/vm.js';
+import { DirectFactory } from './direct.js';
+import { VmFactory } from './factory.js';
+import { RemoteCacheFactory } from './remote-cache.js';
+import { TemplateFactory } from './template.js';
+
+/** Which base strategy a selected factory uses. */
+export type FactoryKind = 'cache' | 'template' | 'direct';
+
+/**
+ * The factory a client (`vm run`, `create`, `run`) uses, as Kata's runtime picks one from `[factory]`: the
+ * cache server when `vm_cache_number > 0` and it answers; clones of the template when `enable_template` and a
+ * template exists; a direct boot otherwise. A missing server or template is not fatal (Kata's behaviour): it
+ * warns and boots directly. `useCache: false` forces a direct boot.
+ */
+export async function selectFactory(
+  config: RuntimeConfig,
+  spec: VmSpec,
+  deps: VmDeps,
+  useCache: boolean,
+): Promise<{ factory: VmFactory; kind: FactoryKind }> {
+  const direct = () => ({
+    factory: new VmFactory(
+      new DirectFactory(spec, deps, { agentTimeoutMs: config.agentDialTimeoutMs }),
+      deps,
+    ),
+    kind: 'direct' as const,
+  });
+  const f = config.factory;
+  if (!useCache) return direct();
+  if (f.vmCacheNumber > 0) {
+    try {
+      return {
+        factory: new VmFactory(await RemoteCacheFactory.connect(f.vmCacheEndpoint, deps), deps),
+        kind: 'cache',
+      };
+    } catch (err) {
+      if (!isVmcError(err, 'VMC_ERR_CACHE_UNAVAILABLE')) throw err;
+      deps.logger.warn({ endpoint: f.vmCacheEndpoint }, 'VM cache server unreachable; booting a VM directly');
+      return direct();
+    }
+  }
+  if (f.template) {
+    try {
+      const { factory } = await TemplateFactory.open(spec, f.templatePath, deps, { create: false });
+      return { factory: new VmFactory(factory, deps), kind: 'template' };
+    } catch (err) {
+      if (!isVmcError(err, 'VMC_ERR_TEMPLATE_MISSING')) throw err;
+      deps.logger.warn(
+        { templatePath: f.templatePath },
+        "no VM template (create it with 'vmcache factory init'); booting a VM directly",
+      );
+      return direct();
+    }
+  }
+  return direct();
+}

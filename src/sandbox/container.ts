@@ -1,0 +1,403 @@
+import { existsSync, mkdirSync, rmSync, statfsSync, statSync, writeFileSync } from 'node:fs';
+import { createServer, type Server, type Socket } from 'node:net';
+import { dirname, join } from 'node:path';
+import type { Readable, Writable } from 'node:stream';
+import type { RuntimeConfig } from '../config/config.js';
+import { isVmcError, messageOf, VmcError } from '../errors.js';
+import { selectFactory } from '../factory/select.js';
+import type { VmSpec } from '../hypervisor/types.js';
+import { type ContainerConfig, readBundle } from '../oci/bundle.js';
+import { identify } from '../platform/process.js';
+import { UndoStack } from '../platform/undo-stack.js';
+import type { AgentProcess, ExitStatus } from '../protocol/agent/client.js';
+import { encodeFrame, FrameDecoder } from '../protocol/agent/framing.js';
+import type { ContainerExec } from '../protocol/agent/messages.js';
+import type { Vm, VmDeps } from '../vm/vm.js';
+import { type ControlReply, type ControlRequest, controlSocketPath, parseControlRequest } from './control.js';
+import { type MountPlan, planMounts } from './mounts.js';
+import type { StateStore } from './state-store.js';
+
+/** What the container layer needs besides the VM dependencies. */
+export interface SandboxDeps extends VmDeps {
+  config: RuntimeConfig;
+  store: StateStore;
+}
+
+/** The stdio the container's process is attached to (the shim's own, inherited from the caller). */
+export interface Stdio {
+  stdin: Readable;
+  stdout: Writable;
+  stderr: Writable;
+}
+
+/** Refuses what a bundle may ask for but vmcache cannot do, naming the JSON path. */
+export function checkSupported(cfg: ContainerConfig): void {
+  if (cfg.process.terminal)
+    throw new VmcError(
+      'VMC_ERR_OCI_UNSUPPORTED',
+      `${cfg.bundle}/config.json: process.terminal: true is not supported (no pty hand-over yet); set it to false`,
+    );
+}
+
+const statfs = (p: string) => statfsSync(p);
+
+/**
+ * One container, served by the host-side process that stands for it (the "shim": `create` leaves it running
+ * as a descendant of the caller; `run` is one). It owns the VM and the only agent connection, holds the
+ * container's stdio, serves the control socket, and records every transition in the state store.
+ * Life cycle: created → running ⇄ paused → stopped; a kill before start goes straight to stopped.
+ */
+export class ContainerShim {
+  status: 'created' | 'running' | 'paused' | 'stopped' = 'created';
+  readonly #execs = new Set<number>();
+  #proc: AgentProcess | null = null;
+  #server: Server | null = null;
+  #resolveStopped!: (s: ExitStatus) => void;
+  /** Resolves with the container process's exit status once it has stopped and the VM is gone. */
+  readonly stopped: Promise<ExitStatus>;
+
+  private constructor(
+    readonly id: string,
+    readonly cfg: ContainerConfig,
+    readonly vm: Vm,
+    private readonly plan: MountPlan,
+    private readonly deps: SandboxDeps,
+  ) {
+    this.stopped = new Promise((r) => {
+      this.#resolveStopped = r;
+    });
+  }
+
+  /**
+   * Creates the container recorded (as `creating`) under `id`: reads its bundle, takes a VM from the factory
+   * the configuration selects, bind-mounts the rootfs (and bind-mount sources) into the VM's share, listens
+   * on the control socket and records `created` with this process as the container's pid. Undone on failure.
+   */
+  static async create(
+    id: string,
+    spec: VmSpec,
+    deps: SandboxDeps,
+    opts: { useCache: boolean; signal?: AbortSignal },
+  ): Promise<ContainerShim> {
+    const state = deps.store.read(id);
+    const cfg = readBundle(state.bundle, statfs);
+    checkSupported(cfg);
+    const plan = planMounts(cfg.mounts, id, cfg.shmSize, existsSync, join(cfg.bundle, 'config.json'));
+    for (const s of plan.skipped) deps.logger.debug({ id, ...s }, 'mount skipped');
+    const undo = new UndoStack();
+    try {
+      const { factory } = await selectFactory(deps.config, spec, deps, opts.useCache);
+      const got = await factory.getVM(spec, opts.signal).finally(() => factory.close());
+      const vm = got.vm;
+      // Destroying the VM also unmounts everything under its state directory (the binds below).
+      undo.push('destroy VM', () => vm.destroy());
+      await shareInto(vm.record.files.sharedDir, cfg.rootfs, `${id}/rootfs`, deps);
+      for (const b of plan.host) await shareInto(vm.record.files.sharedDir, b.source, b.shareRel, deps);
+      const shim = new ContainerShim(id, cfg, vm, plan, deps);
+      await shim.#listen();
+      undo.push('close control socket', () => shim.#closeServer());
+      await deps.store.update(id, (s) => {
+        s.status = 'created';
+        s.vmId = vm.id;
+        s.shim = identify(process.pid);
+      });
+      deps.logger.debug({ id, vmId: vm.id, ms: Math.round(got.timings.totalMs) }, 'container created');
+      undo.release();
+      return shim;
+    } catch (err) {
+      await undo.unwind();
+      throw err;
+    }
+  }
+
+  /** Starts the container's process with `stdio` attached. Only valid when created. */
+  async start(stdio: Stdio): Promise<void> {
+    if (this.status !== 'created')
+      throw new VmcError(
+        'VMC_ERR_INVALID_STATE',
+        `container ${this.id} is ${this.status}, start needs created`,
+      );
+    const p = this.cfg.process;
+    const t0 = this.deps.clock.monotonic();
+    let proc: AgentProcess;
+    try {
+      proc = await this.vm.exec({
+        args: p.args,
+        env: p.env.map((e) => `${e.name}=${e.value}`),
+        cwd: p.cwd,
+        uid: p.uid,
+        gid: p.gid,
+        stdin: true,
+        container: this.#containerExec(),
+      });
+    } catch (err) {
+      throw startError(this.id, err);
+    }
+    this.deps.logger.debug(
+      { id: this.id, ms: Math.round(this.deps.clock.monotonic() - t0) },
+      'process started',
+    );
+    this.#proc = proc;
+    this.status = 'running';
+    await this.deps.store.update(this.id, (s) => {
+      s.status = 'running';
+    });
+    relay(proc, stdio);
+    const outputDone = Promise.all([ended(proc.stdout), ended(proc.stderr)]);
+    proc.wait().then(
+      async (st) => {
+        await outputDone;
+        await this.#stop(st);
+      },
+      async (err: unknown) => {
+        this.deps.logger.error({ id: this.id, err: messageOf(err) }, 'lost the container process (VM died?)');
+        await this.#stop({ code: null, signal: 'SIGKILL' });
+      },
+    );
+  }
+
+  /** Delivers `signal` (a name) to the container's process; before start, a kill stops the container. */
+  async kill(signal: string): Promise<void> {
+    if (this.status === 'stopped')
+      throw new VmcError('VMC_ERR_INVALID_STATE', `container ${this.id} is not running`);
+    if (this.status === 'created') {
+      void this.#stop({ code: null, signal });
+      return;
+    }
+    if (this.status === 'paused') await this.resume();
+    await this.#proc!.kill(signal);
+  }
+
+  /** Freezes the VM (QMP stop). */
+  async pause(): Promise<void> {
+    if (this.status !== 'running')
+      throw new VmcError(
+        'VMC_ERR_INVALID_STATE',
+        `container ${this.id} is ${this.status}, pause needs running`,
+      );
+    await this.vm.pause();
+    this.status = 'paused';
+    await this.deps.store.update(this.id, (s) => {
+      s.status = 'paused';
+    });
+  }
+
+  /** Thaws the VM. */
+  async resume(): Promise<void> {
+    if (this.status !== 'paused')
+      throw new VmcError(
+        'VMC_ERR_INVALID_STATE',
+        `container ${this.id} is ${this.status}, resume needs paused`,
+      );
+    await this.vm.resume();
+    this.status = 'running';
+    await this.deps.store.update(this.id, (s) => {
+      s.status = 'running';
+    });
+  }
+
+  /** Host pids that stand for the container's processes: this process and every exec relay. */
+  pids(): number[] {
+    return [process.pid, ...this.#execs];
+  }
+
+  #containerExec(join?: number): ContainerExec {
+    const c: ContainerExec = {
+      root: `${this.id}/rootfs`,
+      readonly: this.cfg.rootfsReadonly,
+      noNewPrivileges: this.cfg.process.noNewPrivileges,
+      additionalGids: this.cfg.process.additionalGids,
+      mounts: this.plan.guest,
+    };
+    if (this.cfg.hostname) c.hostname = this.cfg.hostname;
+    if (join !== undefined) return { root: c.root, join };
+    return c;
+  }
+
+  /** Once: records the exit, destroys the VM (and with it the share's mounts), closes the control socket. */
+  async #stop(st: ExitStatus): Promise<void> {
+    if (this.status === 'stopped') return;
+    this.status = 'stopped';
+    const t0 = this.deps.clock.monotonic();
+    await this.vm
+      .destroy()
+      .catch((e: unknown) => this.deps.logger.error({ err: messageOf(e) }, 'VM destroy'));
+    this.deps.logger.debug({ id: this.id, ms: Math.round(this.deps.clock.monotonic() - t0) }, 'VM destroyed');
+    await this.deps.store
+      .update(this.id, (s) => {
+        s.status = 'stopped';
+        s.exit = st;
+      })
+      .catch((e: unknown) => this.deps.logger.error({ err: messageOf(e) }, 'recording the exit'));
+    await this.#closeServer();
+    this.#resolveStopped(st);
+  }
+
+  #socketPath(): string {
+    return controlSocketPath(this.deps.paths.runDir, this.deps.store.root, this.id);
+  }
+
+  async #listen(): Promise<void> {
+    const path = this.#socketPath();
+    mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+    rmSync(path, { force: true }); // a stale socket of a crashed shim with the same id
+    const server = createServer((sock) => this.#serve(sock));
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(path, resolve);
+    });
+    this.#server = server;
+  }
+
+  async #closeServer(): Promise<void> {
+    const s = this.#server;
+    this.#server = null;
+    if (!s) return;
+    await new Promise((r) => s.close(r));
+    rmSync(this.#socketPath(), { force: true });
+  }
+
+  #serve(sock: Socket): void {
+    const decoder = new FrameDecoder();
+    const reply = (r: ControlReply) => {
+      if (!sock.destroyed) sock.write(encodeFrame(r));
+    };
+    let exec: { proc: AgentProcess; relayPid: number } | null = null;
+    sock.on('error', () => sock.destroy());
+    sock.on('close', () => {
+      // The relay that stood for an exec'd process is gone: so is the process.
+      if (exec && this.#execs.delete(exec.relayPid)) void exec.proc.kill('SIGKILL').catch(() => undefined);
+    });
+    sock.on('data', (chunk: Buffer) => {
+      for (const f of decoder.push(chunk)) {
+        const parsed = f.ok ? parseControlRequest(f.value) : { ok: false as const, error: f.reason };
+        if (!parsed.ok) {
+          reply({ t: 'error', code: 'VMC_ERR_CLI_USAGE', message: parsed.error });
+          continue;
+        }
+        const req = parsed.req;
+        if (req.t === 'stdin' || req.t === 'close-stdin' || req.t === 'signal') {
+          if (!exec) continue;
+          const p = exec.proc;
+          const done =
+            req.t === 'stdin'
+              ? p.write(Buffer.from(req.data, 'base64'))
+              : req.t === 'signal'
+                ? p.kill(req.signal)
+                : p.end();
+          done.catch(() => undefined);
+          continue;
+        }
+        this.#handle(req, sock, reply).then(
+          (r) => {
+            if (r && 'relayPid' in r) exec = r;
+          },
+          (err: unknown) =>
+            reply({
+              t: 'error',
+              code: isVmcError(err) ? err.code : 'VMC_ERR_CONTAINER_START',
+              message: messageOf(err),
+            }),
+        );
+      }
+    });
+  }
+
+  async #handle(
+    req: ControlRequest,
+    sock: Socket,
+    reply: (r: ControlReply) => void,
+  ): Promise<{ proc: AgentProcess; relayPid: number } | undefined> {
+    switch (req.t) {
+      case 'start':
+        // The shim's own stdio is the container's (inherited from the caller of `create`).
+        await this.start({ stdin: process.stdin, stdout: process.stdout, stderr: process.stderr });
+        break;
+      case 'kill':
+        await this.kill(req.signal);
+        break;
+      case 'pause':
+        await this.pause();
+        break;
+      case 'resume':
+        await this.resume();
+        break;
+      case 'ps':
+        reply({ t: 'ok', result: { pids: this.pids() } });
+        return;
+      case 'exec': {
+        if (this.status !== 'running' || !this.#proc)
+          throw new VmcError(
+            'VMC_ERR_INVALID_STATE',
+            `container ${this.id} is ${this.status}, exec needs running`,
+          );
+        const p = req.process;
+        let proc: AgentProcess;
+        try {
+          proc = await this.vm.exec({
+            args: p.args,
+            env: p.env,
+            cwd: p.cwd,
+            uid: p.uid,
+            gid: p.gid,
+            stdin: true,
+            container: { ...this.#containerExec(this.#proc.pid), additionalGids: p.additionalGids },
+          });
+        } catch (err) {
+          throw startError(this.id, err);
+        }
+        this.#execs.add(req.pid);
+        reply({ t: 'ok', result: { guestPid: proc.pid } });
+        proc.stdout.on('data', (d: Buffer) => reply({ t: 'out', fd: 1, data: d.toString('base64') }));
+        proc.stderr.on('data', (d: Buffer) => reply({ t: 'out', fd: 2, data: d.toString('base64') }));
+        const out = Promise.all([ended(proc.stdout), ended(proc.stderr)]);
+        const finish = (st: ExitStatus) => {
+          this.#execs.delete(req.pid);
+          reply({ t: 'exit', ...st });
+          sock.end();
+        };
+        proc.wait().then(
+          (st) => out.then(() => finish(st)),
+          () => finish({ code: null, signal: 'SIGKILL' }),
+        );
+        void this.stopped.then(() => finish({ code: null, signal: 'SIGKILL' }));
+        return { proc, relayPid: req.pid };
+      }
+    }
+    reply({ t: 'ok' });
+    return;
+  }
+}
+
+/** Bind-mounts host `source` (file or directory) at `<sharedDir>/<rel>`, creating the mount point. */
+async function shareInto(sharedDir: string, source: string, rel: string, deps: VmDeps): Promise<void> {
+  const target = join(sharedDir, rel);
+  mkdirSync(dirname(target), { recursive: true });
+  if (statSync(source).isDirectory()) mkdirSync(target, { recursive: true });
+  else writeFileSync(target, '', { flag: 'a' });
+  await deps.run('mount', ['--rbind', source, target]);
+}
+
+/** Copies the process's output to `stdio` and `stdio.stdin` to the process (EOF closes its stdin). */
+function relay(proc: AgentProcess, stdio: Stdio): void {
+  proc.stdout.pipe(stdio.stdout, { end: false });
+  proc.stderr.pipe(stdio.stderr, { end: false });
+  let chain = Promise.resolve();
+  stdio.stdin.on('data', (c: Buffer) => {
+    chain = chain.then(() => proc.write(c)).catch(() => undefined);
+  });
+  stdio.stdin.on('end', () => {
+    chain = chain.then(() => proc.end()).catch(() => undefined);
+  });
+  stdio.stdin.on('error', () => {
+    chain = chain.then(() => proc.end()).catch(() => undefined);
+  });
+}
+
+function ended(s: Readable): Promise<void> {
+  return s.readableEnded ? Promise.resolve() : new Promise((r) => s.once('end', r));
+}
+
+function startError(id: string, err: unknown): VmcError {
+  return new VmcError('VMC_ERR_CONTAINER_START', `container ${id}: ${messageOf(err)}`, { cause: err });
+}

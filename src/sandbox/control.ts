@@ -1,0 +1,201 @@
+/**
+ * The control channel of a container's host-side process (the "shim"): a Unix socket on which other vmcache
+ * invocations (`start`, `kill`, `pause`, `resume`, `ps`, `exec`) reach the one process that holds the VM's
+ * agent connection (virtio-serial serves one host connection). Frames are the agent's (`VMC1` + length + JSON);
+ * every frame is validated here, at the boundary, by both ends.
+ */
+import { createHash } from 'node:crypto';
+import { connect, type Socket } from 'node:net';
+import { join } from 'node:path';
+import { messageOf, VmcError } from '../errors.js';
+import { encodeFrame, FrameDecoder } from '../protocol/agent/framing.js';
+
+/** A process to run in a running container (`exec`). */
+export interface ExecProcess {
+  args: string[];
+  env: string[];
+  cwd: string;
+  uid: number;
+  gid: number;
+  additionalGids: number[];
+}
+
+/** Requests a client sends. */
+export type ControlRequest =
+  | { t: 'start' }
+  | { t: 'kill'; signal: string }
+  | { t: 'pause' }
+  | { t: 'resume' }
+  | { t: 'ps' }
+  /** `pid`: the host process standing for the exec'd process (listed by `ps`). */
+  | { t: 'exec'; pid: number; process: ExecProcess }
+  // Only after an `exec` was accepted on the same connection:
+  | { t: 'stdin'; data: string }
+  | { t: 'close-stdin' }
+  | { t: 'signal'; signal: string };
+
+/** Replies and events the shim sends. */
+export type ControlReply =
+  | { t: 'ok'; result?: unknown }
+  | { t: 'error'; code: string; message: string }
+  | { t: 'out'; fd: 1 | 2; data: string }
+  | { t: 'exit'; code: number | null; signal: string | null };
+
+type Obj = Record<string, unknown>;
+const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !Array.isArray(v);
+const isUint = (v: unknown): v is number => Number.isSafeInteger(v) && (v as number) >= 0;
+const isStrings = (v: unknown): v is string[] => Array.isArray(v) && v.every((s) => typeof s === 'string');
+const SIGNAL = /^(SIG)?[A-Z0-9+-]{1,16}$/;
+
+/** Validates a request frame; returns the request or an error naming the field. */
+export function parseControlRequest(
+  v: unknown,
+): { ok: true; req: ControlRequest } | { ok: false; error: string } {
+  if (!isObj(v)) return { ok: false, error: 'request is not an object' };
+  switch (v.t) {
+    case 'start':
+    case 'pause':
+    case 'resume':
+    case 'ps':
+    case 'close-stdin':
+      return { ok: true, req: { t: v.t } };
+    case 'kill':
+    case 'signal':
+      if (typeof v.signal !== 'string' || !SIGNAL.test(v.signal))
+        return { ok: false, error: `${v.t}.signal must be a signal name such as SIGTERM` };
+      return { ok: true, req: { t: v.t, signal: v.signal } };
+    case 'stdin':
+      if (typeof v.data !== 'string') return { ok: false, error: 'stdin.data must be base64' };
+      return { ok: true, req: { t: 'stdin', data: v.data } };
+    case 'exec': {
+      const p = v.process;
+      if (!isUint(v.pid)) return { ok: false, error: 'exec.pid must be a pid' };
+      if (!isObj(p)) return { ok: false, error: 'exec.process must be an object' };
+      if (!isStrings(p.args) || p.args.length === 0 || p.args[0] === '')
+        return { ok: false, error: 'exec.process.args must be a non-empty string array' };
+      if (!isStrings(p.env)) return { ok: false, error: 'exec.process.env must be a string array' };
+      if (typeof p.cwd !== 'string' || !p.cwd.startsWith('/'))
+        return { ok: false, error: 'exec.process.cwd must be an absolute path' };
+      if (!isUint(p.uid) || !isUint(p.gid))
+        return { ok: false, error: 'exec.process.uid/gid must be integers' };
+      if (!Array.isArray(p.additionalGids) || !p.additionalGids.every(isUint))
+        return { ok: false, error: 'exec.process.additionalGids must be integers' };
+      return { ok: true, req: { t: 'exec', pid: v.pid, process: p as unknown as ExecProcess } };
+    }
+    default:
+      return { ok: false, error: `unknown request ${JSON.stringify(v.t)}` };
+  }
+}
+
+/** Validates a reply frame. */
+export function parseControlReply(v: unknown): ControlReply | null {
+  if (!isObj(v)) return null;
+  switch (v.t) {
+    case 'ok':
+      return { t: 'ok', result: v.result };
+    case 'error':
+      return typeof v.code === 'string' && typeof v.message === 'string'
+        ? { t: 'error', code: v.code, message: v.message }
+        : null;
+    case 'out':
+      return (v.fd === 1 || v.fd === 2) && typeof v.data === 'string'
+        ? { t: 'out', fd: v.fd, data: v.data }
+        : null;
+    case 'exit':
+      return (v.code === null || Number.isInteger(v.code)) &&
+        (v.signal === null || typeof v.signal === 'string')
+        ? { t: 'exit', code: v.code as number | null, signal: v.signal as string | null }
+        : null;
+    default:
+      return null;
+  }
+}
+
+/**
+ * The control socket of container `id` under state root `root`. It lives in `<runDir>/ctl/` under a hash of
+ * root and id, because a runc-style root plus a 64-hex id (containerd's) would exceed the 107-byte limit of
+ * Unix socket paths.
+ */
+export function controlSocketPath(runDir: string, root: string, id: string): string {
+  const h = createHash('sha256').update(`${root}\0${id}`).digest('hex').slice(0, 24);
+  return join(runDir, 'ctl', `${h}.sock`);
+}
+
+/** A client connection to a shim's control socket. */
+export class ControlClient {
+  readonly #socket: Socket;
+  readonly #decoder = new FrameDecoder();
+  #waiter: { resolve: (r: ControlReply) => void; reject: (e: Error) => void } | null = null;
+  #closed: Error | null = null;
+  /** Called for `out` and `exit` events (exec). */
+  onEvent: (r: ControlReply) => void = () => {};
+
+  private constructor(socket: Socket) {
+    this.#socket = socket;
+    socket.on('data', (c: Buffer) => {
+      for (const f of this.#decoder.push(c)) {
+        const r = f.ok ? parseControlReply(f.value) : null;
+        if (!r) continue;
+        if ((r.t === 'ok' || r.t === 'error') && this.#waiter) {
+          const w = this.#waiter;
+          this.#waiter = null;
+          w.resolve(r);
+        } else this.onEvent(r);
+      }
+    });
+    const gone = () => {
+      this.#closed ??= new VmcError(
+        'VMC_ERR_CONTAINER_UNREACHABLE',
+        'the container process closed the connection',
+      );
+      this.#waiter?.reject(this.#closed);
+      this.#waiter = null;
+      this.onClose();
+    };
+    socket.on('error', gone);
+    socket.on('close', gone);
+  }
+
+  /** Called once when the connection ends. */
+  onClose: () => void = () => {};
+
+  /** Connects; VMC_ERR_CONTAINER_UNREACHABLE when nobody listens. */
+  static connect(path: string, id: string): Promise<ControlClient> {
+    return new Promise((resolve, reject) => {
+      const s = connect(path);
+      s.once('connect', () => resolve(new ControlClient(s)));
+      s.once('error', (e) =>
+        reject(
+          new VmcError(
+            'VMC_ERR_CONTAINER_UNREACHABLE',
+            `container ${id}: its host-side process does not answer (${messageOf(e)})`,
+            { cause: e },
+          ),
+        ),
+      );
+    });
+  }
+
+  /** Sends a request and waits for `ok` (its result) or `error` (thrown as VmcError with the shim's code). */
+  async request<T = unknown>(req: ControlRequest): Promise<T> {
+    if (this.#closed) throw this.#closed;
+    const reply = await new Promise<ControlReply>((resolve, reject) => {
+      this.#waiter = { resolve, reject };
+      this.#socket.write(encodeFrame(req));
+    });
+    if (reply.t === 'error') {
+      const code = reply.code.startsWith('VMC_ERR_') ? reply.code : 'VMC_ERR_CONTAINER_UNREACHABLE';
+      throw new VmcError(code as 'VMC_ERR_INVALID_STATE', reply.message);
+    }
+    return (reply as { result?: T }).result as T;
+  }
+
+  /** Sends without waiting for a reply (stdin, signal). */
+  send(req: ControlRequest): void {
+    if (!this.#closed) this.#socket.write(encodeFrame(req));
+  }
+
+  close(): void {
+    this.#socket.destroy();
+  }
+}
