@@ -1,9 +1,12 @@
 import { spawn } from 'node:child_process';
-import { statfsSync } from 'node:fs';
+import { existsSync, statfsSync } from 'node:fs';
+import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { type ErrorCode, ErrorCodes, VmcError } from '../../errors.js';
 import { readBundle } from '../../oci/bundle.js';
 import { checkSupported } from '../../sandbox/container.js';
+import { planMounts } from '../../sandbox/mounts.js';
+import { checkId } from '../../sandbox/state-store.js';
 import { sweepOrphans } from '../../vm/sweep.js';
 import { hostVmSpec } from '../common.js';
 import { forwardedGlobals, type RuntimeContext, writePidFile } from './common.js';
@@ -20,8 +23,10 @@ export interface CreateOptions {
  * rejected up front is, so that bad input leaves nothing behind.
  */
 export function reserve(ctx: RuntimeContext, id: string, bundleDir: string): void {
+  checkId(id);
   const cfg = readBundle(bundleDir, (p) => statfsSync(p));
   checkSupported(cfg);
+  planMounts(cfg.mounts, id, cfg.shmSize, existsSync, join(cfg.bundle, 'config.json'));
   hostVmSpec(ctx);
   ctx.store.reserve({
     version: 1,

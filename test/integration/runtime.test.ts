@@ -1,0 +1,276 @@
+import assert from 'node:assert/strict';
+import { type ChildProcess, spawn } from 'node:child_process';
+import {
+  closeSync,
+  existsSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  writeFileSync,
+} from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { mountsUnder } from '../../src/platform/mounts.js';
+import { identify, isAlive } from '../../src/platform/process.js';
+import { busyboxBundle, busyboxRootfs } from '../helpers/bundle.js';
+import { type Finished, finished, run, VMCACHE } from '../helpers/cli.js';
+import { IMAGE_DIR, vmDirsLeft, vmEnv } from '../helpers/vm-env.js';
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+describe('OCI runtime (runc-compatible CLI, busybox bundles, real QEMU)', () => {
+  const env = vmEnv();
+  const root = join(env.runDir, 'root');
+  const cfg = join(env.runDir, 'configuration.toml');
+  const endpoint = join(env.runDir, 'cache.sock');
+  const cliEnv = {
+    ...process.env,
+    VMCACHE_RUN_DIR: env.runDir,
+    VMCACHE_IMAGE_DIR: IMAGE_DIR,
+    VMCACHE_CONFIG: cfg,
+  };
+  let rootfs: string;
+  let server: ChildProcess;
+  let serverDone: Promise<Finished>;
+  const vmc = (args: string[], input?: string) => run(VMCACHE, ['--root', root, ...args], cliEnv, input);
+  /** Runs the CLI with stdout/stderr to a file (a created container's process keeps them), returns its status. */
+  const vmcToFile = (args: string[], file: string): Promise<number | null> => {
+    const fd = openSync(file, 'a');
+    const child = spawn(VMCACHE, ['--root', root, ...args], { env: cliEnv, stdio: ['ignore', fd, fd] });
+    closeSync(fd);
+    return new Promise((resolve) => child.on('exit', (code) => resolve(code)));
+  };
+  const state = async (id: string) => {
+    const r = await vmc(['state', id]);
+    assert.equal(r.code, 0, r.stderr);
+    return JSON.parse(r.stdout) as { status: string; pid: number; id: string; bundle: string };
+  };
+  const waitStatus = async (id: string, status: string, ms = 30_000) => {
+    const deadline = Date.now() + ms;
+    for (;;) {
+      const s = await state(id);
+      if (s.status === status) return s;
+      if (Date.now() > deadline) assert.fail(`${id} stayed ${s.status}, expected ${status}`);
+      await sleep(100);
+    }
+  };
+  const containersLeft = () =>
+    existsSync(join(root, 'containers')) ? readdirSync(join(root, 'containers')) : [];
+  const bundle = (name: string, o: Parameters<typeof busyboxBundle>[2]) =>
+    busyboxBundle(join(env.runDir, 'bundles', name), rootfs, o);
+
+  before(async () => {
+    rootfs = busyboxRootfs(join(env.runDir, 'busybox'));
+    writeFileSync(cfg, `[factory]\nvm_cache_number = 2\nvm_cache_endpoint = "${endpoint}"\n`);
+    server = spawn(VMCACHE, ['factory', 'init'], { env: cliEnv, stdio: ['ignore', 'pipe', 'pipe'] });
+    serverDone = finished(server);
+    for (let i = 0; !existsSync(endpoint); i++) {
+      if (i > 300) assert.fail(`cache server never listened: ${(await serverDone).stderr}`);
+      await sleep(100);
+    }
+  });
+
+  after(async () => {
+    for (const id of containersLeft()) await vmc(['delete', '--force', id]);
+    await run(VMCACHE, ['factory', 'destroy'], cliEnv);
+    if (server.exitCode === null) server.kill('SIGKILL');
+    await serverDone;
+    await run(VMCACHE, ['vm', 'gc'], cliEnv);
+    assert.deepEqual(mountsUnder(env.runDir), [], 'mounts left behind');
+    assert.deepEqual(vmDirsLeft(env.runDir), [], 'VMs left behind');
+    env.cleanup();
+  });
+
+  it('run: stdout, stderr, stdin, env (values with =), cwd, user, hostname and the exit status pass through', async () => {
+    const b = bundle('io', {
+      args: ['sh', '-c', 'echo "$GREETING"; pwd; id -u; id -g; hostname; cat; echo oops >&2; exit 3'],
+      env: ['GREETING=a=b=c'],
+      cwd: '/tmp',
+      user: { uid: 1000, gid: 1000 },
+      hostname: 'box',
+    });
+    const r = await vmc(['run', '--bundle', b, 'io1'], 'from-stdin\n');
+    assert.equal(r.code, 3, r.stderr);
+    assert.equal(r.stdout, 'a=b=c\n/tmp\n1000\n1000\nbox\nfrom-stdin\n');
+    assert.equal(r.stderr, 'oops\n');
+    assert.deepEqual(containersLeft(), [], 'run deletes the container afterwards');
+  });
+
+  it('create → start → kill: created, running, stopped; pid file, state, ps, exec, pause and resume', async () => {
+    const b = bundle('life', {
+      args: ['sh', '-c', 'trap "echo got-term; exit 7" TERM; echo started; while :; do sleep 0.1; done'],
+    });
+    const out = join(env.runDir, 'life.out');
+    const pidFile = join(env.runDir, 'life.pid');
+    assert.equal(
+      await vmcToFile(['create', '--bundle', b, '--pid-file', pidFile, 'c1'], out),
+      0,
+      readFileSync(out, 'utf8'),
+    );
+    const pidText = readFileSync(pidFile, 'utf8');
+    assert.match(pidText, /^[0-9]+$/, 'the bare pid, no newline');
+    const pid = Number(pidText);
+    let s = await state('c1');
+    assert.equal(s.status, 'created');
+    assert.equal(s.pid, pid);
+    assert.equal(s.bundle, b);
+    assert.ok(identify(pid), 'the host-side process is alive');
+
+    const dup = await vmc(['create', '--bundle', b, 'c1']);
+    assert.notEqual(dup.code, 0);
+    assert.match(dup.stderr, /already exists.*VMC_ERR_CONTAINER_EXISTS/);
+
+    assert.equal((await vmc(['start', 'c1'])).code, 0);
+    s = await state('c1');
+    assert.equal(s.status, 'running');
+    const again = await vmc(['start', 'c1']);
+    assert.notEqual(again.code, 0);
+    assert.match(again.stderr, /c1 is running; start needs created/);
+    const del = await vmc(['delete', 'c1']);
+    assert.notEqual(del.code, 0);
+    assert.match(del.stderr, /running.*--force/);
+
+    const ps = await vmc(['ps', '--format', 'json', 'c1']);
+    assert.deepEqual(JSON.parse(ps.stdout), [pid]);
+    const ex = await vmc(['exec', 'c1', '--', 'sh', '-c', 'echo second; cat; exit 5'], 'in\n');
+    assert.equal(ex.code, 5, ex.stderr);
+    assert.equal(ex.stdout, 'second\nin\n');
+    const nope = await vmc(['exec', 'c1', '--', 'nope']);
+    assert.notEqual(nope.code, 0);
+    assert.match(nope.stderr, /executable file not found/);
+
+    const execPid = join(env.runDir, 'exec.pid');
+    // The relay keeps the caller's stdio (as runc's exec'd process does), so give it a file, not a pipe.
+    assert.equal(
+      await vmcToFile(['exec', '--detach', '--pid-file', execPid, 'c1', '--', 'sleep', '600'], out),
+      0,
+    );
+    const relay = Number(readFileSync(execPid, 'utf8'));
+    assert.ok(identify(relay), 'the exec relay stands for the process');
+    assert.deepEqual(
+      JSON.parse((await vmc(['ps', '--format', 'json', 'c1'])).stdout).sort(),
+      [pid, relay].sort(),
+    );
+
+    assert.equal((await vmc(['pause', 'c1'])).code, 0);
+    assert.equal((await state('c1')).status, 'paused');
+    assert.equal((await vmc(['resume', 'c1'])).code, 0);
+    assert.equal((await state('c1')).status, 'running');
+
+    assert.equal((await vmc(['kill', 'c1', 'TERM'])).code, 0);
+    s = await waitStatus('c1', 'stopped');
+    assert.equal(s.pid, 0);
+    assert.match(readFileSync(out, 'utf8'), /started\n(.|\n)*got-term\n/);
+    assert.notEqual((await vmc(['kill', 'c1', '9'])).code, 0, 'kill of a stopped container is refused');
+    assert.equal((await vmc(['delete', 'c1'])).code, 0);
+    assert.deepEqual(containersLeft(), []);
+    assert.ok(!identify(pid) || !isAlive(identify(pid)!), 'the host-side process exited');
+    assert.ok(!identify(relay) || !isAlive(identify(relay)!), 'the exec relay exited with the container');
+    assert.deepEqual(mountsUnder(env.runDir), []);
+  });
+
+  it('runs two containers at once (run --detach), lists them, and delete --force stops them', async () => {
+    const b = bundle('pair', { args: ['sh', '-c', 'while :; do sleep 1; done'] });
+    const out = join(env.runDir, 'pair.out');
+    const codes = await Promise.all(
+      ['p1', 'p2'].map((id) => vmcToFile(['run', '-d', '--bundle', b, id], out)),
+    );
+    assert.deepEqual(codes, [0, 0], readFileSync(out, 'utf8'));
+    const l = await vmc(['list', '--format', 'json']);
+    const listed = JSON.parse(l.stdout) as Array<{ id: string; status: string }>;
+    assert.deepEqual(
+      listed.map((c) => [c.id, c.status]),
+      [
+        ['p1', 'running'],
+        ['p2', 'running'],
+      ],
+    );
+    assert.equal((await vmc(['delete', '--force', 'p1'])).code, 0);
+    assert.equal((await vmc(['delete', '--force', 'p2'])).code, 0);
+    assert.deepEqual(containersLeft(), []);
+    assert.equal((await vmc(['delete', '--force', 'p2'])).code, 0, 'deleting again with --force is quiet');
+  });
+
+  it('a program that does not exist: start fails naming it; delete leaves nothing', async () => {
+    const b = bundle('nope', { args: ['nope-not-here'] });
+    const out = join(env.runDir, 'nope.out');
+    assert.equal(await vmcToFile(['create', '--bundle', b, 'n1'], out), 0);
+    const r = await vmc(['start', 'n1']);
+    assert.notEqual(r.code, 0);
+    assert.match(
+      r.stderr,
+      /exec: "nope-not-here": executable file not found in \$PATH.*VMC_ERR_CONTAINER_START/,
+    );
+    assert.equal((await vmc(['delete', 'n1'])).code, 0, 'a created container is deleted without --force');
+    assert.deepEqual(containersLeft(), []);
+  });
+
+  it('bad input: a clear error naming what is wrong, a non-zero exit, nothing created', async () => {
+    const bad = join(env.runDir, 'bundles', 'bad');
+    mkdirSync(bad, { recursive: true });
+    const cases: Array<[string, string[], RegExp, () => void]> = [
+      [
+        'a missing bundle',
+        ['create', '--bundle', '/nonexistent/b', 'x1'],
+        /not a directory.*VMC_ERR_OCI_BUNDLE/,
+        () => {},
+      ],
+      ['no config.json', ['create', '--bundle', bad, 'x1'], /no readable config.json/, () => {}],
+      [
+        'invalid JSON',
+        ['create', '--bundle', bad, 'x1'],
+        /not valid JSON.*VMC_ERR_OCI_INVALID/,
+        () => writeFileSync(join(bad, 'config.json'), '{"ociVersion": '),
+      ],
+      [
+        'a rootfs that does not exist',
+        ['create', '--bundle', bad, 'x1'],
+        /root.path .*missing-rootfs is not a directory/,
+        () => busyboxBundle(bad, join(env.runDir, 'missing-rootfs'), { args: ['true'] }),
+      ],
+      [
+        'a terminal',
+        ['create', '--bundle', bad, 'x1'],
+        /process.terminal: true is not supported.*VMC_ERR_OCI_UNSUPPORTED/,
+        () => busyboxBundle(bad, rootfs, { args: ['sh'], terminal: true }),
+      ],
+      [
+        'a bind mount of a source that does not exist',
+        ['create', '--bundle', bad, 'x1'],
+        /mounts\[7\].source "\/nonexistent\/src"/,
+        () =>
+          busyboxBundle(bad, rootfs, {
+            args: ['true'],
+            mounts: [{ destination: '/data', type: 'bind', source: '/nonexistent/src', options: ['rbind'] }],
+          }),
+      ],
+      ['an invalid id', ['create', '--bundle', bad, '../x'], /invalid container id/, () => {}],
+      [
+        'state of an unknown id',
+        ['state', 'ghost'],
+        /container ghost does not exist.*VMC_ERR_CONTAINER_NOT_FOUND/,
+        () => {},
+      ],
+      ['start of an unknown id', ['start', 'ghost'], /does not exist/, () => {}],
+      ['kill of an unknown id', ['kill', 'ghost', 'KILL'], /does not exist/, () => {}],
+      ['delete of an unknown id', ['delete', 'ghost'], /does not exist/, () => {}],
+      ['an unknown signal', ['kill', 'ghost', 'SIGNOPE'], /unknown signal/, () => {}],
+    ];
+    for (const [what, args, re, setup] of cases) {
+      setup();
+      const r = await vmc(args);
+      assert.notEqual(r.code, 0, `${what}: ${r.stderr}`);
+      assert.match(r.stderr, re, what);
+      assert.deepEqual(containersLeft(), [], `${what}: nothing created`);
+    }
+    // containerd reads the reason from --log: a logrus-style JSON line at level error.
+    const log = join(env.runDir, 'runtime.log');
+    const r = await vmc(['--log', log, '--log-format', 'json', 'state', 'ghost']);
+    assert.notEqual(r.code, 0);
+    const last = JSON.parse(readFileSync(log, 'utf8').trim().split('\n').pop()!) as Record<string, string>;
+    assert.equal(last.level, 'error');
+    assert.match(last.msg!, /container ghost does not exist/);
+    assert.deepEqual(vmDirsLeft(env.runDir).length <= 2, true, 'only the pool VMs exist');
+  });
+});
