@@ -9,7 +9,8 @@ const LOGRUS: Record<Level, string> = { debug: 'debug', info: 'info', warn: 'war
 
 function quote(v: unknown): string {
   const s = typeof v === 'string' ? v : JSON.stringify(v);
-  return /^[\w./:@-]+$/.test(s) ? s : JSON.stringify(s);
+  // logrus quotes any value with characters other than these (so a time, with its colons, is quoted).
+  return /^[\w./@^+-]+$/.test(s) ? s : JSON.stringify(s);
 }
 
 /**

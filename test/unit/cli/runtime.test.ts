@@ -1,0 +1,39 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { lineLogger } from '../../../src/cli/log.js';
+import { signalExitCode, signalName } from '../../../src/cli/runtime/common.js';
+import { isVmcError } from '../../../src/errors.js';
+
+describe('runtime CLI helpers', () => {
+  it('reads signals by name, with or without SIG, any case, or by number', () => {
+    assert.equal(signalName('KILL'), 'SIGKILL');
+    assert.equal(signalName('sigterm'), 'SIGTERM');
+    assert.equal(signalName('9'), 'SIGKILL');
+    assert.equal(signalName('15'), 'SIGTERM');
+    for (const bad of ['SIGNOPE', '999', '', '-9'])
+      assert.throws(
+        () => signalName(bad),
+        (e) => isVmcError(e, 'VMC_ERR_CLI_USAGE'),
+        bad,
+      );
+    assert.equal(signalExitCode('SIGKILL'), 137);
+  });
+
+  it("writes runc's log lines: logrus JSON (level, msg, time) or logfmt text", () => {
+    const lines: string[] = [];
+    const json = lineLogger((l) => lines.push(l), 'json', 'info');
+    json.debug({}, 'dropped');
+    json.warn({ id: 'c1' }, 'careful');
+    json.error({}, 'it broke');
+    assert.equal(lines.length, 2);
+    const [w, e] = lines.map((l) => JSON.parse(l) as Record<string, string>);
+    assert.equal(w!.level, 'warning');
+    assert.equal(w!.id, 'c1');
+    assert.equal(e!.level, 'error');
+    assert.equal(e!.msg, 'it broke');
+    assert.ok(!Number.isNaN(Date.parse(e!.time!)));
+    lines.length = 0;
+    lineLogger((l) => lines.push(l), 'text', 'debug').error({ id: 'c 1' }, 'no "way"');
+    assert.match(lines[0]!, /^time="[^"]+" level=error msg="no \\"way\\"" id="c 1"\n$/);
+  });
+});
