@@ -15,8 +15,9 @@ import { nullLogger } from '../src/platform/logger.js';
 import { defaultPaths } from '../src/platform/paths.js';
 import { Vm } from '../src/vm/vm.js';
 import { realCache, rpcLatency } from './cache.js';
-import { templateRows } from './template.js';
+import { runtimeRows } from './runtime.js';
 import { pssMiB, type Summary, summarize } from './stats.js';
+import { templateRows } from './template.js';
 
 const scale = Number(process.env.BENCH_SCALE ?? 1);
 const repo = new URL('../../', import.meta.url).pathname; // dist/bench/ -> repository root
@@ -97,12 +98,21 @@ rows.push({ name: 'CLI start-up (`vmcache --version`)', unit: 'ms', summary: sum
 // 4. The VM cache.
 rows.push(await rpcLatency(deps, 2000 * scale));
 rows.push(...(await realCache(repo, deps, Number(process.env.BENCH_POOL ?? 8), log)));
-// 5. VM templating.
+// 5. The OCI runtime.
+rows.push(...(await runtimeRows(repo, deps, 5 * scale, log)));
+// 6. VM templating.
 const tpl = await templateRows(deps, spec, log);
 rows.push(...tpl.rows);
 const cold = rows.find((r) => r.name.startsWith('cold boot'))!.summary.p50;
 const hit = rows.find((r) => r.name.startsWith('getVM from the cache to'))!.summary.p50;
-const ratios = { coldBootOverCacheGetVM: cold / hit, coldBootOverClone: cold / tpl.cloneMs, clonePssOverColdPss: tpl.pssRatio };
+const p50 = (prefix: string) => rows.find((r) => r.name.startsWith(prefix))?.summary.p50 ?? Number.NaN;
+const ratios = {
+  coldBootOverCacheGetVM: cold / hit,
+  coldBootOverClone: cold / tpl.cloneMs,
+  clonePssOverColdPss: tpl.pssRatio,
+  runtimeRunColdOverCached:
+    p50('`vmcache run` busybox /bin/true, no cache') / p50('`vmcache run` busybox /bin/true, from the cache'),
+};
 
 const fmt = (v: number) => (v >= 100 ? v.toFixed(0) : v >= 10 ? v.toFixed(1) : v.toFixed(2));
 const header = `| measurement | n | p50 | p99 | min | max |\n|---|---|---|---|---|---|`;
@@ -138,5 +148,5 @@ process.stdout.write(
     .map((l) => l.toFixed(1))
     .join(
       ' ',
-    )}\n\n${table}\n\ncold boot / cache getVM (p50): ${ratios.coldBootOverCacheGetVM.toFixed(0)}x; cold boot / template clone (p50): ${ratios.coldBootOverClone.toFixed(0)}x; PSS of 4 clones / 4 cold VMs: ${(ratios.clonePssOverColdPss * 100).toFixed(0)}%\nJSON: bench/results/latest.json\n`,
+    )}\n\n${table}\n\ncold boot / cache getVM (p50): ${ratios.coldBootOverCacheGetVM.toFixed(0)}x; cold boot / template clone (p50): ${ratios.coldBootOverClone.toFixed(0)}x; PSS of 4 clones / 4 cold VMs: ${(ratios.clonePssOverColdPss * 100).toFixed(0)}%; vmcache run cold / cached (p50): ${ratios.runtimeRunColdOverCached.toFixed(0)}x\nJSON: bench/results/latest.json\n`,
 );

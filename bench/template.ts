@@ -11,7 +11,11 @@ import type { Row } from './cache.js';
 import { pssMiB, summarize } from './stats.js';
 
 /** Template creation, clone vs cold, pool refill with clones vs cold boots, PSS of 4 clones vs 4 cold VMs. */
-export async function templateRows(deps: VmDeps, spec: VmSpec, log: (s: string) => void): Promise<{ rows: Row[]; pssRatio: number; cloneMs: number }> {
+export async function templateRows(
+  deps: VmDeps,
+  spec: VmSpec,
+  log: (s: string) => void,
+): Promise<{ rows: Row[]; pssRatio: number; cloneMs: number }> {
   const dir = '/tmp/vmc-bench-template';
   await destroyTemplate(dir, deps);
   const rows: Row[] = [];
@@ -19,7 +23,11 @@ export async function templateRows(deps: VmDeps, spec: VmSpec, log: (s: string) 
     log('creating a VM template');
     let t = performance.now();
     await createTemplate(spec, dir, deps);
-    rows.push({ name: 'create the VM template (boot, park, save)', unit: 's', summary: summarize([(performance.now() - t) / 1000]) });
+    rows.push({
+      name: 'create the VM template (boot, park, save)',
+      unit: 's',
+      summary: summarize([(performance.now() - t) / 1000]),
+    });
     const { factory } = await TemplateFactory.open(spec, dir, deps, { create: false });
     const f = new VmFactory(factory, deps);
     const clones: number[] = [];
@@ -29,7 +37,11 @@ export async function templateRows(deps: VmDeps, spec: VmSpec, log: (s: string) 
       clones.push(performance.now() - t);
       await got.vm.destroy();
     }
-    rows.push({ name: 'getVM as a template clone to a usable VM (spawn, load, resume, reseed, clock)', unit: 'ms', summary: summarize(clones) });
+    rows.push({
+      name: 'getVM as a template clone to a usable VM (spawn, load, resume, reseed, clock)',
+      unit: 'ms',
+      summary: summarize(clones),
+    });
     const pss: Record<string, number> = {};
     const bases: Array<[string, FactoryBase]> = [
       ['template clones', factory],
@@ -39,17 +51,33 @@ export async function templateRows(deps: VmDeps, spec: VmSpec, log: (s: string) 
       log(`filling a pool of 4 with ${what}`);
       const pool = new CachingFactory(
         base,
-        { size: 4, maxParallelBoots: Math.max(1, Math.floor(cpus().length / 2)), maxAgeMs: 0, healthIntervalMs: 60_000, acquireTimeoutMs: 60_000, retryInitialMs: 1_000, retryMaxMs: 5_000 },
+        {
+          size: 4,
+          maxParallelBoots: Math.max(1, Math.floor(cpus().length / 2)),
+          maxAgeMs: 0,
+          healthIntervalMs: 60_000,
+          acquireTimeoutMs: 60_000,
+          retryInitialMs: 1_000,
+          retryMaxMs: 5_000,
+        },
         { clock: deps.clock, logger: deps.logger },
       );
       t = performance.now();
       pool.start();
       await pool.waitReady(4, 300_000);
-      rows.push({ name: `fill a pool of 4 from empty with ${what}`, unit: 's', summary: summarize([(performance.now() - t) / 1000]) });
+      rows.push({
+        name: `fill a pool of 4 from empty with ${what}`,
+        unit: 's',
+        summary: summarize([(performance.now() - t) / 1000]),
+      });
       await new Promise((r) => setTimeout(r, 2_000));
       const each = await Promise.all(pool.status().idle.map((v) => pssMiB(v.pid)));
       pss[what] = each.reduce((a, b) => a + b, 0);
-      rows.push({ name: `host memory of 4 idle VMs from ${what} (QEMU PSS, total)`, unit: 'MiB', summary: summarize([pss[what]!]) });
+      rows.push({
+        name: `host memory of 4 idle VMs from ${what} (QEMU PSS, total)`,
+        unit: 'MiB',
+        summary: summarize([pss[what]!]),
+      });
       await pool.close();
     }
     return { rows, pssRatio: pss['template clones']! / pss['cold boots']!, cloneMs: summarize(clones).p50 };

@@ -1,0 +1,134 @@
+/** The OCI runtime rows of `npm run bench`: `vmcache run` of a busybox bundle, cached vs cold, vs runc/crun. */
+import { spawn } from 'node:child_process';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { RemoteCacheFactory } from '../src/factory/remote-cache.js';
+import type { VmDeps } from '../src/vm/vm.js';
+import { busyboxBundle, busyboxRootfs } from '../test/helpers/bundle.js';
+import type { Row } from './cache.js';
+import { summarize } from './stats.js';
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Runs a program to completion; resolves with its wall time in ms, rejects (with its stderr) on failure. */
+function timed(cmd: string, args: string[], env: NodeJS.ProcessEnv): Promise<number> {
+  const t0 = performance.now();
+  return new Promise((resolve, reject) => {
+    const c = spawn(cmd, args, { env, stdio: ['ignore', 'ignore', 'pipe'] });
+    let err = '';
+    c.stderr.on('data', (d: Buffer) => {
+      err += d.toString();
+    });
+    c.on('error', reject);
+    c.on('exit', (code) =>
+      code === 0
+        ? resolve(performance.now() - t0)
+        : reject(new Error(`${cmd} exited ${code}: ${err.trim()}`)),
+    );
+  });
+}
+
+/**
+ * `vmcache run` of a busybox bundle running /bin/true, from process start to exit: with the VM cache (a pool
+ * of 2, measured with the pool full, i.e. no refill boot competing for the CPUs) and without (a cold boot);
+ * runc and crun from Debian on the same bundle as the no-VM reference; and the CLI start-up of `state`.
+ */
+export async function runtimeRows(
+  repo: string,
+  deps: VmDeps,
+  n: number,
+  log: (s: string) => void,
+): Promise<Row[]> {
+  const dir = '/tmp/vmc-bench-rt';
+  rmSync(dir, { recursive: true, force: true });
+  mkdirSync(dir, { recursive: true });
+  const bundle = busyboxBundle(`${dir}/bundle`, busyboxRootfs(`${dir}/busybox`), { args: ['/bin/true'] });
+  const vmcache = `${repo}bin/vmcache`;
+  const cold = `${dir}/cold.toml`;
+  const cached = `${dir}/cached.toml`;
+  writeFileSync(cold, '[factory]\nvm_cache_number = 0\n');
+  writeFileSync(cached, `[factory]\nvm_cache_number = 2\nvm_cache_endpoint = "${dir}/cache.sock"\n`);
+  const env = (cfg: string) => ({ ...process.env, VMCACHE_CONFIG: cfg, VMCACHE_RUN_DIR: deps.paths.runDir });
+  const rows: Row[] = [];
+  const run = (cfg: string, id: string) =>
+    timed(vmcache, ['--root', `${dir}/root`, 'run', '--bundle', bundle, id], env(cfg));
+
+  const coldTimes: number[] = [];
+  for (let i = 0; i < Math.max(2, Math.ceil(n / 3)); i++) {
+    log(`vmcache run (cold) ${i + 1}`);
+    coldTimes.push(await run(cold, `cold${i}`));
+  }
+  rows.push({
+    name: '`vmcache run` busybox /bin/true, no cache (cold boot)',
+    unit: 'ms',
+    summary: summarize(coldTimes),
+  });
+
+  log('starting a cache server with 2 slots for the runtime rows');
+  const server = spawn(vmcache, ['factory', 'init'], { env: env(cached), stdio: 'ignore' });
+  let remote: RemoteCacheFactory | null = null;
+  while (!remote)
+    remote = await RemoteCacheFactory.connect(`${dir}/cache.sock`, deps).catch(
+      async () => (await sleep(100), null),
+    );
+  const poolFull = async () => {
+    while ((await remote!.serverStatus()).vmstatus.length < 2) await sleep(250);
+  };
+  try {
+    const hot: number[] = [];
+    for (let i = 0; i < n; i++) {
+      await poolFull();
+      log(`vmcache run (from the cache) ${i + 1}`);
+      hot.push(await run(cached, `hot${i}`));
+    }
+    rows.push({
+      name: '`vmcache run` busybox /bin/true, from the cache (pool full)',
+      unit: 'ms',
+      summary: summarize(hot),
+    });
+    await poolFull();
+    await timed(vmcache, ['--root', `${dir}/root`, 'create', '--bundle', bundle, 'st'], env(cached));
+    const states: number[] = [];
+    for (let i = 0; i < 10; i++)
+      states.push(await timed(vmcache, ['--root', `${dir}/root`, 'state', 'st'], env(cached)));
+    rows.push({
+      name: 'CLI start-up of a trivial verb (`vmcache state`)',
+      unit: 'ms',
+      summary: summarize(states),
+    });
+    await timed(vmcache, ['--root', `${dir}/root`, 'delete', '--force', 'st'], env(cached));
+  } finally {
+    await remote.quit().catch(() => undefined);
+    await remote.close();
+    await new Promise((r) => (server.exitCode !== null ? r(null) : server.on('exit', r)));
+  }
+  for (const [rt, extra] of [
+    ['runc', []],
+    ['crun', ['--cgroup-manager=disabled']],
+  ] as const) {
+    const times: number[] = [];
+    try {
+      for (let i = 0; i < 10; i++)
+        times.push(
+          await timed(
+            rt,
+            [...extra, '--root', `${dir}/${rt}`, 'run', '--bundle', bundle, `${rt}${i}`],
+            process.env,
+          ),
+        );
+      rows.push({
+        name: `\`${rt} run\` busybox /bin/true (no VM, reference)`,
+        unit: 'ms',
+        summary: summarize(times),
+      });
+    } catch (err) {
+      log(`${rt} unavailable here: ${(err as Error).message.split('\n')[0]}`);
+      rows.push({
+        name: `\`${rt} run\` busybox /bin/true: failed on this host (${(err as Error).message.split('\n').pop()})`,
+        unit: 'ms',
+        summary: summarize([Number.NaN]),
+      });
+    }
+  }
+  rmSync(dir, { recursive: true, force: true });
+  return rows;
+}
