@@ -33,7 +33,10 @@ export async function factoryInit(ctx: CliContext): Promise<number> {
   const swept = await sweepOrphans(ctx);
   if (swept.reaped.length)
     ctx.say(`factory: stopped ${swept.reaped.length} VM(s) orphaned by a previous server`);
-  let base: FactoryBase = new DirectFactory(spec, ctx, { agentTimeoutMs: ctx.config.agentDialTimeoutMs });
+  let base: FactoryBase = new DirectFactory(spec, ctx, {
+    agentTimeoutMs: ctx.config.agentDialTimeoutMs,
+    warm: true,
+  });
   if (factory.template) {
     const { factory: tf, created } = await TemplateFactory.open(spec, factory.templatePath, ctx, {
       create: true,

@@ -7,11 +7,17 @@ export class DirectFactory implements FactoryBase {
   readonly #spec: VmSpec;
   readonly #deps: VmDeps;
   readonly #agentTimeoutMs: number;
+  readonly #warm: boolean;
 
-  constructor(spec: VmSpec, deps: VmDeps, opts: { agentTimeoutMs?: number } = {}) {
+  /**
+   * `warm`: ready each VM for a fast first container start before parking it (mount the share, run the start
+   * paths once). Worth it for a pool, where it happens off the critical path; a one-off boot skips it.
+   */
+  constructor(spec: VmSpec, deps: VmDeps, opts: { agentTimeoutMs?: number; warm?: boolean } = {}) {
     this.#spec = spec;
     this.#deps = deps;
     this.#agentTimeoutMs = opts.agentTimeoutMs ?? DEFAULT_TIMEOUTS.agentReadyMs;
+    this.#warm = opts.warm ?? false;
   }
 
   config(): VmSpec {
@@ -26,9 +32,11 @@ export class DirectFactory implements FactoryBase {
     try {
       // A VM from this factory runs one sandbox: mount its share now, and take the container start path and
       // a whole exec (request, output, exit) once, so that the first start after the hand-off finds the guest
-      // agent's code compiled: ~30 ms instead of ~300 ms under TCG (measured). A template must not mount.
-      await vm.agent.request({ op: 'warm', share: true }, 30_000);
-      await vm.run(['/bin/true']);
+      // agent's code compiled (the guest's Node keeps bytecode: --no-flush-bytecode). A template must not mount.
+      if (this.#warm) {
+        await vm.agent.request({ op: 'warm', share: true }, 30_000);
+        await vm.run(['/bin/true']);
+      }
       await vm.park();
       return vm;
     } catch (err) {

@@ -6,6 +6,7 @@ import { after, before, describe, it } from 'node:test';
 import { runCommand } from '../../src/platform/command.js';
 import { mountsUnder, unmountAllUnder } from '../../src/platform/mounts.js';
 import { busyboxRootfs } from '../helpers/bundle.js';
+import { startCacheServer } from '../helpers/cache-server.js';
 import { type Finished, finished, REPO, run, VMCACHE } from '../helpers/cli.js';
 import { IMAGE_DIR, vmDirsLeft, vmEnv } from '../helpers/vm-env.js';
 
@@ -31,8 +32,7 @@ describe('containerd and podman drive vmcache as their OCI runtime (real QEMU)',
   const ctd = join(env.runDir, 'containerd');
   const pod = join(env.runDir, 'podman');
   let rootfs: string;
-  let server: ChildProcess;
-  let serverDone: Promise<Finished>;
+  let server: Awaited<ReturnType<typeof startCacheServer>>;
   let containerd: ChildProcess;
   let containerdDone: Promise<Finished>;
 
@@ -77,8 +77,7 @@ describe('containerd and podman drive vmcache as their OCI runtime (real QEMU)',
       cfg,
       `[factory]\nvm_cache_number = 2\nvm_cache_endpoint = "${endpoint}"\n[runtime]\nstate_dir = "${env.runDir}"\n`,
     );
-    server = spawn(VMCACHE, ['factory', 'init'], { env: cliEnv, stdio: ['ignore', 'pipe', 'pipe'] });
-    serverDone = finished(server);
+    server = await startCacheServer(cliEnv, endpoint);
     mkdirSync(ctd, { recursive: true });
     writeFileSync(
       `${ctd}/config.toml`,
@@ -89,8 +88,8 @@ describe('containerd and podman drive vmcache as their OCI runtime (real QEMU)',
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     containerdDone = finished(containerd);
-    for (let i = 0; !existsSync(endpoint) || !existsSync(`${ctd}/c.sock`); i++) {
-      if (i > 300) assert.fail(`cache server or containerd did not start: ${(await serverDone).stderr}`);
+    for (let i = 0; !existsSync(`${ctd}/c.sock`); i++) {
+      if (i > 300) assert.fail(`containerd did not start: ${(await containerdDone).stderr}`);
       await sleep(100);
     }
   });
@@ -101,10 +100,7 @@ describe('containerd and podman drive vmcache as their OCI runtime (real QEMU)',
     await podman(['rm', '-af']);
     containerd.kill('SIGTERM');
     await containerdDone;
-    await run(VMCACHE, ['factory', 'destroy'], cliEnv);
-    if (server.exitCode === null) server.kill('SIGKILL');
-    await serverDone;
-    await run(VMCACHE, ['vm', 'gc'], cliEnv);
+    await server.stop();
     // containerd's runc shim keeps runtime state in /run/containerd/runc/<namespace> (not configurable).
     rmSync(`/run/containerd/runc/${ns}`, { recursive: true, force: true });
     await unmountAllUnder(runCommand, env.runDir);

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import {
   closeSync,
   existsSync,
@@ -14,7 +14,8 @@ import { after, before, describe, it } from 'node:test';
 import { mountsUnder } from '../../src/platform/mounts.js';
 import { identify, isAlive } from '../../src/platform/process.js';
 import { busyboxBundle, busyboxRootfs } from '../helpers/bundle.js';
-import { type Finished, finished, run, VMCACHE } from '../helpers/cli.js';
+import { startCacheServer } from '../helpers/cache-server.js';
+import { run, VMCACHE } from '../helpers/cli.js';
 import { IMAGE_DIR, vmDirsLeft, vmEnv } from '../helpers/vm-env.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -31,8 +32,7 @@ describe('OCI runtime (runc-compatible CLI, busybox bundles, real QEMU)', () => 
     VMCACHE_CONFIG: cfg,
   };
   let rootfs: string;
-  let server: ChildProcess;
-  let serverDone: Promise<Finished>;
+  let server: Awaited<ReturnType<typeof startCacheServer>>;
   const vmc = (args: string[], input?: string) => run(VMCACHE, ['--root', root, ...args], cliEnv, input);
   /** Runs the CLI with stdout/stderr to a file (a created container's process keeps them), returns its status. */
   const vmcToFile = (args: string[], file: string): Promise<number | null> => {
@@ -63,20 +63,12 @@ describe('OCI runtime (runc-compatible CLI, busybox bundles, real QEMU)', () => 
   before(async () => {
     rootfs = busyboxRootfs(join(env.runDir, 'busybox'));
     writeFileSync(cfg, `[factory]\nvm_cache_number = 2\nvm_cache_endpoint = "${endpoint}"\n`);
-    server = spawn(VMCACHE, ['factory', 'init'], { env: cliEnv, stdio: ['ignore', 'pipe', 'pipe'] });
-    serverDone = finished(server);
-    for (let i = 0; !existsSync(endpoint); i++) {
-      if (i > 300) assert.fail(`cache server never listened: ${(await serverDone).stderr}`);
-      await sleep(100);
-    }
+    server = await startCacheServer(cliEnv, endpoint);
   });
 
   after(async () => {
     for (const id of containersLeft()) await vmc(['delete', '--force', id]);
-    await run(VMCACHE, ['factory', 'destroy'], cliEnv);
-    if (server.exitCode === null) server.kill('SIGKILL');
-    await serverDone;
-    await run(VMCACHE, ['vm', 'gc'], cliEnv);
+    await server.stop();
     assert.deepEqual(mountsUnder(env.runDir), [], 'mounts left behind');
     assert.deepEqual(vmDirsLeft(env.runDir), [], 'VMs left behind');
     env.cleanup();

@@ -1,15 +1,13 @@
-import { spawn } from 'node:child_process';
 import { existsSync, statfsSync } from 'node:fs';
 import { join } from 'node:path';
-import type { Readable } from 'node:stream';
-import { type ErrorCode, ErrorCodes, VmcError } from '../../errors.js';
 import { readBundle } from '../../oci/bundle.js';
 import { checkSupported } from '../../sandbox/container.js';
 import { planMounts } from '../../sandbox/mounts.js';
 import { checkId } from '../../sandbox/state-store.js';
 import { sweepOrphans } from '../../vm/sweep.js';
 import { hostVmSpec } from '../common.js';
-import { forwardedGlobals, type RuntimeContext, writePidFile } from './common.js';
+import { type RuntimeContext, writePidFile } from './common.js';
+import { spawnReporting } from './detached.js';
 
 /** Options of `create` (runc's). */
 export interface CreateOptions {
@@ -42,48 +40,17 @@ export function reserve(ctx: RuntimeContext, id: string, bundleDir: string): voi
   });
 }
 
-/** What the host-side process reports on its status pipe once the container is created (or not). */
-export type ShimReport = { ok: true } | { ok: false; code: string; message: string };
-
 /**
  * Starts the container's host-side process (`vmcache shim ID`, see shim.ts) and waits until it reports that the
- * container is created. It is started in a session of its own, inherits this process's stdio (the container's),
- * and is not waited for: when this process exits it is re-parented to the caller's subreaper (containerd's shim,
- * conmon), which collects its exit status, the container's. Returns its pid.
+ * container is created; on failure the container's record is removed. Returns its pid.
  */
 export async function spawnShim(ctx: RuntimeContext, id: string): Promise<number> {
-  const child = spawn(process.execPath, [process.argv[1]!, ...forwardedGlobals(ctx.global), 'shim', id], {
-    stdio: ['inherit', 'inherit', 'inherit', 'pipe'],
-    detached: true,
-  });
-  const status = child.stdio[3] as Readable;
-  let text = '';
-  status.on('data', (d: Buffer) => {
-    text += d.toString();
-  });
-  const exited = new Promise<void>((r) => child.once('exit', () => r()));
-  await new Promise<void>((resolve) => {
-    child.once('error', () => resolve());
-    status.once('close', () => resolve());
-  });
-  let report: ShimReport;
   try {
-    report = JSON.parse(text) as ShimReport;
-  } catch {
-    report = {
-      ok: false,
-      code: 'VMC_ERR_CONTAINER_START',
-      message: 'the container process exited during create',
-    };
-  }
-  if (!report.ok) {
-    await exited; // it undid its work (VM, mounts, socket) before exiting
+    return await spawnReporting(ctx, ['shim', id], 'the container process exited during create');
+  } catch (err) {
     ctx.store.remove(id);
-    const code = (report.code in ErrorCodes ? report.code : 'VMC_ERR_CONTAINER_START') as ErrorCode;
-    throw new VmcError(code, report.message);
+    throw err;
   }
-  child.unref();
-  return child.pid!;
 }
 
 /** `vmcache create ID --bundle DIR [--pid-file F]`: a created container, its process not yet started. */

@@ -1,19 +1,11 @@
-import { spawn } from 'node:child_process';
-import { closeSync, readFileSync, statfsSync, writeSync } from 'node:fs';
-import type { Readable } from 'node:stream';
-import { type ErrorCode, ErrorCodes, VmcError } from '../../errors.js';
+import { readFileSync, statfsSync } from 'node:fs';
+import { VmcError } from '../../errors.js';
 import { readBundle } from '../../oci/bundle.js';
 import { parseEnv } from '../../oci/env.js';
 import { At } from '../../oci/validate.js';
 import type { ExecProcess } from '../../sandbox/control.js';
-import {
-  connectShim,
-  forwardedGlobals,
-  type RuntimeContext,
-  requireStatus,
-  signalExitCode,
-  writePidFile,
-} from './common.js';
+import { connectShim, type RuntimeContext, requireStatus, signalExitCode, writePidFile } from './common.js';
+import { REPORT_FD, type Report, sendReport, spawnReporting } from './detached.js';
 import { RELAYED_SIGNALS } from './shim.js';
 
 /** Options of `exec` (runc's, plus the internal ones a detached exec passes to its relay). */
@@ -98,18 +90,16 @@ export async function exec(ctx: RuntimeContext, id: string, args: string[], o: E
   requireStatus(ctx, id, 'exec', ['running']);
   const proc = o.processJson ? (JSON.parse(o.processJson) as ExecProcess) : execProcess(ctx, id, args, o);
   if (o.detach) {
-    const pid = await spawnRelay(ctx, id, proc);
+    const pid = await spawnReporting(
+      ctx,
+      ['exec', '--report-fd', String(REPORT_FD), '--process-json', JSON.stringify(proc), id],
+      'the exec relay exited before starting the process',
+    );
     if (o.pidFile) writePidFile(o.pidFile, pid);
     return 0;
   }
-  const report = (r: { ok: true } | { ok: false; code: string; message: string }) => {
-    if (!o.reportFd) return;
-    try {
-      writeSync(Number(o.reportFd), JSON.stringify(r));
-      closeSync(Number(o.reportFd));
-    } catch {
-      // the parent is gone
-    }
+  const report = (r: Report) => {
+    if (o.reportFd) sendReport(Number(o.reportFd), r);
   };
   const c = await connectShim(ctx, id);
   const exited = new Promise<{ code: number | null; signal: string | null }>((resolve) => {
@@ -137,47 +127,4 @@ export async function exec(ctx: RuntimeContext, id: string, args: string[], o: E
   c.close();
   process.stdin.destroy();
   return st.code ?? signalExitCode(st.signal ?? 'SIGKILL');
-}
-
-/** Starts a detached exec relay (this CLI, foreground exec, reporting on fd 3) and waits for its report. */
-async function spawnRelay(ctx: RuntimeContext, id: string, proc: ExecProcess): Promise<number> {
-  const child = spawn(
-    process.execPath,
-    [
-      process.argv[1]!,
-      ...forwardedGlobals(ctx.global),
-      'exec',
-      '--report-fd',
-      '3',
-      '--process-json',
-      JSON.stringify(proc),
-      id,
-    ],
-    { stdio: ['inherit', 'inherit', 'inherit', 'pipe'], detached: true },
-  );
-  const status = child.stdio[3] as Readable;
-  let text = '';
-  status.on('data', (d: Buffer) => {
-    text += d.toString();
-  });
-  await new Promise<void>((resolve) => {
-    child.once('error', () => resolve());
-    status.once('close', () => resolve());
-  });
-  let r: { ok: boolean; code?: string; message?: string };
-  try {
-    r = JSON.parse(text) as typeof r;
-  } catch {
-    r = {
-      ok: false,
-      code: 'VMC_ERR_CONTAINER_START',
-      message: 'the exec relay exited before starting the process',
-    };
-  }
-  if (!r.ok) {
-    const code = (r.code && r.code in ErrorCodes ? r.code : 'VMC_ERR_CONTAINER_START') as ErrorCode;
-    throw new VmcError(code, r.message ?? 'exec failed');
-  }
-  child.unref();
-  return child.pid!;
 }

@@ -1,10 +1,9 @@
-import { closeSync, writeSync } from 'node:fs';
 import { isVmcError, messageOf } from '../../errors.js';
 import type { ExitStatus } from '../../protocol/agent/client.js';
 import { ContainerShim } from '../../sandbox/container.js';
 import { hostVmSpec } from '../common.js';
 import type { RuntimeContext } from './common.js';
-import type { ShimReport } from './create.js';
+import { REPORT_FD, type Report, sendReport } from './detached.js';
 
 /** Signals the host-side process passes on to the container's process (the pid stands for the container). */
 export const RELAYED_SIGNALS: NodeJS.Signals[] = [
@@ -58,14 +57,7 @@ export function relaySignals(abort: AbortController): { attach(shim: ContainerSh
  * its process has stopped, then exits as that process did.
  */
 export async function shimMain(ctx: RuntimeContext, id: string): Promise<number> {
-  const report = (r: ShimReport) => {
-    try {
-      writeSync(3, JSON.stringify(r));
-      closeSync(3);
-    } catch {
-      // the creator is gone; nothing to tell
-    }
-  };
+  const report = (r: Report) => sendReport(REPORT_FD, r);
   const abort = new AbortController();
   const signals = relaySignals(abort);
   let shim: ContainerShim;
