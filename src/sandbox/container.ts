@@ -1,20 +1,25 @@
-import { existsSync, mkdirSync, rmSync, statfsSync, statSync, writeFileSync } from 'node:fs';
-import { createServer, type Server, type Socket } from 'node:net';
+import { existsSync, mkdirSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import type { Readable, Writable } from 'node:stream';
 import type { RuntimeConfig } from '../config/config.js';
-import { isVmcError, messageOf, VmcError } from '../errors.js';
+import { messageOf, VmcError } from '../errors.js';
 import { selectFactory } from '../factory/select.js';
 import type { VmSpec } from '../hypervisor/types.js';
-import { type ContainerConfig, readBundle } from '../oci/bundle.js';
+import type { ContainerConfig } from '../oci/bundle.js';
 import { identify } from '../platform/process.js';
 import { UndoStack } from '../platform/undo-stack.js';
 import type { AgentProcess, ExitStatus } from '../protocol/agent/client.js';
-import { encodeFrame, FrameDecoder } from '../protocol/agent/framing.js';
 import type { ContainerExec } from '../protocol/agent/messages.js';
 import type { Vm, VmDeps } from '../vm/vm.js';
-import { type ControlReply, type ControlRequest, controlSocketPath, parseControlRequest } from './control.js';
+import {
+  type ControlReply,
+  ControlServer,
+  controlSocketPath,
+  type ExecSession,
+  type HandledRequest,
+} from './control.js';
 import { type MountPlan, planMounts } from './mounts.js';
+import type { Shim } from './shim.js';
 import type { StateStore } from './state-store.js';
 
 /** What the container layer needs besides the VM dependencies. */
@@ -39,19 +44,19 @@ export function checkSupported(cfg: ContainerConfig): void {
     );
 }
 
-const statfs = (p: string) => statfsSync(p);
-
 /**
  * One container, served by the host-side process that stands for it (the "shim": `create` leaves it running
  * as a descendant of the caller; `run` is one). It owns the VM and the only agent connection, holds the
  * container's stdio, serves the control socket, and records every transition in the state store.
  * Life cycle: created → running ⇄ paused → stopped; a kill before start goes straight to stopped.
  */
-export class ContainerShim {
+export class ContainerShim implements Shim {
   status: 'created' | 'running' | 'paused' | 'stopped' = 'created';
   readonly #execs = new Set<number>();
+  /** Guest pids of the pod's member containers' processes (they may be joined by `exec`). */
+  readonly #members = new Set<number>();
   #proc: AgentProcess | null = null;
-  #server: Server | null = null;
+  #server: ControlServer | null = null;
   #resolveStopped!: (s: ExitStatus) => void;
   /** Resolves with the container process's exit status once it has stopped and the VM is gone. */
   readonly stopped: Promise<ExitStatus>;
@@ -75,13 +80,11 @@ export class ContainerShim {
    */
   static async create(
     id: string,
+    cfg: ContainerConfig,
     spec: VmSpec,
     deps: SandboxDeps,
     opts: { useCache: boolean; signal?: AbortSignal },
   ): Promise<ContainerShim> {
-    const state = deps.store.read(id);
-    const cfg = readBundle(state.bundle, statfs);
-    checkSupported(cfg);
     const plan = planMounts(cfg.mounts, id, cfg.shmSize, existsSync, join(cfg.bundle, 'config.json'));
     for (const s of plan.skipped) deps.logger.debug({ id, ...s }, 'mount skipped');
     const undo = new UndoStack();
@@ -233,81 +236,24 @@ export class ContainerShim {
     this.#resolveStopped(st);
   }
 
-  #socketPath(): string {
-    return controlSocketPath(this.deps.paths.runDir, this.deps.store.root, this.id);
-  }
-
   async #listen(): Promise<void> {
-    const path = this.#socketPath();
-    mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
-    rmSync(path, { force: true }); // a stale socket of a crashed shim with the same id
-    const server = createServer((sock) => this.#serve(sock));
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(path, resolve);
-    });
-    this.#server = server;
+    this.#server = await ControlServer.listen(
+      controlSocketPath(this.deps.paths.runDir, this.deps.store.root, this.id),
+      (req, reply, end) => this.#handle(req, reply, end),
+    );
   }
 
   async #closeServer(): Promise<void> {
     const s = this.#server;
     this.#server = null;
-    if (!s) return;
-    await new Promise((r) => s.close(r));
-    rmSync(this.#socketPath(), { force: true });
-  }
-
-  #serve(sock: Socket): void {
-    const decoder = new FrameDecoder();
-    const reply = (r: ControlReply) => {
-      if (!sock.destroyed) sock.write(encodeFrame(r));
-    };
-    let exec: { proc: AgentProcess; relayPid: number } | null = null;
-    sock.on('error', () => sock.destroy());
-    sock.on('close', () => {
-      // The relay that stood for an exec'd process is gone: so is the process.
-      if (exec && this.#execs.delete(exec.relayPid)) void exec.proc.kill('SIGKILL').catch(() => undefined);
-    });
-    sock.on('data', (chunk: Buffer) => {
-      for (const f of decoder.push(chunk)) {
-        const parsed = f.ok ? parseControlRequest(f.value) : { ok: false as const, error: f.reason };
-        if (!parsed.ok) {
-          reply({ t: 'error', code: 'VMC_ERR_CLI_USAGE', message: parsed.error });
-          continue;
-        }
-        const req = parsed.req;
-        if (req.t === 'stdin' || req.t === 'close-stdin' || req.t === 'signal') {
-          if (!exec) continue;
-          const p = exec.proc;
-          const done =
-            req.t === 'stdin'
-              ? p.write(Buffer.from(req.data, 'base64'))
-              : req.t === 'signal'
-                ? p.kill(req.signal)
-                : p.end();
-          done.catch(() => undefined);
-          continue;
-        }
-        this.#handle(req, sock, reply).then(
-          (r) => {
-            if (r && 'relayPid' in r) exec = r;
-          },
-          (err: unknown) =>
-            reply({
-              t: 'error',
-              code: isVmcError(err) ? err.code : 'VMC_ERR_CONTAINER_START',
-              message: messageOf(err),
-            }),
-        );
-      }
-    });
+    await s?.close();
   }
 
   async #handle(
-    req: ControlRequest,
-    sock: Socket,
+    req: HandledRequest,
     reply: (r: ControlReply) => void,
-  ): Promise<{ proc: AgentProcess; relayPid: number } | undefined> {
+    end: () => void,
+  ): Promise<ExecSession | 'replied' | undefined> {
     switch (req.t) {
       case 'start':
         // The shim's own stdio is the container's (inherited from the caller of `create`).
@@ -324,7 +270,7 @@ export class ContainerShim {
         break;
       case 'ps':
         reply({ t: 'ok', result: { pids: this.pids() } });
-        return;
+        return 'replied';
       case 'exec': {
         if (this.status !== 'running' || !this.#proc)
           throw new VmcError(
@@ -332,6 +278,25 @@ export class ContainerShim {
             `container ${this.id} is ${this.status}, exec needs running`,
           );
         const p = req.process;
+        const container = req.container ?? {
+          ...this.#containerExec(this.#proc.pid),
+          additionalGids: p.additionalGids,
+        };
+        // A pod member joins only processes this sandbox started; a new member needs a root of its own.
+        if (
+          container.join !== undefined &&
+          container.join !== this.#proc.pid &&
+          !this.#members.has(container.join)
+        )
+          throw new VmcError(
+            'VMC_ERR_INVALID_STATE',
+            `no container process ${container.join} in sandbox ${this.id}`,
+          );
+        if (container.join === undefined && container.root.split('/')[0] === this.id)
+          throw new VmcError(
+            'VMC_ERR_INVALID_STATE',
+            `a member of sandbox ${this.id} needs a root of its own`,
+          );
         let proc: AgentProcess;
         try {
           proc = await this.vm.exec({
@@ -341,36 +306,49 @@ export class ContainerShim {
             uid: p.uid,
             gid: p.gid,
             stdin: true,
-            container: { ...this.#containerExec(this.#proc.pid), additionalGids: p.additionalGids },
+            container,
           });
         } catch (err) {
           throw startError(this.id, err);
         }
+        const member = container.join === undefined;
+        if (member) this.#members.add(proc.pid);
         this.#execs.add(req.pid);
         reply({ t: 'ok', result: { guestPid: proc.pid } });
         proc.stdout.on('data', (d: Buffer) => reply({ t: 'out', fd: 1, data: d.toString('base64') }));
         proc.stderr.on('data', (d: Buffer) => reply({ t: 'out', fd: 2, data: d.toString('base64') }));
         const out = Promise.all([ended(proc.stdout), ended(proc.stderr)]);
+        let finished = false;
         const finish = (st: ExitStatus) => {
+          if (finished) return;
+          finished = true;
+          if (member) this.#members.delete(proc.pid);
           this.#execs.delete(req.pid);
           reply({ t: 'exit', ...st });
-          sock.end();
+          end();
         };
         proc.wait().then(
           (st) => out.then(() => finish(st)),
           () => finish({ code: null, signal: 'SIGKILL' }),
         );
         void this.stopped.then(() => finish({ code: null, signal: 'SIGKILL' }));
-        return { proc, relayPid: req.pid };
+        return {
+          write: (d) => proc.write(d),
+          end: () => proc.end(),
+          kill: (sig) => proc.kill(sig),
+          // The relay that stood for the process is gone: so is the process.
+          abandon: () => {
+            if (!finished) void proc.kill('SIGKILL').catch(() => undefined);
+          },
+        };
       }
     }
-    reply({ t: 'ok' });
     return;
   }
 }
 
 /** Bind-mounts host `source` (file or directory) at `<sharedDir>/<rel>`, creating the mount point. */
-async function shareInto(sharedDir: string, source: string, rel: string, deps: VmDeps): Promise<void> {
+export async function shareInto(sharedDir: string, source: string, rel: string, deps: VmDeps): Promise<void> {
   const target = join(sharedDir, rel);
   mkdirSync(dirname(target), { recursive: true });
   if (statSync(source).isDirectory()) mkdirSync(target, { recursive: true });
@@ -394,10 +372,12 @@ function relay(proc: AgentProcess, stdio: Stdio): void {
   });
 }
 
-function ended(s: Readable): Promise<void> {
+/** Resolves once `s` has delivered all its data. */
+export function ended(s: Readable): Promise<void> {
   return s.readableEnded ? Promise.resolve() : new Promise((r) => s.once('end', r));
 }
 
-function startError(id: string, err: unknown): VmcError {
+/** The error of a container process that could not be started. */
+export function startError(id: string, err: unknown): VmcError {
   return new VmcError('VMC_ERR_CONTAINER_START', `container ${id}: ${messageOf(err)}`, { cause: err });
 }

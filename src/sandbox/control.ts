@@ -5,10 +5,12 @@
  * every frame is validated here, at the boundary, by both ends.
  */
 import { createHash } from 'node:crypto';
-import { connect, type Socket } from 'node:net';
-import { join } from 'node:path';
-import { messageOf, VmcError } from '../errors.js';
+import { mkdirSync, rmSync } from 'node:fs';
+import { connect, createServer, type Server, type Socket } from 'node:net';
+import { dirname, join } from 'node:path';
+import { isVmcError, messageOf, VmcError } from '../errors.js';
 import { encodeFrame, FrameDecoder } from '../protocol/agent/framing.js';
+import { type ContainerExec, containerError } from '../protocol/agent/messages.js';
 
 /** A process to run in a running container (`exec`). */
 export interface ExecProcess {
@@ -27,8 +29,12 @@ export type ControlRequest =
   | { t: 'pause' }
   | { t: 'resume' }
   | { t: 'ps' }
-  /** `pid`: the host process standing for the exec'd process (listed by `ps`). */
-  | { t: 'exec'; pid: number; process: ExecProcess }
+  /**
+   * `pid`: the host process standing for the exec'd process (listed by `ps`). Without `container`, the process
+   * joins the sandbox's own container process; with it, it joins the process `container.join` names (a member
+   * container's) or, with no `join`, starts a new member container of this sandbox (a pod).
+   */
+  | { t: 'exec'; pid: number; process: ExecProcess; container?: ContainerExec }
   // Only after an `exec` was accepted on the same connection:
   | { t: 'stdin'; data: string }
   | { t: 'close-stdin' }
@@ -80,7 +86,13 @@ export function parseControlRequest(
         return { ok: false, error: 'exec.process.uid/gid must be integers' };
       if (!Array.isArray(p.additionalGids) || !p.additionalGids.every(isUint))
         return { ok: false, error: 'exec.process.additionalGids must be integers' };
-      return { ok: true, req: { t: 'exec', pid: v.pid, process: p as unknown as ExecProcess } };
+      const req: ControlRequest = { t: 'exec', pid: v.pid, process: p as unknown as ExecProcess };
+      if (v.container !== undefined) {
+        const err = containerError(v.container);
+        if (err) return { ok: false, error: `exec.container.${err}` };
+        req.container = v.container as ContainerExec;
+      }
+      return { ok: true, req };
     }
     default:
       return { ok: false, error: `unknown request ${JSON.stringify(v.t)}` };
@@ -198,4 +210,96 @@ export class ControlClient {
   close(): void {
     this.#socket.destroy();
   }
+}
+
+/** A process started through the control channel, as its connection sees it (stdin, signals, abandonment). */
+export interface ExecSession {
+  write(data: Buffer): Promise<void>;
+  end(): Promise<void>;
+  kill(signal: string): Promise<void>;
+  /** The connection that stood for the process is gone. */
+  abandon(): void;
+}
+
+/** Requests a handler answers; the per-process ones (stdin, close-stdin, signal) go to its session. */
+export type HandledRequest = Exclude<ControlRequest, { t: 'stdin' } | { t: 'close-stdin' } | { t: 'signal' }>;
+
+/**
+ * Handles one request. Replies through `reply` (`ok` is sent for it when it resolves with nothing and sent
+ * nothing itself); an `exec` resolves with the session of the process it started.
+ */
+export type ControlHandler = (
+  req: HandledRequest,
+  reply: (r: ControlReply) => void,
+  end: () => void,
+) => Promise<ExecSession | 'replied' | undefined>;
+
+/** The listening side of a control socket; each connection may carry one exec session. */
+export class ControlServer {
+  private constructor(
+    private readonly server: Server,
+    readonly path: string,
+  ) {}
+
+  /** Listens on `path` (a stale socket of a crashed process is replaced). */
+  static async listen(path: string, handler: ControlHandler): Promise<ControlServer> {
+    mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+    rmSync(path, { force: true });
+    const server = createServer((sock) => serveConnection(sock, handler));
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(path, resolve);
+    });
+    return new ControlServer(server, path);
+  }
+
+  /** Stops listening and removes the socket. Idempotent. */
+  async close(): Promise<void> {
+    await new Promise((r) => this.server.close(r));
+    rmSync(this.path, { force: true });
+  }
+}
+
+function serveConnection(sock: Socket, handler: ControlHandler): void {
+  const decoder = new FrameDecoder();
+  const reply = (r: ControlReply) => {
+    if (!sock.destroyed && sock.writable) sock.write(encodeFrame(r));
+  };
+  let session: ExecSession | null = null;
+  sock.on('error', () => sock.destroy());
+  sock.on('close', () => session?.abandon());
+  sock.on('data', (chunk: Buffer) => {
+    for (const f of decoder.push(chunk)) {
+      const parsed = f.ok ? parseControlRequest(f.value) : { ok: false as const, error: f.reason };
+      if (!parsed.ok) {
+        reply({ t: 'error', code: 'VMC_ERR_CLI_USAGE', message: parsed.error });
+        continue;
+      }
+      const req = parsed.req;
+      if (req.t === 'stdin' || req.t === 'close-stdin' || req.t === 'signal') {
+        const s = session;
+        if (!s) continue;
+        const done =
+          req.t === 'stdin'
+            ? s.write(Buffer.from(req.data, 'base64'))
+            : req.t === 'signal'
+              ? s.kill(req.signal)
+              : s.end();
+        done.catch(() => undefined);
+        continue;
+      }
+      handler(req, reply, () => sock.end()).then(
+        (r) => {
+          if (r === undefined) reply({ t: 'ok' });
+          else if (r !== 'replied') session = r;
+        },
+        (err: unknown) =>
+          reply({
+            t: 'error',
+            code: isVmcError(err) ? err.code : 'VMC_ERR_CONTAINER_START',
+            message: messageOf(err),
+          }),
+      );
+    }
+  });
 }

@@ -31,6 +31,8 @@ export interface ContainerState {
   shim: ProcessIdentity | null;
   /** The VM the container runs in, once it has one. */
   vmId: string | null;
+  /** For a pod member: the sandbox whose VM it shares (that VM is the sandbox's, never the member's to stop). */
+  sandboxId?: string | null;
   /** How the container's process ended, once stopped. */
   exit: { code: number | null; signal: string | null } | null;
   annotations: Record<string, string>;

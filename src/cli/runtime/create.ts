@@ -37,6 +37,7 @@ export function reserve(ctx: RuntimeContext, id: string, bundleDir: string): voi
     vmId: null,
     exit: null,
     annotations: cfg.annotations,
+    sandboxId: cfg.containerType === 'container' && cfg.sandboxId !== id ? (cfg.sandboxId ?? null) : null,
   });
 }
 

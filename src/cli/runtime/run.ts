@@ -1,5 +1,5 @@
 import { messageOf } from '../../errors.js';
-import { ContainerShim } from '../../sandbox/container.js';
+import { createShim, type Shim } from '../../sandbox/shim.js';
 import { sweepOrphans } from '../../vm/sweep.js';
 import { hostVmSpec } from '../common.js';
 import { type RuntimeContext, writePidFile } from './common.js';
@@ -30,9 +30,9 @@ export async function run(ctx: RuntimeContext, id: string, opts: RunOptions): Pr
   }
   const abort = new AbortController();
   const signals = relaySignals(abort);
-  let shim: ContainerShim;
+  let shim: Shim;
   try {
-    shim = await ContainerShim.create(id, hostVmSpec(ctx), ctx, { useCache: true, signal: abort.signal });
+    shim = await createShim(id, hostVmSpec(ctx), ctx, { useCache: true, signal: abort.signal });
   } catch (err) {
     ctx.store.remove(id);
     throw err;

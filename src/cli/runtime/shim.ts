@@ -1,6 +1,6 @@
 import { isVmcError, messageOf } from '../../errors.js';
 import type { ExitStatus } from '../../protocol/agent/client.js';
-import { ContainerShim } from '../../sandbox/container.js';
+import { createShim, type Shim } from '../../sandbox/shim.js';
 import { hostVmSpec } from '../common.js';
 import type { RuntimeContext } from './common.js';
 import { REPORT_FD, type Report, sendReport } from './detached.js';
@@ -34,8 +34,8 @@ export function exitLike(st: ExitStatus): never {
 }
 
 /** Forwards relayed signals to the shim once it exists; a signal before that aborts the creation. */
-export function relaySignals(abort: AbortController): { attach(shim: ContainerShim): void } {
-  let target: ContainerShim | null = null;
+export function relaySignals(abort: AbortController): { attach(shim: Shim): void } {
+  let target: Shim | null = null;
   for (const sig of RELAYED_SIGNALS) {
     process.on(sig, () => {
       if (!target) {
@@ -60,9 +60,9 @@ export async function shimMain(ctx: RuntimeContext, id: string): Promise<number>
   const report = (r: Report) => sendReport(REPORT_FD, r);
   const abort = new AbortController();
   const signals = relaySignals(abort);
-  let shim: ContainerShim;
+  let shim: Shim;
   try {
-    shim = await ContainerShim.create(id, hostVmSpec(ctx), ctx, { useCache: true, signal: abort.signal });
+    shim = await createShim(id, hostVmSpec(ctx), ctx, { useCache: true, signal: abort.signal });
   } catch (err) {
     ctx.logger.error({ id }, messageOf(err));
     report({

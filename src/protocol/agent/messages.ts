@@ -113,7 +113,7 @@ const isContainerPath = (v: unknown): boolean =>
   isArg(v) && v.startsWith('/') && v.split('/').every((p) => p !== '..');
 
 /** Validates `exec.container`; returns the faulty field and what it must be, or null. */
-function containerError(c: unknown): string | null {
+export function containerError(c: unknown): string | null {
   if (!isObj(c)) return 'container must be an object';
   if (!isShareRelative(c.root)) return 'root must be a relative path inside the share, without ..';
   if (c.join !== undefined && (!isId(c.join) || c.join === 0)) return 'join must be a guest pid';

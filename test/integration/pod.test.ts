@@ -1,0 +1,132 @@
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { closeSync, existsSync, openSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { mountsUnder } from '../../src/platform/mounts.js';
+import { busyboxBundle, busyboxRootfs } from '../helpers/bundle.js';
+import { startCacheServer } from '../helpers/cache-server.js';
+import { run, VMCACHE } from '../helpers/cli.js';
+import { IMAGE_DIR, vmDirsLeft, vmEnv } from '../helpers/vm-env.js';
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const TYPE = 'io.kubernetes.cri.container-type';
+const SANDBOX = 'io.kubernetes.cri.sandbox-id';
+
+describe('pods: containers join their sandbox VM (CRI annotations, real QEMU)', () => {
+  const env = vmEnv();
+  const root = join(env.runDir, 'root');
+  const cfg = join(env.runDir, 'configuration.toml');
+  const endpoint = join(env.runDir, 'cache.sock');
+  const cliEnv = {
+    ...process.env,
+    VMCACHE_RUN_DIR: env.runDir,
+    VMCACHE_IMAGE_DIR: IMAGE_DIR,
+    VMCACHE_CONFIG: cfg,
+  };
+  let rootfs: string;
+  let server: Awaited<ReturnType<typeof startCacheServer>>;
+  const vmc = (args: string[], input?: string) => run(VMCACHE, ['--root', root, ...args], cliEnv, input);
+  const vmcToFile = (args: string[], file: string): Promise<number | null> => {
+    const fd = openSync(file, 'a');
+    const child = spawn(VMCACHE, ['--root', root, ...args], { env: cliEnv, stdio: ['ignore', fd, fd] });
+    closeSync(fd);
+    return new Promise((resolve) => child.on('exit', (code) => resolve(code)));
+  };
+  const status = async (id: string) =>
+    (JSON.parse((await vmc(['state', id])).stdout) as { status: string }).status;
+  const until = async (what: string, pred: () => boolean | Promise<boolean>, ms = 30_000) => {
+    const deadline = Date.now() + ms;
+    while (!(await pred())) {
+      if (Date.now() > deadline) assert.fail(`timed out waiting for ${what}`);
+      await sleep(100);
+    }
+  };
+  /** VMs that containers hold (not the pool's). */
+  const containerVms = async () =>
+    (
+      JSON.parse((await run(VMCACHE, ['vm', 'list', '--json'], cliEnv)).stdout) as Array<{
+        owner: number | null;
+      }>
+    ).filter((v) => v.owner !== null && v.owner !== server.pid);
+  const bundle = (name: string, args: string[], annotations: Record<string, string>) =>
+    busyboxBundle(join(env.runDir, 'bundles', name), rootfs, { args, annotations, hostname: name });
+
+  before(async () => {
+    rootfs = busyboxRootfs(join(env.runDir, 'busybox'));
+    writeFileSync(cfg, `[factory]\nvm_cache_number = 2\nvm_cache_endpoint = "${endpoint}"\n`);
+    server = await startCacheServer(cliEnv, endpoint);
+  });
+
+  after(async () => {
+    const dir = join(root, 'containers');
+    for (const id of existsSync(dir) ? readdirSync(dir) : []) await vmc(['delete', '--force', id]);
+    await server.stop();
+    assert.deepEqual(mountsUnder(env.runDir), [], 'mounts left behind');
+    assert.deepEqual(vmDirsLeft(env.runDir), [], 'VMs left behind');
+    env.cleanup();
+  });
+
+  it('a sandbox and two members created at once share one VM; exec reaches a member; the sandbox takes them down', async () => {
+    const out = (id: string) => join(env.runDir, `${id}.out`);
+    const sb = bundle('sb', ['sh', '-c', 'echo sandbox-up; while :; do sleep 1; done'], {
+      [TYPE]: 'sandbox',
+      [SANDBOX]: 'sb1',
+    });
+    assert.equal(
+      await vmcToFile(['run', '-d', '--bundle', sb, 'sb1'], out('sb1')),
+      0,
+      readFileSync(out('sb1'), 'utf8'),
+    );
+    const member = (name: string) =>
+      bundle(name, ['sh', '-c', 'cat /proc/sys/kernel/random/boot_id; hostname; while :; do sleep 1; done'], {
+        [TYPE]: 'container',
+        [SANDBOX]: 'sb1',
+      });
+    const codes = await Promise.all(
+      ['m1', 'm2'].map((id) => vmcToFile(['run', '-d', '--bundle', member(id), id], out(id))),
+    );
+    assert.deepEqual(codes, [0, 0], readFileSync(out('m1'), 'utf8') + readFileSync(out('m2'), 'utf8'));
+    assert.equal((await containerVms()).length, 1, 'one VM for the whole pod');
+    await until('both members printed', () =>
+      ['m1', 'm2'].every((id) => readFileSync(out(id), 'utf8').split('\n').length >= 3),
+    );
+    const sandboxBoot = (
+      await vmc(['exec', 'sb1', '--', 'cat', '/proc/sys/kernel/random/boot_id'])
+    ).stdout.trim();
+    for (const id of ['m1', 'm2']) {
+      const [boot, host] = readFileSync(out(id), 'utf8').split('\n');
+      assert.equal(boot, sandboxBoot, `${id} runs in the sandbox's VM`);
+      assert.equal(host, id, `${id} has its own UTS namespace`);
+    }
+    const ex = await vmc(['exec', 'm1', '--', 'sh', '-c', 'hostname; exit 3']);
+    assert.equal(ex.code, 3, ex.stderr);
+    assert.equal(ex.stdout, 'm1\n', 'exec joins the member, not the sandbox');
+    const pause = await vmc(['pause', 'm1']);
+    assert.notEqual(pause.code, 0);
+    assert.match(pause.stderr, /shares the VM of sandbox sb1: pause the sandbox instead/);
+
+    assert.equal((await vmc(['kill', 'sb1', 'KILL'])).code, 0);
+    await until('the members stopped with their sandbox', async () =>
+      (await Promise.all(['sb1', 'm1', 'm2'].map(status))).every((s) => s === 'stopped'),
+    );
+    for (const id of ['m1', 'm2', 'sb1']) assert.equal((await vmc(['delete', id])).code, 0);
+    assert.deepEqual(await containerVms(), []);
+    assert.deepEqual(mountsUnder(join(env.runDir, 'vm')), []);
+  });
+
+  it('a member of a sandbox that does not exist, or is stopped, is refused and nothing is created', async () => {
+    const ghost = bundle('ghost', ['true'], { [TYPE]: 'container', [SANDBOX]: 'nope' });
+    const r = await vmc(['create', '--bundle', ghost, 'g1']);
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr, /sandbox nope .* does not exist.*VMC_ERR_CONTAINER_NOT_FOUND/);
+    assert.equal(existsSync(join(root, 'containers', 'g1')), false);
+    const noId = busyboxBundle(join(env.runDir, 'bundles', 'noid'), rootfs, {
+      args: ['true'],
+      annotations: { [TYPE]: 'container' },
+    });
+    const r2 = await vmc(['create', '--bundle', noId, 'g2']);
+    assert.notEqual(r2.code, 0);
+    assert.match(r2.stderr, /needs a sandbox id annotation/);
+  });
+});
