@@ -132,9 +132,10 @@ export async function realCache(
   let remote: RemoteCacheFactory | null = null;
   try {
     while (!remote)
-      remote = await RemoteCacheFactory.connect(`${dir}/cache.sock`, deps).catch(
-        async () => (await sleep(100), null),
-      );
+      remote = await RemoteCacheFactory.connect(`${dir}/cache.sock`, deps).catch(async () => {
+        await sleep(100);
+        return null;
+      });
     for (;;) {
       const s = await remote.serverStatus();
       if (s.vmstatus.length === size) {

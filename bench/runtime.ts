@@ -67,9 +67,10 @@ export async function runtimeRows(
   const server = spawn(vmcache, ['factory', 'init'], { env: env(cached), stdio: 'ignore' });
   let remote: RemoteCacheFactory | null = null;
   while (!remote)
-    remote = await RemoteCacheFactory.connect(`${dir}/cache.sock`, deps).catch(
-      async () => (await sleep(100), null),
-    );
+    remote = await RemoteCacheFactory.connect(`${dir}/cache.sock`, deps).catch(async () => {
+      await sleep(100);
+      return null;
+    });
   const poolFull = async () => {
     while ((await remote!.serverStatus()).vmstatus.length < 2) await sleep(250);
   };
