@@ -15,7 +15,7 @@ import { mountsUnder } from '../../src/platform/mounts.js';
 import { identify, isAlive } from '../../src/platform/process.js';
 import { busyboxBundle, busyboxRootfs } from '../helpers/bundle.js';
 import { startCacheServer } from '../helpers/cache-server.js';
-import { run, VMCACHE } from '../helpers/cli.js';
+import { finished, run, VMCACHE } from '../helpers/cli.js';
 import { IMAGE_DIR, vmDirsLeft, vmEnv } from '../helpers/vm-env.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -182,6 +182,46 @@ describe('OCI runtime (runc-compatible CLI, busybox bundles, real QEMU)', () => 
     assert.equal((await vmc(['delete', '--force', 'p2'])).code, 0);
     assert.deepEqual(containersLeft(), []);
     assert.equal((await vmc(['delete', '--force', 'p2'])).code, 0, 'deleting again with --force is quiet');
+  });
+
+  it('run in the foreground relays a signal sent to it; a killed host-side process leaks nothing', async () => {
+    const b = bundle('sig', {
+      args: ['sh', '-c', 'trap "echo got-term; exit 7" TERM; echo ready; while :; do sleep 0.1; done'],
+    });
+    const child = spawn(VMCACHE, ['--root', root, 'run', '--bundle', b, 's1'], {
+      env: cliEnv,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    const done = finished(child);
+    let out = '';
+    child.stdout!.on('data', (d: Buffer) => {
+      out += d.toString();
+    });
+    const deadline = Date.now() + 60_000;
+    while (!out.includes('ready')) {
+      if (Date.now() > deadline) assert.fail(`never started: ${(await done).stderr}`);
+      await sleep(100);
+    }
+    child.kill('SIGTERM'); // to vmcache run itself: it stands for the container and passes the signal on
+    const r = await done;
+    assert.equal(r.code, 7, r.stderr);
+    assert.match(out, /ready\n(.|\n)*got-term\n/);
+    assert.deepEqual(containersLeft(), []);
+
+    // kill -9 of the host-side process: the container reads as stopped, and delete stops its VM.
+    const b2 = bundle('crash', { args: ['sh', '-c', 'while :; do sleep 1; done'] });
+    const file = join(env.runDir, 'crash.out');
+    assert.equal(await vmcToFile(['run', '-d', '--bundle', b2, 'k1'], file), 0, readFileSync(file, 'utf8'));
+    const pid = (await state('k1')).pid;
+    const { vmId } = JSON.parse(readFileSync(join(root, 'containers', 'k1', 'state.json'), 'utf8')) as {
+      vmId: string;
+    };
+    assert.ok(vmDirsLeft(env.runDir).includes(vmId));
+    process.kill(pid, 'SIGKILL');
+    await waitStatus('k1', 'stopped');
+    assert.equal((await vmc(['delete', 'k1'])).code, 0);
+    assert.ok(!vmDirsLeft(env.runDir).includes(vmId), "the crashed container's VM is gone");
+    assert.deepEqual(containersLeft(), []);
   });
 
   it('a program that does not exist: start fails naming it; delete leaves nothing', async () => {
