@@ -1,9 +1,9 @@
 import { readFileSync, statfsSync } from 'node:fs';
-import { VmcError } from '../../errors.js';
+import { isVmcError, messageOf, VmcError } from '../../errors.js';
 import { readBundle } from '../../oci/bundle.js';
 import { parseEnv } from '../../oci/env.js';
 import { At } from '../../oci/validate.js';
-import type { ExecProcess } from '../../sandbox/control.js';
+import type { ControlClient, ExecProcess } from '../../sandbox/control.js';
 import { connectShim, type RuntimeContext, requireStatus, signalExitCode, writePidFile } from './common.js';
 import { REPORT_FD, type Report, sendReport, spawnReporting } from './detached.js';
 import { RELAYED_SIGNALS } from './shim.js';
@@ -87,7 +87,22 @@ export function execProcess(ctx: RuntimeContext, id: string, args: string[], o: 
  * `--detach` a relay process (a descendant of the caller, its pid in `--pid-file`) does that instead.
  */
 export async function exec(ctx: RuntimeContext, id: string, args: string[], o: ExecOptions): Promise<number> {
-  requireStatus(ctx, id, 'exec', ['running']);
+  const report = (r: Report) => {
+    if (o.reportFd) sendReport(Number(o.reportFd), r);
+  };
+  // A detached exec's parent waits for this report: give it the reason, not just "exited".
+  const reportFailure = (err: unknown): void =>
+    report({
+      ok: false,
+      code: isVmcError(err) ? err.code : 'VMC_ERR_CONTAINER_START',
+      message: messageOf(err),
+    });
+  try {
+    requireStatus(ctx, id, 'exec', ['running']);
+  } catch (err) {
+    reportFailure(err);
+    throw err;
+  }
   const proc = o.processJson ? (JSON.parse(o.processJson) as ExecProcess) : execProcess(ctx, id, args, o);
   if (o.detach) {
     const pid = await spawnReporting(
@@ -98,10 +113,13 @@ export async function exec(ctx: RuntimeContext, id: string, args: string[], o: E
     if (o.pidFile) writePidFile(o.pidFile, pid);
     return 0;
   }
-  const report = (r: Report) => {
-    if (o.reportFd) sendReport(Number(o.reportFd), r);
-  };
-  const c = await connectShim(ctx, id);
+  let c: ControlClient;
+  try {
+    c = await connectShim(ctx, id);
+  } catch (err) {
+    reportFailure(err);
+    throw err;
+  }
   const exited = new Promise<{ code: number | null; signal: string | null }>((resolve) => {
     c.onEvent = (ev) => {
       if (ev.t === 'out')
@@ -114,8 +132,7 @@ export async function exec(ctx: RuntimeContext, id: string, args: string[], o: E
     await c.request({ t: 'exec', pid: process.pid, process: proc });
   } catch (err) {
     c.close();
-    const e = err as VmcError;
-    report({ ok: false, code: e.code ?? 'VMC_ERR_CONTAINER_START', message: e.message });
+    reportFailure(err);
     throw err;
   }
   report({ ok: true });
