@@ -41,6 +41,7 @@ export const ErrorCodes = {
   VMC_ERR_CONTAINER_START: "the container's process could not be started in the VM",
   VMC_ERR_CONTAINER_UNREACHABLE: "the container's host-side process does not answer",
   VMC_ERR_CONTAINER_LOCKED: "another invocation holds the container's lock",
+  VMC_ERR_NETWORK_SETUP: "connecting the pod's network namespace to the VM failed",
 } as const;
 
 /** A stable error code. */

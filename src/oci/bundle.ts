@@ -50,6 +50,8 @@ export interface ContainerConfig {
   hostname?: string;
   mounts: MountSpec[];
   devices: DeviceSpec[];
+  /** The network namespace to join (`linux.namespaces[type=network].path`), e.g. one CNI made for a pod. */
+  netns?: string;
   /** Bytes of the container's /dev/shm. */
   shmSize: number;
   containerType: ContainerType;
@@ -181,6 +183,14 @@ export function readBundle(bundleDir: string, statfs: StatFs): ContainerConfig {
   };
   const caps = parseCapabilities(p.get('capabilities'));
   if (caps) out.process.capabilities = caps;
+  if (linux.exists()) {
+    const ns = linux.get('namespaces');
+    for (const n of ns.exists() ? ns.array() : []) {
+      if (n.get('type').string() !== 'network') continue;
+      const path = n.get('path').optional((x) => x.absolutePath());
+      if (path !== undefined) out.netns = path;
+    }
+  }
   const hostname = spec.get('hostname').optional((h) => h.string());
   if (hostname !== undefined) out.hostname = hostname;
   const sid = sandboxId(annotations);

@@ -19,6 +19,7 @@ import {
   type HandledRequest,
 } from './control.js';
 import { type MountPlan, planMounts } from './mounts.js';
+import { connectPodNetwork, disconnectPodNetwork } from './network.js';
 import type { Shim } from './shim.js';
 import type { StateStore } from './state-store.js';
 
@@ -53,6 +54,8 @@ export function checkSupported(cfg: ContainerConfig): void {
 export class ContainerShim implements Shim {
   status: 'created' | 'running' | 'paused' | 'stopped' = 'created';
   readonly #execs = new Set<number>();
+  /** Tap devices connecting the pod's network namespace to the VM (removed when the container stops). */
+  #taps: string[] = [];
   /** Guest pids of the pod's member containers' processes (they may be joined by `exec`). */
   readonly #members = new Set<number>();
   #proc: AgentProcess | null = null;
@@ -94,9 +97,16 @@ export class ContainerShim implements Shim {
       const vm = got.vm;
       // Destroying the VM also unmounts everything under its state directory (the binds below).
       undo.push('destroy VM', () => vm.destroy());
+      let taps: string[] = [];
+      if (cfg.netns) {
+        const netns = cfg.netns;
+        undo.push('disconnect the pod network', () => disconnectPodNetwork(netns, taps, deps.run));
+        taps = await connectPodNetwork(vm, netns, deps.run);
+      }
       await shareInto(vm.record.files.sharedDir, cfg.rootfs, `${id}/rootfs`, deps);
       for (const b of plan.host) await shareInto(vm.record.files.sharedDir, b.source, b.shareRel, deps);
       const shim = new ContainerShim(id, cfg, vm, plan, deps);
+      shim.#taps = taps;
       await shim.#listen();
       undo.push('close control socket', () => shim.#closeServer());
       await deps.store.update(id, (s) => {
@@ -226,6 +236,10 @@ export class ContainerShim implements Shim {
       .destroy()
       .catch((e: unknown) => this.deps.logger.error({ err: messageOf(e) }, 'VM destroy'));
     this.deps.logger.debug({ id: this.id, ms: Math.round(this.deps.clock.monotonic() - t0) }, 'VM destroyed');
+    if (this.cfg.netns)
+      await disconnectPodNetwork(this.cfg.netns, this.#taps, this.deps.run).catch((e: unknown) =>
+        this.deps.logger.error({ err: messageOf(e) }, 'removing the pod network plumbing'),
+      );
     await this.deps.store
       .update(this.id, (s) => {
         s.status = 'stopped';

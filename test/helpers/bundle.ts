@@ -33,6 +33,8 @@ export interface BundleOptions {
   annotations?: Record<string, string>;
   /** Extra mounts appended to the default ones. */
   mounts?: unknown[];
+  /** A network namespace to join (`linux.namespaces` network path). */
+  netns?: string;
 }
 
 /**
@@ -55,6 +57,12 @@ export function busyboxBundle(dir: string, rootfs: string, o: BundleOptions): st
   if (o.hostname) spec.hostname = o.hostname;
   if (o.annotations) spec.annotations = o.annotations;
   if (o.mounts) spec.mounts = [...spec.mounts, ...o.mounts];
+  if (o.netns) {
+    const linux = spec.linux as { namespaces: Array<{ type: string; path?: string }> };
+    linux.namespaces = linux.namespaces.map((n) =>
+      n.type === 'network' ? { type: 'network', path: o.netns } : n,
+    );
+  }
   spec.root = { path: rootfs, readonly: o.readonly ?? true };
   writeFileSync(join(dir, 'config.json'), JSON.stringify(spec, null, 2));
   return dir;

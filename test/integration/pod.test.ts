@@ -58,7 +58,9 @@ describe('pods: containers join their sandbox VM (CRI annotations, real QEMU)', 
     server = await startCacheServer(cliEnv, endpoint);
   });
 
+  const cleanups: Array<() => Promise<unknown>> = [];
   after(async () => {
+    for (const c of cleanups) await c();
     const dir = join(root, 'containers');
     for (const id of existsSync(dir) ? readdirSync(dir) : []) await vmc(['delete', '--force', id]);
     await server.stop();
@@ -113,6 +115,43 @@ describe('pods: containers join their sandbox VM (CRI annotations, real QEMU)', 
     for (const id of ['m1', 'm2', 'sb1']) assert.equal((await vmc(['delete', id])).code, 0);
     assert.deepEqual(await containerVms(), []);
     assert.deepEqual(mountsUnder(join(env.runDir, 'vm')), []);
+  });
+
+  it("the sandbox's network namespace reaches the VM: tap + tc mirred + a hot-plugged NIC with the same MAC and address", async () => {
+    const pod = `vmcpod${process.pid}`;
+    const peer = `vmcpeer${process.pid}`;
+    const sh = (cmd: string) => run('sh', ['-c', cmd], process.env);
+    cleanups.push(() => sh(`ip netns del ${pod}; ip netns del ${peer}`));
+    // Addresses from 198.18.0.0/15 (the benchmarking range); traffic stays between these namespaces and the guest.
+    const setup = await sh(
+      [
+        `ip netns add ${pod}`,
+        `ip netns add ${peer}`,
+        `ip link add vmcA${process.pid % 1000} type veth peer name vmcB${process.pid % 1000}`,
+        `ip link set vmcA${process.pid % 1000} netns ${pod}`,
+        `ip link set vmcB${process.pid % 1000} netns ${peer}`,
+        `ip -n ${pod} link set vmcA${process.pid % 1000} name eth0`,
+        `ip -n ${pod} addr add 198.18.0.2/24 dev eth0`,
+        `ip -n ${pod} link set eth0 up`,
+        `ip -n ${peer} addr add 198.18.0.1/24 dev vmcB${process.pid % 1000}`,
+        `ip -n ${peer} link set vmcB${process.pid % 1000} up`,
+      ].join(' && '),
+    );
+    assert.equal(setup.code, 0, setup.stderr);
+    const mac = JSON.parse((await sh(`ip -n ${pod} -j link show eth0`)).stdout)[0].address as string;
+    const b = busyboxBundle(join(env.runDir, 'bundles', 'net'), rootfs, {
+      args: ['sh', '-c', 'ip -o addr show; ip -o link show; ping -c 1 -W 10 198.18.0.1'],
+      netns: `/var/run/netns/${pod}`,
+    });
+    const r = await vmc(['run', '--bundle', b, 'net1']);
+    assert.equal(r.code, 0, `${r.stdout}\n${r.stderr}`);
+    assert.match(r.stdout, /inet 198\.18\.0\.2\/24/);
+    assert.ok(r.stdout.includes(mac), 'the guest NIC has the MAC of the pod interface');
+    assert.match(r.stdout, /1 packets received/);
+    const links = JSON.parse((await sh(`ip -n ${pod} -j link show`)).stdout) as Array<{ ifname: string }>;
+    assert.deepEqual(links.map((l) => l.ifname).sort(), ['eth0', 'lo'], 'taps removed with the container');
+    const qdiscs = (await sh(`tc -n ${pod} qdisc show dev eth0`)).stdout;
+    assert.doesNotMatch(qdiscs, /ingress/, 'filters removed');
   });
 
   it('a member of a sandbox that does not exist, or is stopped, is refused and nothing is created', async () => {

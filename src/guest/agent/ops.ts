@@ -162,6 +162,29 @@ export const linuxOps: GuestOps = {
     );
     await once('/bin/true', [], 3);
   },
+  async configureNic(nic) {
+    // A hot-plugged NIC appears asynchronously (PCIe hot-plug, then the driver binds): wait for its MAC.
+    const deadline = Date.now() + 20_000;
+    let name: string | undefined;
+    while (!name) {
+      name = readdirSync('/sys/class/net').find((d) => {
+        try {
+          return read(`/sys/class/net/${d}/address`) === nic.mac;
+        } catch {
+          return false;
+        }
+      });
+      if (name) break;
+      if (Date.now() > deadline) throw new Error(`no NIC with MAC ${nic.mac} appeared within 20 s`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    const ip = (...a: string[]) => run('/bin/busybox', ['ip', ...a]);
+    await ip('link', 'set', 'dev', name, 'mtu', String(nic.mtu), 'up');
+    for (const a of nic.addresses) await ip('addr', 'add', a, 'dev', name);
+    for (const r of nic.routes)
+      await ip('route', 'add', r.dest, ...(r.via ? ['via', r.via] : []), 'dev', name);
+    return { name };
+  },
   async info() {
     const mem = /MemTotal:\s+(\d+)/.exec(read('/proc/meminfo'));
     return {

@@ -7,6 +7,7 @@ import {
   type AgentRequest,
   type ExecRequest,
   type GuestMessage,
+  type NicConfig,
   parseHostMessage,
 } from '../../protocol/agent/messages.js';
 
@@ -21,6 +22,8 @@ export interface GuestOps {
    * command reports a setup or exec failure on fd 3 and closes fd 3 when the program runs.
    */
   containerCommand(e: ExecRequest): Promise<{ file: string; args: string[] }>;
+  /** Configures a (hot-plugged) NIC found by its MAC. */
+  configureNic(nic: NicConfig): Promise<{ name: string }>;
   /** Runs the process and container start paths once, and mounts the share if asked (see `warm`). */
   warm(share: boolean): Promise<void>;
   info(): Promise<Record<string, unknown>>;
@@ -180,6 +183,8 @@ export class AgentServer {
         return this.ops.online({ cpus: req.cpus, memory: req.memory });
       case 'mount-shared':
         return this.ops.mountShared();
+      case 'net':
+        return this.ops.configureNic(req.nic);
       case 'warm':
         await this.ops.warm(req.share);
         return null;

@@ -49,6 +49,16 @@ export interface ContainerExec {
   mounts?: ContainerMount[];
 }
 
+/** A guest NIC's configuration, copied from the pod's interface it stands for. */
+export interface NicConfig {
+  mac: string;
+  mtu: number;
+  /** CIDR addresses, e.g. `198.18.0.2/24`. */
+  addresses: string[];
+  /** Routes: `dest` is CIDR or `default`; `via` a gateway (optional for on-link routes). */
+  routes: Array<{ dest: string; via?: string }>;
+}
+
 /** Every request operation and its arguments. */
 export type AgentRequest =
   | { op: 'ping' }
@@ -61,6 +71,8 @@ export type AgentRequest =
   /** Ensure at least `cpus` vCPUs are online (0: leave CPUs alone), waiting for hot-added ones to appear. */
   | { op: 'online'; cpus: number; memory: boolean }
   | { op: 'mount-shared' }
+  /** Configures the NIC with this MAC (waiting for it to appear after a hot-plug): MTU, addresses, routes. */
+  | { op: 'net'; nic: NicConfig }
   /** Runs the exec and container paths once (and mounts the share if `share`), so their first real use is fast. */
   | { op: 'warm'; share: boolean }
   | { op: 'info' }
@@ -95,6 +107,7 @@ const OPS: ReadonlySet<string> = new Set([
   'online',
   'mount-shared',
   'warm',
+  'net',
   'info',
   'shutdown',
 ]);
@@ -195,6 +208,28 @@ export function parseHostMessage(v: unknown): Parsed<HostMessage> {
       if (!isId(v.cpus) || v.cpus > 1024 || typeof v.memory !== 'boolean')
         return bad('online needs cpus (the number to have online, 0-1024) and memory (boolean)');
       return { ok: true, msg: { t: 'req', id, op: 'online', cpus: v.cpus, memory: v.memory } };
+    case 'net': {
+      const n = v.nic;
+      const ip = /^[0-9a-fA-F:.]+$/;
+      const cidr = /^[0-9a-fA-F:.]+\/[0-9]{1,3}$/;
+      if (!isObj(n) || typeof n.mac !== 'string' || !/^([0-9a-f]{2}:){5}[0-9a-f]{2}$/.test(n.mac))
+        return bad('net.nic.mac must be a lowercase MAC address');
+      if (!isId(n.mtu) || n.mtu < 68 || n.mtu > 65535) return bad('net.nic.mtu must be 68-65535');
+      if (!Array.isArray(n.addresses) || !n.addresses.every((a) => typeof a === 'string' && cidr.test(a)))
+        return bad('net.nic.addresses must be CIDR strings');
+      if (
+        !Array.isArray(n.routes) ||
+        !n.routes.every(
+          (r) =>
+            isObj(r) &&
+            typeof r.dest === 'string' &&
+            (r.dest === 'default' || cidr.test(r.dest)) &&
+            (r.via === undefined || (typeof r.via === 'string' && ip.test(r.via))),
+        )
+      )
+        return bad('net.nic.routes must be {dest: CIDR|default, via?: address}');
+      return { ok: true, msg: { t: 'req', id, op: 'net', nic: n as unknown as NicConfig } };
+    }
     case 'warm':
       if (typeof v.share !== 'boolean') return bad('warm.share must be a boolean');
       return { ok: true, msg: { t: 'req', id, op: 'warm', share: v.share } };

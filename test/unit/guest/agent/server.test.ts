@@ -20,6 +20,10 @@ function fakeOps() {
       return { file: '/bin/sh', args: ['-c', e.args.join(' ')] };
     },
     warm: async (share) => void calls.push(`warm ${share}`),
+    configureNic: async (nic) => {
+      calls.push(`nic ${nic.mac}`);
+      return { name: 'eth0' };
+    },
     info: async () => ({ kernel: 'fake' }),
     shutdown: async () => void calls.push('shutdown'),
   };

@@ -1,0 +1,153 @@
+import { createHash } from 'node:crypto';
+import { basename, dirname } from 'node:path';
+import { VmcError } from '../errors.js';
+import type { CommandRunner } from '../platform/command.js';
+import type { NicConfig } from '../protocol/agent/messages.js';
+import type { Vm } from '../vm/vm.js';
+
+/** One of the pod's interfaces, as the network namespace holds it (made by CNI in real life). */
+export interface PodInterface {
+  name: string;
+  nic: NicConfig;
+}
+
+interface IpAddr {
+  ifname: string;
+  address?: string;
+  mtu?: number;
+  link_type?: string;
+  addr_info?: Array<{ family: string; local: string; prefixlen: number; scope?: string }>;
+}
+interface IpRoute {
+  dst: string;
+  gateway?: string;
+  dev: string;
+  protocol?: string;
+}
+
+/** Runs `ip`/`tc` inside the network namespace at `netns`. */
+function inNs(run: CommandRunner, netns: string, cmd: string, args: string[]) {
+  return run('nsenter', [`--net=${netns}`, cmd, ...args], { errorCode: 'VMC_ERR_NETWORK_SETUP' });
+}
+
+/** The pod's interfaces (all but loopback) with their MAC, MTU, IPv4/IPv6 global addresses and routes. */
+export async function podInterfaces(run: CommandRunner, netns: string): Promise<PodInterface[]> {
+  const addrs = JSON.parse(
+    (await inNs(run, netns, 'ip', ['-j', 'addr', 'show'])).stdout.toString(),
+  ) as IpAddr[];
+  const routes = JSON.parse(
+    (await inNs(run, netns, 'ip', ['-j', 'route', 'show'])).stdout.toString(),
+  ) as IpRoute[];
+  return addrs
+    .filter((a) => a.link_type === 'ether' && a.address)
+    .map((a) => ({
+      name: a.ifname,
+      nic: {
+        mac: a.address!.toLowerCase(),
+        mtu: a.mtu ?? 1500,
+        addresses: (a.addr_info ?? [])
+          .filter((i) => i.scope === undefined || i.scope === 'global')
+          .map((i) => `${i.local}/${i.prefixlen}`),
+        // Kernel routes for the addresses' own subnets come with the addresses in the guest too.
+        routes: routes
+          .filter((r) => r.dev === a.ifname && r.protocol !== 'kernel')
+          .map((r) => (r.gateway ? { dest: r.dst, via: r.gateway } : { dest: r.dst })),
+      },
+    }));
+}
+
+/** A tap name for interface `i` of VM `vmId` (≤ 15 chars, the kernel's limit). */
+export function tapName(vmId: string, i: number): string {
+  return `vmt${createHash('sha256').update(vmId).digest('hex').slice(0, 8)}${i}`;
+}
+
+/** The name `ip link set ... netns NAME` takes for a namespace path, when it is a named one. */
+function nsName(netns: string): string | null {
+  return ['/var/run/netns', '/run/netns'].includes(dirname(netns)) ? basename(netns) : null;
+}
+
+/**
+ * Connects the pod's network namespace to a running (possibly cached, network-less) VM the way Kata's default
+ * "tcfilter" model does, for each interface of the namespace:
+ * 1. a tap device is made in the host namespace and QEMU opens it by name (QMP `netdev_add`: Node cannot pass
+ *    file descriptors over QMP), then a virtio-net NIC with the interface's MAC is hot-plugged on a free
+ *    PCIe root port;
+ * 2. the tap moves into the pod's namespace (QEMU's descriptor stays valid), and tc `mirred` filters redirect
+ *    everything the interface receives to the tap and back;
+ * 3. the guest agent gives the NIC the interface's MTU, addresses and routes.
+ * Returns the taps made (deleting a tap also removes its filters).
+ */
+export async function connectPodNetwork(vm: Vm, netns: string, run: CommandRunner): Promise<string[]> {
+  const name = nsName(netns);
+  if (!name)
+    throw new VmcError(
+      'VMC_ERR_NETWORK_SETUP',
+      `network namespace ${netns}: only named namespaces (/var/run/netns/NAME) are supported`,
+    );
+  const ifaces = await podInterfaces(run, netns);
+  if (ifaces.length > 4)
+    throw new VmcError(
+      'VMC_ERR_NETWORK_SETUP',
+      `network namespace ${netns} has ${ifaces.length} interfaces; a VM takes at most 4`,
+    );
+  const taps: string[] = [];
+  for (const [i, iface] of ifaces.entries()) {
+    const tap = tapName(vm.id, i);
+    await run('ip', ['tuntap', 'add', 'dev', tap, 'mode', 'tap'], { errorCode: 'VMC_ERR_NETWORK_SETUP' });
+    taps.push(tap);
+    await vm.qmp.execute('netdev_add', {
+      type: 'tap',
+      id: `podnet${i}`,
+      ifname: tap,
+      script: 'no',
+      downscript: 'no',
+    });
+    await vm.qmp.execute('device_add', {
+      driver: 'virtio-net-pci',
+      id: `podnic${i}`,
+      netdev: `podnet${i}`,
+      mac: iface.nic.mac,
+      bus: `rp${i + 1}`,
+    });
+    await run('ip', ['link', 'set', 'dev', tap, 'netns', name], { errorCode: 'VMC_ERR_NETWORK_SETUP' });
+    const ns = (cmd: string, ...args: string[]) => inNs(run, netns, cmd, args);
+    await ns('ip', 'link', 'set', 'dev', tap, 'mtu', String(iface.nic.mtu), 'up');
+    for (const [from, to] of [
+      [iface.name, tap],
+      [tap, iface.name],
+    ] as const) {
+      await ns('tc', 'qdisc', 'add', 'dev', from, 'ingress');
+      await ns(
+        'tc',
+        'filter',
+        'add',
+        'dev',
+        from,
+        'parent',
+        'ffff:',
+        'protocol',
+        'all',
+        'u32',
+        'match',
+        'u8',
+        '0',
+        '0',
+        'action',
+        'mirred',
+        'egress',
+        'redirect',
+        'dev',
+        to,
+      );
+    }
+    await vm.agent.request({ op: 'net', nic: iface.nic }, 30_000);
+  }
+  return taps;
+}
+
+/** Removes what `connectPodNetwork` made in the namespace: the taps (with their filters) and the ingress qdiscs. */
+export async function disconnectPodNetwork(netns: string, taps: string[], run: CommandRunner): Promise<void> {
+  for (const tap of taps) await inNs(run, netns, 'ip', ['link', 'del', 'dev', tap]).catch(() => undefined);
+  for (const iface of await podInterfaces(run, netns).catch(() => []))
+    await inNs(run, netns, 'tc', ['qdisc', 'del', 'dev', iface.name, 'ingress']).catch(() => undefined);
+}

@@ -1,0 +1,71 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import type { CommandRunner } from '../../../src/platform/command.js';
+import { parseHostMessage } from '../../../src/protocol/agent/messages.js';
+import { podInterfaces, tapName } from '../../../src/sandbox/network.js';
+
+/** `ip -j` output of a CNI-made pod namespace: loopback, eth0 with an address, a default route. */
+const fakeIp: CommandRunner = async (_cmd, args) => {
+  const out = args.includes('addr')
+    ? [
+        { ifname: 'lo', link_type: 'loopback', address: '00:00:00:00:00:00', mtu: 65536, addr_info: [] },
+        {
+          ifname: 'eth0',
+          link_type: 'ether',
+          address: '0A:58:C6:12:00:02',
+          mtu: 1450,
+          addr_info: [
+            { family: 'inet', local: '198.18.0.2', prefixlen: 24, scope: 'global' },
+            { family: 'inet6', local: 'fe80::858:c6ff:fe12:2', prefixlen: 64, scope: 'link' },
+          ],
+        },
+      ]
+    : [
+        { dst: 'default', gateway: '198.18.0.1', dev: 'eth0' },
+        { dst: '198.18.0.0/24', dev: 'eth0', protocol: 'kernel', scope: 'link' },
+      ];
+  return { stdout: Buffer.from(JSON.stringify(out)), stderr: '' };
+};
+
+describe('pod network plumbing (pure parts)', () => {
+  it("reads the pod's interfaces: MAC (lowercased), MTU, global addresses, non-kernel routes; skips loopback", async () => {
+    assert.deepEqual(await podInterfaces(fakeIp, '/var/run/netns/p'), [
+      {
+        name: 'eth0',
+        nic: {
+          mac: '0a:58:c6:12:00:02',
+          mtu: 1450,
+          addresses: ['198.18.0.2/24'],
+          routes: [{ dest: 'default', via: '198.18.0.1' }],
+        },
+      },
+    ]);
+  });
+
+  it('names taps within the 15-character limit, distinct per VM and interface', () => {
+    const a = tapName('0123456789ab', 0);
+    assert.ok(a.length <= 15, a);
+    assert.notEqual(a, tapName('0123456789ab', 1));
+    assert.notEqual(a, tapName('ba9876543210', 0));
+  });
+
+  it("validates the agent's net request", () => {
+    const ok = {
+      mac: '0a:58:c6:12:00:02',
+      mtu: 1500,
+      addresses: ['198.18.0.2/24'],
+      routes: [{ dest: 'default', via: '198.18.0.1' }],
+    };
+    assert.equal(parseHostMessage({ t: 'req', id: 1, op: 'net', nic: ok }).ok, true);
+    for (const [bad, re] of [
+      [{ ...ok, mac: 'nope' }, /mac/],
+      [{ ...ok, mtu: 10 }, /mtu/],
+      [{ ...ok, addresses: ['198.18.0.2; reboot'] }, /addresses/],
+      [{ ...ok, routes: [{ dest: 'default', via: '$(x)' }] }, /routes/],
+    ] as const) {
+      const r = parseHostMessage({ t: 'req', id: 1, op: 'net', nic: bad });
+      assert.equal(r.ok, false);
+      assert.match((r as { error: string }).error, re);
+    }
+  });
+});
