@@ -15,6 +15,7 @@ import { nullLogger } from '../src/platform/logger.js';
 import { defaultPaths } from '../src/platform/paths.js';
 import { Vm } from '../src/vm/vm.js';
 import { realCache, rpcLatency } from './cache.js';
+import { podRows } from './pod.js';
 import { runtimeRows } from './runtime.js';
 import { pssMiB, type Summary, summarize } from './stats.js';
 import { templateRows } from './template.js';
@@ -100,7 +101,9 @@ rows.push(await rpcLatency(deps, 2000 * scale));
 rows.push(...(await realCache(repo, deps, Number(process.env.BENCH_POOL ?? 8), log)));
 // 5. The OCI runtime.
 rows.push(...(await runtimeRows(repo, deps, 5 * scale, log)));
-// 6. VM templating.
+// 6. Pods: the network namespace into a cached VM.
+rows.push(...(await podRows(repo, deps, 3 * scale, log)));
+// 7. VM templating.
 const tpl = await templateRows(deps, spec, log);
 rows.push(...tpl.rows);
 const cold = rows.find((r) => r.name.startsWith('cold boot'))!.summary.p50;
