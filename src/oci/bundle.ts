@@ -50,6 +50,8 @@ export interface ContainerConfig {
   hostname?: string;
   mounts: MountSpec[];
   devices: DeviceSpec[];
+  /** `linux.resources` vmcache applies in the guest (cgroup v2) and sizes the VM by. */
+  resources: { memoryLimit?: number; cpuQuota?: number; cpuPeriod?: number; pidsLimit?: number };
   /** The network namespace to join (`linux.namespaces[type=network].path`), e.g. one CNI made for a pod. */
   netns?: string;
   /** Bytes of the container's /dev/shm. */
@@ -176,6 +178,7 @@ export function readBundle(bundleDir: string, statfs: StatFs): ContainerConfig {
     mounts: ms,
     devices: linux.exists() ? devices(linux.get('devices')) : [],
     shmSize: shmSize(ms, statfs),
+    resources: {},
     containerType: containerType(annotations, file),
     assets: assetAnnotations(annotations, file),
     annotations,
@@ -183,6 +186,24 @@ export function readBundle(bundleDir: string, statfs: StatFs): ContainerConfig {
   };
   const caps = parseCapabilities(p.get('capabilities'));
   if (caps) out.process.capabilities = caps;
+  const res = linux.exists() ? linux.get('resources') : null;
+  if (res?.exists()) {
+    const mem = res.get('memory');
+    const limit = mem.exists() ? mem.get('limit').optional((l) => l.int()) : undefined;
+    // -1 (and 0) mean "no limit" in the runtime spec.
+    if (limit !== undefined && limit > 0) {
+      if (limit < 4 * 1024 * 1024) mem.get('limit').fail('at least 4 MiB, or -1 for none');
+      out.resources.memoryLimit = limit;
+    }
+    const cpu = res.get('cpu');
+    const quota = cpu.exists() ? cpu.get('quota').optional((q) => q.int()) : undefined;
+    if (quota !== undefined && quota > 0) out.resources.cpuQuota = quota;
+    const period = cpu.exists() ? cpu.get('period').optional((q) => q.uint()) : undefined;
+    if (period !== undefined && period > 0) out.resources.cpuPeriod = period;
+    const pids = res.get('pids');
+    const plimit = pids.exists() ? pids.get('limit').optional((l) => l.int()) : undefined;
+    if (plimit !== undefined && plimit > 0) out.resources.pidsLimit = plimit;
+  }
   if (linux.exists()) {
     const ns = linux.get('namespaces');
     for (const n of ns.exists() ? ns.array() : []) {

@@ -20,6 +20,7 @@ import {
 } from './control.js';
 import { type MountPlan, planMounts } from './mounts.js';
 import { connectPodNetwork, disconnectPodNetwork } from './network.js';
+import { cgroupLimits, sizeForContainer } from './resources.js';
 import type { Shim } from './shim.js';
 import type { StateStore } from './state-store.js';
 
@@ -93,7 +94,9 @@ export class ContainerShim implements Shim {
     const undo = new UndoStack();
     try {
       const { factory } = await selectFactory(deps.config, spec, deps, opts.useCache);
-      const got = await factory.getVM(spec, opts.signal).finally(() => factory.close());
+      const got = await factory
+        .getVM(sizeForContainer(spec, cfg.resources), opts.signal)
+        .finally(() => factory.close());
       const vm = got.vm;
       // Destroying the VM also unmounts everything under its state directory (the binds below).
       undo.push('destroy VM', () => vm.destroy());
@@ -223,7 +226,8 @@ export class ContainerShim implements Shim {
       mounts: this.plan.guest,
     };
     if (this.cfg.hostname) c.hostname = this.cfg.hostname;
-    if (join !== undefined) return { root: c.root, join };
+    if (join !== undefined) return { root: c.root, join, cgroup: { name: this.id } };
+    c.cgroup = { name: this.id, limits: cgroupLimits(this.cfg.resources) };
     return c;
   }
 

@@ -19,6 +19,7 @@ import {
   type HandledRequest,
 } from './control.js';
 import { planMounts } from './mounts.js';
+import { cgroupLimits } from './resources.js';
 import type { Shim } from './shim.js';
 import { effectiveStatus } from './state-store.js';
 
@@ -117,6 +118,7 @@ export class MemberShim implements Shim {
       noNewPrivileges: p.noNewPrivileges,
       additionalGids: p.additionalGids,
       mounts: this.guestMounts ?? [],
+      cgroup: { name: this.id, limits: cgroupLimits(this.cfg.resources) },
     };
     if (this.cfg.hostname) container.hostname = this.cfg.hostname;
     const r = await c.request<{ guestPid: number }>({
@@ -226,7 +228,7 @@ export class MemberShim implements Shim {
           t: 'exec',
           pid: req.pid,
           process: req.process,
-          container: { root: `${this.id}/rootfs`, join: this.#guestPid },
+          container: { root: `${this.id}/rootfs`, join: this.#guestPid, cgroup: { name: this.id } },
         });
         this.#execs.add(req.pid);
         reply({ t: 'ok', result: r });

@@ -92,7 +92,7 @@ export function mountFlags(options: readonly string[]): { flags: number; data: s
  *   by the guest into the container;
  * - a bind-mounted `/dev/shm` becomes a guest tmpfs of the same size (host shared memory cannot cross the VM
  *   boundary; Kata does the same with `shmSize`);
- * - cgroup file systems are skipped: cgroups belong to the VM.
+ * - a cgroup file system is the guest's cgroup v2 hierarchy.
  * A bind source that does not exist, or another file-system type, is an error naming `mounts[i]`.
  */
 export function planMounts(
@@ -136,7 +136,8 @@ export function planMounts(
     }
     const type = m.type ?? '';
     if (type === 'cgroup' || type === 'cgroup2') {
-      plan.skipped.push({ destination: m.destination, reason: 'cgroups belong to the VM' });
+      // The guest's cgroup v2 hierarchy (the container's limits live in /vmcache/<id> there).
+      plan.guest.push({ type: 'cgroup2', source: 'cgroup2', target: m.destination, flags, data: '' });
       return;
     }
     if (!GUEST_TYPES.has(type)) {

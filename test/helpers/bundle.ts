@@ -35,6 +35,8 @@ export interface BundleOptions {
   mounts?: unknown[];
   /** A network namespace to join (`linux.namespaces` network path). */
   netns?: string;
+  /** `linux.resources`. */
+  resources?: Record<string, unknown>;
 }
 
 /**
@@ -63,6 +65,7 @@ export function busyboxBundle(dir: string, rootfs: string, o: BundleOptions): st
       n.type === 'network' ? { type: 'network', path: o.netns } : n,
     );
   }
+  if (o.resources) (spec.linux as Record<string, unknown>).resources = o.resources;
   spec.root = { path: rootfs, readonly: o.readonly ?? true };
   writeFileSync(join(dir, 'config.json'), JSON.stringify(spec, null, 2));
   return dir;

@@ -154,6 +154,30 @@ describe('pods: containers join their sandbox VM (CRI annotations, real QEMU)', 
     assert.doesNotMatch(qdiscs, /ingress/, 'filters removed');
   });
 
+  it('linux.resources: the VM grows by the memory limit; memory, CPU and pids limits hold in the guest cgroup', async () => {
+    const b = busyboxBundle(join(env.runDir, 'bundles', 'res'), rootfs, {
+      args: [
+        'sh',
+        '-c',
+        'cat /proc/self/cgroup; d=/sys/fs/cgroup$(cut -d: -f3 /proc/self/cgroup); cat $d/memory.max $d/cpu.max $d/pids.max; grep MemTotal /proc/meminfo',
+      ],
+      resources: {
+        memory: { limit: 256 * 1024 * 1024 },
+        cpu: { quota: 50000, period: 100000 },
+        pids: { limit: 64 },
+      },
+    });
+    const r = await vmc(['run', '--bundle', b, 'res1']);
+    assert.equal(r.code, 0, r.stderr);
+    const [cgroup, mem, cpu, pids, total] = r.stdout.trim().split('\n');
+    assert.equal(cgroup, '0::/vmcache/res1');
+    assert.equal(mem, String(256 * 1024 * 1024));
+    assert.equal(cpu, '50000 100000');
+    assert.equal(pids, '64');
+    const kib = Number(/MemTotal:\s+(\d+)/.exec(total!)![1]);
+    assert.ok(kib > 600 * 1024, `the VM grew from 512 MiB by the 256 MiB limit (MemTotal ${kib} KiB)`);
+  });
+
   it('a member of a sandbox that does not exist, or is stopped, is refused and nothing is created', async () => {
     const ghost = bundle('ghost', ['true'], { [TYPE]: 'container', [SANDBOX]: 'nope' });
     const r = await vmc(['create', '--bundle', ghost, 'g1']);

@@ -39,6 +39,10 @@ export function enterArgs(e: ExecRequest, c: ContainerExec, shared = SHARED_MOUN
   if (c.hostname) a.push('-h', c.hostname);
   if (e.cwd) a.push('-w', e.cwd);
   if (c.additionalGids?.length) a.push('-G', c.additionalGids.join(','));
+  if (c.cgroup) {
+    a.push('-c', c.cgroup.name);
+    for (const [k, v] of Object.entries(c.cgroup.limits ?? {})) a.push('-l', `${k}=${v}`);
+  }
   if (c.readonly) a.push('-R');
   if (c.noNewPrivileges) a.push('-n');
   for (const m of c.mounts ?? []) {

@@ -6,7 +6,8 @@
  *                                            one reply line each ("ok" or "err MESSAGE"); the agent keeps one
  *                                            running, because a fork+exec costs 60-150 ms under TCG
  *   vmc-helper enter [options] -- PROGRAM ARGS...
- *                                            runs a container process: new mount/UTS/IPC namespaces (or those of
+ *                                            runs a container process: its cgroup (-c NAME, -l file=value),
+ *                                            new mount/UTS/IPC namespaces (or those of
  *                                            a running container process, -j PID), the container's mounts, its
  *                                            root, user and working directory, then exec. Setup errors and a
  *                                            failed exec are written to fd 3, which exec closes (FD_CLOEXEC):
@@ -182,6 +183,44 @@ static void default_devices(const char *root) {
   }
 }
 
+/* Writes `value` to a cgroup file; returns 0 or -1 (errno set). */
+static int cg_write(const char *path, const char *value) {
+  int fd = open(path, O_WRONLY | O_CLOEXEC);
+  if (fd < 0) return -1;
+  ssize_t n = write(fd, value, strlen(value));
+  int e = errno;
+  close(fd);
+  errno = e;
+  return n < 0 ? -1 : 0;
+}
+
+/*
+ * Moves this process into the cgroup v2 leaf /sys/fs/cgroup/vmcache/NAME (made if needed, with the memory,
+ * cpu and pids controllers enabled on the way) after writing the limits ("file=value", e.g. memory.max=67108864).
+ */
+static void enter_cgroup(const char *name, char **limits, int nlimits) {
+  static const char *ctrls[] = { "+memory", "+cpu", "+pids" };
+  char path[PATH_MAX], file[PATH_MAX + 64];
+  for (size_t i = 0; i < sizeof ctrls / sizeof *ctrls; i++) {
+    cg_write("/sys/fs/cgroup/cgroup.subtree_control", ctrls[i]); /* a missing controller is not fatal */
+  }
+  if (mkdir("/sys/fs/cgroup/vmcache", 0755) != 0 && errno != EEXIST) die(125, "mkdir cgroup vmcache: %s", strerror(errno));
+  for (size_t i = 0; i < sizeof ctrls / sizeof *ctrls; i++) cg_write("/sys/fs/cgroup/vmcache/cgroup.subtree_control", ctrls[i]);
+  snprintf(path, sizeof path, "/sys/fs/cgroup/vmcache/%s", name);
+  if (mkdir(path, 0755) != 0 && errno != EEXIST) die(125, "mkdir cgroup %s: %s", name, strerror(errno));
+  for (int i = 0; i < nlimits; i++) {
+    char *eq = strchr(limits[i], '=');
+    if (!eq) die(125, "bad cgroup limit %s", limits[i]);
+    *eq = 0;
+    snprintf(file, sizeof file, "%s/%s", path, limits[i]);
+    if (cg_write(file, eq + 1) != 0) die(125, "cgroup %s = %s: %s", limits[i], eq + 1, strerror(errno));
+  }
+  char pid[32];
+  snprintf(pid, sizeof pid, "%d", (int)getpid());
+  snprintf(file, sizeof file, "%s/cgroup.procs", path);
+  if (cg_write(file, pid) != 0) die(125, "join cgroup %s: %s", name, strerror(errno));
+}
+
 /* Joins the mount, UTS and IPC namespaces of a running container process and enters its root. */
 static void join(const char *pid) {
   static const char *kinds[] = { "ipc", "uts", "mnt" };
@@ -207,8 +246,9 @@ static int enter(int argc, char **argv) {
   const char *root = NULL, *joinpid = NULL, *hostname = NULL, *cwd = "/", *groups = NULL;
   unsigned long uid = 0, gid = 0;
   int readonly = 0, nonewprivs = 0, i = 2;
-  char *mounts[128];
-  int nmounts = 0;
+  char *mounts[128], *limits[16];
+  int nmounts = 0, nlimits = 0;
+  const char *cgroup = NULL;
   for (; i < argc && strcmp(argv[i], "--") != 0; i++) {
     const char *o = argv[i];
     if (strcmp(o, "-R") == 0) { readonly = 1; continue; }
@@ -222,6 +262,11 @@ static int enter(int argc, char **argv) {
     else if (strcmp(o, "-u") == 0) uid = strtoul(v, NULL, 10);
     else if (strcmp(o, "-g") == 0) gid = strtoul(v, NULL, 10);
     else if (strcmp(o, "-G") == 0) groups = v;
+    else if (strcmp(o, "-c") == 0) cgroup = v;
+    else if (strcmp(o, "-l") == 0) {
+      if (nlimits == 16) die(125, "too many cgroup limits");
+      limits[nlimits++] = v;
+    }
     else if (strcmp(o, "-m") == 0) {
       if (nmounts == 128) die(125, "too many mounts");
       mounts[nmounts++] = v;
@@ -229,6 +274,7 @@ static int enter(int argc, char **argv) {
   }
   if (i + 1 >= argc) die(125, "no program after --");
   char **args = argv + i + 1;
+  if (cgroup) enter_cgroup(cgroup, limits, nlimits);
   if (joinpid) {
     join(joinpid);
   } else {

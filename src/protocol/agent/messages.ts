@@ -21,7 +21,24 @@ export interface ExecRequest {
 }
 
 /** Mount types the guest honours for a container. */
-export const CONTAINER_MOUNT_TYPES = ['bind', 'proc', 'sysfs', 'tmpfs', 'devpts', 'mqueue'] as const;
+export const CONTAINER_MOUNT_TYPES = [
+  'bind',
+  'proc',
+  'sysfs',
+  'tmpfs',
+  'devpts',
+  'mqueue',
+  'cgroup2',
+] as const;
+
+/** cgroup v2 files a container's limits may set. */
+export const CGROUP_LIMIT_FILES = [
+  'memory.max',
+  'memory.swap.max',
+  'cpu.max',
+  'cpu.weight',
+  'pids.max',
+] as const;
 
 /** One mount made for a container before it starts. */
 export interface ContainerMount {
@@ -47,6 +64,8 @@ export interface ContainerExec {
   noNewPrivileges?: boolean;
   additionalGids?: number[];
   mounts?: ContainerMount[];
+  /** The cgroup v2 leaf `/sys/fs/cgroup/vmcache/<name>` the process joins, and the limits written there first. */
+  cgroup?: { name: string; limits?: Partial<Record<(typeof CGROUP_LIMIT_FILES)[number], string>> };
 }
 
 /** A guest NIC's configuration, copied from the pod's interface it stands for. */
@@ -136,6 +155,20 @@ export function containerError(c: unknown): string | null {
     if (c[k] !== undefined && typeof c[k] !== 'boolean') return `${k} must be a boolean`;
   if (c.additionalGids !== undefined && !(Array.isArray(c.additionalGids) && c.additionalGids.every(isId)))
     return 'additionalGids must be an array of non-negative integers';
+  if (c.cgroup !== undefined) {
+    const g = c.cgroup;
+    if (!isObj(g) || typeof g.name !== 'string' || !/^[\w.+-]{1,200}$/.test(g.name) || g.name.startsWith('.'))
+      return 'cgroup.name must be a container id';
+    if (g.limits !== undefined) {
+      if (!isObj(g.limits)) return 'cgroup.limits must be an object';
+      for (const [k, v] of Object.entries(g.limits)) {
+        if (!(CGROUP_LIMIT_FILES as readonly string[]).includes(k))
+          return `cgroup.limits: ${k} is not one of ${CGROUP_LIMIT_FILES.join(', ')}`;
+        if (typeof v !== 'string' || !/^[0-9a-z ]{1,40}$/.test(v))
+          return `cgroup.limits.${k} must be a cgroup value`;
+      }
+    }
+  }
   if (c.mounts === undefined) return null;
   if (!Array.isArray(c.mounts) || c.mounts.length > 128) return 'mounts must be an array of at most 128';
   for (const [i, m] of c.mounts.entries()) {

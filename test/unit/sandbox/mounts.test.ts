@@ -19,7 +19,7 @@ describe('mount plan (OCI mounts → guest mounts and host binds)', () => {
     assert.deepEqual(mountFlags(['rw', 'ro', 'nodev']), { flags: MS_RDONLY | MS_NODEV, data: '' });
   });
 
-  it('keeps guest file systems, binds host paths through the share, and skips cgroups', () => {
+  it("keeps guest file systems, binds host paths through the share, and mounts the guest's cgroup v2 tree", () => {
     const plan = planMounts(
       [
         { destination: '/proc', type: 'proc', source: 'proc', options: [] },
@@ -37,12 +37,13 @@ describe('mount plan (OCI mounts → guest mounts and host binds)', () => {
       { type: 'tmpfs', source: 'tmpfs', target: '/dev', flags: MS_NOSUID, data: 'mode=755' },
       { type: 'bind', source: 'c1/mounts/2', target: '/etc/hosts', flags: MS_REC | MS_RDONLY, data: '' },
       { type: 'bind', source: 'c1/mounts/3', target: '/data', flags: 0, data: '' },
+      { type: 'cgroup2', source: 'cgroup2', target: '/sys/fs/cgroup', flags: MS_RDONLY, data: '' },
     ]);
     assert.deepEqual(plan.host, [
       { source: '/host/hosts', shareRel: 'c1/mounts/2' },
       { source: '/host/data', shareRel: 'c1/mounts/3' },
     ]);
-    assert.deepEqual(plan.skipped, [{ destination: '/sys/fs/cgroup', reason: 'cgroups belong to the VM' }]);
+    assert.deepEqual(plan.skipped, []);
   });
 
   it("turns a bind-mounted /dev/shm into a guest tmpfs of the bundle's shm size (as Kata does)", () => {
