@@ -20,7 +20,8 @@ import {
 } from './control.js';
 import { type MountPlan, planMounts } from './mounts.js';
 import { connectPodNetwork, disconnectPodNetwork } from './network.js';
-import { cgroupLimits, sizeForContainer } from './resources.js';
+import { containerExecOf, execProcessOf } from './process.js';
+import { sizeForContainer } from './resources.js';
 import type { Shim } from './shim.js';
 import type { StateStore } from './state-store.js';
 
@@ -133,19 +134,11 @@ export class ContainerShim implements Shim {
         'VMC_ERR_INVALID_STATE',
         `container ${this.id} is ${this.status}, start needs created`,
       );
-    const p = this.cfg.process;
     const t0 = this.deps.clock.monotonic();
     let proc: AgentProcess;
     try {
-      proc = await this.vm.exec({
-        args: p.args,
-        env: p.env.map((e) => `${e.name}=${e.value}`),
-        cwd: p.cwd,
-        uid: p.uid,
-        gid: p.gid,
-        stdin: true,
-        container: this.#containerExec(),
-      });
+      const { additionalGids: _groups, ...p } = execProcessOf(this.cfg);
+      proc = await this.vm.exec({ ...p, stdin: true, container: this.#containerExec() });
     } catch (err) {
       throw startError(this.id, err);
     }
@@ -218,17 +211,7 @@ export class ContainerShim implements Shim {
   }
 
   #containerExec(join?: number): ContainerExec {
-    const c: ContainerExec = {
-      root: `${this.id}/rootfs`,
-      readonly: this.cfg.rootfsReadonly,
-      noNewPrivileges: this.cfg.process.noNewPrivileges,
-      additionalGids: this.cfg.process.additionalGids,
-      mounts: this.plan.guest,
-    };
-    if (this.cfg.hostname) c.hostname = this.cfg.hostname;
-    if (join !== undefined) return { root: c.root, join, cgroup: { name: this.id } };
-    c.cgroup = { name: this.id, limits: cgroupLimits(this.cfg.resources) };
-    return c;
+    return containerExecOf(this.id, this.cfg, this.plan.guest, join);
   }
 
   /** Once: records the exit, destroys the VM (and with it the share's mounts), closes the control socket. */

@@ -7,19 +7,18 @@ import { vmDir } from '../platform/paths.js';
 import { identify } from '../platform/process.js';
 import { UndoStack } from '../platform/undo-stack.js';
 import type { ExitStatus } from '../protocol/agent/client.js';
-import type { ContainerExec } from '../protocol/agent/messages.js';
+import type { ContainerMount } from '../protocol/agent/messages.js';
 import { type SandboxDeps, type Stdio, shareInto } from './container.js';
 import {
   ControlClient,
   type ControlReply,
   ControlServer,
   controlSocketPath,
-  type ExecProcess,
   type ExecSession,
   type HandledRequest,
 } from './control.js';
 import { planMounts } from './mounts.js';
-import { cgroupLimits } from './resources.js';
+import { containerExecOf, execProcessOf } from './process.js';
 import type { Shim } from './shim.js';
 import { effectiveStatus } from './state-store.js';
 
@@ -44,7 +43,7 @@ export class MemberShim implements Shim {
     readonly cfg: ContainerConfig,
     private readonly sandboxId: string,
     private readonly shareDir: string,
-    private readonly guestMounts: ContainerExec['mounts'],
+    private readonly guestMounts: ContainerMount[],
     private readonly deps: SandboxDeps,
   ) {
     this.stopped = new Promise((r) => {
@@ -105,27 +104,18 @@ export class MemberShim implements Shim {
         'VMC_ERR_INVALID_STATE',
         `container ${this.id} is ${this.status}, start needs created`,
       );
-    const p = this.cfg.process;
+    const _p = this.cfg.process;
     const c = await this.#connectSandbox();
     c.onEvent = (ev) => {
       if (ev.t === 'out') (ev.fd === 1 ? stdio.stdout : stdio.stderr).write(Buffer.from(ev.data, 'base64'));
       else if (ev.t === 'exit') void this.#stop({ code: ev.code, signal: ev.signal });
     };
     c.onClose = () => void this.#stop({ code: null, signal: 'SIGKILL' }); // the sandbox (and its VM) went away
-    const container: ContainerExec = {
-      root: `${this.id}/rootfs`,
-      readonly: this.cfg.rootfsReadonly,
-      noNewPrivileges: p.noNewPrivileges,
-      additionalGids: p.additionalGids,
-      mounts: this.guestMounts ?? [],
-      cgroup: { name: this.id, limits: cgroupLimits(this.cfg.resources) },
-    };
-    if (this.cfg.hostname) container.hostname = this.cfg.hostname;
     const r = await c.request<{ guestPid: number }>({
       t: 'exec',
       pid: process.pid,
-      process: this.#process(),
-      container,
+      process: execProcessOf(this.cfg),
+      container: containerExecOf(this.id, this.cfg, this.guestMounts),
     });
     this.#relay = c;
     this.#guestPid = r.guestPid;
@@ -143,18 +133,6 @@ export class MemberShim implements Shim {
       throw new VmcError('VMC_ERR_INVALID_STATE', `container ${this.id} is not running`);
     if (this.status === 'created') void this.#stop({ code: null, signal });
     else this.#relay!.send({ t: 'signal', signal });
-  }
-
-  #process(): ExecProcess {
-    const p = this.cfg.process;
-    return {
-      args: p.args,
-      env: p.env.map((e) => `${e.name}=${e.value}`),
-      cwd: p.cwd,
-      uid: p.uid,
-      gid: p.gid,
-      additionalGids: p.additionalGids,
-    };
   }
 
   #connectSandbox(): Promise<ControlClient> {
@@ -228,7 +206,7 @@ export class MemberShim implements Shim {
           t: 'exec',
           pid: req.pid,
           process: req.process,
-          container: { root: `${this.id}/rootfs`, join: this.#guestPid, cgroup: { name: this.id } },
+          container: containerExecOf(this.id, this.cfg, this.guestMounts, this.#guestPid),
         });
         this.#execs.add(req.pid);
         reply({ t: 'ok', result: r });

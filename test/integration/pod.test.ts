@@ -1,12 +1,12 @@
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { closeSync, existsSync, openSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { mountsUnder } from '../../src/platform/mounts.js';
 import { busyboxBundle, busyboxRootfs } from '../helpers/bundle.js';
 import { startCacheServer } from '../helpers/cache-server.js';
 import { run, VMCACHE } from '../helpers/cli.js';
+import { runtimeCli } from '../helpers/runtime-cli.js';
 import { IMAGE_DIR, vmDirsLeft, vmEnv } from '../helpers/vm-env.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -26,13 +26,7 @@ describe('pods: containers join their sandbox VM (CRI annotations, real QEMU)', 
   };
   let rootfs: string;
   let server: Awaited<ReturnType<typeof startCacheServer>>;
-  const vmc = (args: string[], input?: string) => run(VMCACHE, ['--root', root, ...args], cliEnv, input);
-  const vmcToFile = (args: string[], file: string): Promise<number | null> => {
-    const fd = openSync(file, 'a');
-    const child = spawn(VMCACHE, ['--root', root, ...args], { env: cliEnv, stdio: ['ignore', fd, fd] });
-    closeSync(fd);
-    return new Promise((resolve) => child.on('exit', (code) => resolve(code)));
-  };
+  const { vmc, vmcToFile } = runtimeCli(root, cliEnv);
   const status = async (id: string) =>
     (JSON.parse((await vmc(['state', id])).stdout) as { status: string }).status;
   const until = async (what: string, pred: () => boolean | Promise<boolean>, ms = 30_000) => {

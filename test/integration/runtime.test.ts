@@ -1,21 +1,14 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import {
-  closeSync,
-  existsSync,
-  mkdirSync,
-  openSync,
-  readdirSync,
-  readFileSync,
-  writeFileSync,
-} from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { mountsUnder } from '../../src/platform/mounts.js';
 import { identify, isAlive } from '../../src/platform/process.js';
 import { busyboxBundle, busyboxRootfs } from '../helpers/bundle.js';
 import { startCacheServer } from '../helpers/cache-server.js';
-import { finished, run, VMCACHE } from '../helpers/cli.js';
+import { finished, VMCACHE } from '../helpers/cli.js';
+import { runtimeCli } from '../helpers/runtime-cli.js';
 import { IMAGE_DIR, vmDirsLeft, vmEnv } from '../helpers/vm-env.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -33,14 +26,7 @@ describe('OCI runtime (runc-compatible CLI, busybox bundles, real QEMU)', () => 
   };
   let rootfs: string;
   let server: Awaited<ReturnType<typeof startCacheServer>>;
-  const vmc = (args: string[], input?: string) => run(VMCACHE, ['--root', root, ...args], cliEnv, input);
-  /** Runs the CLI with stdout/stderr to a file (a created container's process keeps them), returns its status. */
-  const vmcToFile = (args: string[], file: string): Promise<number | null> => {
-    const fd = openSync(file, 'a');
-    const child = spawn(VMCACHE, ['--root', root, ...args], { env: cliEnv, stdio: ['ignore', fd, fd] });
-    closeSync(fd);
-    return new Promise((resolve) => child.on('exit', (code) => resolve(code)));
-  };
+  const { vmc, vmcToFile } = runtimeCli(root, cliEnv);
   const state = async (id: string) => {
     const r = await vmc(['state', id]);
     assert.equal(r.code, 0, r.stderr);
