@@ -8,7 +8,8 @@ import { mountsUnder, unmountAllUnder } from '../../src/platform/mounts.js';
 import { busyboxRootfs } from '../helpers/bundle.js';
 import { startCacheServer } from '../helpers/cache-server.js';
 import { type Finished, finished, REPO, run, VMCACHE } from '../helpers/cli.js';
-import { IMAGE_DIR, vmDirsLeft, vmEnv } from '../helpers/vm-env.js';
+import { runtimeEnv } from '../helpers/runtime-cli.js';
+import { vmDirsLeft } from '../helpers/vm-env.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const LAUNCHER = `${REPO}bin/vmcache`;
@@ -18,16 +19,8 @@ const LAUNCHER = `${REPO}bin/vmcache`;
  * exactly as they drive runc: both from Debian, both with `--rootfs` (no image), against a private VM cache.
  */
 describe('containerd and podman drive vmcache as their OCI runtime (real QEMU)', () => {
-  const env = vmEnv();
-  const cfg = join(env.runDir, 'configuration.toml');
-  const endpoint = join(env.runDir, 'cache.sock');
-  // Every process below (containerd, its shims, conmon) passes this environment on to vmcache.
-  const cliEnv = {
-    ...process.env,
-    VMCACHE_RUN_DIR: env.runDir,
-    VMCACHE_IMAGE_DIR: IMAGE_DIR,
-    VMCACHE_CONFIG: cfg,
-  };
+  // Every process below (containerd, its shims, conmon) passes cliEnv on to vmcache.
+  const { env, cfg, endpoint, cliEnv } = runtimeEnv();
   const ns = `vmctest${process.pid}`;
   const ctd = join(env.runDir, 'containerd');
   const pod = join(env.runDir, 'podman');

@@ -6,27 +6,17 @@ import { mountsUnder } from '../../src/platform/mounts.js';
 import { busyboxBundle, busyboxRootfs } from '../helpers/bundle.js';
 import { startCacheServer } from '../helpers/cache-server.js';
 import { run, VMCACHE } from '../helpers/cli.js';
-import { runtimeCli } from '../helpers/runtime-cli.js';
-import { IMAGE_DIR, vmDirsLeft, vmEnv } from '../helpers/vm-env.js';
+import { runtimeEnv } from '../helpers/runtime-cli.js';
+import { vmDirsLeft } from '../helpers/vm-env.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const TYPE = 'io.kubernetes.cri.container-type';
 const SANDBOX = 'io.kubernetes.cri.sandbox-id';
 
 describe('pods: containers join their sandbox VM (CRI annotations, real QEMU)', () => {
-  const env = vmEnv();
-  const root = join(env.runDir, 'root');
-  const cfg = join(env.runDir, 'configuration.toml');
-  const endpoint = join(env.runDir, 'cache.sock');
-  const cliEnv = {
-    ...process.env,
-    VMCACHE_RUN_DIR: env.runDir,
-    VMCACHE_IMAGE_DIR: IMAGE_DIR,
-    VMCACHE_CONFIG: cfg,
-  };
+  const { env, root, cfg, endpoint, cliEnv, vmc, vmcToFile } = runtimeEnv();
   let rootfs: string;
   let server: Awaited<ReturnType<typeof startCacheServer>>;
-  const { vmc, vmcToFile } = runtimeCli(root, cliEnv);
   const status = async (id: string) =>
     (JSON.parse((await vmc(['state', id])).stdout) as { status: string }).status;
   const until = async (what: string, pred: () => boolean | Promise<boolean>, ms = 30_000) => {

@@ -8,25 +8,15 @@ import { identify, isAlive } from '../../src/platform/process.js';
 import { busyboxBundle, busyboxRootfs } from '../helpers/bundle.js';
 import { startCacheServer } from '../helpers/cache-server.js';
 import { finished, VMCACHE } from '../helpers/cli.js';
-import { runtimeCli } from '../helpers/runtime-cli.js';
-import { IMAGE_DIR, vmDirsLeft, vmEnv } from '../helpers/vm-env.js';
+import { runtimeEnv } from '../helpers/runtime-cli.js';
+import { vmDirsLeft } from '../helpers/vm-env.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 describe('OCI runtime (runc-compatible CLI, busybox bundles, real QEMU)', () => {
-  const env = vmEnv();
-  const root = join(env.runDir, 'root');
-  const cfg = join(env.runDir, 'configuration.toml');
-  const endpoint = join(env.runDir, 'cache.sock');
-  const cliEnv = {
-    ...process.env,
-    VMCACHE_RUN_DIR: env.runDir,
-    VMCACHE_IMAGE_DIR: IMAGE_DIR,
-    VMCACHE_CONFIG: cfg,
-  };
+  const { env, root, cfg, endpoint, cliEnv, vmc, vmcToFile } = runtimeEnv();
   let rootfs: string;
   let server: Awaited<ReturnType<typeof startCacheServer>>;
-  const { vmc, vmcToFile } = runtimeCli(root, cliEnv);
   const state = async (id: string) => {
     const r = await vmc(['state', id]);
     assert.equal(r.code, 0, r.stderr);

@@ -1,10 +1,9 @@
 import { messageOf } from '../../errors.js';
-import { createShim, type Shim } from '../../sandbox/shim.js';
+import type { Shim } from '../../sandbox/shim.js';
 import { sweepOrphans } from '../../vm/sweep.js';
-import { hostVmSpec } from '../common.js';
 import { type RuntimeContext, writePidFile } from './common.js';
 import { reserve, spawnShim } from './create.js';
-import { exitLike, relaySignals } from './shim.js';
+import { createRelayed, exitLike } from './shim.js';
 import { start } from './start.js';
 
 /** Options of `run` (runc's). */
@@ -28,16 +27,13 @@ export async function run(ctx: RuntimeContext, id: string, opts: RunOptions): Pr
     await start(ctx, id);
     return 0;
   }
-  const abort = new AbortController();
-  const signals = relaySignals(abort);
   let shim: Shim;
   try {
-    shim = await createShim(id, hostVmSpec(ctx), ctx, { useCache: true, signal: abort.signal });
+    shim = await createRelayed(ctx, id);
   } catch (err) {
     ctx.store.remove(id);
     throw err;
   }
-  signals.attach(shim);
   if (opts.pidFile) writePidFile(opts.pidFile, process.pid);
   try {
     await shim.start({ stdin: process.stdin, stdout: process.stdout, stderr: process.stderr });

@@ -53,16 +53,26 @@ export function relaySignals(abort: AbortController): { attach(shim: Shim): void
 }
 
 /**
+ * Creates the container in this process, which then stands for it: a relayed signal during the creation
+ * undoes it; afterwards relayed signals go to the container's process.
+ */
+export async function createRelayed(ctx: RuntimeContext, id: string): Promise<Shim> {
+  const abort = new AbortController();
+  const signals = relaySignals(abort);
+  const shim = await createShim(id, hostVmSpec(ctx), ctx, { useCache: true, signal: abort.signal });
+  signals.attach(shim);
+  return shim;
+}
+
+/**
  * `vmcache shim ID` (internal; started by `create`): creates the container, reports on fd 3, serves it until
  * its process has stopped, then exits as that process did.
  */
 export async function shimMain(ctx: RuntimeContext, id: string): Promise<number> {
   const report = (r: Report) => sendReport(REPORT_FD, r);
-  const abort = new AbortController();
-  const signals = relaySignals(abort);
   let shim: Shim;
   try {
-    shim = await createShim(id, hostVmSpec(ctx), ctx, { useCache: true, signal: abort.signal });
+    shim = await createRelayed(ctx, id);
   } catch (err) {
     ctx.logger.error({ id }, messageOf(err));
     report({
@@ -72,7 +82,6 @@ export async function shimMain(ctx: RuntimeContext, id: string): Promise<number>
     });
     return 1;
   }
-  signals.attach(shim);
   report({ ok: true });
   exitLike(await shim.stopped);
 }
