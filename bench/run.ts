@@ -15,6 +15,7 @@ import { nullLogger } from '../src/platform/logger.js';
 import { defaultPaths } from '../src/platform/paths.js';
 import { Vm } from '../src/vm/vm.js';
 import { realCache, rpcLatency } from './cache.js';
+import { criRows } from './cri.js';
 import { podRows } from './pod.js';
 import { runtimeRows } from './runtime.js';
 import { pssMiB, type Summary, summarize } from './stats.js';
@@ -103,7 +104,9 @@ rows.push(...(await realCache(repo, deps, Number(process.env.BENCH_POOL ?? 8), l
 rows.push(...(await runtimeRows(repo, deps, 5 * scale, log)));
 // 6. Pods: the network namespace into a cached VM.
 rows.push(...(await podRows(repo, deps, 3 * scale, log)));
-// 7. VM templating.
+// 7. Kubernetes: pod start through containerd's CRI plugin, cache on vs off.
+rows.push(...(await criRows(repo, deps, 5 * scale, log)));
+// 8. VM templating.
 const tpl = await templateRows(deps, spec, log);
 rows.push(...tpl.rows);
 const cold = rows.find((r) => r.name.startsWith('cold boot'))!.summary.p50;
@@ -113,6 +116,9 @@ const ratios = {
   coldBootOverCacheGetVM: cold / hit,
   coldBootOverClone: cold / tpl.cloneMs,
   clonePssOverColdPss: tpl.pssRatio,
+  criPodStartColdOverCached:
+    p50('pod start through CRI (RunPodSandbox → container running), vmcache, no cache') /
+    p50('pod start through CRI (RunPodSandbox → container running), vmcache, from the cache'),
   runtimeRunColdOverCached:
     p50('`vmcache run` busybox /bin/true, no cache') / p50('`vmcache run` busybox /bin/true, from the cache'),
 };

@@ -10,6 +10,7 @@ import { identify } from '../platform/process.js';
 import { UndoStack } from '../platform/undo-stack.js';
 import type { AgentProcess, ExitStatus } from '../protocol/agent/client.js';
 import type { ContainerExec } from '../protocol/agent/messages.js';
+import { currentShape, grow } from '../vm/resize.js';
 import type { Vm, VmDeps } from '../vm/vm.js';
 import {
   type ControlReply,
@@ -60,6 +61,8 @@ export class ContainerShim implements Shim {
   #taps: string[] = [];
   /** Guest pids of the pod's member containers' processes (they may be joined by `exec`). */
   readonly #members = new Set<number>();
+  /** Memory hot-plugs for members, one at a time (members of a pod may start at once). */
+  #growth: Promise<unknown> = Promise.resolve();
   #proc: AgentProcess | null = null;
   #server: ControlServer | null = null;
   #resolveStopped!: (s: ExitStatus) => void;
@@ -128,6 +131,21 @@ export class ContainerShim implements Shim {
   }
 
   /** Starts the container's process with `stdio` attached. Only valid when created. */
+  /**
+   * A member's memory limit is added to the VM by memory hot-plug before it starts, as Kata grows a pod's VM
+   * for each container (the VM never shrinks while the pod lives). vCPUs are not added: see resources.ts.
+   */
+  #growForMember(container: ContainerExec): Promise<void> {
+    const bytes = Number(container.cgroup?.limits?.['memory.max'] ?? 0);
+    if (!(bytes > 0)) return Promise.resolve();
+    const grown = this.#growth.then(() => {
+      const now = currentShape(this.vm);
+      return grow(this.vm, { cpus: now.cpus, memoryMiB: now.memoryMiB + Math.ceil(bytes / 2 ** 20) });
+    });
+    this.#growth = grown.catch(() => {});
+    return grown.then(() => {});
+  }
+
   async start(stdio: Stdio): Promise<void> {
     if (this.status !== 'created')
       throw new VmcError(
@@ -300,6 +318,7 @@ export class ContainerShim implements Shim {
           );
         let proc: AgentProcess;
         try {
+          if (container.join === undefined) await this.#growForMember(container);
           proc = await this.vm.exec({
             args: p.args,
             env: p.env,

@@ -221,9 +221,9 @@ static void enter_cgroup(const char *name, char **limits, int nlimits) {
   if (cg_write(file, pid) != 0) die(125, "join cgroup %s: %s", name, strerror(errno));
 }
 
-/* Joins the mount, UTS and IPC namespaces of a running container process and enters its root. */
+/* Joins the cgroup, mount, UTS and IPC namespaces of a running container process and enters its root. */
 static void join(const char *pid) {
-  static const char *kinds[] = { "ipc", "uts", "mnt" };
+  static const char *kinds[] = { "cgroup", "ipc", "uts", "mnt" };
   char path[64];
   snprintf(path, sizeof path, "/proc/%s/root", pid);
   int rootfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -279,7 +279,9 @@ static int enter(int argc, char **argv) {
     join(joinpid);
   } else {
     if (!root) die(125, "-r ROOT is required");
-    if (unshare(CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC) != 0) die(125, "unshare: %s", strerror(errno));
+    /* A cgroup namespace made inside the container's leaf: its cgroup mount shows that leaf (its own limits) as
+     * the root, and /proc/self/cgroup reads "0::/", as under runc with cgroup v2. */
+    if (unshare(CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWCGROUP) != 0) die(125, "unshare: %s", strerror(errno));
     /* Nothing mounted for this container may propagate back to the guest's own mount table. */
     if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0) die(125, "make / private: %s", strerror(errno));
     /* A bind of the root onto itself makes it a mount point of its own, which a read-only remount needs. */

@@ -1,0 +1,126 @@
+/** The Kubernetes rows of `npm run bench`: a pod started through containerd's CRI plugin, cache on vs off. */
+import { spawn } from 'node:child_process';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { RemoteCacheFactory } from '../src/factory/remote-cache.js';
+import type { VmDeps } from '../src/vm/vm.js';
+import { BUSYBOX_IMAGE, type CriClient, startCriNode } from '../test/helpers/cri.js';
+import type { Row } from './cache.js';
+import { summarize } from './stats.js';
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * What a kubelet waits for when it starts a pod: RunPodSandbox (sandbox VM, CNI network brought into it),
+ * then CreateContainer and StartContainer of one busybox container, until StartContainer returns (the
+ * container is running). The pod is stopped and removed afterwards, untimed.
+ */
+async function podStart(cri: CriClient, handler: string, name: string): Promise<number> {
+  const config = {
+    metadata: { name, uid: `uid-${name}`, namespace: 'bench' },
+    hostname: name,
+    logDirectory: `/tmp/vmc-bench-cri/logs/${name}`,
+  };
+  const t0 = performance.now();
+  const { podSandboxId } = await cri.runPodSandbox({ config, runtimeHandler: handler });
+  try {
+    const { containerId } = await cri.createContainer({
+      podSandboxId,
+      sandboxConfig: config,
+      config: {
+        metadata: { name: 'app' },
+        image: { image: BUSYBOX_IMAGE },
+        command: ['sh', '-c', 'while :; do sleep 1; done'],
+        logPath: 'app.log',
+      },
+    });
+    await cri.startContainer({ containerId });
+    return performance.now() - t0;
+  } finally {
+    await cri.stopPodSandbox({ podSandboxId });
+    await cri.removePodSandbox({ podSandboxId });
+  }
+}
+
+/**
+ * Pod start through Debian's containerd 1.6 with its CRI plugin and CNI (bridge + host-local), vmcache as the
+ * runtime handler: once with no cache (each pod's VM boots cold) and once with a cache server of 2 (measured
+ * with the pool full); Debian's runc as the handler is the no-VM reference.
+ */
+export async function criRows(
+  repo: string,
+  deps: VmDeps,
+  n: number,
+  log: (s: string) => void,
+): Promise<Row[]> {
+  const dir = '/tmp/vmc-bench-cri';
+  rmSync(dir, { recursive: true, force: true });
+  mkdirSync(dir, { recursive: true });
+  const cold = `${dir}/cold.toml`;
+  const cached = `${dir}/cached.toml`;
+  writeFileSync(cold, '[factory]\nvm_cache_number = 0\n');
+  writeFileSync(cached, `[factory]\nvm_cache_number = 2\nvm_cache_endpoint = "${dir}/cache.sock"\n`);
+  const env = (cfg: string) => ({ ...process.env, VMCACHE_CONFIG: cfg, VMCACHE_RUN_DIR: deps.paths.runDir });
+  const node = (cfg: string) =>
+    startCriNode({ dir: `${dir}/node`, env: env(cfg), bridge: 'vmcbenchcri', subnet: '198.19.8.0/24' });
+  const rows: Row[] = [];
+
+  log('containerd (CRI) with vmcache, no cache');
+  let cri = await node(cold);
+  try {
+    const times: number[] = [];
+    for (let i = 0; i < Math.max(2, Math.ceil(n / 3)); i++) {
+      log(`CRI pod start, vmcache, no cache ${i + 1}`);
+      times.push(await podStart(cri.cri, 'vmcache', `cold${i}`));
+    }
+    rows.push({
+      name: 'pod start through CRI (RunPodSandbox → container running), vmcache, no cache (cold boot)',
+      unit: 'ms',
+      summary: summarize(times),
+    });
+  } finally {
+    await cri.stop();
+  }
+
+  log('starting a cache server with 2 slots for the CRI rows');
+  const server = spawn(`${repo}bin/vmcache`, ['factory', 'init'], { env: env(cached), stdio: 'ignore' });
+  let remote: RemoteCacheFactory | null = null;
+  try {
+    while (!remote)
+      remote = await RemoteCacheFactory.connect(`${dir}/cache.sock`, deps).catch(async () => {
+        await sleep(100);
+        return null;
+      });
+    cri = await node(cached);
+    try {
+      const hot: number[] = [];
+      for (let i = 0; i < n; i++) {
+        while ((await remote.serverStatus()).vmstatus.length < 2) await sleep(250);
+        log(`CRI pod start, vmcache, from the cache ${i + 1}`);
+        hot.push(await podStart(cri.cri, 'vmcache', `hot${i}`));
+      }
+      rows.push({
+        name: 'pod start through CRI (RunPodSandbox → container running), vmcache, from the cache (pool full)',
+        unit: 'ms',
+        summary: summarize(hot),
+      });
+      const base: number[] = [];
+      for (let i = 0; i < n; i++) {
+        log(`CRI pod start, runc ${i + 1}`);
+        base.push(await podStart(cri.cri, 'runc', `runc${i}`));
+      }
+      rows.push({
+        name: 'pod start through CRI (RunPodSandbox → container running), runc (no VM, reference)',
+        unit: 'ms',
+        summary: summarize(base),
+      });
+    } finally {
+      await cri.stop();
+    }
+  } finally {
+    await remote?.quit().catch(() => undefined);
+    await remote?.close();
+    if (server.exitCode === null) await new Promise((r) => server.on('exit', r));
+  }
+  rmSync(dir, { recursive: true, force: true });
+  return rows;
+}
