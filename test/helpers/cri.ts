@@ -125,11 +125,12 @@ export interface CriNode {
  * Starts Debian's containerd with its CRI plugin enabled, as a Kubernetes node runs it: the `vmcache` runtime
  * handler points containerd's runc shim at vmcache (`BinaryName`), `runc` is Debian's runc (the baseline), CNI
  * is Debian's bridge + host-local plugins on `subnet`, and the sandbox image is a locally built busybox image
- * imported with `ctr images import` (no registry). `stop()` stops containerd and removes what it left:
- * mounts under `dir` and the bridge.
+ * imported with `ctr images import` (no registry). `stop()` drains the node (every pod stopped and
+ * removed), stops containerd and removes what is left: shims, network namespaces, mounts, the bridge, `dir`.
  */
 export async function startCriNode(o: CriNodeOptions): Promise<CriNode> {
   const { dir, env } = o;
+  rmSync(dir, { recursive: true, force: true }); // a node starts empty, as after its last stop
   const sock = join(dir, 'containerd.sock');
   const vmcacheRoot = join(dir, 'vmcache-root');
   mkdirSync(join(dir, 'net.d'), { recursive: true });
@@ -214,6 +215,7 @@ export async function startCriNode(o: CriNodeOptions): Promise<CriNode> {
     for (const ns of netnsNames()) if (!netnsBefore.has(ns)) await runCommand('ip', ['netns', 'del', ns]);
     await unmountAllUnder(runCommand, dir);
     await runCommand('ip', ['link', 'del', o.bridge]).catch(() => {});
+    rmSync(dir, { recursive: true, force: true });
   };
   const client = criClient(sock);
   try {
