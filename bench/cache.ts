@@ -1,18 +1,19 @@
 /** The VM cache rows of `npm run bench`. */
 import { spawn } from 'node:child_process';
-import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { credentials, Metadata } from '@grpc/grpc-js';
 import { defaultVmSpec } from '../src/config/defaults.js';
 import type { FactoryBase } from '../src/factory/base.js';
 import { CachingFactory } from '../src/factory/cache.js';
 import { VmFactory } from '../src/factory/factory.js';
-import { LEASE_METADATA, RemoteCacheFactory } from '../src/factory/remote-cache.js';
+import { LEASE_METADATA } from '../src/factory/remote-cache.js';
 import { vmFiles } from '../src/hypervisor/types.js';
 import { systemClock } from '../src/platform/clock.js';
 import { nullLogger } from '../src/platform/logger.js';
 import { CacheServiceClient, type GrpcVM } from '../src/protocol/cache/generated/cache.js';
 import { CacheServer } from '../src/server/cache-server.js';
 import type { Vm, VmDeps } from '../src/vm/vm.js';
+import { startBenchCache } from './server.js';
 import { pssMiB, type Summary, summarize } from './stats.js';
 
 /** One benchmark row. */
@@ -119,23 +120,12 @@ export async function realCache(
   const dir = '/tmp/vmc-bench-cache';
   rmSync(dir, { recursive: true, force: true });
   mkdirSync(dir, { recursive: true });
-  const cfg = `${dir}/configuration.toml`;
-  writeFileSync(
-    cfg,
-    `[factory]\nvm_cache_number = ${size}\nvm_cache_endpoint = "${dir}/cache.sock"\n[cache]\nacquire_timeout = 120\n`,
-  );
-  const env = { ...process.env, VMCACHE_CONFIG: cfg, VMCACHE_RUN_DIR: deps.paths.runDir };
   const rows: Row[] = [];
   log(`starting a cache server with ${size} slots`);
   const t0 = performance.now();
-  const server = spawn(`${repo}bin/vmcache`, ['factory', 'init'], { env, stdio: 'ignore' });
-  let remote: RemoteCacheFactory | null = null;
+  const server = await startBenchCache(repo, deps, dir, size, '[cache]\nacquire_timeout = 120\n');
+  const { env, remote } = server;
   try {
-    while (!remote)
-      remote = await RemoteCacheFactory.connect(`${dir}/cache.sock`, deps).catch(async () => {
-        await sleep(100);
-        return null;
-      });
     for (;;) {
       const s = await remote.serverStatus();
       if (s.vmstatus.length === size) {
@@ -149,7 +139,7 @@ export async function realCache(
         rows.push({
           name: `cache server RSS with ${size} idle VMs`,
           unit: 'MiB',
-          summary: summarize([rssMiB(server.pid!)]),
+          summary: summarize([rssMiB(server.pid)]),
         });
         const pss: number[] = [];
         for (const v of s.vmstatus) pss.push(await pssMiB(v.pid));
@@ -198,9 +188,7 @@ export async function realCache(
       summary: summarize(runs),
     });
   } finally {
-    await remote?.quit().catch(() => undefined);
-    await remote?.close();
-    await new Promise((r) => (server.exitCode !== null ? r(null) : server.on('exit', r)));
+    await server.stop();
     rmSync(dir, { recursive: true, force: true });
   }
   return rows;

@@ -1,13 +1,9 @@
-/** The Kubernetes rows of `npm run bench`: a pod started through containerd's CRI plugin, cache on vs off. */
-import { spawn } from 'node:child_process';
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
-import { RemoteCacheFactory } from '../src/factory/remote-cache.js';
 import type { VmDeps } from '../src/vm/vm.js';
 import { BUSYBOX_IMAGE, type CriClient, startCriNode } from '../test/helpers/cri.js';
 import type { Row } from './cache.js';
+import { startBenchCache } from './server.js';
 import { summarize } from './stats.js';
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /**
  * What a kubelet waits for when it starts a pod: RunPodSandbox (sandbox VM, CNI network brought into it),
@@ -56,16 +52,14 @@ export async function criRows(
   rmSync(dir, { recursive: true, force: true });
   mkdirSync(dir, { recursive: true });
   const cold = `${dir}/cold.toml`;
-  const cached = `${dir}/cached.toml`;
   writeFileSync(cold, '[factory]\nvm_cache_number = 0\n');
-  writeFileSync(cached, `[factory]\nvm_cache_number = 2\nvm_cache_endpoint = "${dir}/cache.sock"\n`);
-  const env = (cfg: string) => ({ ...process.env, VMCACHE_CONFIG: cfg, VMCACHE_RUN_DIR: deps.paths.runDir });
-  const node = (cfg: string) =>
-    startCriNode({ dir: `${dir}/node`, env: env(cfg), bridge: 'vmcbenchcri', subnet: '198.19.8.0/24' });
+  const coldEnv = { ...process.env, VMCACHE_CONFIG: cold, VMCACHE_RUN_DIR: deps.paths.runDir };
+  const node = (env: NodeJS.ProcessEnv) =>
+    startCriNode({ dir: `${dir}/node`, env, bridge: 'vmcbenchcri', subnet: '198.19.8.0/24' });
   const rows: Row[] = [];
 
   log('containerd (CRI) with vmcache, no cache');
-  let cri = await node(cold);
+  let cri = await node(coldEnv);
   try {
     const times: number[] = [];
     for (let i = 0; i < Math.max(2, Math.ceil(n / 3)); i++) {
@@ -82,19 +76,13 @@ export async function criRows(
   }
 
   log('starting a cache server with 2 slots for the CRI rows');
-  const server = spawn(`${repo}bin/vmcache`, ['factory', 'init'], { env: env(cached), stdio: 'ignore' });
-  let remote: RemoteCacheFactory | null = null;
+  const server = await startBenchCache(repo, deps, dir, 2);
   try {
-    while (!remote)
-      remote = await RemoteCacheFactory.connect(`${dir}/cache.sock`, deps).catch(async () => {
-        await sleep(100);
-        return null;
-      });
-    cri = await node(cached);
+    cri = await node(server.env);
     try {
       const hot: number[] = [];
       for (let i = 0; i < n; i++) {
-        while ((await remote.serverStatus()).vmstatus.length < 2) await sleep(250);
+        await server.waitFull();
         log(`CRI pod start, vmcache, from the cache ${i + 1}`);
         hot.push(await podStart(cri.cri, 'vmcache', `hot${i}`));
       }
@@ -117,9 +105,7 @@ export async function criRows(
       await cri.stop();
     }
   } finally {
-    await remote?.quit().catch(() => undefined);
-    await remote?.close();
-    if (server.exitCode === null) await new Promise((r) => server.on('exit', r));
+    await server.stop();
   }
   rmSync(dir, { recursive: true, force: true });
   return rows;

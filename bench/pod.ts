@@ -1,14 +1,13 @@
 /** The pod rows of `npm run bench`: bringing a pod's network namespace into a VM taken from the cache. */
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { VmFactory } from '../src/factory/factory.js';
-import { RemoteCacheFactory } from '../src/factory/remote-cache.js';
 import { connectPodNetwork, disconnectPodNetwork } from '../src/sandbox/network.js';
 import type { VmDeps } from '../src/vm/vm.js';
 import type { Row } from './cache.js';
+import { startBenchCache } from './server.js';
 import { summarize } from './stats.js';
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const sh = (cmd: string) => execFileSync('sh', ['-c', cmd], { stdio: ['ignore', 'pipe', 'pipe'] });
 
 /**
@@ -26,7 +25,7 @@ export async function podRows(
   rmSync(dir, { recursive: true, force: true });
   mkdirSync(dir, { recursive: true });
   writeFileSync(`${dir}/c.toml`, `[factory]\nvm_cache_number = 1\nvm_cache_endpoint = "${dir}/cache.sock"\n`);
-  const env = { ...process.env, VMCACHE_CONFIG: `${dir}/c.toml`, VMCACHE_RUN_DIR: deps.paths.runDir };
+  const _env = { ...process.env, VMCACHE_CONFIG: `${dir}/c.toml`, VMCACHE_RUN_DIR: deps.paths.runDir };
   const pod = 'vmcbenchpod';
   const peer = 'vmcbenchpeer';
   sh(`ip netns del ${pod} 2>/dev/null; ip netns del ${peer} 2>/dev/null; true`);
@@ -45,18 +44,13 @@ export async function podRows(
     ].join(' && '),
   );
   log('starting a cache server with 1 slot for the pod rows');
-  const server = spawn(`${repo}bin/vmcache`, ['factory', 'init'], { env, stdio: 'ignore' });
-  let remote: RemoteCacheFactory | null = null;
+  const server = await startBenchCache(repo, deps, dir, 1);
+  const { remote } = server;
   const times: number[] = [];
   try {
-    while (!remote)
-      remote = await RemoteCacheFactory.connect(`${dir}/cache.sock`, deps).catch(async () => {
-        await sleep(100);
-        return null;
-      });
     const factory = new VmFactory(remote, deps);
     for (let i = 0; i < n; i++) {
-      while ((await remote.serverStatus()).vmstatus.length < 1) await sleep(250);
+      await server.waitFull();
       log(`pod network into a cached VM ${i + 1}`);
       const { vm } = await factory.getVM(remote.config());
       const t0 = performance.now();
@@ -68,9 +62,7 @@ export async function podRows(
       await disconnectPodNetwork(`/var/run/netns/${pod}`, taps, deps.run);
     }
   } finally {
-    await remote?.quit().catch(() => undefined);
-    await remote?.close();
-    await new Promise((r) => (server.exitCode !== null ? r(null) : server.on('exit', r)));
+    await server.stop();
     sh(`ip netns del ${pod}; ip netns del ${peer}`);
     rmSync(dir, { recursive: true, force: true });
   }

@@ -1,13 +1,11 @@
 /** The OCI runtime rows of `npm run bench`: `vmcache run` of a busybox bundle, cached vs cold, vs runc/crun. */
 import { spawn } from 'node:child_process';
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
-import { RemoteCacheFactory } from '../src/factory/remote-cache.js';
 import type { VmDeps } from '../src/vm/vm.js';
 import { busyboxBundle, busyboxRootfs } from '../test/helpers/bundle.js';
 import type { Row } from './cache.js';
+import { startBenchCache } from './server.js';
 import { summarize } from './stats.js';
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** Runs a program to completion; resolves with its wall time in ms, rejects (with its stderr) on failure. */
 function timed(cmd: string, args: string[], env: NodeJS.ProcessEnv): Promise<number> {
@@ -44,18 +42,16 @@ export async function runtimeRows(
   const bundle = busyboxBundle(`${dir}/bundle`, busyboxRootfs(`${dir}/busybox`), { args: ['/bin/true'] });
   const vmcache = `${repo}bin/vmcache`;
   const cold = `${dir}/cold.toml`;
-  const cached = `${dir}/cached.toml`;
   writeFileSync(cold, '[factory]\nvm_cache_number = 0\n');
-  writeFileSync(cached, `[factory]\nvm_cache_number = 2\nvm_cache_endpoint = "${dir}/cache.sock"\n`);
-  const env = (cfg: string) => ({ ...process.env, VMCACHE_CONFIG: cfg, VMCACHE_RUN_DIR: deps.paths.runDir });
+  const coldEnv = { ...process.env, VMCACHE_CONFIG: cold, VMCACHE_RUN_DIR: deps.paths.runDir };
   const rows: Row[] = [];
-  const run = (cfg: string, id: string) =>
-    timed(vmcache, ['--root', `${dir}/root`, 'run', '--bundle', bundle, id], env(cfg));
+  const run = (env: NodeJS.ProcessEnv, id: string) =>
+    timed(vmcache, ['--root', `${dir}/root`, 'run', '--bundle', bundle, id], env);
 
   const coldTimes: number[] = [];
   for (let i = 0; i < Math.max(2, Math.ceil(n / 3)); i++) {
     log(`vmcache run (cold) ${i + 1}`);
-    coldTimes.push(await run(cold, `cold${i}`));
+    coldTimes.push(await run(coldEnv, `cold${i}`));
   }
   rows.push({
     name: '`vmcache run` busybox /bin/true, no cache (cold boot)',
@@ -64,22 +60,15 @@ export async function runtimeRows(
   });
 
   log('starting a cache server with 2 slots for the runtime rows');
-  const server = spawn(vmcache, ['factory', 'init'], { env: env(cached), stdio: 'ignore' });
-  let remote: RemoteCacheFactory | null = null;
-  while (!remote)
-    remote = await RemoteCacheFactory.connect(`${dir}/cache.sock`, deps).catch(async () => {
-      await sleep(100);
-      return null;
-    });
-  const poolFull = async () => {
-    while ((await remote!.serverStatus()).vmstatus.length < 2) await sleep(250);
-  };
+  const server = await startBenchCache(repo, deps, dir, 2);
+  const poolFull = () => server.waitFull();
+  const cachedEnv = server.env;
   try {
     const hot: number[] = [];
     for (let i = 0; i < n; i++) {
       await poolFull();
       log(`vmcache run (from the cache) ${i + 1}`);
-      hot.push(await run(cached, `hot${i}`));
+      hot.push(await run(cachedEnv, `hot${i}`));
     }
     rows.push({
       name: '`vmcache run` busybox /bin/true, from the cache (pool full)',
@@ -87,20 +76,18 @@ export async function runtimeRows(
       summary: summarize(hot),
     });
     await poolFull();
-    await timed(vmcache, ['--root', `${dir}/root`, 'create', '--bundle', bundle, 'st'], env(cached));
+    await timed(vmcache, ['--root', `${dir}/root`, 'create', '--bundle', bundle, 'st'], cachedEnv);
     const states: number[] = [];
     for (let i = 0; i < 10; i++)
-      states.push(await timed(vmcache, ['--root', `${dir}/root`, 'state', 'st'], env(cached)));
+      states.push(await timed(vmcache, ['--root', `${dir}/root`, 'state', 'st'], cachedEnv));
     rows.push({
       name: 'CLI start-up of a trivial verb (`vmcache state`)',
       unit: 'ms',
       summary: summarize(states),
     });
-    await timed(vmcache, ['--root', `${dir}/root`, 'delete', '--force', 'st'], env(cached));
+    await timed(vmcache, ['--root', `${dir}/root`, 'delete', '--force', 'st'], cachedEnv);
   } finally {
-    await remote.quit().catch(() => undefined);
-    await remote.close();
-    await new Promise((r) => (server.exitCode !== null ? r(null) : server.on('exit', r)));
+    await server.stop();
   }
   for (const [rt, extra] of [
     ['runc', []],

@@ -164,8 +164,11 @@ program
   .description("send a signal (name or number, default SIGTERM) to the container's process")
   .argument('<id>')
   .argument('[signal]')
-  .option('-a, --all', 'accepted for runc compatibility (the signal goes to the container process)')
-  .action(run(async (g, cmd) => kill(rt(g), cmd.args[0]!, cmd.args[1])));
+  .option(
+    '-a, --all',
+    'every process of the container (its guest cgroup), also after its main process exited',
+  )
+  .action(run(async (g, cmd) => kill(rt(g), cmd.args[0]!, cmd.args[1], cmd.opts())));
 program
   .command('delete')
   .description('delete a stopped container (--force: also a running one); frees its VM')

@@ -290,6 +290,15 @@ export class ContainerShim implements Shim {
       case 'ps':
         reply({ t: 'ok', result: { pids: this.pids() } });
         return 'replied';
+      case 'signal-all': {
+        if (req.name !== this.id && this.deps.store.read(req.name).sandboxId !== this.id)
+          throw new VmcError('VMC_ERR_INVALID_STATE', `container ${req.name} is not in sandbox ${this.id}`);
+        if (this.status === 'stopped')
+          throw new VmcError('VMC_ERR_INVALID_STATE', `sandbox ${this.id} is stopped`);
+        const r = await this.vm.agent.request({ op: 'signal-cgroup', name: req.name, signal: req.signal });
+        reply({ t: 'ok', result: r });
+        return 'replied';
+      }
       case 'exec': {
         if (this.status !== 'running' || !this.#proc)
           throw new VmcError(

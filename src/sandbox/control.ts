@@ -11,6 +11,7 @@ import { dirname, join } from 'node:path';
 import { isVmcError, messageOf, VmcError } from '../errors.js';
 import { encodeFrame, FrameDecoder } from '../protocol/agent/framing.js';
 import { type ContainerExec, containerError } from '../protocol/agent/messages.js';
+import { isContainerId } from './state-store.js';
 
 /** A process to run in a running container (`exec`). */
 export interface ExecProcess {
@@ -29,6 +30,11 @@ export type ControlRequest =
   | { t: 'pause' }
   | { t: 'resume' }
   | { t: 'ps' }
+  /**
+   * Signals every process of container `name` (the shim's own container, or a member of its sandbox) through
+   * its guest cgroup, including what its main process left behind: `kill --all`. Only the VM's owner does it.
+   */
+  | { t: 'signal-all'; name: string; signal: string }
   /**
    * `pid`: the host process standing for the exec'd process (listed by `ps`). Without `container`, the process
    * joins the sandbox's own container process; with it, it joins the process `container.join` names (a member
@@ -70,6 +76,11 @@ export function parseControlRequest(
       if (typeof v.signal !== 'string' || !SIGNAL.test(v.signal))
         return { ok: false, error: `${v.t}.signal must be a signal name such as SIGTERM` };
       return { ok: true, req: { t: v.t, signal: v.signal } };
+    case 'signal-all':
+      if (!isContainerId(v.name)) return { ok: false, error: 'signal-all.name must be a container id' };
+      if (typeof v.signal !== 'string' || !SIGNAL.test(v.signal))
+        return { ok: false, error: 'signal-all.signal must be a signal name such as SIGTERM' };
+      return { ok: true, req: { t: 'signal-all', name: v.name, signal: v.signal } };
     case 'stdin':
       if (typeof v.data !== 'string') return { ok: false, error: 'stdin.data must be base64' };
       return { ok: true, req: { t: 'stdin', data: v.data } };

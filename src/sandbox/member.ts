@@ -170,6 +170,11 @@ export class MemberShim implements Shim {
       case 'kill':
         await this.kill(req.signal);
         return;
+      case 'signal-all':
+        throw new VmcError(
+          'VMC_ERR_INVALID_STATE',
+          `container ${this.id} does not hold a VM: ask its sandbox ${this.sandboxId}`,
+        );
       case 'pause':
       case 'resume':
         throw new VmcError(

@@ -42,8 +42,12 @@ export interface ContainerState {
 const ID = /^[\w+.-]+$/;
 
 /** Throws a usage error unless `id` is a valid container id. */
+export function isContainerId(id: unknown): id is string {
+  return typeof id === 'string' && ID.test(id) && id !== '.' && id !== '..' && id.length <= 1024;
+}
+
 export function checkId(id: string): void {
-  if (!ID.test(id) || id === '.' || id === '..' || id.length > 1024)
+  if (!isContainerId(id))
     throw new VmcError(
       'VMC_ERR_CLI_USAGE',
       `invalid container id ${JSON.stringify(id)}: use letters, digits and + - . _ only`,

@@ -101,6 +101,36 @@ describe('pods: containers join their sandbox VM (CRI annotations, real QEMU)', 
     assert.deepEqual(mountsUnder(join(env.runDir, 'vm')), []);
   });
 
+  it('kill --all reaches what a member left behind after its main process exited; nothing once the VM is gone', async () => {
+    const sb = bundle('sbk', ['sh', '-c', 'while :; do sleep 1; done'], {
+      [TYPE]: 'sandbox',
+      [SANDBOX]: 'sbk',
+    });
+    assert.equal(await vmcToFile(['run', '-d', '--bundle', sb, 'sbk'], join(env.runDir, 'sbk.out')), 0);
+    const member = bundle('mk', ['sh', '-c', 'sleep 321 & exit 0'], {
+      [TYPE]: 'container',
+      [SANDBOX]: 'sbk',
+    });
+    assert.equal(await vmcToFile(['run', '-d', '--bundle', member, 'mk'], join(env.runDir, 'mk.out')), 0);
+    await until('the member exited', async () => (await status('mk')) === 'stopped');
+    // The guest's PID namespace is the pod's: the sandbox sees the member's orphan.
+    const orphans = async () => {
+      const r = await vmc(['exec', 'sbk', '--', 'sh', '-c', "ps -o args | grep -cx 'sleep 321' || true"]);
+      assert.equal(r.code, 0, r.stderr);
+      return r.stdout.trim();
+    };
+    assert.equal(await orphans(), '1', 'the orphan outlived its container');
+    const late = await vmc(['kill', 'mk', 'KILL']);
+    assert.match(late.stderr, /container not running/, 'without --all: runc refuses, in its words');
+    assert.equal((await vmc(['kill', '--all', 'mk', 'KILL'])).code, 0);
+    await until('the orphan was killed', async () => (await orphans()) === '0');
+    assert.equal((await status('sbk')) === 'running', true, 'the sandbox is untouched');
+    assert.equal((await vmc(['kill', 'sbk', 'KILL'])).code, 0);
+    await until('the sandbox stopped', async () => (await status('sbk')) === 'stopped');
+    assert.equal((await vmc(['kill', '--all', 'mk', 'KILL'])).code, 0, 'the VM is gone: nothing to kill');
+    for (const id of ['mk', 'sbk']) assert.equal((await vmc(['delete', id])).code, 0);
+  });
+
   it("the sandbox's network namespace reaches the VM: tap + tc mirred + a hot-plugged NIC with the same MAC and address", async () => {
     const pod = `vmcpod${process.pid}`;
     const peer = `vmcpeer${process.pid}`;

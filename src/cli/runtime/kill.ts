@@ -2,14 +2,34 @@ import { VmcError } from '../../errors.js';
 import { effectiveStatus } from '../../sandbox/state-store.js';
 import { connectShim, type RuntimeContext, requireStatus, signalName } from './common.js';
 
-/** `vmcache kill ID [SIGNAL]` (default SIGTERM; names or numbers). */
-export async function kill(ctx: RuntimeContext, id: string, signal: string | undefined): Promise<number> {
+/**
+ * `vmcache kill [--all] ID [SIGNAL]` (default SIGTERM; names or numbers). With `--all`, as runc's: every process
+ * of the container, including what its main process left behind (containerd asks for that when the main
+ * process of a container that shares its pod's PID namespace exits). Those live in the container's guest
+ * cgroup, which only the VM's owner (the container itself, or its sandbox for a pod member) can reach.
+ */
+export async function kill(
+  ctx: RuntimeContext,
+  id: string,
+  signal: string | undefined,
+  opts: { all?: boolean } = {},
+): Promise<number> {
   const sig = signalName(signal ?? 'SIGTERM');
+  const state = ctx.store.read(id);
+  const status = effectiveStatus(state);
+  if (opts.all && status !== 'created') {
+    const owner = state.sandboxId ?? id;
+    // A VM owner that is stopped (or deleted) means the VM is gone, and every process of the container with it.
+    if (owner !== id && !ctx.store.list().includes(owner)) return 0;
+    if ((owner === id ? status : effectiveStatus(ctx.store.read(owner))) === 'stopped') return 0;
+    await request(ctx, owner, { t: 'signal-all', name: id, signal: sig });
+    return 0;
+  }
   // runc's words for a container that has exited: containerd's shim reads "container not running" as "the
-  // process is already gone" (it kills an exited container's leftovers, and kills before delete).
+  // process is already gone" (it kills before it deletes).
   const notRunning = () =>
     new VmcError('VMC_ERR_INVALID_STATE', `container ${id} is stopped: container not running`);
-  if (effectiveStatus(ctx.store.read(id)) === 'stopped') throw notRunning();
+  if (status === 'stopped') throw notRunning();
   requireStatus(ctx, id, 'kill', ['created', 'running', 'paused']);
   try {
     await request(ctx, id, { t: 'kill', signal: sig });
@@ -38,7 +58,11 @@ export async function resume(ctx: RuntimeContext, id: string): Promise<number> {
 async function request(
   ctx: RuntimeContext,
   id: string,
-  req: { t: 'kill'; signal: string } | { t: 'pause' } | { t: 'resume' },
+  req:
+    | { t: 'kill'; signal: string }
+    | { t: 'signal-all'; name: string; signal: string }
+    | { t: 'pause' }
+    | { t: 'resume' },
 ): Promise<void> {
   const c = await connectShim(ctx, id);
   try {

@@ -166,6 +166,30 @@ export const linuxOps: GuestOps = {
     );
     await once('/bin/true', [], 3);
   },
+  async signalCgroup(name, signal) {
+    const dir = `/sys/fs/cgroup/vmcache/${name}`;
+    let pids: number[];
+    try {
+      pids = read(`${dir}/cgroup.procs`).split('\n').filter(Boolean).map(Number);
+    } catch {
+      return 0; // no such container cgroup: nothing left to signal
+    }
+    // SIGKILL through cgroup.kill also catches processes forked while the list is walked.
+    if (signal === 'SIGKILL') {
+      try {
+        writeFileSync(`${dir}/cgroup.kill`, '1');
+        return pids.length;
+      } catch {}
+    }
+    let n = 0;
+    for (const pid of pids) {
+      try {
+        process.kill(pid, signal);
+        n++;
+      } catch {} // gone in between
+    }
+    return n;
+  },
   async configureNic(nic) {
     // A hot-plugged NIC appears asynchronously (PCIe hot-plug, then the driver binds): wait for its MAC.
     const deadline = Date.now() + 20_000;

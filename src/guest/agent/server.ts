@@ -22,12 +22,25 @@ export interface GuestOps {
    * command reports a setup or exec failure on fd 3 and closes fd 3 when the program runs.
    */
   containerCommand(e: ExecRequest): Promise<{ file: string; args: string[] }>;
+  /**
+   * Sends `signal` to every process of the container cgroup `name` (none if it does not exist); returns how
+   * many were signalled.
+   */
+  signalCgroup(name: string, signal: NodeJS.Signals): Promise<number>;
   /** Configures a (hot-plugged) NIC found by its MAC. */
   configureNic(nic: NicConfig): Promise<{ name: string }>;
   /** Runs the process and container start paths once, and mounts the share if asked (see `warm`). */
   warm(share: boolean): Promise<void>;
   info(): Promise<Record<string, unknown>>;
   shutdown(): Promise<void>;
+}
+
+/** A signal name as the host sends it (`TERM`, `SIGTERM`, `sigkill`), checked. */
+function signalOf(signal: string): NodeJS.Signals {
+  const sig = signal.toUpperCase();
+  const name = (sig.startsWith('SIG') ? sig : `SIG${sig}`) as NodeJS.Signals;
+  if (!(name in osConstants.signals)) throw new RequestError('BAD_SIGNAL', `unknown signal ${signal}`);
+  return name;
 }
 
 /** An error the agent reports to the host with a stable code. */
@@ -166,13 +179,11 @@ export class AgentServer {
         return null;
       case 'signal': {
         const p = this.#proc(req.proc);
-        const sig = req.signal.toUpperCase();
-        const name = (sig.startsWith('SIG') ? sig : `SIG${sig}`) as NodeJS.Signals;
-        if (!(name in osConstants.signals))
-          throw new RequestError('BAD_SIGNAL', `unknown signal ${req.signal}`);
-        p.child.kill(name);
+        p.child.kill(signalOf(req.signal));
         return null;
       }
+      case 'signal-cgroup':
+        return { signalled: await this.ops.signalCgroup(req.name, signalOf(req.signal)) };
       case 'reseed':
         await this.ops.reseed(req.data);
         return null;

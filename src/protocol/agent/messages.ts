@@ -85,6 +85,8 @@ export type AgentRequest =
   | { op: 'stdin'; proc: number; data: string }
   | { op: 'close-stdin'; proc: number }
   | { op: 'signal'; proc: number; signal: string }
+  /** Signals every process in the container cgroup `/sys/fs/cgroup/vmcache/<name>` (what `kill --all` needs). */
+  | { op: 'signal-cgroup'; name: string; signal: string }
   | { op: 'reseed'; data: string }
   | { op: 'set-time'; epochNs: string }
   /** Ensure at least `cpus` vCPUs are online (0: leave CPUs alone), waiting for hot-added ones to appear. */
@@ -121,6 +123,7 @@ const OPS: ReadonlySet<string> = new Set([
   'stdin',
   'close-stdin',
   'signal',
+  'signal-cgroup',
   'reseed',
   'set-time',
   'online',
@@ -144,6 +147,11 @@ const isShareRelative = (v: unknown): boolean =>
 const isContainerPath = (v: unknown): boolean =>
   isArg(v) && v.startsWith('/') && v.split('/').every((p) => p !== '..');
 
+/** A container's cgroup leaf name: a container id (no path separators, not hidden). */
+function isCgroupName(v: unknown): v is string {
+  return typeof v === 'string' && /^[\w.+-]{1,200}$/.test(v) && !v.startsWith('.');
+}
+
 /** Validates `exec.container`; returns the faulty field and what it must be, or null. */
 export function containerError(c: unknown): string | null {
   if (!isObj(c)) return 'container must be an object';
@@ -157,8 +165,7 @@ export function containerError(c: unknown): string | null {
     return 'additionalGids must be an array of non-negative integers';
   if (c.cgroup !== undefined) {
     const g = c.cgroup;
-    if (!isObj(g) || typeof g.name !== 'string' || !/^[\w.+-]{1,200}$/.test(g.name) || g.name.startsWith('.'))
-      return 'cgroup.name must be a container id';
+    if (!isObj(g) || !isCgroupName(g.name)) return 'cgroup.name must be a container id';
     if (g.limits !== undefined) {
       if (!isObj(g.limits)) return 'cgroup.limits must be an object';
       for (const [k, v] of Object.entries(g.limits)) {
@@ -229,6 +236,10 @@ export function parseHostMessage(v: unknown): Parsed<HostMessage> {
       if (!isId(v.proc) || typeof v.signal !== 'string')
         return bad('signal needs proc (integer) and signal (name)');
       return { ok: true, msg: { t: 'req', id, op: 'signal', proc: v.proc, signal: v.signal } };
+    case 'signal-cgroup':
+      if (!isCgroupName(v.name) || typeof v.signal !== 'string')
+        return bad('signal-cgroup needs name (a container id) and signal (name)');
+      return { ok: true, msg: { t: 'req', id, op: 'signal-cgroup', name: v.name, signal: v.signal } };
     case 'reseed':
       if (typeof v.data !== 'string' || !/^[0-9a-f]{2,1024}$/.test(v.data) || v.data.length % 2 !== 0)
         return bad('reseed.data must be 1–512 bytes of lowercase hex');

@@ -7,6 +7,7 @@ describe('control channel messages (validated at both ends)', () => {
     for (const req of [
       { t: 'start' },
       { t: 'kill', signal: 'SIGTERM' },
+      { t: 'signal-all', name: 'c1', signal: 'SIGKILL' },
       { t: 'ps' },
       { t: 'stdin', data: 'aGk=' },
       {
@@ -23,6 +24,8 @@ describe('control channel messages (validated at both ends)', () => {
       [[], /not an object/],
       [{ t: 'reboot' }, /unknown request/],
       [{ t: 'kill', signal: 'TERM; rm -rf /' }, /kill.signal/],
+      [{ t: 'signal-all', name: '../init.scope', signal: 'SIGKILL' }, /signal-all.name/],
+      [{ t: 'signal-all', name: 'c1' }, /signal-all.signal/],
       [{ t: 'exec', pid: -1, process: {} }, /exec.pid/],
       [
         { t: 'exec', pid: 1, process: { args: [], env: [], cwd: '/', uid: 0, gid: 0, additionalGids: [] } },

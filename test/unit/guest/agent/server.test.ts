@@ -20,6 +20,10 @@ function fakeOps() {
       return { file: '/bin/sh', args: ['-c', e.args.join(' ')] };
     },
     warm: async (share) => void calls.push(`warm ${share}`),
+    signalCgroup: async (name, signal) => {
+      calls.push(`signal-cgroup ${name} ${signal}`);
+      return 2;
+    },
     configureNic: async (nic) => {
       calls.push(`nic ${nic.mac}`);
       return { name: 'eth0' };
@@ -150,7 +154,14 @@ describe('AgentServer (the in-guest agent engine, run on the host)', () => {
       cpus: 1,
       memoryBlocks: 2,
     });
-    assert.deepEqual(calls, ['reseed abcd', 'settime 1700000000000000000']);
+    assert.deepEqual(await client.request({ op: 'signal-cgroup', name: 'c1', signal: 'term' }), {
+      signalled: 2,
+    });
+    await assert.rejects(
+      client.request({ op: 'signal-cgroup', name: 'c1', signal: 'NOPE' }),
+      /unknown signal/,
+    );
+    assert.deepEqual(calls, ['reseed abcd', 'settime 1700000000000000000', 'signal-cgroup c1 SIGTERM']);
     client.close();
   });
 

@@ -29,6 +29,16 @@ describe('agent message validation', () => {
     ['time not decimal', { t: 'req', id: 1, op: 'set-time', epochNs: '1e9' }, /epochNs/],
     ['signal missing', { t: 'req', id: 1, op: 'signal', proc: 1 }, /signal/],
     [
+      'a cgroup name that is a path',
+      { t: 'req', id: 1, op: 'signal-cgroup', name: '../../init.scope', signal: 'KILL' },
+      /signal-cgroup needs name/,
+    ],
+    [
+      'a cgroup signal without a signal',
+      { t: 'req', id: 1, op: 'signal-cgroup', name: 'c1' },
+      /signal-cgroup/,
+    ],
+    [
       'a container root that climbs out of the share',
       { t: 'req', id: 1, op: 'exec', exec: { args: ['x'], container: { root: 'c1/../../etc' } } },
       /exec.container.root/,

@@ -1,0 +1,59 @@
+/** A `vmcache factory init` process for one section of `npm run bench`, and the client that drives it. */
+import { spawn } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { RemoteCacheFactory } from '../src/factory/remote-cache.js';
+import type { VmDeps } from '../src/vm/vm.js';
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+export interface BenchCache {
+  /** The environment that points vmcache (CLI, runtime, containerd's shims) at this server. */
+  env: NodeJS.ProcessEnv;
+  remote: RemoteCacheFactory;
+  pid: number;
+  /** Resolves once `n` VMs (default: the pool's size) are idle in the pool: no refill boot competes. */
+  waitFull(n?: number): Promise<void>;
+  /** Quits the server and waits for it. */
+  stop(): Promise<void>;
+}
+
+/**
+ * Starts a cache server of `size` VMs whose configuration, socket and state live in `dir` (and `extraToml`
+ * appended to its configuration), and connects to it.
+ */
+export async function startBenchCache(
+  repo: string,
+  deps: VmDeps,
+  dir: string,
+  size: number,
+  extraToml = '',
+): Promise<BenchCache> {
+  const cfg = `${dir}/cache.toml`;
+  const socket = `${dir}/cache.sock`;
+  writeFileSync(cfg, `[factory]\nvm_cache_number = ${size}\nvm_cache_endpoint = "${socket}"\n${extraToml}`);
+  const env = { ...process.env, VMCACHE_CONFIG: cfg, VMCACHE_RUN_DIR: deps.paths.runDir };
+  const server = spawn(`${repo}bin/vmcache`, ['factory', 'init'], { env, stdio: 'ignore' });
+  const exited = new Promise((r) => (server.exitCode !== null ? r(null) : server.on('exit', r)));
+  let remote: RemoteCacheFactory | null = null;
+  while (!remote) {
+    if (server.exitCode !== null) throw new Error(`the cache server exited with ${server.exitCode}`);
+    remote = await RemoteCacheFactory.connect(socket, deps).catch(async () => {
+      await sleep(100);
+      return null;
+    });
+  }
+  const r = remote;
+  return {
+    env,
+    remote: r,
+    pid: server.pid!,
+    async waitFull(n = size) {
+      while ((await r.serverStatus()).vmstatus.length < n) await sleep(250);
+    },
+    async stop() {
+      await r.quit().catch(() => undefined);
+      await r.close();
+      await exited;
+    },
+  };
+}
