@@ -157,5 +157,5 @@ process.stdout.write(
     .map((l) => l.toFixed(1))
     .join(
       ' ',
-    )}\n\n${table}\n\ncold boot / cache getVM (p50): ${ratios.coldBootOverCacheGetVM.toFixed(0)}x; cold boot / template clone (p50): ${ratios.coldBootOverClone.toFixed(0)}x; PSS of 4 clones / 4 cold VMs: ${(ratios.clonePssOverColdPss * 100).toFixed(0)}%; vmcache run cold / cached (p50): ${ratios.runtimeRunColdOverCached.toFixed(0)}x\nJSON: bench/results/latest.json\n`,
+    )}\n\n${table}\n\ncold boot / cache getVM (p50): ${ratios.coldBootOverCacheGetVM.toFixed(0)}x; cold boot / template clone (p50): ${ratios.coldBootOverClone.toFixed(0)}x; PSS of 4 clones / 4 cold VMs: ${(ratios.clonePssOverColdPss * 100).toFixed(0)}%; vmcache run cold / cached (p50): ${ratios.runtimeRunColdOverCached.toFixed(0)}x; CRI pod start cold / cached (p50): ${ratios.criPodStartColdOverCached.toFixed(1)}x\nJSON: bench/results/latest.json\n`,
 );
