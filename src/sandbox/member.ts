@@ -42,7 +42,6 @@ export class MemberShim implements Shim {
     readonly id: string,
     readonly cfg: ContainerConfig,
     private readonly sandboxId: string,
-    private readonly shareDir: string,
     private readonly guestMounts: ContainerMount[],
     private readonly deps: SandboxDeps,
   ) {
@@ -78,7 +77,7 @@ export class MemberShim implements Shim {
       undo.push('unshare', () => unshare(shareDir, deps));
       await shareInto(shared, cfg.rootfs, `${id}/rootfs`, deps);
       for (const b of plan.host) await shareInto(shared, b.source, b.shareRel, deps);
-      const m = new MemberShim(id, cfg, sid, shareDir, plan.guest, deps);
+      const m = new MemberShim(id, cfg, sid, plan.guest, deps);
       (await m.#connectSandbox()).close(); // it must answer now, not only at start
       m.#server = await ControlServer.listen(
         controlSocketPath(deps.paths.runDir, deps.store.root, id),
@@ -146,7 +145,9 @@ export class MemberShim implements Shim {
     if (this.status === 'stopped') return;
     this.status = 'stopped';
     this.#relay?.close();
-    await unshare(this.shareDir, this.deps);
+    // Its binds stay in the share until the VM goes (the sandbox's stop unmounts them all). The guest's 9p
+    // client keeps one dentry per directory inode, so a directory bound for two containers (one host rootfs,
+    // a volume shared in a pod) is one dentry; removing this container's bind would pull it from under the other.
     await this.deps.store
       .update(this.id, (s) => {
         s.status = 'stopped';

@@ -124,6 +124,12 @@ describe('pods: containers join their sandbox VM (CRI annotations, real QEMU)', 
     assert.match(late.stderr, /container not running/, 'without --all: runc refuses, in its words');
     assert.equal((await vmc(['kill', '--all', 'mk', 'KILL'])).code, 0);
     await until('the orphan was killed', async () => (await orphans()) === '0');
+    // A member on the same host directory as the sandbox's root comes and goes: the sandbox's root stays usable
+    // (the guest sees one directory through both; the member's binds stay until the VM goes).
+    const brief = bundle('mk2', ['true'], { [TYPE]: 'container', [SANDBOX]: 'sbk' });
+    const r2 = await vmc(['run', '--bundle', brief, 'mk2']); // runs, exits, and is deleted, as with runc
+    assert.equal(r2.code, 0, r2.stderr);
+    assert.equal(await orphans(), '0', 'exec into the sandbox still works');
     assert.equal((await status('sbk')) === 'running', true, 'the sandbox is untouched');
     assert.equal((await vmc(['kill', 'sbk', 'KILL'])).code, 0);
     await until('the sandbox stopped', async () => (await status('sbk')) === 'stopped');

@@ -1,7 +1,5 @@
 import { existsSync, rmSync } from 'node:fs';
-import { join } from 'node:path';
 import { isVmcError, VmcError } from '../../errors.js';
-import { unmountAllUnder } from '../../platform/mounts.js';
 import { vmDir } from '../../platform/paths.js';
 import { exitsWithin, signalIfAlive } from '../../platform/process.js';
 import { controlSocketPath } from '../../sandbox/control.js';
@@ -49,12 +47,9 @@ export async function del(ctx: RuntimeContext, id: string, opts: { force?: boole
 
 /** Destroys the VM of a container whose host-side process died without doing so, and its control socket. */
 async function cleanupLeftovers(ctx: RuntimeContext, s: ContainerState): Promise<void> {
-  if (s.vmId && s.sandboxId) {
-    // A pod member: only its directory in the sandbox VM's share is its own.
-    const dir = join(vmDir(ctx.paths, s.vmId), 'shared', s.id);
-    if (existsSync(dir) && (await unmountAllUnder(ctx.run, dir)).length === 0)
-      rmSync(dir, { recursive: true });
-  } else if (s.vmId) {
+  // A pod member has no VM of its own; its binds in the sandbox VM's share go with that VM (see MemberShim's
+  // stop), since another container of the pod may see the same directories through them.
+  if (s.vmId && !s.sandboxId) {
     const dir = vmDir(ctx.paths, s.vmId);
     if (existsSync(dir)) {
       try {
