@@ -24,6 +24,7 @@ import { type Finished, finished, REPO, run } from './cli.js';
 import * as api from './cri/generated/cri/api.js';
 import { type DeepPartial, type MessageFns, RuntimeServiceClient } from './cri/generated/cri/api.js';
 import { busyboxImageArchive } from './oci-image.js';
+import { pidsMentioning } from './vm-env.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -86,18 +87,6 @@ function netnsNames(): string[] {
 const SHIM_SOCKETS = '/run/containerd/s';
 function shimSockets(): string[] {
   return existsSync(SHIM_SOCKETS) ? readdirSync(SHIM_SOCKETS) : [];
-}
-
-/** Processes whose command line mentions `needle`. */
-function pidsMentioning(needle: string): number[] {
-  const pids: number[] = [];
-  for (const pid of readdirSync('/proc')) {
-    if (!/^\d+$/.test(pid)) continue;
-    try {
-      if (readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(needle)) pids.push(Number(pid));
-    } catch {}
-  }
-  return pids;
 }
 
 /** Where a CRI node lives and how it is wired. */

@@ -38,14 +38,19 @@ export function vmDirsLeft(runDir: string): string[] {
   return existsSync(d) ? readdirSync(d) : [];
 }
 
-/** True when no process has `needle` on its command line. */
-export function noProcessMentions(needle: string): boolean {
+/** Processes whose command line mentions `needle`. */
+export function pidsMentioning(needle: string): number[] {
+  const pids: number[] = [];
   for (const pid of readdirSync('/proc')) {
     if (!/^\d+$/.test(pid)) continue;
     try {
-      const cmd = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
-      if (cmd.includes(needle)) return false;
+      if (readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(needle)) pids.push(Number(pid));
     } catch {}
   }
-  return true;
+  return pids;
+}
+
+/** True when no process has `needle` on its command line. */
+export function noProcessMentions(needle: string): boolean {
+  return pidsMentioning(needle).length === 0;
 }
