@@ -107,6 +107,8 @@ export interface CriNode {
   /** The `vmcache --root` containerd's runc shim passes for the vmcache handler. */
   vmcacheRoot: string;
   ctr(args: string[]): Promise<Finished>;
+  /** The error lines of containerd's log so far (its own, its CRI plugin's, and what runtimes told its shims). */
+  errors(): string[];
   stop(): Promise<void>;
 }
 
@@ -228,5 +230,9 @@ export async function startCriNode(o: CriNodeOptions): Promise<CriNode> {
     await stop();
     throw e;
   }
-  return { cri: client, vmcacheRoot, ctr, stop };
+  const errors = () =>
+    readFileSync(join(dir, 'containerd.log'), 'utf8')
+      .split('\n')
+      .filter((l) => l.includes('level=error'));
+  return { cri: client, vmcacheRoot, ctr, errors, stop };
 }
