@@ -10,11 +10,11 @@ import { summarize } from './stats.js';
  * then CreateContainer and StartContainer of one busybox container, until StartContainer returns (the
  * container is running). The pod is stopped and removed afterwards, untimed.
  */
-async function podStart(cri: CriClient, handler: string, name: string): Promise<number> {
+async function podStart(cri: CriClient, handler: string, name: string, logs: string): Promise<number> {
   const config = {
     metadata: { name, uid: `uid-${name}`, namespace: 'bench' },
     hostname: name,
-    logDirectory: `/tmp/vmc-bench-cri/logs/${name}`,
+    logDirectory: `${logs}/${name}`,
   };
   const t0 = performance.now();
   const { podSandboxId } = await cri.runPodSandbox({ config, runtimeHandler: handler });
@@ -64,7 +64,7 @@ export async function criRows(
     const times: number[] = [];
     for (let i = 0; i < Math.max(2, Math.ceil(n / 3)); i++) {
       log(`CRI pod start, vmcache, no cache ${i + 1}`);
-      times.push(await podStart(cri.cri, 'vmcache', `cold${i}`));
+      times.push(await podStart(cri.cri, 'vmcache', `cold${i}`, `${dir}/logs`));
     }
     rows.push({
       name: 'pod start through CRI (RunPodSandbox → container running), vmcache, no cache (cold boot)',
@@ -84,7 +84,7 @@ export async function criRows(
       for (let i = 0; i < n; i++) {
         await server.waitFull();
         log(`CRI pod start, vmcache, from the cache ${i + 1}`);
-        hot.push(await podStart(cri.cri, 'vmcache', `hot${i}`));
+        hot.push(await podStart(cri.cri, 'vmcache', `hot${i}`, `${dir}/logs`));
       }
       rows.push({
         name: 'pod start through CRI (RunPodSandbox → container running), vmcache, from the cache (pool full)',
@@ -94,7 +94,7 @@ export async function criRows(
       const base: number[] = [];
       for (let i = 0; i < n; i++) {
         log(`CRI pod start, runc ${i + 1}`);
-        base.push(await podStart(cri.cri, 'runc', `runc${i}`));
+        base.push(await podStart(cri.cri, 'runc', `runc${i}`, `${dir}/logs`));
       }
       rows.push({
         name: 'pod start through CRI (RunPodSandbox → container running), runc (no VM, reference)',

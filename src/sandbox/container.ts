@@ -130,7 +130,6 @@ export class ContainerShim implements Shim {
     }
   }
 
-  /** Starts the container's process with `stdio` attached. Only valid when created. */
   /**
    * A member's memory limit is added to the VM by memory hot-plug before it starts, as Kata grows a pod's VM
    * for each container (the VM never shrinks while the pod lives). vCPUs are not added: see resources.ts.
@@ -146,6 +145,7 @@ export class ContainerShim implements Shim {
     return grown.then(() => {});
   }
 
+  /** Starts the container's process with `stdio` attached. Only valid when created. */
   async start(stdio: Stdio): Promise<void> {
     if (this.status !== 'created')
       throw new VmcError(

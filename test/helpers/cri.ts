@@ -20,9 +20,8 @@ import {
 } from '@grpc/grpc-js';
 import { runCommand } from '../../src/platform/command.js';
 import { unmountAllUnder } from '../../src/platform/mounts.js';
-import { type Finished, finished, REPO, run } from './cli.js';
+import { finished, REPO, run } from './cli.js';
 import * as api from './cri/generated/cri/api.js';
-import { type DeepPartial, type MessageFns, RuntimeServiceClient } from './cri/generated/cri/api.js';
 import { busyboxImageArchive } from './oci-image.js';
 import { pidsMentioning } from './vm-env.js';
 
@@ -44,8 +43,12 @@ type Unary<Req, Res> = (
  * One unary RPC of the generated client as a promise with a deadline; the request may leave out fields (as a
  * kubelet's does), which take protobuf's defaults.
  */
-function unary<Req, Res>(client: RuntimeServiceClient, method: Unary<Req, Res>, type: MessageFns<Req>) {
-  return (req: DeepPartial<Req>, timeoutMs = 180_000) =>
+function unary<Req, Res>(
+  client: api.RuntimeServiceClient,
+  method: Unary<Req, Res>,
+  type: api.MessageFns<Req>,
+) {
+  return (req: api.DeepPartial<Req>, timeoutMs = 180_000) =>
     new Promise<Res>((resolve, reject) =>
       method.call(
         client,
@@ -59,7 +62,7 @@ function unary<Req, Res>(client: RuntimeServiceClient, method: Unary<Req, Res>, 
 
 /** The CRI RuntimeService calls the tests and the bench make, as promises (what a kubelet would call). */
 export function criClient(socket: string) {
-  const c = new RuntimeServiceClient(`unix://${socket}`, credentials.createInsecure());
+  const c = new api.RuntimeServiceClient(`unix://${socket}`, credentials.createInsecure());
   return {
     version: unary(c, c.version, api.VersionRequest),
     runPodSandbox: unary(c, c.runPodSandbox, api.RunPodSandboxRequest),
@@ -106,7 +109,6 @@ export interface CriNode {
   cri: CriClient;
   /** The `vmcache --root` containerd's runc shim passes for the vmcache handler. */
   vmcacheRoot: string;
-  ctr(args: string[]): Promise<Finished>;
   /** The error lines of containerd's log so far (its own, its CRI plugin's, and what runtimes told its shims). */
   errors(): string[];
   stop(): Promise<void>;
@@ -234,5 +236,5 @@ export async function startCriNode(o: CriNodeOptions): Promise<CriNode> {
     readFileSync(join(dir, 'containerd.log'), 'utf8')
       .split('\n')
       .filter((l) => l.includes('level=error'));
-  return { cri: client, vmcacheRoot, ctr, errors, stop };
+  return { cri: client, vmcacheRoot, errors, stop };
 }

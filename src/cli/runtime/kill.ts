@@ -1,4 +1,4 @@
-import { VmcError } from '../../errors.js';
+import { isVmcError, VmcError } from '../../errors.js';
 import { effectiveStatus } from '../../sandbox/state-store.js';
 import { connectShim, type RuntimeContext, requireStatus, signalName } from './common.js';
 
@@ -20,8 +20,7 @@ export async function kill(
   if (opts.all && status !== 'created') {
     const owner = state.sandboxId ?? id;
     // A VM owner that is stopped (or deleted) means the VM is gone, and every process of the container with it.
-    if (owner !== id && !ctx.store.list().includes(owner)) return 0;
-    if ((owner === id ? status : effectiveStatus(ctx.store.read(owner))) === 'stopped') return 0;
+    if (ownerStatus(ctx, owner, owner === id ? status : undefined) === 'stopped') return 0;
     await request(ctx, owner, { t: 'signal-all', name: id, signal: sig });
     return 0;
   }
@@ -39,6 +38,17 @@ export async function kill(
     throw e;
   }
   return 0;
+}
+
+/** The status of the container that holds a VM (`known` if already read); a deleted one reads as stopped. */
+function ownerStatus(ctx: RuntimeContext, owner: string, known: string | undefined): string {
+  if (known) return known;
+  try {
+    return effectiveStatus(ctx.store.read(owner));
+  } catch (err) {
+    if (isVmcError(err, 'VMC_ERR_CONTAINER_NOT_FOUND')) return 'stopped';
+    throw err;
+  }
 }
 
 /** `vmcache pause ID`: freezes the container's VM. */
