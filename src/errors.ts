@@ -42,6 +42,8 @@ export const ErrorCodes = {
   VMC_ERR_CONTAINER_UNREACHABLE: "the container's host-side process does not answer",
   VMC_ERR_CONTAINER_LOCKED: "another invocation holds the container's lock",
   VMC_ERR_NETWORK_SETUP: "connecting the pod's network namespace to the VM failed",
+  VMC_ERR_AGENT_PROCESS_LOST:
+    "a guest process's exit can no longer be known (the agent lost it or is silent)",
 } as const;
 
 /** A stable error code. */

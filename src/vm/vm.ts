@@ -151,7 +151,9 @@ export class Vm {
         // A clone: load the template's device state; its RAM is the template's memory file (x-ignore-shared).
         await step(loadState(qmp, opts.restoreFrom, clock));
       } else {
-        agent = await step(connectAgent(files.agentSocket, clock, timeouts.agentReadyMs, files.consoleLog));
+        agent = await step(
+          connectAgent(files.agentSocket, clock, timeouts.agentReadyMs, files.consoleLog, record.id),
+        );
       }
       const agentMs = clock.monotonic() - t0;
       undo.release();
@@ -219,6 +221,7 @@ export class Vm {
               clock,
               opts.agentTimeoutMs ?? 10_000,
               record.files.consoleLog,
+              record.id,
             );
       const agentMs = clock.monotonic() - t0;
       if (opts.takeOwnership) {
@@ -274,21 +277,28 @@ export class Vm {
     await this.pause();
   }
 
-  /** Pauses the vCPUs (QMP `stop`). */
+  /** Pauses the vCPUs (QMP `stop`). A frozen guest cannot answer liveness checks: they wait for `resume()`. */
   async pause(): Promise<void> {
-    await this.qmp.execute('stop');
+    this.#agent?.suspendLiveness();
+    try {
+      await this.qmp.execute('stop');
+    } catch (err) {
+      this.#agent?.resumeLiveness();
+      throw err;
+    }
   }
 
   /** Resumes the vCPUs (QMP `cont`), and connects to the agent if this process has not yet. */
   async resume(): Promise<void> {
     if (this.#agent) {
       await this.qmp.execute('cont');
+      this.#agent.resumeLiveness();
       return;
     }
     // Connect and start greeting *before* the vCPUs run: the parked guest finds our hello waiting when it
     // wakes, which saves a round trip on the hand-off path.
     const f = this.record.files;
-    const agent = connectAgent(f.agentSocket, this.deps.clock, 10_000, f.consoleLog);
+    const agent = connectAgent(f.agentSocket, this.deps.clock, 10_000, f.consoleLog, this.record.id);
     agent.catch(() => undefined); // observed below; avoids an unhandled rejection if `cont` fails first
     await this.qmp.execute('cont');
     this.#agent = await agent;
@@ -427,8 +437,9 @@ async function connectAgent(
   clock: Clock,
   timeoutMs: number,
   consoleLog: string,
+  name: string,
 ): Promise<AgentClient> {
-  const agent = new AgentClient(await connectUnix(path, 'VMC_ERR_AGENT_CLOSED'), { clock });
+  const agent = new AgentClient(await connectUnix(path, 'VMC_ERR_AGENT_CLOSED'), { clock, name });
   try {
     await agent.handshake(timeoutMs);
     return agent;

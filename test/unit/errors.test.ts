@@ -14,6 +14,10 @@ describe('error codes', () => {
     for (const code of Object.keys(ErrorCodes)) assert.match(code, /^VMC_ERR_[A-Z]+_[A-Z_]+$/);
   });
 
+  it('include VMC_ERR_AGENT_PROCESS_LOST, which callers of AgentProcess.wait() match on', () => {
+    assert.ok(Object.hasOwn(ErrorCodes, 'VMC_ERR_AGENT_PROCESS_LOST'));
+  });
+
   it('keep the cause and details', () => {
     const cause = new Error('inner');
     const e = new VmcError('VMC_ERR_VM_DEAD', 'outer', { cause, details: { vmId: 'x' } });

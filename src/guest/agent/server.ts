@@ -182,6 +182,13 @@ export class AgentServer {
         p.child.kill(signalOf(req.signal));
         return null;
       }
+      case 'proc-status': {
+        // A process leaves #procs just before its exit frame is written, so "not running" always comes after
+        // that frame. One of an earlier session is not running as far as the asker is concerned: its exit goes
+        // to nobody.
+        const p = this.#procs.get(req.proc);
+        return { running: p !== undefined && p.session === this.#session };
+      }
       case 'signal-cgroup':
         return { signalled: await this.ops.signalCgroup(req.name, signalOf(req.signal)) };
       case 'reseed':

@@ -1,8 +1,9 @@
 import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { type Duplex, PassThrough } from 'node:stream';
-import { VmcError } from '../../errors.js';
+import { isVmcError, VmcError } from '../../errors.js';
 import { type Clock, systemClock } from '../../platform/clock.js';
+import { type Logger, nullLogger } from '../../platform/logger.js';
 import { encodeFrame, FrameDecoder } from './framing.js';
 import {
   AGENT_PROTOCOL_VERSION,
@@ -30,9 +31,25 @@ export interface AgentSession {
 /** Options of the agent client. */
 export interface AgentClientOptions {
   clock?: Clock;
-  /** Default request timeout. */
+  /** Default request timeout; also how long a liveness check may go unanswered. */
   requestTimeoutMs?: number;
+  /**
+   * After this long without a frame about a running process, the client asks the agent whether it still runs
+   * (`proc-status`). A process the agent no longer knows, or an agent that does not answer within the request
+   * timeout, makes `wait()` reject with `VMC_ERR_AGENT_PROCESS_LOST`. Default 10 s.
+   */
+  livenessIntervalMs?: number;
+  /** The VM's name or id, for error messages. */
+  name?: string;
+  /** Receives debug traces (frames of unknown processes, lost processes). */
+  logger?: Logger;
 }
+
+/**
+ * Silence this long is unremarkable for a guest process (a sleep, a server), while a check costs one small round
+ * trip: 10 s bounds the wait for a process whose exit was lost to 10 s plus the request timeout, at no real cost.
+ */
+export const DEFAULT_LIVENESS_INTERVAL_MS = 10_000;
 
 /**
  * A process running in the guest. `stdout`/`stderr` are readable streams; `wait()` resolves when the process
@@ -81,7 +98,10 @@ export class AgentProcess extends EventEmitter {
     await this.#client.request({ op: 'signal', proc: this.proc, signal });
   }
 
-  /** Resolves with the exit status. */
+  /**
+   * Resolves with the exit status. Rejects with `VMC_ERR_AGENT_CLOSED` when the connection closes first, and
+   * with `VMC_ERR_AGENT_PROCESS_LOST` when a liveness check finds the process gone without an exit.
+   */
   wait(): Promise<ExitStatus> {
     if (this.#exit) return Promise.resolve(this.#exit);
     if (this.#lost) return Promise.reject(this.#lost);
@@ -102,8 +122,8 @@ export class AgentProcess extends EventEmitter {
     this.emit('exit', status);
   }
 
-  /** @internal The connection closed before the process exited: its status can no longer be known. */
-  _lostConnection(err: Error): void {
+  /** @internal The connection closed, or the agent lost the process, before its exit: it can no longer be known. */
+  _lost(err: Error): void {
     this.#lost = err;
     this.stdout.end();
     this.stderr.end();
@@ -116,7 +136,24 @@ interface Pending {
   resolve: (v: unknown) => void;
   reject: (e: Error) => void;
   cancel: () => void;
+  /**
+   * Turns the result into the resolved value synchronously, while the reply is dispatched, so that frames
+   * following the reply in the same chunk find what it set up (see `exec`). A throw rejects the request.
+   */
+  adopt?: (result: unknown) => unknown;
 }
+
+/** A process the client returned and has not seen end. */
+interface Tracked {
+  p: AgentProcess;
+  /** Monotonic time of the last frame about the process, or of the last liveness answer. */
+  seen: number;
+  /** Cancels the pending liveness timer. */
+  unwatch: () => void;
+}
+
+/** Frames about one guest process. */
+type ProcFrame = Extract<GuestMessage, { t: 'out' | 'exit' }>;
 
 /**
  * Host side of the agent protocol over one connection to the VM's `agent.sock`.
@@ -129,9 +166,17 @@ export class AgentClient extends EventEmitter {
   readonly #stream: Duplex;
   readonly #clock: Clock;
   readonly #timeoutMs: number;
+  readonly #livenessMs: number;
+  readonly #name: string | undefined;
+  readonly #logger: Logger;
   readonly #decoder = new FrameDecoder();
   readonly #pending = new Map<number, Pending>();
-  readonly #procs = new Map<number, AgentProcess>();
+  readonly #procs = new Map<number, Tracked>();
+  /** Liveness checks are off while the guest is frozen; the epoch tells a check that a freeze happened. */
+  #suspended = false;
+  #epoch = 0;
+  /** Set when the agent refused `proc-status` (an image older than the op): no more checks. */
+  #livenessUnsupported = false;
   #nextId = 1;
   #closed: Error | null = null;
   #nonce: string | null = null;
@@ -145,6 +190,14 @@ export class AgentClient extends EventEmitter {
     this.#stream = stream;
     this.#clock = opts.clock ?? systemClock;
     this.#timeoutMs = opts.requestTimeoutMs ?? 30_000;
+    this.#livenessMs = opts.livenessIntervalMs ?? DEFAULT_LIVENESS_INTERVAL_MS;
+    if (!(Number.isFinite(this.#livenessMs) && this.#livenessMs > 0))
+      throw new VmcError(
+        'VMC_ERR_CONFIG_INVALID',
+        `livenessIntervalMs must be a positive number of milliseconds, got ${opts.livenessIntervalMs}`,
+      );
+    this.#name = opts.name;
+    this.#logger = (opts.logger ?? nullLogger).child({ subsystem: 'agent', vm: opts.name });
     stream.on('data', (c: Buffer) => this.#onData(c));
     stream.on('error', (e) =>
       this.#fail(new VmcError('VMC_ERR_AGENT_CLOSED', `agent stream error: ${e.message}`, { cause: e })),
@@ -206,6 +259,10 @@ export class AgentClient extends EventEmitter {
 
   /** Sends a request and resolves with its result. */
   request<T = unknown>(req: AgentRequest, timeoutMs = this.#timeoutMs): Promise<T> {
+    return this.#call<T>(req, timeoutMs);
+  }
+
+  #call<T>(req: AgentRequest, timeoutMs: number, adopt?: (result: unknown) => T): Promise<T> {
     if (this.#closed) return Promise.reject(this.#closed);
     if (!this.session)
       return Promise.reject(new VmcError('VMC_ERR_INVALID_STATE', 'agent request before handshake'));
@@ -220,21 +277,35 @@ export class AgentClient extends EventEmitter {
           ),
         );
       }, timeoutMs);
-      this.#pending.set(id, { op: req.op, resolve: resolve as (v: unknown) => void, reject, cancel });
+      this.#pending.set(id, { op: req.op, resolve: resolve as (v: unknown) => void, reject, cancel, adopt });
       this.#stream.write(encodeFrame({ t: 'req', id, ...req }));
     });
   }
 
-  /** Starts a process in the guest. */
-  async exec(exec: ExecRequest): Promise<AgentProcess> {
-    const { proc, pid } = await this.request<{ proc: number; pid: number }>({ op: 'exec', exec });
-    let p = this.#procs.get(proc);
-    if (!p) {
-      p = new AgentProcess(proc, this);
-      this.#procs.set(proc, p);
-    }
-    p.pid = pid;
-    return p;
+  /**
+   * Starts a process in the guest. The process is registered while its reply is dispatched, not when this
+   * promise's continuation runs: its output and exit can follow the reply in the same chunk.
+   */
+  exec(exec: ExecRequest): Promise<AgentProcess> {
+    return this.#call({ op: 'exec', exec }, this.#timeoutMs, (r) => this.#adopt(r));
+  }
+
+  /**
+   * Stops liveness checks while the guest is deliberately frozen (QMP `stop`): a paused guest cannot answer,
+   * and its processes must not be reported lost for it. Undone by `resumeLiveness()`.
+   */
+  suspendLiveness(): void {
+    this.#suspended = true;
+    this.#epoch++;
+  }
+
+  /** Restarts liveness checks after `suspendLiveness()`; the silence count of every process restarts now. */
+  resumeLiveness(): void {
+    if (!this.#suspended) return;
+    this.#suspended = false;
+    this.#epoch++;
+    const now = this.#clock.monotonic();
+    for (const t of this.#procs.values()) t.seen = now;
   }
 
   /** True once closed. */
@@ -278,27 +349,31 @@ export class AgentClient extends EventEmitter {
         if (!p) return;
         this.#pending.delete(m.id);
         p.cancel();
-        if (m.ok) p.resolve(m.result);
-        else
+        if (!m.ok) {
           p.reject(
             new VmcError('VMC_ERR_AGENT_REQUEST', `guest agent ${p.op}: ${m.error.message}`, {
               details: { guestCode: m.error.code },
             }),
           );
+          return;
+        }
+        let value = m.result;
+        try {
+          if (p.adopt) value = p.adopt(m.result);
+        } catch (err) {
+          p.reject(err as Error);
+          return;
+        }
+        p.resolve(value);
         return;
       }
       case 'out':
       case 'exit': {
-        let p = this.#procs.get(m.proc);
-        if (!p) {
-          p = new AgentProcess(m.proc, this);
-          this.#procs.set(m.proc, p);
-        }
-        if (m.t === 'out') p._output(m.fd, Buffer.from(m.data, 'base64'));
-        else {
-          this.#procs.delete(m.proc);
-          p._exited({ code: m.code, signal: m.signal });
-        }
+        const t = this.#procs.get(m.proc);
+        if (t) this.#deliver(t, m);
+        // The agent sends a process's frames only after its exec reply, which registers it (#adopt): these are
+        // of an exec whose request timed out here, which nobody will claim. Keeping them would leak.
+        else this.#logger.debug({ proc: m.proc, frame: m.t }, 'dropped a frame of an unknown guest process');
         return;
       }
       default:
@@ -314,8 +389,96 @@ export class AgentClient extends EventEmitter {
       p.reject(err);
     }
     this.#pending.clear();
-    for (const p of this.#procs.values()) p._lostConnection(err);
+    for (const t of this.#procs.values()) {
+      t.unwatch();
+      t.p._lost(err);
+    }
     this.#procs.clear();
     this.emit('closed', err);
+  }
+
+  /** Registers the process an exec reply names, and starts its liveness watch. */
+  #adopt(result: unknown): AgentProcess {
+    const { proc, pid } = (result ?? {}) as { proc?: unknown; pid?: unknown };
+    if (!Number.isSafeInteger(proc) || !Number.isSafeInteger(pid))
+      throw new VmcError(
+        'VMC_ERR_AGENT_PROTOCOL',
+        `guest agent answered exec with ${JSON.stringify(result)}, expected {proc, pid}`,
+      );
+    const p = new AgentProcess(proc as number, this);
+    p.pid = pid as number;
+    const t: Tracked = { p, seen: this.#clock.monotonic(), unwatch: () => {} };
+    this.#procs.set(p.proc, t);
+    if (!this.#livenessUnsupported) this.#arm(t, this.#livenessMs);
+    return p;
+  }
+
+  #deliver(t: Tracked, m: ProcFrame): void {
+    if (m.t === 'out') {
+      t.seen = this.#clock.monotonic();
+      t.p._output(m.fd, Buffer.from(m.data, 'base64'));
+      return;
+    }
+    this.#procs.delete(m.proc);
+    t.unwatch();
+    t.p._exited({ code: m.code, signal: m.signal });
+  }
+
+  #arm(t: Tracked, ms: number): void {
+    t.unwatch = this.#clock.setTimeout(() => void this.#check(t), ms);
+  }
+
+  /** The liveness check: after enough silence, asks the agent whether the process still runs. */
+  async #check(t: Tracked): Promise<void> {
+    const live = () => this.#procs.get(t.p.proc) === t; // false once it exited, was lost or the client closed
+    if (!live() || this.#livenessUnsupported) return;
+    const idle = this.#clock.monotonic() - t.seen;
+    if (this.#suspended || idle < this.#livenessMs) {
+      this.#arm(t, this.#suspended ? this.#livenessMs : this.#livenessMs - idle);
+      return;
+    }
+    const epoch = this.#epoch;
+    let status: { running?: unknown } | null;
+    try {
+      status = await this.request<{ running?: unknown } | null>({ op: 'proc-status', proc: t.p.proc });
+    } catch (err) {
+      if (!live()) return;
+      if (isVmcError(err, 'VMC_ERR_AGENT_REQUEST')) {
+        // An agent older than `proc-status` refuses it: waits are unbounded again, as they were before.
+        this.#livenessUnsupported = true;
+        this.#logger.warn(
+          { err: err.message },
+          'the guest agent cannot check processes; liveness checks are off',
+        );
+        return;
+      }
+      // A freeze during the check explains the silence: look again later.
+      if (this.#suspended || epoch !== this.#epoch) this.#arm(t, this.#livenessMs);
+      else this.#lose(t, `the guest agent did not answer a liveness check within ${this.#timeoutMs} ms`, err);
+      return;
+    }
+    if (!live()) return;
+    // The agent forgets a process and writes its exit in one step, so "not running" here means the exit is lost.
+    if (status?.running === false) {
+      this.#lose(t, 'the guest agent no longer knows it, and its exit never arrived');
+      return;
+    }
+    t.seen = this.#clock.monotonic();
+    this.#arm(t, this.#livenessMs);
+  }
+
+  #lose(t: Tracked, why: string, cause?: unknown): void {
+    const { proc, pid } = t.p;
+    const where = this.#name === undefined ? '' : ` in VM ${this.#name}`;
+    this.#procs.delete(proc);
+    t.unwatch();
+    this.#logger.debug({ proc, pid, why }, 'guest process lost');
+    t.p._lost(
+      new VmcError(
+        'VMC_ERR_AGENT_PROCESS_LOST',
+        `guest process ${proc} (pid ${pid})${where} is lost: ${why}`,
+        { cause, details: { vm: this.#name, proc, pid } },
+      ),
+    );
   }
 }

@@ -85,6 +85,8 @@ export type AgentRequest =
   | { op: 'stdin'; proc: number; data: string }
   | { op: 'close-stdin'; proc: number }
   | { op: 'signal'; proc: number; signal: string }
+  /** Whether the process still runs with its exit yet to be sent to this session (the host's liveness check). */
+  | { op: 'proc-status'; proc: number }
   /** Signals every process in the container cgroup `/sys/fs/cgroup/vmcache/<name>` (what `kill --all` needs). */
   | { op: 'signal-cgroup'; name: string; signal: string }
   | { op: 'reseed'; data: string }
@@ -123,6 +125,7 @@ const OPS: ReadonlySet<string> = new Set([
   'stdin',
   'close-stdin',
   'signal',
+  'proc-status',
   'signal-cgroup',
   'reseed',
   'set-time',
@@ -236,6 +239,9 @@ export function parseHostMessage(v: unknown): Parsed<HostMessage> {
       if (!isId(v.proc) || typeof v.signal !== 'string')
         return bad('signal needs proc (integer) and signal (name)');
       return { ok: true, msg: { t: 'req', id, op: 'signal', proc: v.proc, signal: v.signal } };
+    case 'proc-status':
+      if (!isId(v.proc)) return bad('proc-status needs proc (integer)');
+      return { ok: true, msg: { t: 'req', id, op: 'proc-status', proc: v.proc } };
     case 'signal-cgroup':
       if (!isCgroupName(v.name) || typeof v.signal !== 'string')
         return bad('signal-cgroup needs name (a container id) and signal (name)');

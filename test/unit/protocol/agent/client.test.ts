@@ -1,0 +1,362 @@
+import assert from 'node:assert/strict';
+import type { Duplex, Readable } from 'node:stream';
+import { describe, it } from 'node:test';
+import { isVmcError } from '../../../../src/errors.js';
+import type { Clock } from '../../../../src/platform/clock.js';
+import type { Logger } from '../../../../src/platform/logger.js';
+import { AgentClient, type AgentClientOptions } from '../../../../src/protocol/agent/client.js';
+import { encodeFrame, FrameDecoder } from '../../../../src/protocol/agent/framing.js';
+import { duplexPair } from '../../../helpers/duplex-pair.js';
+
+type Req = { t: string; id: number; op: string; [k: string]: unknown };
+
+/**
+ * A scripted guest agent on the far end of an in-memory pair: it answers the handshake itself and hands every
+ * request to `onRequest`, which writes whatever bytes the test wants (several frames in one chunk, or nothing).
+ */
+function fakeAgent(guest: Duplex, onRequest: (req: Req, reply: (...frames: unknown[]) => void) => void) {
+  const decoder = new FrameDecoder();
+  const requests: Req[] = [];
+  const reply = (...frames: unknown[]) => guest.write(Buffer.concat(frames.map((f) => encodeFrame(f))));
+  guest.on('data', (c: Buffer) => {
+    for (const f of decoder.push(c)) {
+      if (!f.ok) continue;
+      const m = f.value as Req;
+      if (m.t === 'hello') reply({ t: 'hello-ok', nonce: m.nonce, version: 1, session: 1, agentPid: 1 });
+      else if (m.t === 'req') {
+        requests.push(m);
+        onRequest(m, reply);
+      }
+    }
+  });
+  return { requests, reply };
+}
+
+/** A client connected to a fake agent, handshaken. */
+async function connect(
+  onRequest: (req: Req, reply: (...frames: unknown[]) => void) => void,
+  opts: AgentClientOptions = {},
+) {
+  const [host, guest] = duplexPair();
+  const agent = fakeAgent(guest, onRequest);
+  const client = new AgentClient(host, opts);
+  await client.handshake(2_000, 20);
+  return { client, agent, guest };
+}
+
+/** All a stream delivers until it ends. */
+function drain(s: Readable): Promise<string> {
+  const chunks: Buffer[] = [];
+  s.on('data', (c: Buffer) => chunks.push(c));
+  return new Promise((resolve) => s.once('end', () => resolve(Buffer.concat(chunks).toString())));
+}
+
+/** `p`, or a rejection after `ms`: a regression must fail the test, not hang it. */
+function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const expired = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what} did not settle within ${ms} ms`)), ms);
+  });
+  return Promise.race([p, expired]).finally(() => clearTimeout(timer));
+}
+
+const b64 = (s: string) => Buffer.from(s).toString('base64');
+
+/** Lets stream callbacks and promise continuations run (the in-memory pair delivers asynchronously). */
+async function settle(): Promise<void> {
+  for (let i = 0; i < 10; i++) await new Promise((r) => setImmediate(r));
+}
+
+/** A clock that only moves when told to; timers due on the way fire in order, with I/O settling between. */
+class ManualClock implements Clock {
+  #t = 0;
+  #seq = 0;
+  readonly #timers = new Set<{ at: number; seq: number; fn: () => void }>();
+  now(): number {
+    return 1_700_000_000_000 + this.#t;
+  }
+  monotonic(): number {
+    return this.#t;
+  }
+  sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => this.setTimeout(resolve, ms));
+  }
+  setTimeout(fn: () => void, ms: number): () => void {
+    const timer = { at: this.#t + ms, seq: this.#seq++, fn };
+    this.#timers.add(timer);
+    return () => this.#timers.delete(timer);
+  }
+  async advance(ms: number): Promise<void> {
+    const end = this.#t + ms;
+    for (;;) {
+      await settle();
+      let next: { at: number; seq: number; fn: () => void } | undefined;
+      for (const t of this.#timers)
+        if (t.at <= end && (!next || t.at < next.at || (t.at === next.at && t.seq < next.seq))) next = t;
+      if (!next) break;
+      this.#timers.delete(next);
+      this.#t = next.at;
+      next.fn();
+    }
+    this.#t = end;
+    await settle();
+  }
+}
+
+/** How a promise ended so far, observed without leaving a rejection unhandled. */
+function observe<T>(p: Promise<T>): {
+  state: 'pending' | 'resolved' | 'rejected';
+  value?: T;
+  error?: unknown;
+} {
+  const o: { state: 'pending' | 'resolved' | 'rejected'; value?: T; error?: unknown } = { state: 'pending' };
+  p.then(
+    (value) => Object.assign(o, { state: 'resolved', value }),
+    (error: unknown) => Object.assign(o, { state: 'rejected', error }),
+  );
+  return o;
+}
+
+/** A logger that keeps its debug traces. */
+function recordingLogger(): Logger & { traces: Array<{ obj: Record<string, unknown>; msg: string }> } {
+  const traces: Array<{ obj: Record<string, unknown>; msg: string }> = [];
+  const logger = {
+    traces,
+    debug: (obj: Record<string, unknown>, msg: string) => void traces.push({ obj, msg }),
+    info() {},
+    warn() {},
+    error() {},
+    child: () => logger,
+  };
+  return logger;
+}
+
+const INTERVAL = 1_000;
+const TIMEOUT = 5_000;
+
+/**
+ * A client on a fake agent whose exec starts process 1 (guest pid 100) and whose `proc-status` answer is what
+ * `status()` returns at the time (undefined: no answer at all).
+ */
+async function withProcess(status: (req: Req) => unknown, opts: AgentClientOptions = {}) {
+  const clock = new ManualClock();
+  const conn = await connect(
+    (req, reply) => {
+      if (req.op === 'exec') reply({ t: 'res', id: req.id, ok: true, result: { proc: 1, pid: 100 } });
+      if (req.op !== 'proc-status') return;
+      const answer = status(req);
+      if (answer !== undefined) reply(answer);
+    },
+    { clock, livenessIntervalMs: INTERVAL, requestTimeoutMs: TIMEOUT, name: 'vm-7', ...opts },
+  );
+  const p = await conn.client.exec({ args: ['/bin/sleep', '1000'] });
+  const waited = observe(p.wait());
+  const probes = () => conn.agent.requests.filter((r) => r.op === 'proc-status');
+  return { ...conn, clock, p, waited, probes };
+}
+
+const running = (yes: boolean) => (req: Req) => ({
+  t: 'res',
+  id: req.id,
+  ok: true,
+  result: { running: yes },
+});
+
+describe('AgentClient process tracking', () => {
+  it('delivers output and exit that arrive in the same chunk as the exec reply', {
+    timeout: 10_000,
+  }, async () => {
+    const { client } = await connect((req, reply) => {
+      if (req.op !== 'exec') return;
+      // One write, hence one 'data' chunk on the host: reply, output and exit of a fast process together.
+      reply(
+        { t: 'res', id: req.id, ok: true, result: { proc: 7, pid: 4242 } },
+        { t: 'out', proc: 7, fd: 1, data: b64('hello\n') },
+        { t: 'out', proc: 7, fd: 2, data: b64('oops\n') },
+        { t: 'exit', proc: 7, code: 3, signal: null },
+      );
+    });
+    const p = await client.exec({ args: ['/bin/true'] });
+    assert.equal(p.proc, 7);
+    assert.equal(p.pid, 4242);
+    const [stdout, stderr] = [drain(p.stdout), drain(p.stderr)];
+    assert.deepEqual(await within(p.wait(), 2_000, 'wait()'), { code: 3, signal: null });
+    assert.equal(await within(stdout, 2_000, 'stdout'), 'hello\n');
+    assert.equal(await within(stderr, 2_000, 'stderr'), 'oops\n');
+    client.close();
+  });
+
+  it('drops frames of processes no exec reply claimed, with a debug trace, keeping none', async () => {
+    const logger = recordingLogger();
+    const { client, agent } = await connect(
+      (req, reply) => {
+        // The exec names the proc id the test wants, to reuse one whose frames were dropped.
+        if (req.op === 'exec') reply({ t: 'res', id: req.id, ok: true, result: req.exec });
+      },
+      { logger },
+    );
+    // Output and exits of 500 processes whose exec reply never reached this client (its request timed out).
+    const stray = Array.from({ length: 500 }, (_, i) => [
+      { t: 'out', proc: 1000 + i, fd: 1, data: b64('x'.repeat(1000)) },
+      { t: 'exit', proc: 1000 + i, code: 0, signal: null },
+    ]).flat();
+    agent.reply(...stray);
+    await settle();
+    const dropped = logger.traces.filter((t) => /dropped a frame of an unknown guest process/.test(t.msg));
+    assert.equal(dropped.length, 1000);
+    assert.deepEqual(dropped[1]!.obj, { proc: 1000, frame: 'exit' });
+    // Nothing was kept for them: a process registered under one of those ids gets only its own frames.
+    const p = await client.exec({ args: ['x'], proc: 1000, pid: 1 } as never);
+    const waited = observe(p.wait());
+    const stdout = drain(p.stdout);
+    await settle();
+    assert.equal(waited.state, 'pending');
+    agent.reply(
+      { t: 'out', proc: 1000, fd: 1, data: b64('mine') },
+      { t: 'exit', proc: 1000, code: 9, signal: null },
+    );
+    assert.equal(await within(stdout, 2_000, 'stdout'), 'mine');
+    assert.deepEqual(waited.value, { code: 9, signal: null });
+    client.close();
+  });
+
+  it('rejects an exec reply that names no process', async () => {
+    const { client } = await connect((req, reply) => reply({ t: 'res', id: req.id, ok: true, result: null }));
+    await assert.rejects(client.exec({ args: ['x'] }), (e) => isVmcError(e, 'VMC_ERR_AGENT_PROTOCOL'));
+    client.close();
+  });
+});
+
+describe('AgentClient liveness checks', () => {
+  it('asks the agent about a process after livenessIntervalMs without a frame about it', async () => {
+    const { client, clock, probes, waited } = await withProcess(running(true));
+    await clock.advance(INTERVAL - 1);
+    assert.equal(probes().length, 0);
+    await clock.advance(1);
+    assert.deepEqual(
+      probes().map((r) => [r.op, r.proc]),
+      [['proc-status', 1]],
+    );
+    assert.equal(waited.state, 'pending');
+    client.close();
+  });
+
+  it('rejects wait() with VMC_ERR_AGENT_PROCESS_LOST, naming the VM and the process, when the agent says it is not running', async () => {
+    const { client, clock, waited, p } = await withProcess(running(false));
+    await clock.advance(INTERVAL);
+    assert.equal(waited.state, 'rejected');
+    const err = waited.error;
+    assert.ok(isVmcError(err, 'VMC_ERR_AGENT_PROCESS_LOST'), String(err));
+    assert.match(err.message, /guest process 1 \(pid 100\) in VM vm-7 is lost/);
+    assert.deepEqual(err.details, { vm: 'vm-7', proc: 1, pid: 100 });
+    // Later callers get the same answer, and the streams are ended.
+    await assert.rejects(p.wait(), (e) => e === err);
+    assert.ok(p.stdout.writableEnded && p.stderr.writableEnded);
+    client.close();
+  });
+
+  it('keeps waiting while the agent says the process runs, until its exit', async () => {
+    const { client, clock, waited, probes, agent } = await withProcess(running(true));
+    for (let i = 1; i <= 3; i++) {
+      await clock.advance(INTERVAL);
+      assert.equal(probes().length, i);
+      assert.equal(waited.state, 'pending');
+    }
+    agent.reply({ t: 'exit', proc: 1, code: 0, signal: null });
+    await settle();
+    assert.deepEqual(waited.value, { code: 0, signal: null });
+    await clock.advance(10 * INTERVAL);
+    assert.equal(probes().length, 3, 'no checks once the process exited');
+    client.close();
+  });
+
+  it('sends no check while output keeps arriving', async () => {
+    const { client, clock, probes, agent, p } = await withProcess(running(true));
+    const stdout: Buffer[] = [];
+    p.stdout.on('data', (c: Buffer) => stdout.push(c));
+    for (let i = 0; i < 10; i++) {
+      await clock.advance(INTERVAL * 0.6);
+      agent.reply({ t: 'out', proc: 1, fd: 1, data: b64(`${i}`) });
+    }
+    await settle();
+    assert.equal(probes().length, 0);
+    assert.equal(Buffer.concat(stdout).toString(), '0123456789');
+    await clock.advance(INTERVAL);
+    assert.equal(probes().length, 1, 'silence brings the check back');
+    client.close();
+  });
+
+  it('reports the process lost when the agent does not answer the check within the request timeout', async () => {
+    const { client, clock, waited, probes } = await withProcess(() => undefined);
+    await clock.advance(INTERVAL);
+    assert.equal(probes().length, 1);
+    await clock.advance(TIMEOUT - 1);
+    assert.equal(waited.state, 'pending');
+    await clock.advance(1);
+    const err = waited.error;
+    assert.ok(isVmcError(err, 'VMC_ERR_AGENT_PROCESS_LOST'), String(err));
+    assert.match(
+      err.message,
+      /in VM vm-7 is lost: the guest agent did not answer a liveness check within 5000 ms/,
+    );
+    assert.ok(isVmcError(err.cause, 'VMC_ERR_AGENT_TIMEOUT'));
+    client.close();
+  });
+
+  it('names the process without a VM when the client has no name', async () => {
+    const { client, clock, waited } = await withProcess(running(false), { name: undefined });
+    await clock.advance(INTERVAL);
+    assert.ok(isVmcError(waited.error, 'VMC_ERR_AGENT_PROCESS_LOST'));
+    assert.match(
+      waited.error.message,
+      /^guest process 1 \(pid 100\) is lost: the guest agent no longer knows it/,
+    );
+    client.close();
+  });
+
+  it('neither checks nor reports a loss while suspended (a frozen guest), and counts silence afresh after', async () => {
+    let answer = false; // unanswered until the guest "thaws"
+    const { client, clock, waited, probes } = await withProcess((req) =>
+      answer ? running(true)(req) : undefined,
+    );
+    await clock.advance(INTERVAL);
+    assert.equal(probes().length, 1, 'a check in flight when the guest is frozen');
+    client.suspendLiveness();
+    await clock.advance(TIMEOUT + 10 * INTERVAL);
+    assert.equal(waited.state, 'pending');
+    assert.equal(probes().length, 1);
+    client.resumeLiveness();
+    answer = true;
+    await clock.advance(INTERVAL - 1);
+    assert.equal(probes().length, 1);
+    await clock.advance(1);
+    assert.equal(probes().length, 2);
+    assert.equal(waited.state, 'pending');
+    client.close();
+  });
+
+  it('stops checking, and keeps waiting, when the agent does not know proc-status (an older image)', async () => {
+    const { client, clock, waited, probes, agent } = await withProcess((req) => ({
+      t: 'res',
+      id: req.id,
+      ok: false,
+      error: { code: 'BAD_REQUEST', message: 'unknown op "proc-status"' },
+    }));
+    await clock.advance(10 * INTERVAL);
+    assert.equal(probes().length, 1);
+    assert.equal(waited.state, 'pending');
+    agent.reply({ t: 'exit', proc: 1, code: 2, signal: null });
+    await settle();
+    assert.deepEqual(waited.value, { code: 2, signal: null });
+    client.close();
+  });
+
+  it('rejects a liveness interval that is not a positive number, naming the option', () => {
+    const [host] = duplexPair();
+    assert.throws(
+      () => new AgentClient(host, { livenessIntervalMs: 0 }),
+      (e) => isVmcError(e, 'VMC_ERR_CONFIG_INVALID') && /livenessIntervalMs .* got 0/.test(e.message),
+    );
+    host.destroy();
+  });
+});
