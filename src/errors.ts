@@ -36,6 +36,7 @@ export const ErrorCodes = {
   VMC_ERR_INVALID_STATE: 'the operation is not allowed in the current state',
   VMC_ERR_CLI_USAGE: 'the command line is not valid',
   VMC_ERR_OCI_UNSUPPORTED: 'the OCI config.json asks for something vmcache cannot do in a VM',
+  VMC_ERR_OCI_HOOK: 'an OCI hook (prestart, createRuntime, createContainer, startContainer) failed',
   VMC_ERR_CONTAINER_NOT_FOUND: 'no container with that id exists under the state root',
   VMC_ERR_CONTAINER_EXISTS: 'a container with that id already exists',
   VMC_ERR_CONTAINER_START: "the container's process could not be started in the VM",
@@ -44,6 +45,8 @@ export const ErrorCodes = {
   VMC_ERR_NETWORK_SETUP: "connecting the pod's network namespace to the VM failed",
   VMC_ERR_AGENT_PROCESS_LOST:
     "a guest process's exit can no longer be known (the agent lost it or is silent)",
+  VMC_ERR_CACHE_ENDPOINT_UNUSABLE:
+    'a socket cannot be created at an endpoint path (another file is there, or its parent is not a directory)',
 } as const;
 
 /** A stable error code. */

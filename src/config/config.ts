@@ -4,7 +4,10 @@ import { parse, TomlError } from 'smol-toml';
 import { VmcError } from '../errors.js';
 import { detectAccel } from '../hypervisor/qemu/accel.js';
 import type { VmSpec } from '../hypervisor/types.js';
+import { unixSocketPathProblem } from '../platform/unix-socket.js';
 import { defaultVmSpec } from './defaults.js';
+import { metricsEndpointProblem } from './endpoint.js';
+import { LineIndex } from './lines.js';
 import { type KeySpec, SCHEMA } from './schema.js';
 
 /** The factory part (Kata's `factory.Config`). */
@@ -42,36 +45,67 @@ export interface RuntimeConfig {
 
 type Values = Record<string, Record<string, unknown>>;
 
-/** Line number of `key` inside `[section]` of a TOML text (best effort, for messages). */
-function lineOf(text: string, section: string, key?: string): number | undefined {
-  const lines = text.split('\n');
-  let current = '';
-  for (let i = 0; i < lines.length; i++) {
-    const l = lines[i]!.trim();
-    const h = /^\[\s*([^\]]+?)\s*\]/.exec(l);
-    if (h) {
-      current = h[1]!.replace(/\s*\.\s*/g, '.').replace(/"/g, '');
-      if (key === undefined && current === section) return i + 1;
-      continue;
-    }
-    if (
-      key !== undefined &&
-      current === section &&
-      new RegExp(`^"?${key.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}"?\\s*=`).test(l)
-    )
-      return i + 1;
-  }
-  return undefined;
+/** A section of the schema, as maps: a name from the file can never find a prototype's member. */
+interface SectionDef {
+  keys: ReadonlyMap<string, KeySpec>;
+  ignored: ReadonlySet<string>;
+}
+const SECTIONS: ReadonlyMap<string, SectionDef> = new Map(
+  Object.entries(SCHEMA).map(([name, def]) => [
+    name,
+    { keys: new Map(Object.entries(def.keys as Record<string, KeySpec>)), ignored: new Set(def.ignored) },
+  ]),
+);
+
+/** Unknown keys (or sections) listed by name in one report; the rest are counted. */
+const MAX_LISTED = 10;
+/** Names and values longer than this are shortened in messages (a fuzzer's 1 MiB key stays one short line). */
+const MAX_SHOWN = 200;
+
+function shorten(s: string, full: number): string {
+  return s.length > MAX_SHOWN ? `${s.slice(0, MAX_SHOWN)}…(${full} characters)` : s;
 }
 
-function where(file: string, text: string, section: string, key?: string): string {
-  const line = lineOf(text, section, key);
-  return `${file}${line ? `:${line}` : ''}: [${section}]${key ? ` ${key}` : ''}`;
+/** A key or section name as TOML writes it: bare when it can be, else quoted (so newlines cannot fake lines). */
+function shown(name: string): string {
+  return shorten(/^[A-Za-z0-9_-]+$/.test(name) ? name : JSON.stringify(name), name.length);
+}
+
+function shownSection(section: string): string {
+  return section.startsWith('hypervisor.') ? `hypervisor.${shown(section.slice(11))}` : shown(section);
+}
+
+function isTable(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v) && !(v instanceof Date);
+}
+
+/** Prefixes of messages: `file:line: [section] key`, lines looked up in an index built once. */
+class Locator {
+  readonly #file: string;
+  readonly #lines: LineIndex;
+  constructor(file: string, text: string) {
+    this.#file = file;
+    this.#lines = new LineIndex(text);
+  }
+  line(section: string, key?: string): number | undefined {
+    return this.#lines.line(section, key);
+  }
+  file(line: number | undefined): string {
+    return `${this.#file}${line ? `:${line}` : ''}`;
+  }
+  at(section: string, key?: string): string {
+    return `${this.file(this.line(section, key))}: [${shownSection(section)}]${key === undefined ? '' : ` ${shown(key)}`}`;
+  }
 }
 
 function checkValue(spec: KeySpec, v: unknown, at: string): unknown {
-  const bad = (expected: string) =>
-    new VmcError('VMC_ERR_CONFIG_INVALID', `${at} must be ${expected}, got ${JSON.stringify(v)}`);
+  const bad = (expected: string) => {
+    const got = JSON.stringify(v) ?? String(v);
+    return new VmcError(
+      'VMC_ERR_CONFIG_INVALID',
+      `${at} must be ${expected}, got ${shorten(got, got.length)}`,
+    );
+  };
   switch (spec.type) {
     case 'bool':
       if (typeof v !== 'boolean') throw bad('true or false');
@@ -80,7 +114,7 @@ function checkValue(spec: KeySpec, v: unknown, at: string): unknown {
       if (typeof v !== 'number' || !Number.isInteger(v) || v < spec.min || v > spec.max)
         throw bad(`an integer from ${spec.min} to ${spec.max}`);
       return v;
-    case 'string':
+    case 'string': {
       if (typeof v !== 'string') throw bad('a string');
       if (spec.pattern && !spec.pattern.test(v))
         throw bad(
@@ -90,23 +124,61 @@ function checkValue(spec: KeySpec, v: unknown, at: string): unknown {
             .join(', ')}`,
         );
       if (spec.absolute && !v.startsWith('/')) throw bad('an absolute path');
+      const problem =
+        spec.endpoint === 'unix'
+          ? unixSocketPathProblem(v)
+          : spec.endpoint === 'metrics'
+            ? metricsEndpointProblem(v)
+            : null;
+      if (problem) throw bad(problem);
       return v;
+    }
     case 'strings':
       if (!Array.isArray(v) || !v.every((s) => typeof s === 'string')) throw bad('an array of strings');
       return v;
   }
 }
 
-/** Flattens `{hypervisor: {qemu: {...}}}` into `{'hypervisor.qemu': {...}}`. */
-function sections(doc: Record<string, unknown>): Map<string, Record<string, unknown>> {
-  const out = new Map<string, Record<string, unknown>>();
+/** Flattens `{hypervisor: {qemu: {...}}}` into `{'hypervisor.qemu': {...}}` (own properties only). */
+function sections(doc: Record<string, unknown>, loc: Locator): Map<string, unknown> {
+  const out = new Map<string, unknown>();
   for (const [k, v] of Object.entries(doc)) {
-    if (k === 'hypervisor' && v && typeof v === 'object') {
-      for (const [h, hv] of Object.entries(v as Record<string, unknown>))
-        out.set(`hypervisor.${h}`, hv as Record<string, unknown>);
-    } else out.set(k, v as Record<string, unknown>);
+    if (k !== 'hypervisor') {
+      out.set(k, v);
+      continue;
+    }
+    if (!isTable(v)) throw new VmcError('VMC_ERR_CONFIG_INVALID', `${loc.at(k)} must be a table`);
+    for (const [h, hv] of Object.entries(v)) out.set(`hypervisor.${h}`, hv);
   }
   return out;
+}
+
+/**
+ * One report for the unknown names of a section (or for unknown sections): a single one keeps the classic
+ * `file:line: [section] key: unknown key, ignored`; many are listed with their lines, the first `MAX_LISTED`
+ * by name and the rest counted, so a file with thousands of stray keys costs one line of log, not thousands.
+ */
+function unknownReport(
+  loc: Locator,
+  names: string[],
+  section: string | null,
+  line: (name: string) => number | undefined,
+): string {
+  const what = section === null ? 'section' : 'key';
+  const label = (n: string) => (section === null ? `[${shownSection(n)}]` : shown(n));
+  if (names.length === 1) {
+    const n = names[0]!;
+    return section === null
+      ? `${loc.at(n)}: unknown section, ignored`
+      : `${loc.at(section, n)}: unknown key, ignored`;
+  }
+  const listed = names.slice(0, MAX_LISTED).map((n) => {
+    const l = line(n);
+    return l ? `${label(n)} (line ${l})` : label(n);
+  });
+  const more = names.length > MAX_LISTED ? ` and ${names.length - MAX_LISTED} more` : '';
+  const head = `${loc.file(line(names[0]!))}:${section === null ? '' : ` [${shownSection(section)}]`}`;
+  return `${head} ${names.length} unknown ${what}s, ignored: ${listed.join(', ')}${more}`;
 }
 
 /** Validates a parsed document; throws VMC_ERR_CONFIG_INVALID naming file, line, section and key. */
@@ -115,48 +187,57 @@ export function validateConfig(
   file: string,
   text: string,
 ): { values: Values; warnings: string[] } {
-  const values: Values = {};
-  const warnings: string[] = [];
-  for (const [name, def] of Object.entries(SCHEMA)) {
-    values[name] = Object.fromEntries(Object.entries(def.keys).map(([k, s]) => [k, s.default]));
+  const loc = new Locator(file, text);
+  const values: Values = Object.create(null);
+  for (const [name, def] of SECTIONS) {
+    const v: Record<string, unknown> = Object.create(null);
+    for (const [k, spec] of def.keys) v[k] = spec.default;
+    values[name] = v;
   }
-  for (const [section, body] of sections(doc)) {
-    const def = (SCHEMA as Record<string, { keys: Record<string, KeySpec>; ignored: string[] }>)[section];
+  const warnings: string[] = [];
+  const unknownSections: string[] = [];
+  for (const [section, body] of sections(doc, loc)) {
+    const def = SECTIONS.get(section);
     if (!def) {
       if (section.startsWith('hypervisor.')) {
         throw new VmcError(
           'VMC_ERR_CONFIG_INVALID',
-          `${where(file, text, section)}: hypervisor ${section.slice(11)} is not supported (only [hypervisor.qemu])`,
+          `${loc.at(section)}: hypervisor ${shown(section.slice(11))} is not supported (only [hypervisor.qemu])`,
         );
       }
-      warnings.push(`${where(file, text, section)}: unknown section, ignored`);
+      unknownSections.push(section);
       continue;
     }
-    if (typeof body !== 'object' || body === null || Array.isArray(body)) {
-      throw new VmcError('VMC_ERR_CONFIG_INVALID', `${where(file, text, section)} must be a table`);
-    }
+    if (!isTable(body)) throw new VmcError('VMC_ERR_CONFIG_INVALID', `${loc.at(section)} must be a table`);
+    const unknown: string[] = [];
     for (const [key, v] of Object.entries(body)) {
-      const spec = def.keys[key];
-      if (!spec) {
-        warnings.push(
-          `${where(file, text, section, key)}: ${def.ignored.includes(key) ? 'Kata key not used by vmcache, ignored' : 'unknown key, ignored'}`,
-        );
-        continue;
-      }
-      values[section]![key] = checkValue(spec, v, where(file, text, section, key));
+      const spec = def.keys.get(key);
+      if (spec) values[section]![key] = checkValue(spec, v, loc.at(section, key));
+      else if (def.ignored.has(key))
+        warnings.push(`${loc.at(section, key)}: Kata key not used by vmcache, ignored`);
+      else unknown.push(key);
     }
+    if (unknown.length) warnings.push(unknownReport(loc, unknown, section, (k) => loc.line(section, k)));
   }
+  if (unknownSections.length) warnings.push(unknownReport(loc, unknownSections, null, (s) => loc.line(s)));
   const h = values['hypervisor.qemu']!;
   if ((h.default_maxvcpus as number) < (h.default_vcpus as number)) {
     throw new VmcError(
       'VMC_ERR_CONFIG_INVALID',
-      `${where(file, text, 'hypervisor.qemu', 'default_maxvcpus')} (${h.default_maxvcpus}) must be at least default_vcpus (${h.default_vcpus})`,
+      `${loc.at('hypervisor.qemu', 'default_maxvcpus')} (${h.default_maxvcpus}) must be at least default_vcpus (${h.default_vcpus})`,
     );
   }
   if ((h.default_maxmemory as number) < (h.default_memory as number)) {
     throw new VmcError(
       'VMC_ERR_CONFIG_INVALID',
-      `${where(file, text, 'hypervisor.qemu', 'default_maxmemory')} (${h.default_maxmemory}) must be at least default_memory (${h.default_memory})`,
+      `${loc.at('hypervisor.qemu', 'default_maxmemory')} (${h.default_maxmemory}) must be at least default_memory (${h.default_memory})`,
+    );
+  }
+  const metrics = values.cache!.metrics_endpoint as string;
+  if (metrics !== '' && metrics === values.factory!.vm_cache_endpoint) {
+    throw new VmcError(
+      'VMC_ERR_CONFIG_INVALID',
+      `${loc.at('cache', 'metrics_endpoint')} must differ from [factory] vm_cache_endpoint (both are ${JSON.stringify(metrics)})`,
     );
   }
   return { values, warnings };

@@ -1,14 +1,23 @@
 /**
  * The configuration vmcache reads from `configuration.toml`: Kata's section and key names (so a Kata user's
  * file works), plus vmcache's own keys. Each key has a type, a default, and a validator; unknown keys are
- * reported (with their line) rather than silently ignored.
+ * reported (with their line) rather than silently ignored. Never index these objects with a name from a file
+ * (`config.ts` turns them into Maps): a key such as `constructor` or `__proto__` must not find a prototype's member.
  */
 
 /** A key's type and constraints. */
 export type KeySpec =
   | { type: 'bool'; default: boolean; doc: string }
   | { type: 'int'; default: number; min: number; max: number; doc: string }
-  | { type: 'string'; default: string; doc: string; pattern?: RegExp; absolute?: boolean }
+  | {
+      type: 'string';
+      default: string;
+      doc: string;
+      pattern?: RegExp;
+      absolute?: boolean;
+      /** `unix`: a Unix socket path (absolute, at most 107 bytes); `metrics`: "", a socket path or 127.0.0.1:PORT. */
+      endpoint?: 'unix' | 'metrics';
+    }
   | { type: 'strings'; default: string[]; doc: string };
 
 /** Sections and keys. `ignored` lists Kata keys that are accepted but have no effect in vmcache. */
@@ -33,6 +42,7 @@ export const SCHEMA = {
         type: 'string',
         default: '/run/vmcache/cache.sock',
         absolute: true,
+        endpoint: 'unix',
         doc: 'Unix socket of the cache server',
       },
     },
@@ -178,6 +188,7 @@ export const SCHEMA = {
       metrics_endpoint: {
         type: 'string',
         default: '',
+        endpoint: 'metrics',
         doc: 'Prometheus metrics: a Unix socket path or 127.0.0.1:PORT ("" = off)',
       },
     },

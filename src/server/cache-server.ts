@@ -1,16 +1,14 @@
-import { chmodSync, existsSync, lstatSync, mkdirSync, unlinkSync } from 'node:fs';
-import type { Server as HttpServer } from 'node:http';
-import { connect, createServer, type Server as NetServer } from 'node:net';
-import { dirname } from 'node:path';
+import { createServer, type Server as NetServer } from 'node:net';
 import { type ConnectionInjector, Server, ServerCredentials } from '@grpc/grpc-js';
-import { VmcError } from '../errors.js';
 import type { CachingFactory } from '../factory/cache.js';
 import { identify } from '../platform/process.js';
+import { UndoStack } from '../platform/undo-stack.js';
+import { listenUnixSocket, type UnixSocketFile } from '../platform/unix-socket.js';
 import { CacheServiceService } from '../protocol/cache/generated/cache.js';
 import type { VmDeps } from '../vm/vm.js';
 import { cacheService } from './cache-service.js';
 import { LeaseTable } from './leases.js';
-import type { PromMetrics } from './metrics.js';
+import type { MetricsListener, PromMetrics } from './metrics.js';
 
 /** Options of the server. */
 export interface CacheServerOptions {
@@ -18,18 +16,6 @@ export interface CacheServerOptions {
   leaseTimeoutMs: number;
   agentDialTimeoutMs: number;
   metricsEndpoint: string;
-}
-
-/** Resolves true when something accepts connections on the socket at `path`. */
-function answers(path: string): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = connect(path);
-    s.once('connect', () => {
-      s.destroy();
-      resolve(true);
-    });
-    s.once('error', () => resolve(false));
-  });
 }
 
 /**
@@ -46,7 +32,8 @@ export class CacheServer {
   readonly #leases: LeaseTable;
   #injector: ConnectionInjector | null = null;
   #net: NetServer | null = null;
-  #metricsServer: HttpServer | null = null;
+  #socket: UnixSocketFile | null = null;
+  #metricsListener: MetricsListener | null = null;
   #stopping: Promise<void> | null = null;
   #resolveClosed!: () => void;
   /** Resolves once the server has stopped completely. */
@@ -62,54 +49,55 @@ export class CacheServer {
     this.#leases = new LeaseTable(identify(process.pid)!, deps, (o) => metrics?.handoffs.inc({ outcome: o }));
   }
 
-  /** Binds the socket (replacing a stale one, refusing a live one) and starts filling the pool. */
+  /**
+   * Binds the socket (replacing a stale one, refusing a live one or any other file) and the metrics endpoint,
+   * then starts filling the pool. On failure everything started is undone, so nothing keeps the process alive.
+   */
   async start(): Promise<void> {
     const ep = this.#opts.endpoint;
-    mkdirSync(dirname(ep), { recursive: true, mode: 0o755 });
-    if (existsSync(ep)) {
-      if (!lstatSync(ep).isSocket()) {
-        throw new VmcError(
-          'VMC_ERR_CONFIG_INVALID',
-          `[factory] vm_cache_endpoint ${ep} exists and is not a socket; refusing to replace it`,
-        );
-      }
-      if (await answers(ep)) {
-        throw new VmcError(
-          'VMC_ERR_CACHE_ENDPOINT_IN_USE',
-          `a VM cache server is already serving ${ep}; stop it with 'vmcache factory destroy'`,
-        );
-      }
-      this.#deps.logger.warn({ endpoint: ep }, 'replacing a stale cache socket (nobody answers on it)');
-      unlinkSync(ep);
-    }
-    this.#grpc.addService(
-      CacheServiceService,
-      cacheService(this.#pool, this.#leases, this.#deps.logger.child({ subsystem: 'server' }), {
-        leaseTimeoutMs: this.#opts.leaseTimeoutMs,
-        agentDialTimeoutMs: this.#opts.agentDialTimeoutMs,
-        onQuit: () => void this.stop(),
-      }),
-    );
-    // Our own listener (grpc-js neither replaces stale sockets nor sets modes), connections injected into grpc-js.
-    this.#injector = this.#grpc.createConnectionInjector(ServerCredentials.createInsecure());
-    const net = createServer((sock) => {
-      sock.on('error', () => sock.destroy()); // garbage or a vanished peer ends that connection only
-      this.#injector?.injectConnection(sock);
-    });
-    const oldMask = process.umask(0o177); // the socket is created 0600: no window with looser permissions
+    const undo = new UndoStack();
     try {
-      await new Promise<void>((resolve, reject) => {
-        net.once('error', reject);
-        net.listen(ep, resolve);
+      this.#grpc.addService(
+        CacheServiceService,
+        cacheService(this.#pool, this.#leases, this.#deps.logger.child({ subsystem: 'server' }), {
+          leaseTimeoutMs: this.#opts.leaseTimeoutMs,
+          agentDialTimeoutMs: this.#opts.agentDialTimeoutMs,
+          onQuit: () => void this.stop(),
+        }),
+      );
+      // Our own listener (grpc-js neither replaces stale sockets nor sets modes), connections injected into grpc-js.
+      const injector = this.#grpc.createConnectionInjector(ServerCredentials.createInsecure());
+      this.#injector = injector;
+      undo.push('connection injector', () => {
+        injector.destroy();
+        this.#injector = null;
       });
-    } finally {
-      process.umask(oldMask);
+      const net = createServer((sock) => {
+        sock.on('error', () => sock.destroy()); // garbage or a vanished peer ends that connection only
+        this.#injector?.injectConnection(sock);
+      });
+      const socket = await listenUnixSocket(net, ep, {
+        key: '[factory] vm_cache_endpoint',
+        inUse: `a VM cache server is already serving ${ep}; stop it with 'vmcache factory destroy'`,
+        onStale: () =>
+          this.#deps.logger.warn({ endpoint: ep }, 'replacing a stale cache socket (nobody answers on it)'),
+      });
+      this.#net = net;
+      this.#socket = socket;
+      undo.push('cache socket', async () => {
+        await new Promise<void>((r) => net.close(() => r()));
+        socket.remove();
+        this.#net = null;
+        this.#socket = null;
+      });
+      if (this.#opts.metricsEndpoint && this.#metrics)
+        this.#metricsListener = await this.#metrics.serve(this.#opts.metricsEndpoint);
+      this.#pool.start();
+      undo.release();
+    } catch (err) {
+      await undo.unwind();
+      throw err;
     }
-    chmodSync(ep, 0o600);
-    this.#net = net;
-    if (this.#opts.metricsEndpoint && this.#metrics)
-      this.#metricsServer = await this.#metrics.serve(this.#opts.metricsEndpoint);
-    this.#pool.start();
   }
 
   /** Graceful stop. Idempotent; resolves when done. */
@@ -121,15 +109,8 @@ export class CacheServer {
       await this.#leases.expireAll();
       this.#grpc.forceShutdown();
       this.#injector?.destroy();
-      this.#metricsServer?.close();
-      if (
-        !this.#opts.metricsEndpoint.includes(':') &&
-        this.#opts.metricsEndpoint &&
-        existsSync(this.#opts.metricsEndpoint)
-      ) {
-        unlinkSync(this.#opts.metricsEndpoint);
-      }
-      if (existsSync(this.#opts.endpoint)) unlinkSync(this.#opts.endpoint);
+      await this.#metricsListener?.close();
+      this.#socket?.remove();
       this.#resolveClosed();
     })();
     return this.#stopping;

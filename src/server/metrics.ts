@@ -1,7 +1,17 @@
-import { existsSync, unlinkSync } from 'node:fs';
-import { createServer, type Server } from 'node:http';
+import { createServer } from 'node:http';
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { parseMetricsEndpoint } from '../config/endpoint.js';
+import { VmcError } from '../errors.js';
 import type { FactoryMetrics } from '../factory/metrics.js';
+import { listenUnixSocket } from '../platform/unix-socket.js';
+
+/** The metrics listener {@link PromMetrics.serve} started. */
+export interface MetricsListener {
+  /** Stops serving and removes the socket it created (only that socket). Idempotent. */
+  close(): Promise<void>;
+}
+
+const KEY = '[cache] metrics_endpoint';
 
 /** Prometheus metrics of the cache server (names follow `<thing>_total` / `_seconds`). */
 export class PromMetrics implements FactoryMetrics {
@@ -91,31 +101,53 @@ export class PromMetrics implements FactoryMetrics {
     this.#fallbacks.inc();
   }
 
-  /** Serves `/metrics` on a Unix socket path or `127.0.0.1:PORT`. */
-  async serve(endpoint: string): Promise<Server> {
+  /**
+   * Serves `/metrics` on a Unix socket path (mode 0600 whatever the umask; only a stale socket is replaced, any
+   * other file there is an error) or on `127.0.0.1:PORT`. On failure nothing is left listening.
+   */
+  async serve(endpoint: string): Promise<MetricsListener> {
     const server = createServer((req, res) => {
       if (req.url !== '/metrics') {
         res.writeHead(404).end();
         return;
       }
-      void this.registry
-        .metrics()
-        .then((body) => res.writeHead(200, { 'content-type': this.registry.contentType }).end(body));
+      this.registry.metrics().then(
+        (body) => res.writeHead(200, { 'content-type': this.registry.contentType }).end(body),
+        () => res.writeHead(500).end(),
+      );
     });
-    const m = /^(127\.0\.0\.1|localhost|\[::1\]):(\d+)$/.exec(endpoint);
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      if (m)
-        server.listen(
-          Number(m[2]),
-          m[1] === 'localhost' ? '127.0.0.1' : m[1]!.replace(/[[\]]/g, ''),
-          resolve,
+    const ep = parseMetricsEndpoint(endpoint);
+    if (ep.kind === 'off') throw new VmcError('VMC_ERR_CONFIG_INVALID', `${KEY} is empty: nothing to serve`);
+    let remove = () => {};
+    if (ep.kind === 'tcp') {
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', (e) =>
+          reject(
+            new VmcError(
+              'VMC_ERR_CACHE_ENDPOINT_UNUSABLE',
+              `${KEY} ${endpoint}: cannot listen: ${e.message}`,
+              {
+                cause: e,
+              },
+            ),
+          ),
         );
-      else {
-        if (existsSync(endpoint)) unlinkSync(endpoint);
-        server.listen(endpoint, resolve);
-      }
-    });
-    return server;
+        server.listen(ep.port, ep.host, resolve);
+      });
+    } else {
+      const file = await listenUnixSocket(server, ep.path, {
+        key: KEY,
+        inUse: `something is already serving ${KEY} ${ep.path}; stop it or pick another path`,
+      });
+      remove = () => file.remove();
+    }
+    let closing: Promise<void> | null = null;
+    return {
+      close: () =>
+        (closing ??= new Promise<void>((resolve) => {
+          server.close(() => resolve());
+          server.closeAllConnections();
+        }).finally(remove)),
+    };
   }
 }
