@@ -11,6 +11,7 @@ import { runtimeContext } from './runtime/common.js';
 import { create } from './runtime/create.js';
 import { del } from './runtime/delete.js';
 import { exec } from './runtime/exec.js';
+import { features } from './runtime/features.js';
 import { kill, pause, resume } from './runtime/kill.js';
 import { run as runContainer } from './runtime/run.js';
 import { shimMain } from './runtime/shim.js';
@@ -221,6 +222,10 @@ program
   .description('write a default config.json (as runc spec)')
   .option('-b, --bundle <dir>', 'bundle directory', '.')
   .action(run(async (_g, cmd) => spec(cmd.opts())));
+program
+  .command('features')
+  .description('what this runtime implements, as JSON (as runc features), with what the VM boundary replaces')
+  .action(run(async () => features((t) => process.stdout.write(t))));
 program
   .command('shim', { hidden: true })
   .description("internal: the container's host-side process, started by create")

@@ -10,6 +10,8 @@ import {
 } from './annotations.js';
 import { type Capabilities, parseCapabilities } from './capabilities.js';
 import { type EnvVar, parseEnv } from './env.js';
+import { type Hooks, parseHooks } from './hooks.js';
+import { type LinuxExtras, linuxExtras, type NamespaceKindOf, namespaceKindOf } from './linux.js';
 import { At } from './validate.js';
 
 /** A device the container asks for. */
@@ -47,6 +49,10 @@ export interface ContainerConfig {
     capabilities?: Capabilities;
     noNewPrivileges: boolean;
   };
+  /** `hooks`, run on the host or in the guest (see sandbox/hooks.ts). */
+  hooks: Hooks;
+  /** Masked and read-only paths, sysctls, root propagation, rlimits, OOM score, namespace paths. */
+  linux: Omit<LinuxExtras, 'netns'>;
   hostname?: string;
   mounts: MountSpec[];
   devices: DeviceSpec[];
@@ -125,7 +131,11 @@ export function shmSize(ms: MountSpec[], statfs: StatFs): number {
  * Reads and validates `<bundle>/config.json` (the subset vmcache honours; unknown properties are ignored, as
  * the runtime spec requires; invalid or unsupported values are rejected with an error naming the JSON path).
  */
-export function readBundle(bundleDir: string, statfs: StatFs): ContainerConfig {
+export function readBundle(
+  bundleDir: string,
+  statfs: StatFs,
+  kindOf: NamespaceKindOf = namespaceKindOf,
+): ContainerConfig {
   const bundle = resolve(bundleDir);
   if (!existsSync(bundle) || !statSync(bundle).isDirectory())
     throw new VmcError('VMC_ERR_OCI_BUNDLE', `bundle ${bundle} is not a directory`);
@@ -161,6 +171,8 @@ export function readBundle(bundleDir: string, statfs: StatFs): ContainerConfig {
   const annotations = spec.get('annotations').optional((a) => a.stringMap()) ?? {};
   const ms = mounts(spec.get('mounts'));
   const linux = spec.get('linux');
+  if (linux.exists()) linux.object();
+  const { netns, ...extras } = linuxExtras(spec, p, kindOf);
   const out: ContainerConfig = {
     bundle,
     rootfs,
@@ -175,6 +187,8 @@ export function readBundle(bundleDir: string, statfs: StatFs): ContainerConfig {
       terminal: p.get('terminal').optional((t) => t.bool()) ?? false,
       noNewPrivileges: p.get('noNewPrivileges').optional((t) => t.bool()) ?? false,
     },
+    hooks: parseHooks(spec.get('hooks')),
+    linux: extras,
     mounts: ms,
     devices: linux.exists() ? devices(linux.get('devices')) : [],
     shmSize: shmSize(ms, statfs),
@@ -204,13 +218,13 @@ export function readBundle(bundleDir: string, statfs: StatFs): ContainerConfig {
     const plimit = pids.exists() ? pids.get('limit').optional((l) => l.int()) : undefined;
     if (plimit !== undefined && plimit > 0) out.resources.pidsLimit = plimit;
   }
-  if (linux.exists()) {
-    const ns = linux.get('namespaces');
-    for (const n of ns.exists() ? ns.array() : []) {
-      if (n.get('type').string() !== 'network') continue;
-      const path = n.get('path').optional((x) => x.absolutePath());
-      if (path !== undefined) out.netns = path;
-    }
+  if (netns !== undefined) out.netns = netns;
+  // The NIS domain name is the UTS namespace's kernel.domainname: set as that sysctl.
+  const domain = spec.get('domainname').optional((d) => d.string());
+  if (domain) {
+    if (domain.length > 64 || !/^[\w.-]+$/.test(domain))
+      spec.get('domainname').fail('a domain name of at most 64 characters');
+    out.linux.sysctl['kernel.domainname'] = domain;
   }
   const hostname = spec.get('hostname').optional((h) => h.string());
   if (hostname !== undefined) out.hostname = hostname;

@@ -14,6 +14,10 @@ export interface CommandOptions {
   /** Error code used when the command fails. */
   errorCode?: ErrorCode;
   env?: NodeJS.ProcessEnv;
+  /** argv[0] when it differs from `cmd` (OCI hooks give it in `args[0]`). */
+  argv0?: string;
+  /** Killed (SIGKILL) and failed after this long; no bound when absent. */
+  timeoutMs?: number;
 }
 
 /** Runs a helper program to completion. Injected so that builders can be tested with fakes. */
@@ -30,7 +34,19 @@ export const runCommand: CommandRunner = (cmd, args, opts = {}) =>
       cwd: opts.cwd,
       env: opts.env ?? process.env,
       stdio: ['pipe', 'pipe', 'pipe'],
+      ...(opts.argv0 === undefined ? {} : { argv0: opts.argv0 }),
     });
+    let timedOut = false;
+    const timer =
+      opts.timeoutMs === undefined
+        ? undefined
+        : setTimeout(() => {
+            timedOut = true;
+            child.kill('SIGKILL');
+            // A grandchild may still hold the pipes; the command is over for us all the same.
+            child.stdout.destroy();
+            child.stderr.destroy();
+          }, opts.timeoutMs);
     const out: Buffer[] = [];
     const err: Buffer[] = [];
     child.stdout.on('data', (c: Buffer) => out.push(c));
@@ -38,15 +54,18 @@ export const runCommand: CommandRunner = (cmd, args, opts = {}) =>
     child.stdin.on('error', () => {}); // the command may exit without reading its input
     child.stdin.end(opts.input);
     const code = opts.errorCode ?? 'VMC_ERR_HOST_PREREQ';
-    child.on('error', (e) =>
-      reject(new VmcError(code, `cannot run ${cmd}: ${e.message}`, { cause: e, details: { cmd, args } })),
-    );
+    child.on('error', (e) => {
+      clearTimeout(timer);
+      reject(new VmcError(code, `cannot run ${cmd}: ${e.message}`, { cause: e, details: { cmd, args } }));
+    });
     child.on('close', (status, signal) => {
+      clearTimeout(timer);
       const stderr = Buffer.concat(err).toString('utf8');
       if (status === 0) return resolve({ stdout: Buffer.concat(out), stderr });
       const tail = stderr.trim().split('\n').slice(-5).join('\n');
+      const why = timedOut ? `did not finish within ${opts.timeoutMs} ms` : (signal ?? `exit ${status}`);
       reject(
-        new VmcError(code, `${cmd} ${args.join(' ')} failed (${signal ?? `exit ${status}`}): ${tail}`, {
+        new VmcError(code, `${cmd} ${args.join(' ')} failed (${why}): ${tail}`, {
           details: { cmd, args, status, signal, stderr: tail },
         }),
       );

@@ -1,8 +1,8 @@
 import { readFileSync } from 'node:fs';
 import type { CommandRunner } from './command.js';
 
-/** Decodes the octal escapes /proc/mounts uses for spaces and the like. */
-function unescapeMount(p: string): string {
+/** Decodes the octal escapes /proc/mounts (and mountinfo) use for spaces and the like. */
+export function unescapeMount(p: string): string {
   return p.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(Number.parseInt(o, 8)));
 }
 

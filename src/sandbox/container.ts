@@ -19,7 +19,9 @@ import {
   type ExecSession,
   type HandledRequest,
 } from './control.js';
+import { hookState, runHooks, runHooksWarning } from './hooks.js';
 import { type MountPlan, planMounts } from './mounts.js';
+import { namespacesToShare } from './namespaces.js';
 import { connectPodNetwork, disconnectPodNetwork } from './network.js';
 import { containerExecOf, execProcessOf } from './process.js';
 import { sizeForContainer } from './resources.js';
@@ -95,6 +97,7 @@ export class ContainerShim implements Shim {
   ): Promise<ContainerShim> {
     const plan = planMounts(cfg.mounts, id, cfg.shmSize, existsSync, join(cfg.bundle, 'config.json'));
     for (const s of plan.skipped) deps.logger.debug({ id, ...s }, 'mount skipped');
+    namespacesToShare(cfg, null); // a sandbox joins no host namespace but the network's
     const undo = new UndoStack();
     try {
       const { factory } = await selectFactory(deps.config, spec, deps, opts.useCache);
@@ -112,6 +115,7 @@ export class ContainerShim implements Shim {
       }
       await shareInto(vm.record.files.sharedDir, cfg.rootfs, `${id}/rootfs`, deps);
       for (const b of plan.host) await shareInto(vm.record.files.sharedDir, b.source, b.shareRel, deps);
+      await runCreateHooks(id, cfg, deps);
       const shim = new ContainerShim(id, cfg, vm, plan, deps);
       shim.#taps = taps;
       await shim.#listen();
@@ -170,6 +174,12 @@ export class ContainerShim implements Shim {
       s.status = 'running';
     });
     relay(proc, stdio);
+    await runHooksWarning(
+      'poststart',
+      this.cfg,
+      hookState(this.id, this.cfg, 'running', process.pid),
+      this.deps,
+    );
     const outputDone = Promise.all([ended(proc.stdout), ended(proc.stderr)]);
     proc.wait().then(
       async (st) => {
@@ -237,6 +247,8 @@ export class ContainerShim implements Shim {
     if (this.status === 'stopped') return;
     this.status = 'stopped';
     const t0 = this.deps.clock.monotonic();
+    // Members still running go with the VM: what they wrote must reach the host first.
+    await this.vm.flushShared();
     await this.vm
       .destroy()
       .catch((e: unknown) => this.deps.logger.error({ err: messageOf(e) }, 'VM destroy'));
@@ -325,6 +337,8 @@ export class ContainerShim implements Shim {
             'VMC_ERR_INVALID_STATE',
             `a member of sandbox ${this.id} needs a root of its own`,
           );
+        if (container.join === undefined && req.shareSandbox?.length)
+          container.shareNamespaces = { pid: this.#proc.pid, kinds: req.shareSandbox };
         let proc: AgentProcess;
         try {
           if (container.join === undefined) await this.#growForMember(container);
@@ -374,6 +388,16 @@ export class ContainerShim implements Shim {
     }
     return;
   }
+}
+
+/**
+ * prestart, createRuntime and createContainer hooks, on the host, once the container's VM and root are ready
+ * and before it is recorded created (see hooks.ts for why all three run there). A failure fails `create`.
+ */
+export async function runCreateHooks(id: string, cfg: ContainerConfig, deps: SandboxDeps): Promise<void> {
+  const state = hookState(id, cfg, 'creating', process.pid);
+  for (const kind of ['prestart', 'createRuntime', 'createContainer'] as const)
+    await runHooks(kind, cfg, state, deps);
 }
 
 /** Bind-mounts host `source` (file or directory) at `<sharedDir>/<rel>`, creating the mount point. */

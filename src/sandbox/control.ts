@@ -10,7 +10,7 @@ import { connect, createServer, type Server, type Socket } from 'node:net';
 import { dirname, join } from 'node:path';
 import { isVmcError, messageOf, VmcError } from '../errors.js';
 import { encodeFrame, FrameDecoder } from '../protocol/agent/framing.js';
-import { type ContainerExec, containerError } from '../protocol/agent/messages.js';
+import { type ContainerExec, containerError, SHAREABLE_NAMESPACES } from '../protocol/agent/messages.js';
 import { isContainerId } from './state-store.js';
 
 /** A process to run in a running container (`exec`). */
@@ -38,9 +38,16 @@ export type ControlRequest =
   /**
    * `pid`: the host process standing for the exec'd process (listed by `ps`). Without `container`, the process
    * joins the sandbox's own container process; with it, it joins the process `container.join` names (a member
-   * container's) or, with no `join`, starts a new member container of this sandbox (a pod).
+   * container's) or, with no `join`, starts a new member container of this sandbox (a pod). `shareSandbox`:
+   * the sandbox container's namespaces a new member shares (CRI names them by path).
    */
-  | { t: 'exec'; pid: number; process: ExecProcess; container?: ContainerExec }
+  | {
+      t: 'exec';
+      pid: number;
+      process: ExecProcess;
+      container?: ContainerExec;
+      shareSandbox?: Array<(typeof SHAREABLE_NAMESPACES)[number]>;
+    }
   // Only after an `exec` was accepted on the same connection:
   | { t: 'stdin'; data: string }
   | { t: 'close-stdin' }
@@ -102,6 +109,15 @@ export function parseControlRequest(
         const err = containerError(v.container);
         if (err) return { ok: false, error: `exec.container.${err}` };
         req.container = v.container as ContainerExec;
+      }
+      if (v.shareSandbox !== undefined) {
+        const k = v.shareSandbox;
+        if (!Array.isArray(k) || !k.every((x) => (SHAREABLE_NAMESPACES as readonly unknown[]).includes(x)))
+          return {
+            ok: false,
+            error: `exec.shareSandbox must list some of ${SHAREABLE_NAMESPACES.join(', ')}`,
+          };
+        req.shareSandbox = k;
       }
       return { ok: true, req };
     }

@@ -8,7 +8,7 @@ import { identify } from '../platform/process.js';
 import { UndoStack } from '../platform/undo-stack.js';
 import type { ExitStatus } from '../protocol/agent/client.js';
 import type { ContainerMount } from '../protocol/agent/messages.js';
-import { type SandboxDeps, type Stdio, shareInto } from './container.js';
+import { runCreateHooks, type SandboxDeps, type Stdio, shareInto } from './container.js';
 import {
   ControlClient,
   type ControlReply,
@@ -17,7 +17,9 @@ import {
   type ExecSession,
   type HandledRequest,
 } from './control.js';
+import { hookState, runHooksWarning } from './hooks.js';
 import { planMounts } from './mounts.js';
+import { namespacesToShare, type SharedNamespace } from './namespaces.js';
 import { containerExecOf, execProcessOf } from './process.js';
 import type { Shim } from './shim.js';
 import { effectiveStatus } from './state-store.js';
@@ -44,6 +46,8 @@ export class MemberShim implements Shim {
     private readonly sandboxId: string,
     private readonly guestMounts: ContainerMount[],
     private readonly deps: SandboxDeps,
+    /** The sandbox's namespaces this member shares (CRI's namespace paths: IPC, UTS). */
+    private readonly share: SharedNamespace[] = [],
   ) {
     this.stopped = new Promise((r) => {
       this.#resolveStopped = r;
@@ -70,6 +74,7 @@ export class MemberShim implements Shim {
         `sandbox ${sid} is ${status}; container ${id} cannot join it`,
       );
     const plan = planMounts(cfg.mounts, id, cfg.shmSize, existsSync, join(cfg.bundle, 'config.json'));
+    const share = namespacesToShare(cfg, sandbox.shim?.pid ?? null);
     const shared = join(vmDir(deps.paths, sandbox.vmId), 'shared');
     const shareDir = join(shared, id);
     const undo = new UndoStack();
@@ -77,7 +82,8 @@ export class MemberShim implements Shim {
       undo.push('unshare', () => unshare(shareDir, deps));
       await shareInto(shared, cfg.rootfs, `${id}/rootfs`, deps);
       for (const b of plan.host) await shareInto(shared, b.source, b.shareRel, deps);
-      const m = new MemberShim(id, cfg, sid, plan.guest, deps);
+      await runCreateHooks(id, cfg, deps);
+      const m = new MemberShim(id, cfg, sid, plan.guest, deps, share);
       (await m.#connectSandbox()).close(); // it must answer now, not only at start
       m.#server = await ControlServer.listen(
         controlSocketPath(deps.paths.runDir, deps.store.root, id),
@@ -115,6 +121,7 @@ export class MemberShim implements Shim {
       pid: process.pid,
       process: execProcessOf(this.cfg),
       container: containerExecOf(this.id, this.cfg, this.guestMounts),
+      ...(this.share.length ? { shareSandbox: this.share } : {}),
     });
     this.#relay = c;
     this.#guestPid = r.guestPid;
@@ -125,6 +132,12 @@ export class MemberShim implements Shim {
     stdio.stdin.on('data', (d: Buffer) => c.send({ t: 'stdin', data: d.toString('base64') }));
     stdio.stdin.on('end', () => c.send({ t: 'close-stdin' }));
     stdio.stdin.on('error', () => c.send({ t: 'close-stdin' }));
+    await runHooksWarning(
+      'poststart',
+      this.cfg,
+      hookState(this.id, this.cfg, 'running', process.pid),
+      this.deps,
+    );
   }
 
   async kill(signal: string): Promise<void> {

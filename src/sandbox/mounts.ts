@@ -1,5 +1,7 @@
+import { basename, resolve } from 'node:path';
 import { VmcError } from '../errors.js';
 import type { MountSpec } from '../oci/bundle.js';
+import { helperSafe } from '../platform/c-string.js';
 import type { ContainerMount } from '../protocol/agent/messages.js';
 
 /** mount(2) flags, as in <sys/mount.h>. */
@@ -88,7 +90,7 @@ export function mountFlags(options: readonly string[]): { flags: number; data: s
 /**
  * Plans a container's mounts (the subset a VM can honour, as Kata does):
  * - proc, sysfs, tmpfs, devpts and mqueue are made by the guest;
- * - a bind mount of a host path is bind-mounted by the host into the share (`<cid>/mounts/<n>`) and from there
+ * - a bind mount of a host path is bind-mounted by the host into the share (`<cid>/mounts/<n>/<name>`) and from there
  *   by the guest into the container;
  * - a bind-mounted `/dev/shm` becomes a guest tmpfs of the same size (host shared memory cannot cross the VM
  *   boundary; Kata does the same with `shmSize`);
@@ -123,7 +125,10 @@ export function planMounts(
           `${file}: mounts[${i}].source ${JSON.stringify(m.source ?? '')} (bind mount on ${m.destination}) does not exist`,
         );
       }
-      const shareRel = `${cid}/mounts/${i}`;
+      // The source's own name last (as Kata keeps it), so that the container's mountinfo shows a bind's root
+      // as `.../<name>` like runc's, not as an index.
+      const name = helperSafe(basename(resolve(m.source))) || 'root';
+      const shareRel = `${cid}/mounts/${i}/${name}`;
       plan.host.push({ source: m.source, shareRel });
       plan.guest.push({
         type: 'bind',

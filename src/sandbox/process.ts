@@ -1,6 +1,8 @@
 import type { ContainerConfig } from '../oci/bundle.js';
+import { RLIMITS } from '../oci/linux.js';
 import type { ContainerExec, ContainerMount } from '../protocol/agent/messages.js';
 import type { ExecProcess } from './control.js';
+import { guestStartHooks, hookState } from './hooks.js';
 import { cgroupLimits } from './resources.js';
 
 /** The bundle's process in the agent's terms: args, `KEY=VALUE` env, cwd and user. */
@@ -16,19 +18,31 @@ export function execProcessOf(cfg: ContainerConfig): ExecProcess {
   };
 }
 
+/** `process.rlimits` and `process.oomScoreAdj` as the helper sets them (for the container's process and execs). */
+function processLimits(cfg: ContainerConfig): Pick<ContainerExec, 'rlimits' | 'oomScoreAdj'> {
+  const out: Pick<ContainerExec, 'rlimits' | 'oomScoreAdj'> = {};
+  if (cfg.linux.rlimits.length)
+    out.rlimits = cfg.linux.rlimits.map((r) => ({ resource: RLIMITS[r.type], soft: r.soft, hard: r.hard }));
+  if (cfg.linux.oomScoreAdj !== undefined) out.oomScoreAdj = cfg.linux.oomScoreAdj;
+  return out;
+}
+
 /**
  * How the guest makes container `id`'s process: its root in the VM's share, mounts, hostname, read-only root,
- * no_new_privs, supplementary groups and its cgroup with the bundle's limits. With `join` (a guest pid of the
- * container's running process), a process that joins it instead (`exec`): same root and cgroup, no set-up.
+ * no_new_privs, supplementary groups, its cgroup with the bundle's limits, masked and read-only paths,
+ * sysctls, root propagation, rlimits, OOM score and startContainer hooks (with the OCI state of the process
+ * `pid` stands for). With `join` (a guest pid of the container's running process), a process that joins it
+ * instead (`exec`): same root, cgroup and per-process limits, no set-up.
  */
 export function containerExecOf(
   id: string,
   cfg: ContainerConfig,
   mounts: ContainerMount[],
   join?: number,
+  pid = process.pid,
 ): ContainerExec {
   const root = `${id}/rootfs`;
-  if (join !== undefined) return { root, join, cgroup: { name: id } };
+  if (join !== undefined) return { root, join, cgroup: { name: id }, ...processLimits(cfg) };
   const c: ContainerExec = {
     root,
     readonly: cfg.rootfsReadonly,
@@ -36,7 +50,17 @@ export function containerExecOf(
     additionalGids: cfg.process.additionalGids,
     mounts,
     cgroup: { name: id, limits: cgroupLimits(cfg.resources) },
+    ...processLimits(cfg),
   };
+  const l = cfg.linux;
+  if (l.maskedPaths.length) c.maskedPaths = l.maskedPaths;
+  if (l.readonlyPaths.length) c.readonlyPaths = l.readonlyPaths;
+  if (Object.keys(l.sysctl).length) c.sysctl = { ...l.sysctl };
+  if (l.rootfsPropagation !== undefined) c.propagation = l.rootfsPropagation;
+  if (cfg.hooks.startContainer.length) {
+    c.startHooks = guestStartHooks(cfg);
+    c.hookState = hookState(id, cfg, 'created', pid);
+  }
   if (cfg.hostname) c.hostname = cfg.hostname;
   return c;
 }

@@ -240,6 +240,24 @@ export class Vm {
     return this.agent.exec(req);
   }
 
+  /**
+   * Writes back what the guest still holds for the VM's share (agent `sync`), so that everything its
+   * containers wrote is on the host before the VM goes. Bounded; a guest that cannot answer (dead, paused) is
+   * logged and skipped: writes reach the host as they return (cache=mmap), so only dirty pages of shared
+   * mappings could be missing then.
+   */
+  async flushShared(timeoutMs = 5_000): Promise<void> {
+    if (this.#destroyed || !this.#agent) return;
+    await this.#agent
+      .request({ op: 'sync' }, timeoutMs)
+      .catch((err: unknown) =>
+        this.deps.logger.warn(
+          { vmId: this.id, err: messageOf(err) },
+          'could not flush the share before stopping',
+        ),
+      );
+  }
+
   /** Runs a command to completion and collects its output. */
   async run(
     args: string[],

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
-import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { mountsUnder } from '../../src/platform/mounts.js';
@@ -99,6 +100,63 @@ describe('pods: containers join their sandbox VM (CRI annotations, real QEMU)', 
     for (const id of ['m1', 'm2', 'sb1']) assert.equal((await vmc(['delete', id])).code, 0);
     assert.deepEqual(await containerVms(), []);
     assert.deepEqual(mountsUnder(join(env.runDir, 'vm')), []);
+  });
+
+  it("a member's writes to a volume are on the host when its sandbox stops; CRI's namespace paths share the sandbox's IPC and UTS", async () => {
+    const sb = bundle('sbw', ['sh', '-c', 'while :; do sleep 1; done'], {
+      [TYPE]: 'sandbox',
+      [SANDBOX]: 'sbw',
+    });
+    assert.equal(await vmcToFile(['run', '-d', '--bundle', sb, 'sbw'], join(env.runDir, 'sbw.out')), 0);
+    const sandboxPid = (JSON.parse((await vmc(['state', 'sbw'])).stdout) as { pid: number }).pid;
+    const vol = join(env.runDir, 'pod-vol');
+    mkdirSync(vol, { recursive: true });
+    const mw = busyboxBundle(join(env.runDir, 'bundles', 'mw'), rootfs, {
+      args: [
+        'sh',
+        '-c',
+        '(readlink /proc/self/ns/ipc; readlink /proc/self/ns/uts) > /vol/ns; dd if=/dev/urandom of=/vol/big bs=64k count=64 2>/dev/null; ' +
+          'md5sum /vol/big | cut -d" " -f1 > /vol/sum; touch /vol/done; while :; do sleep 1; done',
+      ],
+      annotations: { [TYPE]: 'container', [SANDBOX]: 'sbw' },
+      hostname: 'sbw', // containerd gives members the pod's hostname
+      mounts: [{ destination: '/vol', type: 'bind', source: vol, options: ['rbind', 'rw'] }],
+    });
+    // As containerd's CRI plugin writes a member's spec: the sandbox's IPC and UTS namespaces by path.
+    const spec = JSON.parse(readFileSync(join(mw, 'config.json'), 'utf8'));
+    spec.linux.namespaces = spec.linux.namespaces.map((n: { type: string }) =>
+      n.type === 'ipc' || n.type === 'uts' ? { type: n.type, path: `/proc/${sandboxPid}/ns/${n.type}` } : n,
+    );
+    writeFileSync(join(mw, 'config.json'), JSON.stringify(spec));
+    const out = join(env.runDir, 'mw.out');
+    assert.equal(await vmcToFile(['run', '-d', '--bundle', mw, 'mw'], out), 0, readFileSync(out, 'utf8'));
+    await until('the member wrote', () => existsSync(join(vol, 'done')));
+    const sbNs = await vmc([
+      'exec',
+      'sbw',
+      '--',
+      'sh',
+      '-c',
+      'readlink /proc/self/ns/ipc; readlink /proc/self/ns/uts',
+    ]);
+    assert.equal(sbNs.code, 0, sbNs.stderr);
+    assert.equal(
+      readFileSync(join(vol, 'ns'), 'utf8'),
+      sbNs.stdout,
+      "the member is in the sandbox's IPC and UTS namespaces",
+    );
+    assert.equal((await vmc(['kill', 'sbw', 'KILL'])).code, 0);
+    await until('the pod stopped', async () =>
+      (await Promise.all(['sbw', 'mw'].map(status))).every((st) => st === 'stopped'),
+    );
+    assert.equal(
+      createHash('md5')
+        .update(readFileSync(join(vol, 'big')))
+        .digest('hex'),
+      readFileSync(join(vol, 'sum'), 'utf8').trim(),
+      'every byte the member wrote is on the host',
+    );
+    for (const id of ['mw', 'sbw']) assert.equal((await vmc(['delete', id])).code, 0);
   });
 
   it('kill --all reaches what a member left behind after its main process exited; nothing once the VM is gone', async () => {

@@ -35,6 +35,10 @@ describe('cache pool with real QEMU boots that fail for a while', () => {
       assert.ok(s.bootFailures >= 2, `boots retried: ${JSON.stringify(s)}`);
       assert.match(s.lastError!, /QEMU exited/);
       await assert.rejects(pool.getBaseVM(), /no VM ready in the cache.*boots are failing.*QEMU exited/s);
+      // A retry may be booting at this moment (its directory exists until it fails); a leaked one would stay.
+      const deadline = Date.now() + 5_000;
+      while (vmDirsLeft(env.runDir).length > 0 && Date.now() < deadline)
+        await new Promise((r) => setTimeout(r, 20));
       assert.deepEqual(vmDirsLeft(env.runDir), [], 'failed boots leave nothing behind');
       rmSync(kernel);
       symlinkSync(env.spec.kernel, kernel); // fixed

@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { readBundle } from '../../oci/bundle.js';
 import { checkSupported } from '../../sandbox/container.js';
 import { planMounts } from '../../sandbox/mounts.js';
+import { namespacesToShare } from '../../sandbox/namespaces.js';
 import { checkId } from '../../sandbox/state-store.js';
 import { sweepOrphans } from '../../vm/sweep.js';
 import { hostVmSpec } from '../common.js';
@@ -25,6 +26,11 @@ export function reserve(ctx: RuntimeContext, id: string, bundleDir: string): voi
   const cfg = readBundle(bundleDir, (p) => statfsSync(p));
   checkSupported(cfg);
   planMounts(cfg.mounts, id, cfg.shmSize, existsSync, join(cfg.bundle, 'config.json'));
+  const member = cfg.containerType === 'container' && cfg.sandboxId !== id;
+  // Namespace paths are checked before anything is taken (a member's may name only its sandbox's; a member
+  // of a sandbox that does not exist is refused by its creation, with that reason).
+  const sandbox = member ? sandboxPid(ctx, cfg.sandboxId!) : null;
+  if (!member || sandbox !== null) namespacesToShare(cfg, sandbox);
   hostVmSpec(ctx);
   ctx.store.reserve({
     version: 1,
@@ -37,8 +43,17 @@ export function reserve(ctx: RuntimeContext, id: string, bundleDir: string): voi
     vmId: null,
     exit: null,
     annotations: cfg.annotations,
-    sandboxId: cfg.containerType === 'container' && cfg.sandboxId !== id ? (cfg.sandboxId ?? null) : null,
+    sandboxId: member ? (cfg.sandboxId ?? null) : null,
   });
+}
+
+/** The host pid of sandbox `sid`'s host-side process (null if it is not recorded: the member's create fails later). */
+function sandboxPid(ctx: RuntimeContext, sid: string): number | null {
+  try {
+    return ctx.store.read(sid).shim?.pid ?? null;
+  } catch {
+    return null;
+  }
 }
 
 /**

@@ -1,8 +1,10 @@
-import { existsSync, rmSync } from 'node:fs';
-import { isVmcError, VmcError } from '../../errors.js';
+import { existsSync, rmSync, statfsSync } from 'node:fs';
+import { isVmcError, messageOf, VmcError } from '../../errors.js';
+import { readBundle } from '../../oci/bundle.js';
 import { vmDir } from '../../platform/paths.js';
 import { exitsWithin, signalIfAlive } from '../../platform/process.js';
 import { controlSocketPath } from '../../sandbox/control.js';
+import { hookState, runHooksWarning } from '../../sandbox/hooks.js';
 import { type ContainerState, effectiveStatus } from '../../sandbox/state-store.js';
 import { readRecord } from '../../vm/record.js';
 import { destroyRecord } from '../../vm/vm.js';
@@ -41,8 +43,24 @@ export async function del(ctx: RuntimeContext, id: string, opts: { force?: boole
     if (!(await exitsWithin(s.shim, SHIM_EXIT_MS, ctx.clock))) signalIfAlive(s.shim, 'SIGKILL');
   }
   await cleanupLeftovers(ctx, ctx.store.read(id));
+  await poststop(ctx, s);
   ctx.store.remove(id);
   return 0;
+}
+
+/**
+ * The bundle's poststop hooks, on the host, once the container is gone (before its record is removed). A
+ * failure, or a bundle that can no longer be read, is a warning: the deletion goes on, as the spec asks.
+ */
+export async function poststop(ctx: RuntimeContext, s: ContainerState): Promise<void> {
+  let cfg: ReturnType<typeof readBundle>;
+  try {
+    cfg = readBundle(s.bundle, (p) => statfsSync(p));
+  } catch (err) {
+    ctx.logger.warn({ id: s.id, err: messageOf(err) }, 'poststop hooks not run: the bundle cannot be read');
+    return;
+  }
+  await runHooksWarning('poststop', cfg, hookState(s.id, cfg, 'stopped', 0), ctx);
 }
 
 /** Destroys the VM of a container whose host-side process died without doing so, and its control socket. */

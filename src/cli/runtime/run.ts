@@ -3,6 +3,7 @@ import type { Shim } from '../../sandbox/shim.js';
 import { sweepOrphans } from '../../vm/sweep.js';
 import { type RuntimeContext, writePidFile } from './common.js';
 import { reserve, spawnShim } from './create.js';
+import { poststop } from './delete.js';
 import { createRelayed, exitLike } from './shim.js';
 import { start } from './start.js';
 
@@ -50,6 +51,7 @@ export async function run(ctx: RuntimeContext, id: string, opts: RunOptions): Pr
   );
   process.stdin.destroy();
   try {
+    await poststop(ctx, ctx.store.read(id));
     ctx.store.remove(id);
   } catch (err) {
     ctx.logger.warn({ id, err: messageOf(err) }, 'removing the container state');

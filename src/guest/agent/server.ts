@@ -17,6 +17,8 @@ export interface GuestOps {
   setTime(epochNs: string): Promise<void>;
   online(what: { cpus: number; memory: boolean }): Promise<{ cpus: number; memoryBlocks: number }>;
   mountShared(): Promise<{ path: string }>;
+  /** Writes back whatever the guest still holds for the share (syncfs); nothing when it is not mounted. */
+  syncShared(): Promise<void>;
   /**
    * The command that starts `e` as a container process (the helper's `enter`), with the share mounted. That
    * command reports a setup or exec failure on fd 3 and closes fd 3 when the program runs.
@@ -201,6 +203,9 @@ export class AgentServer {
         return this.ops.online({ cpus: req.cpus, memory: req.memory });
       case 'mount-shared':
         return this.ops.mountShared();
+      case 'sync':
+        await this.ops.syncShared();
+        return null;
       case 'net':
         return this.ops.configureNic(req.nic);
       case 'warm':
@@ -245,8 +250,14 @@ export class AgentServer {
     const finish = () => {
       if (sent || !exited || !started) return;
       sent = true;
-      this.#procs.delete(id);
-      if (this.#session === session) this.#send({ t: 'exit', proc: id, ...exited });
+      const status = exited;
+      // A container's exit is reported only once what it wrote to its root and binds is on the host: writes
+      // reach the host as they return (cache=mmap), but pages of a shared writable mapping may still be dirty.
+      const flushed = c ? this.ops.syncShared().catch(() => undefined) : Promise.resolve();
+      void flushed.then(() => {
+        this.#procs.delete(id);
+        if (this.#session === session) this.#send({ t: 'exit', proc: id, ...status });
+      });
     };
     child.once('exit', (code, signal) => {
       exited = { code, signal };

@@ -2,6 +2,7 @@
  * vmc-helper: what the guest agent needs that Node cannot do (no ioctl, clock_settime, mount, unshare, chroot).
  *   vmc-helper settime <epoch-nanoseconds>   set CLOCK_REALTIME
  *   vmc-helper reseed <hex bytes>            RNDADDENTROPY (credited) then RNDRESEEDCRNG
+ *   vmc-helper syncfs <path>                 syncfs(2) of the file system at path (the share, before an exit)
  *   vmc-helper serve                         the same commands as lines on stdin ("settime NS", "reseed HEX"),
  *                                            one reply line each ("ok" or "err MESSAGE"); the agent keeps one
  *                                            running, because a fork+exec costs 60-150 ms under TCG
@@ -12,6 +13,10 @@
  *                                            root, user and working directory, then exec. Setup errors and a
  *                                            failed exec are written to fd 3, which exec closes (FD_CLOEXEC):
  *                                            the agent reads fd 3 to EOF, so "nothing read" means "started".
+ *                                            Also: masked (-M) and read-only (-O) paths, namespaced sysctls
+ *                                            (-s), root propagation (-P), rlimits (-L), oom_score_adj (-o),
+ *                                            namespaces shared with a pod's process (-N KIND:PID) and
+ *                                            startContainer hooks (-k, state on stdin from -S).
  * A plain write to /dev/urandom mixes bytes in without crediting entropy or forcing a reseed, so clones of one
  * template would keep producing the same stream; the ioctls make the new seed take effect at once.
  * Built statically at image build time (gcc -static), so it needs nothing else in the guest.
@@ -25,6 +30,9 @@
 #include <stdarg.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/statvfs.h>
+#include <sys/wait.h>
 #include <sys/stat.h>
 #include <linux/random.h>
 #include <stdio.h>
@@ -70,6 +78,14 @@ static int run(const char *cmd, const char *arg, char *err, size_t errlen) {
     int rc = 0;
     if (ioctl(fd, RNDADDENTROPY, p) != 0) { snprintf(err, errlen, "RNDADDENTROPY: %s", strerror(errno)); rc = 1; }
     else if (ioctl(fd, RNDRESEEDCRNG) != 0) { snprintf(err, errlen, "RNDRESEEDCRNG: %s", strerror(errno)); rc = 1; }
+    close(fd);
+    return rc;
+  }
+  if (strcmp(cmd, "syncfs") == 0) {
+    int fd = open(arg, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) { snprintf(err, errlen, "open %s: %s", arg, strerror(errno)); return 1; }
+    int rc = syncfs(fd) != 0;
+    if (rc) snprintf(err, errlen, "syncfs %s: %s", arg, strerror(errno));
     close(fd);
     return rc;
   }
@@ -173,9 +189,10 @@ static void default_devices(const char *root) {
     mountpoint(path, 1);
     if (mount(src, path, NULL, MS_BIND, NULL) != 0) die(125, "bind %s: %s", src, strerror(errno));
   }
+  /* /dev/ptmx is the devpts instance's own multiplexer, as runc links it (the spec's default devices). */
   static const char *links[][2] = {
     { "/proc/self/fd", "fd" }, { "/proc/self/fd/0", "stdin" },
-    { "/proc/self/fd/1", "stdout" }, { "/proc/self/fd/2", "stderr" },
+    { "/proc/self/fd/1", "stdout" }, { "/proc/self/fd/2", "stderr" }, { "pts/ptmx", "ptmx" },
   };
   for (size_t i = 0; i < sizeof links / sizeof *links; i++) {
     snprintf(path, sizeof path, "%s/dev/%s", root, links[i][1]);
@@ -221,6 +238,136 @@ static void enter_cgroup(const char *name, char **limits, int nlimits) {
   if (cg_write(file, pid) != 0) die(125, "join cgroup %s: %s", name, strerror(errno));
 }
 
+/* Hides `path` (inside the root) as runc does: a read-only tmpfs on a directory, /dev/null on anything else. */
+static void mask_path(const char *root, const char *p) {
+  char path[PATH_MAX];
+  snprintf(path, sizeof path, "%s%s", root, p);
+  struct stat st;
+  if (lstat(path, &st) != 0) {
+    if (errno == ENOENT) return; /* nothing to hide */
+    die(125, "masked path %s: %s", p, strerror(errno));
+  }
+  int rc = S_ISDIR(st.st_mode) ? mount("tmpfs", path, "tmpfs", MS_RDONLY, NULL)
+                               : mount("/dev/null", path, NULL, MS_BIND, NULL);
+  if (rc != 0) die(125, "mask %s: %s", p, strerror(errno));
+}
+
+/* Makes `path` (inside the root) read-only: a bind onto itself, remounted read-only with its other flags kept. */
+static void readonly_path(const char *root, const char *p) {
+  char path[PATH_MAX];
+  snprintf(path, sizeof path, "%s%s", root, p);
+  struct stat st;
+  if (lstat(path, &st) != 0) {
+    if (errno == ENOENT) return;
+    die(125, "read-only path %s: %s", p, strerror(errno));
+  }
+  if (mount(path, path, NULL, MS_BIND | MS_REC, NULL) != 0) die(125, "bind %s read-only: %s", p, strerror(errno));
+  struct statvfs sv;
+  unsigned long keep = statvfs(path, &sv) == 0 ? (sv.f_flag & (MS_NOSUID | MS_NODEV | MS_NOEXEC)) : 0;
+  if (mount(NULL, path, NULL, MS_BIND | MS_REMOUNT | MS_RDONLY | keep, NULL) != 0)
+    die(125, "remount %s read-only: %s", p, strerror(errno));
+}
+
+/* Writes a namespaced sysctl "key=value" (key dotted: net.ipv4.ip_forward) through the guest's /proc/sys. */
+static void set_sysctl(char *kv) {
+  char *eq = strchr(kv, '=');
+  if (!eq) die(125, "bad sysctl %s", kv);
+  *eq = 0;
+  char path[PATH_MAX];
+  if (snprintf(path, sizeof path, "/proc/sys/%s", kv) >= (int)sizeof path) die(125, "sysctl %s: name too long", kv);
+  for (char *c = path + 10; *c; c++) if (*c == '.') *c = '/';
+  if (cg_write(path, eq + 1) != 0) die(125, "sysctl %s = %s: %s", kv, eq + 1, strerror(errno));
+}
+
+/* "RESOURCE:SOFT:HARD" (numbers, or inf) → setrlimit. */
+static void set_rlimit(const char *spec) {
+  char soft[32], hard[32];
+  int res;
+  if (sscanf(spec, "%d:%31[^:]:%31s", &res, soft, hard) != 3) die(125, "bad rlimit %s", spec);
+  struct rlimit rl = {
+    strcmp(soft, "inf") == 0 ? RLIM_INFINITY : (rlim_t)strtoull(soft, NULL, 10),
+    strcmp(hard, "inf") == 0 ? RLIM_INFINITY : (rlim_t)strtoull(hard, NULL, 10),
+  };
+  if (setrlimit(res, &rl) != 0) die(125, "setrlimit %d (%s): %s", res, spec, strerror(errno));
+}
+
+static void set_oom_score_adj(const char *v) {
+  if (cg_write("/proc/self/oom_score_adj", v) != 0) die(125, "oom_score_adj %s: %s", v, strerror(errno));
+}
+
+/* Splits `s` at `sep` into a NULL-terminated vector (in place); an empty string gives an empty vector. */
+static char **split(char *s, char sep) {
+  size_t n = 1;
+  for (char *c = s; *c; c++) n += *c == sep;
+  char **v = calloc(n + 1, sizeof *v);
+  if (!v) die(125, "out of memory");
+  size_t i = 0;
+  if (*s) {
+    v[i++] = s;
+    for (char *c = s; *c; c++) if (*c == sep) { *c = 0; v[i++] = c + 1; }
+  }
+  v[i] = NULL;
+  return v;
+}
+
+/*
+ * Runs a startContainer hook, "TIMEOUT\x1fPATH\x1fARGS\x1fENV" (ARGS and ENV \x1e-separated), in the container
+ * (this process's root and namespaces, as the spec asks) with the OCI state on stdin; a failure or a timeout
+ * stops the start.
+ */
+static void run_hook(char *spec, const char *state) {
+  char **f = split(spec, '\x1f');
+  if (!f[0] || !f[1] || !f[2] || !f[3]) die(125, "bad hook spec");
+  int timeout = atoi(f[0]);
+  const char *path = f[1];
+  char **argv = split(f[2], '\x1e'), **envp = split(f[3], '\x1e');
+  char *dflt[] = { (char *)path, NULL };
+  int in[2];
+  if (pipe2(in, O_CLOEXEC) != 0) die(125, "pipe: %s", strerror(errno));
+  pid_t pid = fork();
+  if (pid < 0) die(125, "fork: %s", strerror(errno));
+  if (pid == 0) {
+    dup2(in[0], 0);
+    execve(path, argv[0] ? argv : dflt, envp);
+    _exit(127);
+  }
+  close(in[0]);
+  if (state && write(in[1], state, strlen(state)) < 0) { /* a hook that does not read its stdin is fine */ }
+  close(in[1]);
+  int st = 0;
+  for (long waited = 0;; waited += 10) {
+    pid_t r = waitpid(pid, &st, WNOHANG);
+    if (r == pid) break;
+    if (r < 0 && errno != EINTR) die(125, "startContainer hook %s: waitpid: %s", path, strerror(errno));
+    if (waited >= timeout * 1000L) {
+      kill(pid, SIGKILL);
+      waitpid(pid, &st, 0);
+      die(125, "startContainer hook %s did not finish within %d s", path, timeout);
+    }
+    struct timespec ts = { 0, 10 * 1000 * 1000 };
+    nanosleep(&ts, NULL);
+  }
+  if (WIFSIGNALED(st)) die(125, "startContainer hook %s was killed by signal %d", path, WTERMSIG(st));
+  if (WEXITSTATUS(st) == 127) die(125, "startContainer hook %s: cannot run it in the container (missing?)", path);
+  if (WEXITSTATUS(st) != 0) die(125, "startContainer hook %s failed with exit status %d", path, WEXITSTATUS(st));
+}
+
+/* Joins namespace KIND ("ipc", "uts", "cgroup") of guest process PID ("KIND:PID"); returns its CLONE_ flag. */
+static int join_ns(const char *spec) {
+  char kind[16];
+  int pid;
+  if (sscanf(spec, "%15[a-z]:%d", kind, &pid) != 2) die(125, "bad namespace %s", spec);
+  int flag = strcmp(kind, "ipc") == 0 ? CLONE_NEWIPC : strcmp(kind, "uts") == 0 ? CLONE_NEWUTS
+           : strcmp(kind, "cgroup") == 0 ? CLONE_NEWCGROUP : 0;
+  if (!flag) die(125, "namespace %s cannot be shared", kind);
+  char path[64];
+  snprintf(path, sizeof path, "/proc/%d/ns/%s", pid, kind);
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0 || setns(fd, flag) != 0) die(125, "join %s namespace of %d: %s", kind, pid, strerror(errno));
+  close(fd);
+  return flag;
+}
+
 /* Joins the cgroup, mount, UTS and IPC namespaces of a running container process and enters its root. */
 static void join(const char *pid) {
   static const char *kinds[] = { "cgroup", "ipc", "uts", "mnt" };
@@ -246,9 +393,10 @@ static int enter(int argc, char **argv) {
   const char *root = NULL, *joinpid = NULL, *hostname = NULL, *cwd = "/", *groups = NULL;
   unsigned long uid = 0, gid = 0;
   int readonly = 0, nonewprivs = 0, i = 2;
-  char *mounts[128], *limits[16];
-  int nmounts = 0, nlimits = 0;
-  const char *cgroup = NULL;
+  char *mounts[128], *limits[16], *masked[256], *ropaths[256], *sysctls[256], *rlims[16], *nsjoin[3], *hooks[32];
+  int nmounts = 0, nlimits = 0, nmasked = 0, nro = 0, nsysctl = 0, nrlim = 0, nns = 0, nhooks = 0;
+  const char *cgroup = NULL, *oom = NULL, *state = NULL;
+  unsigned long propagation = 0;
   for (; i < argc && strcmp(argv[i], "--") != 0; i++) {
     const char *o = argv[i];
     if (strcmp(o, "-R") == 0) { readonly = 1; continue; }
@@ -270,25 +418,50 @@ static int enter(int argc, char **argv) {
     else if (strcmp(o, "-m") == 0) {
       if (nmounts == 128) die(125, "too many mounts");
       mounts[nmounts++] = v;
-    } else die(125, "unknown option %s", o);
+    }
+#define PUSH(arr, n, max, what) do { if ((n) == (max)) die(125, "too many " what); (arr)[(n)++] = v; } while (0)
+    else if (strcmp(o, "-M") == 0) PUSH(masked, nmasked, 256, "masked paths");
+    else if (strcmp(o, "-O") == 0) PUSH(ropaths, nro, 256, "read-only paths");
+    else if (strcmp(o, "-s") == 0) PUSH(sysctls, nsysctl, 256, "sysctls");
+    else if (strcmp(o, "-L") == 0) PUSH(rlims, nrlim, 16, "rlimits");
+    else if (strcmp(o, "-N") == 0) PUSH(nsjoin, nns, 3, "shared namespaces");
+    else if (strcmp(o, "-k") == 0) PUSH(hooks, nhooks, 32, "hooks");
+    else if (strcmp(o, "-P") == 0) propagation = strtoul(v, NULL, 10);
+    else if (strcmp(o, "-o") == 0) oom = v;
+    else if (strcmp(o, "-S") == 0) state = v;
+    else die(125, "unknown option %s", o);
   }
   if (i + 1 >= argc) die(125, "no program after --");
   char **args = argv + i + 1;
   if (cgroup) enter_cgroup(cgroup, limits, nlimits);
+  /* Per-process limits while still root and in the guest's root (raising a hard limit needs root; the guest's
+   * /proc is there whatever the container mounts). */
+  for (int n = 0; n < nrlim; n++) set_rlimit(rlims[n]);
+  if (oom) set_oom_score_adj(oom);
   if (joinpid) {
     join(joinpid);
   } else {
     if (!root) die(125, "-r ROOT is required");
     /* A cgroup namespace made inside the container's leaf: its cgroup mount shows that leaf (its own limits) as
      * the root, and /proc/self/cgroup reads "0::/", as under runc with cgroup v2. */
-    if (unshare(CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWCGROUP) != 0) die(125, "unshare: %s", strerror(errno));
+    /* A pod member shares the IPC/UTS namespaces of its sandbox's process (CRI's namespace paths). */
+    int joined = 0;
+    for (int n = 0; n < nns; n++) joined |= join_ns(nsjoin[n]);
+    int fresh = (CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWCGROUP) & ~joined;
+    if (unshare(fresh) != 0) die(125, "unshare: %s", strerror(errno));
     /* Nothing mounted for this container may propagate back to the guest's own mount table. */
     if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0) die(125, "make / private: %s", strerror(errno));
     /* A bind of the root onto itself makes it a mount point of its own, which a read-only remount needs. */
     if (mount(root, root, NULL, MS_BIND | MS_REC, NULL) != 0) die(125, "bind %s: %s", root, strerror(errno));
+    if (propagation && mount(NULL, root, NULL, propagation, NULL) != 0)
+      die(125, "rootfsPropagation of %s: %s", root, strerror(errno));
     for (int m = 0; m < nmounts; m++) do_mount(root, mounts[m]);
     default_devices(root);
+    /* Written in the container's own IPC/UTS namespaces (the guest's /proc/sys shows the writer's). */
+    for (int n = 0; n < nsysctl; n++) set_sysctl(sysctls[n]);
     if (hostname && sethostname(hostname, strlen(hostname)) != 0) die(125, "sethostname: %s", strerror(errno));
+    for (int n = 0; n < nmasked; n++) mask_path(root, masked[n]);
+    for (int n = 0; n < nro; n++) readonly_path(root, ropaths[n]);
     if (readonly && mount(NULL, root, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY, NULL) != 0)
       die(125, "remount %s read-only: %s", root, strerror(errno));
     if (chdir(root) != 0 || chroot(".") != 0) die(125, "chroot %s: %s", root, strerror(errno));
@@ -304,6 +477,7 @@ static int enter(int argc, char **argv) {
   if (setgid((gid_t)gid) != 0) die(125, "setgid %lu: %s", gid, strerror(errno));
   if (setuid((uid_t)uid) != 0) die(125, "setuid %lu: %s", uid, strerror(errno));
   if (nonewprivs && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) die(125, "no_new_privs: %s", strerror(errno));
+  for (int n = 0; n < nhooks; n++) run_hook(hooks[n], state);
   execvp(args[0], args);
   /* The message runc gives, so that clients and people recognise it. */
   if (errno == ENOENT) die(127, "exec: \"%s\": executable file not found in $PATH", args[0]);
@@ -328,7 +502,7 @@ int main(int argc, char **argv) {
     return 0;
   }
   if (argc != 3) {
-    fprintf(stderr, "usage: vmc-helper settime NS | reseed HEX | serve | enter [options] -- PROGRAM ARGS...\n");
+    fprintf(stderr, "usage: vmc-helper settime NS | reseed HEX | syncfs PATH | serve | enter [options] -- PROGRAM ARGS...\n");
     return 2;
   }
   int rc = run(argv[1], argv[2], err, sizeof err);

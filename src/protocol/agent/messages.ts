@@ -3,6 +3,7 @@
  * `exit`. Both sides validate every frame with the parsers below; a frame that fails validation gets an error
  * reply (when it carries a request id) and is otherwise dropped: it never takes the agent down.
  */
+import { isHelperSafe } from '../../platform/c-string.js';
 
 /** Protocol version carried in the handshake; bumped on incompatible changes. */
 export const AGENT_PROTOCOL_VERSION = 1;
@@ -66,7 +67,28 @@ export interface ContainerExec {
   mounts?: ContainerMount[];
   /** The cgroup v2 leaf `/sys/fs/cgroup/vmcache/<name>` the process joins, and the limits written there first. */
   cgroup?: { name: string; limits?: Partial<Record<(typeof CGROUP_LIMIT_FILES)[number], string>> };
+  /** Paths hidden from the container (a read-only tmpfs on a directory, /dev/null on a file). */
+  maskedPaths?: string[];
+  /** Paths bind-mounted read-only onto themselves. */
+  readonlyPaths?: string[];
+  /** Namespaced sysctls (`net.ipv4.ip_forward` → `1`), written in the container's namespaces. */
+  sysctl?: Record<string, string>;
+  /** mount(2) propagation flags applied to the container's root (`linux.rootfsPropagation`). */
+  propagation?: number;
+  /** setrlimit(2) limits: the resource number and its bounds (`null`: unlimited). */
+  rlimits?: Array<{ resource: number; soft: number | null; hard: number | null }>;
+  /** Written to /proc/self/oom_score_adj before the program runs. */
+  oomScoreAdj?: number;
+  /** Namespaces joined from a running container process (guest pid) instead of made anew: a pod's IPC/UTS. */
+  shareNamespaces?: { pid: number; kinds: Array<(typeof SHAREABLE_NAMESPACES)[number]> };
+  /** startContainer hooks: run inside the container (its root and namespaces) right before the program. */
+  startHooks?: Array<{ path: string; args: string[]; env: string[]; timeout: number }>;
+  /** The OCI state JSON the hooks get on stdin. */
+  hookState?: string;
 }
+
+/** Namespaces a container process may join from another container process of its pod. */
+export const SHAREABLE_NAMESPACES = ['ipc', 'uts', 'cgroup'] as const;
 
 /** A guest NIC's configuration, copied from the pod's interface it stands for. */
 export interface NicConfig {
@@ -94,6 +116,8 @@ export type AgentRequest =
   /** Ensure at least `cpus` vCPUs are online (0: leave CPUs alone), waiting for hot-added ones to appear. */
   | { op: 'online'; cpus: number; memory: boolean }
   | { op: 'mount-shared' }
+  /** Flushes what the guest holds for the share (syncfs): every byte written there is on the host after it. */
+  | { op: 'sync' }
   /** Configures the NIC with this MAC (waiting for it to appear after a hot-plug): MTU, addresses, routes. */
   | { op: 'net'; nic: NicConfig }
   /** Runs the exec and container paths once (and mounts the share if `share`), so their first real use is fast. */
@@ -131,6 +155,7 @@ const OPS: ReadonlySet<string> = new Set([
   'set-time',
   'online',
   'mount-shared',
+  'sync',
   'warm',
   'net',
   'info',
@@ -142,8 +167,11 @@ const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !
 const isStrArray = (v: unknown): v is string[] => Array.isArray(v) && v.every((s) => typeof s === 'string');
 const isId = (v: unknown): v is number => Number.isSafeInteger(v) && (v as number) >= 0;
 
-/** No NUL (C strings) and no unit separator (the helper's field separator) in what reaches the helper. */
-const isArg = (v: unknown): v is string => typeof v === 'string' && !v.includes('\0') && !v.includes('\x1f');
+/** No NUL (C strings) and no unit or record separator (the helper's field separators) in what reaches the helper. */
+const isArg = (v: unknown): v is string => typeof v === 'string' && isHelperSafe(v);
+const isArgs = (v: unknown): v is string[] => Array.isArray(v) && v.length <= 1024 && v.every(isArg);
+/** An rlimit bound: a non-negative safe integer or null (unlimited). */
+const isBound = (v: unknown): boolean => v === null || isId(v);
 /** A relative path inside the share that cannot climb out of it. */
 const isShareRelative = (v: unknown): boolean =>
   isArg(v) && v !== '' && !v.startsWith('/') && v.split('/').every((p) => p !== '..');
@@ -179,6 +207,8 @@ export function containerError(c: unknown): string | null {
       }
     }
   }
+  const extra = containerExtrasError(c);
+  if (extra) return extra;
   if (c.mounts === undefined) return null;
   if (!Array.isArray(c.mounts) || c.mounts.length > 128) return 'mounts must be an array of at most 128';
   for (const [i, m] of c.mounts.entries()) {
@@ -191,6 +221,63 @@ export function containerError(c: unknown): string | null {
     if (!isId(m.flags)) return `mounts[${i}].flags must be a non-negative integer`;
     if (!isArg(m.data)) return `mounts[${i}].data must be a string`;
   }
+  return null;
+}
+
+/** Validates the spec extras of `exec.container` (masked paths ... hooks); returns the faulty field, or null. */
+function containerExtrasError(c: Obj): string | null {
+  for (const k of ['maskedPaths', 'readonlyPaths'] as const) {
+    const v = c[k];
+    if (v !== undefined && !(Array.isArray(v) && v.length <= 256 && v.every(isContainerPath)))
+      return `${k} must be at most 256 absolute paths without ..`;
+  }
+  if (c.sysctl !== undefined) {
+    if (!isObj(c.sysctl) || Object.keys(c.sysctl).length > 256)
+      return 'sysctl must be an object of at most 256';
+    for (const [k, v] of Object.entries(c.sysctl))
+      if (!/^[a-z0-9_]+(\.[a-zA-Z0-9_-]+)+$/.test(k) || !isArg(v) || v.includes('\n') || v.length > 4096)
+        return `sysctl.${k.slice(0, 64)} must be a dotted name with a single-line value`;
+  }
+  if (c.propagation !== undefined && !isId(c.propagation)) return 'propagation must be mount(2) flags';
+  if (c.rlimits !== undefined) {
+    if (!Array.isArray(c.rlimits) || c.rlimits.length > 16) return 'rlimits must be an array of at most 16';
+    for (const [i, r] of c.rlimits.entries())
+      if (!isObj(r) || !isId(r.resource) || r.resource > 15 || !isBound(r.soft) || !isBound(r.hard))
+        return `rlimits[${i}] must be {resource: 0-15, soft, hard: integer or null}`;
+  }
+  if (
+    c.oomScoreAdj !== undefined &&
+    !(Number.isInteger(c.oomScoreAdj) && Math.abs(c.oomScoreAdj as number) <= 1000)
+  )
+    return 'oomScoreAdj must be an integer from -1000 to 1000';
+  if (c.shareNamespaces !== undefined) {
+    const n = c.shareNamespaces;
+    if (
+      !isObj(n) ||
+      !isId(n.pid) ||
+      n.pid === 0 ||
+      !Array.isArray(n.kinds) ||
+      !n.kinds.every((k) => (SHAREABLE_NAMESPACES as readonly unknown[]).includes(k))
+    )
+      return `shareNamespaces must be {pid: a guest pid, kinds: some of ${SHAREABLE_NAMESPACES.join(', ')}}`;
+  }
+  if (c.startHooks !== undefined) {
+    if (!Array.isArray(c.startHooks) || c.startHooks.length > 32)
+      return 'startHooks must be an array of at most 32';
+    for (const [i, h] of c.startHooks.entries())
+      if (
+        !isObj(h) ||
+        !isContainerPath(h.path) ||
+        !isArgs(h.args) ||
+        !isArgs(h.env) ||
+        !isId(h.timeout) ||
+        h.timeout === 0 ||
+        h.timeout > 600
+      )
+        return `startHooks[${i}] must be {path: absolute, args, env: string arrays, timeout: 1-600 s}`;
+  }
+  if (c.hookState !== undefined && !(isArg(c.hookState) && c.hookState.length <= 64 * 1024))
+    return 'hookState must be a JSON string';
   return null;
 }
 
@@ -284,7 +371,10 @@ export function parseHostMessage(v: unknown): Parsed<HostMessage> {
       if (typeof v.share !== 'boolean') return bad('warm.share must be a boolean');
       return { ok: true, msg: { t: 'req', id, op: 'warm', share: v.share } };
     default:
-      return { ok: true, msg: { t: 'req', id, op: v.op as 'ping' | 'mount-shared' | 'info' | 'shutdown' } };
+      return {
+        ok: true,
+        msg: { t: 'req', id, op: v.op as 'ping' | 'mount-shared' | 'sync' | 'info' | 'shutdown' },
+      };
   }
 }
 

@@ -35,13 +35,19 @@ describe('mount plan (OCI mounts → guest mounts and host binds)', () => {
     assert.deepEqual(plan.guest, [
       { type: 'proc', source: 'proc', target: '/proc', flags: 0, data: '' },
       { type: 'tmpfs', source: 'tmpfs', target: '/dev', flags: MS_NOSUID, data: 'mode=755' },
-      { type: 'bind', source: 'c1/mounts/2', target: '/etc/hosts', flags: MS_REC | MS_RDONLY, data: '' },
-      { type: 'bind', source: 'c1/mounts/3', target: '/data', flags: 0, data: '' },
+      {
+        type: 'bind',
+        source: 'c1/mounts/2/hosts',
+        target: '/etc/hosts',
+        flags: MS_REC | MS_RDONLY,
+        data: '',
+      },
+      { type: 'bind', source: 'c1/mounts/3/data', target: '/data', flags: 0, data: '' },
       { type: 'cgroup2', source: 'cgroup2', target: '/sys/fs/cgroup', flags: MS_RDONLY, data: '' },
     ]);
     assert.deepEqual(plan.host, [
-      { source: '/host/hosts', shareRel: 'c1/mounts/2' },
-      { source: '/host/data', shareRel: 'c1/mounts/3' },
+      { source: '/host/hosts', shareRel: 'c1/mounts/2/hosts' },
+      { source: '/host/data', shareRel: 'c1/mounts/3/data' },
     ]);
     assert.deepEqual(plan.skipped, []);
   });

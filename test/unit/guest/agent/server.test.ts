@@ -14,6 +14,7 @@ function fakeOps() {
     setTime: async (ns) => void calls.push(`settime ${ns}`),
     online: async () => ({ cpus: 1, memoryBlocks: 2 }),
     mountShared: async () => ({ path: '/run/vmcache/shared' }),
+    syncShared: async () => void calls.push('sync'),
     // Stands in for the helper's `enter`: the "container" is a shell whose script decides what fd 3 reports.
     containerCommand: async (e) => {
       calls.push(`container ${e.container!.root}`);
@@ -117,7 +118,36 @@ describe('AgentServer (the in-guest agent engine, run on the host)', () => {
     p.stdout.on('data', (c: Buffer) => out.push(c));
     assert.deepEqual(await p.wait(), { code: 4, signal: null });
     assert.equal(Buffer.concat(out).toString(), 'inside\n');
-    assert.deepEqual(calls, ['container c1/rootfs']);
+    assert.deepEqual(calls, ['container c1/rootfs', 'sync']);
+    client.close();
+  });
+
+  it("reports a container's exit only once the share is synced; a plain process's without a sync", async () => {
+    const { ops, calls } = fakeOps();
+    let release!: () => void;
+    const synced = new Promise<void>((r) => {
+      release = r;
+    });
+    ops.syncShared = async () => {
+      calls.push('sync');
+      await synced;
+    };
+    const { client } = await pair(new AgentServer(ops));
+    const p = await client.exec({ args: ['exec 3>&-; exit 0'], container: { root: 'c1/rootfs' } });
+    let exited = false;
+    const waited = p.wait().then((st) => {
+      exited = true;
+      return st;
+    });
+    for (let i = 0; i < 50 && !calls.includes('sync'); i++) await new Promise((r) => setTimeout(r, 10));
+    assert.ok(calls.includes('sync'), 'the agent syncs the share when the container process exits');
+    await new Promise((r) => setTimeout(r, 50));
+    assert.equal(exited, false, 'no exit before the sync has finished');
+    release();
+    assert.deepEqual(await waited, { code: 0, signal: null });
+    const plain = await client.exec({ args: ['/bin/true'] });
+    await plain.wait();
+    assert.equal(calls.filter((c) => c === 'sync').length, 1, 'a non-container process does not sync');
     client.close();
   });
 

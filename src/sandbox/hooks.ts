@@ -1,0 +1,114 @@
+import { messageOf, VmcError } from '../errors.js';
+import type { ContainerConfig } from '../oci/bundle.js';
+import { DEFAULT_HOOK_TIMEOUT_S, type HookKind, type HookSpec } from '../oci/hooks.js';
+import type { CommandRunner } from '../platform/command.js';
+import type { Logger } from '../platform/logger.js';
+import type { ContainerExec } from '../protocol/agent/messages.js';
+
+/**
+ * OCI hooks, where vmcache runs each (the container's namespaces are inside the VM; the hooks' programs are
+ * the host's, as with every runtime whose containers run in a VM):
+ * - prestart, createRuntime: on the host (the runtime namespace), during `create`, once the VM and the
+ *   container's root in its share are ready; a failure undoes the creation.
+ * - createContainer: on the host too, right after them. The spec runs it in the container namespace before
+ *   pivot_root, which for vmcache is inside the guest before the process starts: a host program cannot run
+ *   there. Kata does the same.
+ * - startContainer: in the guest, in the container's root and namespaces, right before its program (the
+ *   helper runs it; the path is resolved in the container's root, as the spec asks); a failure fails `start`.
+ * - poststart: on the host after the process started; poststop: on the host when the container is deleted.
+ *   Their failures are logged as warnings and the life cycle goes on.
+ * Each hook gets the OCI state on stdin and is killed after its `timeout` (or DEFAULT_HOOK_TIMEOUT_S: the
+ * spec sets no bound, vmcache never waits without one).
+ */
+
+/** The OCI state a hook reads on stdin. */
+export function hookState(
+  id: string,
+  cfg: Pick<ContainerConfig, 'bundle' | 'annotations'>,
+  status: 'creating' | 'created' | 'running' | 'stopped',
+  pid: number,
+): string {
+  return JSON.stringify({
+    ociVersion: '1.0.2',
+    id,
+    status,
+    pid,
+    bundle: cfg.bundle,
+    annotations: cfg.annotations,
+  });
+}
+
+/** `NAME=value` entries to an environment object (a hook gets only the environment it names). */
+function envOf(entries: readonly string[]): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {};
+  for (const e of entries) {
+    const at = e.indexOf('=');
+    if (at > 0) env[e.slice(0, at)] = e.slice(at + 1);
+  }
+  return env;
+}
+
+/** What running host-side hooks needs. */
+export interface HookDeps {
+  run: CommandRunner;
+  logger: Logger;
+}
+
+async function runOne(kind: HookKind, i: number, h: HookSpec, state: string, deps: HookDeps): Promise<void> {
+  const timeout = h.timeout ?? DEFAULT_HOOK_TIMEOUT_S;
+  const argv0 = h.args[0] ?? h.path;
+  deps.logger.debug({ hook: `${kind}[${i}]`, path: h.path }, 'running hook');
+  await deps.run(h.path, h.args.slice(1), {
+    argv0,
+    env: envOf(h.env),
+    input: Buffer.from(state),
+    timeoutMs: timeout * 1000,
+    errorCode: 'VMC_ERR_OCI_HOOK',
+  });
+}
+
+/** Runs the hooks of `kind` in order; the first failure throws VMC_ERR_OCI_HOOK naming `hooks.KIND[i]`. */
+export async function runHooks(
+  kind: HookKind,
+  cfg: Pick<ContainerConfig, 'bundle' | 'hooks'>,
+  state: string,
+  deps: HookDeps,
+): Promise<void> {
+  for (const [i, h] of cfg.hooks[kind].entries()) {
+    try {
+      await runOne(kind, i, h, state, deps);
+    } catch (err) {
+      throw new VmcError(
+        'VMC_ERR_OCI_HOOK',
+        `${cfg.bundle}/config.json: hooks.${kind}[${i}] ${messageOf(err)}`,
+        {
+          cause: err,
+        },
+      );
+    }
+  }
+}
+
+/** Runs the hooks of `kind` (poststart, poststop), logging a failure as a warning and going on with the next. */
+export async function runHooksWarning(
+  kind: HookKind,
+  cfg: Pick<ContainerConfig, 'bundle' | 'hooks'>,
+  state: string,
+  deps: HookDeps,
+): Promise<void> {
+  for (const [i, h] of cfg.hooks[kind].entries()) {
+    await runOne(kind, i, h, state, deps).catch((err: unknown) =>
+      deps.logger.warn({ hook: `${kind}[${i}]`, path: h.path, err: messageOf(err) }, `${kind} hook failed`),
+    );
+  }
+}
+
+/** The startContainer hooks as the guest's helper runs them (a timeout always set). */
+export function guestStartHooks(cfg: Pick<ContainerConfig, 'hooks'>): ContainerExec['startHooks'] {
+  return cfg.hooks.startContainer.map((h) => ({
+    path: h.path,
+    args: h.args,
+    env: h.env,
+    timeout: h.timeout ?? DEFAULT_HOOK_TIMEOUT_S,
+  }));
+}
