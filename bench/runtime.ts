@@ -39,7 +39,8 @@ export async function runtimeRows(
   const dir = '/tmp/vmc-bench-rt';
   rmSync(dir, { recursive: true, force: true });
   mkdirSync(dir, { recursive: true });
-  const bundle = busyboxBundle(`${dir}/bundle`, busyboxRootfs(`${dir}/busybox`), { args: ['/bin/true'] });
+  const rootfs = busyboxRootfs(`${dir}/busybox`);
+  const bundle = busyboxBundle(`${dir}/bundle`, rootfs, { args: ['/bin/true'] });
   const vmcache = `${repo}bin/vmcache`;
   const cold = `${dir}/cold.toml`;
   writeFileSync(cold, '[factory]\nvm_cache_number = 0\n');
@@ -75,6 +76,42 @@ export async function runtimeRows(
       unit: 'ms',
       summary: summarize(hot),
     });
+    // The cost of the share's cache mode (cache=mmap: writes reach the host as they return, reads are not
+    // cached in the guest): a write-heavy and a read-heavy container, each from process start to exit.
+    const vol = `${dir}/vol`;
+    mkdirSync(vol, { recursive: true });
+    const io = (name: string, script: string) =>
+      busyboxBundle(`${dir}/${name}`, rootfs, {
+        args: ['sh', '-c', script],
+        mounts: [{ destination: '/vol', type: 'bind', source: vol, options: ['rbind', 'rw'] }],
+      });
+    const writer = io(
+      'writer',
+      'dd if=/dev/zero of=/vol/big bs=64k count=256 2>/dev/null; mkdir -p /vol/m; i=0; ' +
+        'while [ $i -lt 500 ]; do echo $i > /vol/m/f$i; i=$((i+1)); done',
+    );
+    const reader = io(
+      'reader',
+      'i=0; while [ $i -lt 50 ]; do cat /bin/busybox > /dev/null; i=$((i+1)); done',
+    );
+    for (const [label, b] of [
+      ['writing 16 MiB and 500 small files to a volume', writer],
+      ['reading its 2 MiB busybox 50 times through the share', reader],
+    ] as const) {
+      const times: number[] = [];
+      for (let i = 0; i < Math.max(2, Math.ceil(n / 2)); i++) {
+        await poolFull();
+        log(`vmcache run ${label} ${i + 1}`);
+        times.push(
+          await timed(vmcache, ['--root', `${dir}/root`, 'run', '--bundle', b, `io${i}`], cachedEnv),
+        );
+      }
+      rows.push({
+        name: `\`vmcache run\` of a container ${label}, from the cache`,
+        unit: 'ms',
+        summary: summarize(times),
+      });
+    }
     await poolFull();
     await timed(vmcache, ['--root', `${dir}/root`, 'create', '--bundle', bundle, 'st'], cachedEnv);
     const states: number[] = [];
