@@ -2,6 +2,7 @@
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { VmFactory } from '../src/factory/factory.js';
+import { UndoStack } from '../src/platform/undo-stack.js';
 import { connectPodNetwork, disconnectPodNetwork } from '../src/sandbox/network.js';
 import type { VmDeps } from '../src/vm/vm.js';
 import type { Row } from './cache.js';
@@ -54,12 +55,12 @@ export async function podRows(
       log(`pod network into a cached VM ${i + 1}`);
       const { vm } = await factory.getVM(remote.config());
       const t0 = performance.now();
-      const taps = await connectPodNetwork(vm, `/var/run/netns/${pod}`, deps.run);
+      const made = await connectPodNetwork(vm, `/var/run/netns/${pod}`, deps.run, new UndoStack());
       times.push(performance.now() - t0);
       const ping = await vm.run(['/bin/busybox', 'ping', '-c', '1', '-W', '10', '198.18.0.1']);
       if (ping.code !== 0) throw new Error(`ping from the guest failed: ${ping.stdout}${ping.stderr}`);
       await vm.destroy();
-      await disconnectPodNetwork(`/var/run/netns/${pod}`, taps, deps.run);
+      await disconnectPodNetwork(made, deps.run);
     }
   } finally {
     await server.stop();

@@ -1,11 +1,12 @@
-import { existsSync, mkdirSync, statSync, writeFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import type { Readable, Writable } from 'node:stream';
 import type { RuntimeConfig } from '../config/config.js';
 import { messageOf, VmcError } from '../errors.js';
 import { selectFactory } from '../factory/select.js';
 import type { VmSpec } from '../hypervisor/types.js';
 import type { ContainerConfig } from '../oci/bundle.js';
+import { bindBeneath } from '../platform/mounts.js';
 import { identify } from '../platform/process.js';
 import { UndoStack } from '../platform/undo-stack.js';
 import type { AgentProcess, ExitStatus } from '../protocol/agent/client.js';
@@ -22,7 +23,7 @@ import {
 import { hookState, runHooks, runHooksWarning } from './hooks.js';
 import { type MountPlan, planMounts } from './mounts.js';
 import { namespacesToShare } from './namespaces.js';
-import { connectPodNetwork, disconnectPodNetwork } from './network.js';
+import { checkPodNetns, connectPodNetwork, disconnectPodNetwork, type PodNetwork } from './network.js';
 import { containerExecOf, execProcessOf } from './process.js';
 import { sizeForContainer } from './resources.js';
 import type { Shim } from './shim.js';
@@ -59,8 +60,8 @@ export function checkSupported(cfg: ContainerConfig): void {
 export class ContainerShim implements Shim {
   status: 'created' | 'running' | 'paused' | 'stopped' = 'created';
   readonly #execs = new Set<number>();
-  /** Tap devices connecting the pod's network namespace to the VM (removed when the container stops). */
-  #taps: string[] = [];
+  /** What connects the pod's network namespace to the VM (removed when the container stops). */
+  #network: PodNetwork | null = null;
   /** Guest pids of the pod's member containers' processes (they may be joined by `exec`). */
   readonly #members = new Set<number>();
   /** Memory hot-plugs for members, one at a time (members of a pod may start at once). */
@@ -98,6 +99,7 @@ export class ContainerShim implements Shim {
     const plan = planMounts(cfg.mounts, id, cfg.shmSize, existsSync, join(cfg.bundle, 'config.json'));
     for (const s of plan.skipped) deps.logger.debug({ id, ...s }, 'mount skipped');
     namespacesToShare(cfg, null); // a sandbox joins no host namespace but the network's
+    if (cfg.netns) checkPodNetns(cfg.netns);
     const undo = new UndoStack();
     try {
       const { factory } = await selectFactory(deps.config, spec, deps, opts.useCache);
@@ -107,17 +109,12 @@ export class ContainerShim implements Shim {
       const vm = got.vm;
       // Destroying the VM also unmounts everything under its state directory (the binds below).
       undo.push('destroy VM', () => vm.destroy());
-      let taps: string[] = [];
-      if (cfg.netns) {
-        const netns = cfg.netns;
-        undo.push('disconnect the pod network', () => disconnectPodNetwork(netns, taps, deps.run));
-        taps = await connectPodNetwork(vm, netns, deps.run);
-      }
+      const network = cfg.netns ? await connectPodNetwork(vm, cfg.netns, deps.run, undo) : null;
       await shareInto(vm.record.files.sharedDir, cfg.rootfs, `${id}/rootfs`, deps);
       for (const b of plan.host) await shareInto(vm.record.files.sharedDir, b.source, b.shareRel, deps);
       await runCreateHooks(id, cfg, deps);
       const shim = new ContainerShim(id, cfg, vm, plan, deps);
-      shim.#taps = taps;
+      shim.#network = network;
       await shim.#listen();
       undo.push('close control socket', () => shim.#closeServer());
       await deps.store.update(id, (s) => {
@@ -253,8 +250,8 @@ export class ContainerShim implements Shim {
       .destroy()
       .catch((e: unknown) => this.deps.logger.error({ err: messageOf(e) }, 'VM destroy'));
     this.deps.logger.debug({ id: this.id, ms: Math.round(this.deps.clock.monotonic() - t0) }, 'VM destroyed');
-    if (this.cfg.netns)
-      await disconnectPodNetwork(this.cfg.netns, this.#taps, this.deps.run).catch((e: unknown) =>
+    if (this.#network)
+      await disconnectPodNetwork(this.#network, this.deps.run).catch((e: unknown) =>
         this.deps.logger.error({ err: messageOf(e) }, 'removing the pod network plumbing'),
       );
     await this.deps.store
@@ -400,13 +397,12 @@ export async function runCreateHooks(id: string, cfg: ContainerConfig, deps: San
     await runHooks(kind, cfg, state, deps);
 }
 
-/** Bind-mounts host `source` (file or directory) at `<sharedDir>/<rel>`, creating the mount point. */
+/**
+ * Bind-mounts host `source` (file or directory) at `<sharedDir>/<rel>`, creating the mount point, and never
+ * through a symlink: the guest can write the share (see bindBeneath).
+ */
 export async function shareInto(sharedDir: string, source: string, rel: string, deps: VmDeps): Promise<void> {
-  const target = join(sharedDir, rel);
-  mkdirSync(dirname(target), { recursive: true });
-  if (statSync(source).isDirectory()) mkdirSync(target, { recursive: true });
-  else writeFileSync(target, '', { flag: 'a' });
-  await deps.run('mount', ['--rbind', source, target]);
+  await bindBeneath(deps.run, source, sharedDir, rel);
 }
 
 /** Copies the process's output to `stdio` and `stdio.stdin` to the process (EOF closes its stdin). */

@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import { basename, dirname } from 'node:path';
 import { VmcError } from '../errors.js';
 import type { CommandRunner } from '../platform/command.js';
+import type { UndoStack } from '../platform/undo-stack.js';
 import type { NicConfig } from '../protocol/agent/messages.js';
 import type { Vm } from '../vm/vm.js';
 
@@ -66,6 +67,30 @@ function nsName(netns: string): string | null {
   return ['/var/run/netns', '/run/netns'].includes(dirname(netns)) ? basename(netns) : null;
 }
 
+/** What `connectPodNetwork` made, and only that: what `disconnectPodNetwork` removes. */
+export interface PodNetwork {
+  netns: string;
+  /** Tap devices (in the pod's namespace once moved; deleting one also removes its filters). */
+  taps: string[];
+  /** Pod interfaces that got an ingress qdisc from us. */
+  ingress: string[];
+}
+
+/**
+ * The name of a pod's network namespace path, or an error before anything is made: only named namespaces
+ * (`/var/run/netns/NAME`, as CNI and containerd's CRI make them) can be brought into a VM (`ip link set
+ * ... netns NAME`).
+ */
+export function checkPodNetns(netns: string): string {
+  const name = nsName(netns);
+  if (!name)
+    throw new VmcError(
+      'VMC_ERR_NETWORK_SETUP',
+      `network namespace ${netns}: only named namespaces (/var/run/netns/NAME) are supported`,
+    );
+  return name;
+}
+
 /**
  * Connects the pod's network namespace to a running (possibly cached, network-less) VM the way Kata's default
  * "tcfilter" model does, for each interface of the namespace:
@@ -75,26 +100,32 @@ function nsName(netns: string): string | null {
  * 2. the tap moves into the pod's namespace (QEMU's descriptor stays valid), and tc `mirred` filters redirect
  *    everything the interface receives to the tap and back;
  * 3. the guest agent gives the NIC the interface's MTU, addresses and routes.
- * Returns the taps made (deleting a tap also removes its filters).
+ * Each step pushes its own undo on `undo` as it is made, so a failure part-way removes exactly what was made
+ * (a namespace that is refused up front is never touched). Returns what was made.
  */
-export async function connectPodNetwork(vm: Vm, netns: string, run: CommandRunner): Promise<string[]> {
-  const name = nsName(netns);
-  if (!name)
-    throw new VmcError(
-      'VMC_ERR_NETWORK_SETUP',
-      `network namespace ${netns}: only named namespaces (/var/run/netns/NAME) are supported`,
-    );
+export async function connectPodNetwork(
+  vm: Vm,
+  netns: string,
+  run: CommandRunner,
+  undo: UndoStack,
+): Promise<PodNetwork> {
+  const name = checkPodNetns(netns);
   const ifaces = await podInterfaces(run, netns);
   if (ifaces.length > 4)
     throw new VmcError(
       'VMC_ERR_NETWORK_SETUP',
       `network namespace ${netns} has ${ifaces.length} interfaces; a VM takes at most 4`,
     );
-  const taps: string[] = [];
+  const made: PodNetwork = { netns, taps: [], ingress: [] };
+  const ns = (cmd: string, ...args: string[]) => inNs(run, netns, cmd, args);
   for (const [i, iface] of ifaces.entries()) {
     const tap = tapName(vm.id, i);
     await run('ip', ['tuntap', 'add', 'dev', tap, 'mode', 'tap'], { errorCode: 'VMC_ERR_NETWORK_SETUP' });
-    taps.push(tap);
+    made.taps.push(tap);
+    // In the host namespace until moved, in the pod's after: try both.
+    undo.push(`delete tap ${tap}`, () =>
+      run('ip', ['link', 'del', 'dev', tap]).catch(() => ns('ip', 'link', 'del', 'dev', tap)),
+    );
     await vm.qmp.execute('netdev_add', {
       type: 'tap',
       id: `podnet${i}`,
@@ -110,13 +141,18 @@ export async function connectPodNetwork(vm: Vm, netns: string, run: CommandRunne
       bus: `rp${i + 1}`,
     });
     await run('ip', ['link', 'set', 'dev', tap, 'netns', name], { errorCode: 'VMC_ERR_NETWORK_SETUP' });
-    const ns = (cmd: string, ...args: string[]) => inNs(run, netns, cmd, args);
     await ns('ip', 'link', 'set', 'dev', tap, 'mtu', String(iface.nic.mtu), 'up');
     for (const [from, to] of [
       [iface.name, tap],
       [tap, iface.name],
     ] as const) {
       await ns('tc', 'qdisc', 'add', 'dev', from, 'ingress');
+      if (from === iface.name) {
+        made.ingress.push(from);
+        undo.push(`delete the ingress qdisc of ${from}`, () =>
+          ns('tc', 'qdisc', 'del', 'dev', from, 'ingress'),
+        );
+      }
       await ns(
         'tc',
         'filter',
@@ -142,12 +178,13 @@ export async function connectPodNetwork(vm: Vm, netns: string, run: CommandRunne
     }
     await vm.agent.request({ op: 'net', nic: iface.nic }, 30_000);
   }
-  return taps;
+  return made;
 }
 
-/** Removes what `connectPodNetwork` made in the namespace: the taps (with their filters) and the ingress qdiscs. */
-export async function disconnectPodNetwork(netns: string, taps: string[], run: CommandRunner): Promise<void> {
-  for (const tap of taps) await inNs(run, netns, 'ip', ['link', 'del', 'dev', tap]).catch(() => undefined);
-  for (const iface of await podInterfaces(run, netns).catch(() => []))
-    await inNs(run, netns, 'tc', ['qdisc', 'del', 'dev', iface.name, 'ingress']).catch(() => undefined);
+/** Removes what `connectPodNetwork` made, and nothing else: its taps (with their filters) and its ingress qdiscs. */
+export async function disconnectPodNetwork(made: PodNetwork, run: CommandRunner): Promise<void> {
+  for (const tap of made.taps)
+    await inNs(run, made.netns, 'ip', ['link', 'del', 'dev', tap]).catch(() => undefined);
+  for (const iface of made.ingress)
+    await inNs(run, made.netns, 'tc', ['qdisc', 'del', 'dev', iface, 'ingress']).catch(() => undefined);
 }

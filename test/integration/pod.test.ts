@@ -115,7 +115,8 @@ describe('pods: containers join their sandbox VM (CRI annotations, real QEMU)', 
       args: [
         'sh',
         '-c',
-        '(readlink /proc/self/ns/ipc; readlink /proc/self/ns/uts) > /vol/ns; dd if=/dev/urandom of=/vol/big bs=64k count=64 2>/dev/null; ' +
+        '(readlink /proc/self/ns/ipc; readlink /proc/self/ns/uts) > /vol/ns; ' +
+          '(test -e /proc/1/root/run/vmcache/shared && echo reached || echo confined; cat /proc/1/comm) > /vol/confined; dd if=/dev/urandom of=/vol/big bs=64k count=64 2>/dev/null; ' +
           'md5sum /vol/big | cut -d" " -f1 > /vol/sum; touch /vol/done; while :; do sleep 1; done',
       ],
       annotations: { [TYPE]: 'container', [SANDBOX]: 'sbw' },
@@ -145,6 +146,13 @@ describe('pods: containers join their sandbox VM (CRI annotations, real QEMU)', 
       sbNs.stdout,
       "the member is in the sandbox's IPC and UTS namespaces",
     );
+    // Its own PID namespace and a pivot_root'ed root: the guest's root (the share, the other containers'
+    // roots and binds) is out of its reach, and its PID 1 is its own process.
+    assert.equal(
+      readFileSync(join(vol, 'confined'), 'utf8'),
+      'confined\nsh\n', // the guest's PID 1 is its init; this is the member's own shell
+      'a member cannot reach the guest root through /proc/1/root',
+    );
     assert.equal((await vmc(['kill', 'sbw', 'KILL'])).code, 0);
     await until('the pod stopped', async () =>
       (await Promise.all(['sbw', 'mw'].map(status))).every((st) => st === 'stopped'),
@@ -169,9 +177,17 @@ describe('pods: containers join their sandbox VM (CRI annotations, real QEMU)', 
       [TYPE]: 'container',
       [SANDBOX]: 'sbk',
     });
+    // The pod shares its process namespace (CRI's shareProcessNamespace: the sandbox's by path), so the
+    // member's orphan outlives its main process; in a PID namespace of its own, it would die with it.
+    const sbkPid = (JSON.parse((await vmc(['state', 'sbk'])).stdout) as { pid: number }).pid;
+    const mkSpec = JSON.parse(readFileSync(join(member, 'config.json'), 'utf8'));
+    mkSpec.linux.namespaces = mkSpec.linux.namespaces.map((n: { type: string }) =>
+      n.type === 'pid' ? { type: 'pid', path: `/proc/${sbkPid}/ns/pid` } : n,
+    );
+    writeFileSync(join(member, 'config.json'), JSON.stringify(mkSpec));
     assert.equal(await vmcToFile(['run', '-d', '--bundle', member, 'mk'], join(env.runDir, 'mk.out')), 0);
     await until('the member exited', async () => (await status('mk')) === 'stopped');
-    // The guest's PID namespace is the pod's: the sandbox sees the member's orphan.
+    // The PID namespace is the pod's: the sandbox sees the member's orphan.
     const orphans = async () => {
       const r = await vmc(['exec', 'sbk', '--', 'sh', '-c', "ps -o args | grep -cx 'sleep 321' || true"]);
       assert.equal(r.code, 0, r.stderr);

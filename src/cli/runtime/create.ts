@@ -4,6 +4,7 @@ import { readBundle } from '../../oci/bundle.js';
 import { checkSupported } from '../../sandbox/container.js';
 import { planMounts } from '../../sandbox/mounts.js';
 import { namespacesToShare } from '../../sandbox/namespaces.js';
+import { checkPodNetns } from '../../sandbox/network.js';
 import { checkId } from '../../sandbox/state-store.js';
 import { sweepOrphans } from '../../vm/sweep.js';
 import { hostVmSpec } from '../common.js';
@@ -31,6 +32,7 @@ export function reserve(ctx: RuntimeContext, id: string, bundleDir: string): voi
   // of a sandbox that does not exist is refused by its creation, with that reason).
   const sandbox = member ? sandboxPid(ctx, cfg.sandboxId!) : null;
   if (!member || sandbox !== null) namespacesToShare(cfg, sandbox);
+  if (cfg.netns && !member) checkPodNetns(cfg.netns);
   hostVmSpec(ctx);
   ctx.store.reserve({
     version: 1,

@@ -32,6 +32,8 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/statvfs.h>
+#include <sys/syscall.h>
+#include <signal.h>
 #include <sys/wait.h>
 #include <sys/stat.h>
 #include <linux/random.h>
@@ -352,37 +354,125 @@ static void run_hook(char *spec, const char *state) {
   if (WEXITSTATUS(st) != 0) die(125, "startContainer hook %s failed with exit status %d", path, WEXITSTATUS(st));
 }
 
-/* Joins namespace KIND ("ipc", "uts", "cgroup") of guest process PID ("KIND:PID"); returns its CLONE_ flag. */
+/*
+ * The guest pid of the process that *is* the container whose stand-in has pid `pid`: a container runs as the
+ * only child of its `enter` (which waits for it in the guest's PID namespace, see fork_into_pidns). A pid
+ * without a child is taken as it is.
+ */
+static int container_pid(int pid) {
+  char path[64], buf[64];
+  snprintf(path, sizeof path, "/proc/%d/task/%d/children", pid, pid);
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return pid;
+  ssize_t n = read(fd, buf, sizeof buf - 1);
+  close(fd);
+  if (n <= 0) return pid;
+  buf[n] = 0;
+  int child = atoi(buf);
+  return child > 0 ? child : pid;
+}
+
+/* setns into namespace KIND of guest process PID; `pid` is entered for the children this process forks. */
+static void setns_of(int pid, const char *kind, int flag) {
+  char path[64];
+  snprintf(path, sizeof path, "/proc/%d/ns/%s", pid, kind);
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0 || setns(fd, flag) != 0) die(125, "join the %s namespace of container process %d: %s", kind, pid, strerror(errno));
+  close(fd);
+}
+
+/* Joins namespace KIND ("ipc", "uts", "cgroup", "pid") of the container that guest process PID stands for
+ * ("KIND:PID", a pod's sandbox); returns its CLONE_ flag. */
 static int join_ns(const char *spec) {
   char kind[16];
   int pid;
   if (sscanf(spec, "%15[a-z]:%d", kind, &pid) != 2) die(125, "bad namespace %s", spec);
   int flag = strcmp(kind, "ipc") == 0 ? CLONE_NEWIPC : strcmp(kind, "uts") == 0 ? CLONE_NEWUTS
-           : strcmp(kind, "cgroup") == 0 ? CLONE_NEWCGROUP : 0;
+           : strcmp(kind, "cgroup") == 0 ? CLONE_NEWCGROUP : strcmp(kind, "pid") == 0 ? CLONE_NEWPID : 0;
   if (!flag) die(125, "namespace %s cannot be shared", kind);
-  char path[64];
-  snprintf(path, sizeof path, "/proc/%d/ns/%s", pid, kind);
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0 || setns(fd, flag) != 0) die(125, "join %s namespace of %d: %s", kind, pid, strerror(errno));
-  close(fd);
+  setns_of(container_pid(pid), kind, flag);
   return flag;
 }
 
-/* Joins the cgroup, mount, UTS and IPC namespaces of a running container process and enters its root. */
-static void join(const char *pid) {
-  static const char *kinds[] = { "cgroup", "ipc", "uts", "mnt" };
-  char path[64];
-  snprintf(path, sizeof path, "/proc/%s/root", pid);
-  int rootfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (rootfd < 0) die(125, "container process %s: %s", pid, strerror(errno));
-  for (size_t i = 0; i < sizeof kinds / sizeof *kinds; i++) {
-    snprintf(path, sizeof path, "/proc/%s/ns/%s", pid, kinds[i]);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0 || setns(fd, 0) != 0) die(125, "setns %s: %s", path, strerror(errno));
-    close(fd);
+/* The container process this `enter` waits for: signals sent to this process are passed on to it. */
+static volatile pid_t contained = 0;
+static void pass_on(int sig) {
+  if (contained > 0) kill(contained, sig);
+}
+
+/*
+ * Forks the container's process into the PID namespace made (unshare) or joined (setns) for children, and
+ * returns in that child. This process stays behind in the guest's namespace as its stand-in, the process the
+ * agent started and signals: it passes every signal on, and exits as the child does (same code, or killed by
+ * the same signal). The child dies with it (PDEATHSIG), and every process of a container's PID namespace dies
+ * with its first process, as under runc. Its status pipe (fd 3) stays with the child only.
+ */
+static void fork_into_pidns(void) {
+  pid_t pid = fork();
+  if (pid < 0) die(125, "fork: %s", strerror(errno));
+  if (pid == 0) {
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) die(125, "pdeathsig: %s", strerror(errno));
+    return;
   }
-  if (fchdir(rootfd) != 0 || chroot(".") != 0) die(125, "enter the root of %s: %s", pid, strerror(errno));
+  contained = pid;
+  close(STATUS_FD);
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = pass_on;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = SA_RESTART;
+  for (int sig = 1; sig < 32; sig++)
+    if (sig != SIGKILL && sig != SIGSTOP && sig != SIGCHLD) sigaction(sig, &sa, NULL);
+  int st = 0;
+  while (waitpid(pid, &st, 0) < 0)
+    if (errno != EINTR) _exit(125);
+  if (WIFSIGNALED(st)) {
+    int sig = WTERMSIG(st);
+    signal(sig, SIG_DFL);
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, sig);
+    sigprocmask(SIG_UNBLOCK, &set, NULL);
+    prctl(PR_SET_DUMPABLE, 0); /* no core of the stand-in */
+    kill(getpid(), sig);
+    _exit(128 + sig);
+  }
+  _exit(WIFEXITED(st) ? WEXITSTATUS(st) : 125);
+}
+
+/*
+ * An exec into a running container: joins the PID namespace of the container process that guest process PID
+ * stands for (for the child forked next), then, in that child, its cgroup, IPC, UTS and mount namespaces and
+ * its root.
+ */
+static void join_pidns(int pid) {
+  setns_of(container_pid(pid), "pid", CLONE_NEWPID);
+}
+
+static void join_rest(int pid) {
+  static const char *kinds[] = { "cgroup", "ipc", "uts", "mnt" };
+  int target = container_pid(pid);
+  char path[64];
+  snprintf(path, sizeof path, "/proc/%d/root", target);
+  int rootfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (rootfd < 0) die(125, "container process %d: %s", target, strerror(errno));
+  for (size_t i = 0; i < sizeof kinds / sizeof *kinds; i++) setns_of(target, kinds[i], 0);
+  if (fchdir(rootfd) != 0 || chroot(".") != 0) die(125, "enter the root of %d: %s", target, strerror(errno));
   close(rootfd);
+}
+
+/*
+ * Makes `root` the process's root for good: pivot_root, then the old root detached, as runc does. A chroot
+ * would leave the guest's root (the share, every other container) one chroot-escape away for a container
+ * that is root. "/" (the agent's warm-up run) stays as it is.
+ */
+static void enter_root(const char *root) {
+  if (strcmp(root, "/") == 0) return;
+  if (chdir(root) != 0) die(125, "chdir %s: %s", root, strerror(errno));
+  if (syscall(SYS_pivot_root, ".", ".") != 0) die(125, "pivot_root %s: %s", root, strerror(errno));
+  if (mount(NULL, ".", NULL, MS_SLAVE | MS_REC, NULL) != 0) die(125, "old root private: %s", strerror(errno));
+  if (umount2(".", MNT_DETACH) != 0) die(125, "detach the old root: %s", strerror(errno));
+  if (chdir("/") != 0) die(125, "chdir /: %s", strerror(errno));
 }
 
 static int enter(int argc, char **argv) {
@@ -433,22 +523,28 @@ static int enter(int argc, char **argv) {
   }
   if (i + 1 >= argc) die(125, "no program after --");
   char **args = argv + i + 1;
-  if (cgroup) enter_cgroup(cgroup, limits, nlimits);
   /* Per-process limits while still root and in the guest's root (raising a hard limit needs root; the guest's
-   * /proc is there whatever the container mounts). */
+   * /proc is there whatever the container mounts). Inherited by the container's process. */
   for (int n = 0; n < nrlim; n++) set_rlimit(rlims[n]);
   if (oom) set_oom_score_adj(oom);
   if (joinpid) {
-    join(joinpid);
+    join_pidns(atoi(joinpid));
+    fork_into_pidns();
+    if (cgroup) enter_cgroup(cgroup, limits, nlimits);
+    join_rest(atoi(joinpid));
   } else {
     if (!root) die(125, "-r ROOT is required");
-    /* A cgroup namespace made inside the container's leaf: its cgroup mount shows that leaf (its own limits) as
-     * the root, and /proc/self/cgroup reads "0::/", as under runc with cgroup v2. */
-    /* A pod member shares the IPC/UTS namespaces of its sandbox's process (CRI's namespace paths). */
+    /* A pod member shares the IPC/UTS (and PID) namespaces of its sandbox's process (CRI's namespace paths). */
     int joined = 0;
     for (int n = 0; n < nns; n++) joined |= join_ns(nsjoin[n]);
-    int fresh = (CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWCGROUP) & ~joined;
+    int fresh = (CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWPID) & ~joined;
     if (unshare(fresh) != 0) die(125, "unshare: %s", strerror(errno));
+    fork_into_pidns();
+    /* In the child, the container's first process: its cgroup, then a cgroup namespace made inside that leaf
+     * (its cgroup mount shows the leaf, its own limits, as the root, and /proc/self/cgroup reads "0::/", as
+     * under runc with cgroup v2). The stand-in stays outside, so it is neither counted nor signalled with it. */
+    if (cgroup) enter_cgroup(cgroup, limits, nlimits);
+    if (!(joined & CLONE_NEWCGROUP) && unshare(CLONE_NEWCGROUP) != 0) die(125, "unshare cgroup: %s", strerror(errno));
     /* Nothing mounted for this container may propagate back to the guest's own mount table. */
     if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0) die(125, "make / private: %s", strerror(errno));
     /* A bind of the root onto itself makes it a mount point of its own, which a read-only remount needs. */
@@ -464,7 +560,9 @@ static int enter(int argc, char **argv) {
     for (int n = 0; n < nro; n++) readonly_path(root, ropaths[n]);
     if (readonly && mount(NULL, root, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY, NULL) != 0)
       die(125, "remount %s read-only: %s", root, strerror(errno));
-    if (chdir(root) != 0 || chroot(".") != 0) die(125, "chroot %s: %s", root, strerror(errno));
+    if (strcmp(root, "/") == 0) {
+      if (chdir("/") != 0) die(125, "chdir /: %s", strerror(errno));
+    } else enter_root(root);
   }
   if (chdir(cwd) != 0) die(125, "cwd %s: %s", cwd, strerror(errno));
   gid_t gl[64];

@@ -79,7 +79,7 @@ export interface ContainerExec {
   rlimits?: Array<{ resource: number; soft: number | null; hard: number | null }>;
   /** Written to /proc/self/oom_score_adj before the program runs. */
   oomScoreAdj?: number;
-  /** Namespaces joined from a running container process (guest pid) instead of made anew: a pod's IPC/UTS. */
+  /** Namespaces joined from a running container process (guest pid) instead of made anew: a pod's IPC/UTS/PID. */
   shareNamespaces?: { pid: number; kinds: Array<(typeof SHAREABLE_NAMESPACES)[number]> };
   /** startContainer hooks: run inside the container (its root and namespaces) right before the program. */
   startHooks?: Array<{ path: string; args: string[]; env: string[]; timeout: number }>;
@@ -88,7 +88,7 @@ export interface ContainerExec {
 }
 
 /** Namespaces a container process may join from another container process of its pod. */
-export const SHAREABLE_NAMESPACES = ['ipc', 'uts', 'cgroup'] as const;
+export const SHAREABLE_NAMESPACES = ['ipc', 'uts', 'cgroup', 'pid'] as const;
 
 /** A guest NIC's configuration, copied from the pod's interface it stands for. */
 export interface NicConfig {
@@ -192,8 +192,12 @@ export function containerError(c: unknown): string | null {
     return 'hostname must be a string of at most 64 chars';
   for (const k of ['readonly', 'noNewPrivileges'] as const)
     if (c[k] !== undefined && typeof c[k] !== 'boolean') return `${k} must be a boolean`;
-  if (c.additionalGids !== undefined && !(Array.isArray(c.additionalGids) && c.additionalGids.every(isId)))
-    return 'additionalGids must be an array of non-negative integers';
+  // The helper sets at most 64 groups (`gid_t gl[64]` in vmc-helper.c): more would be dropped, not refused.
+  if (
+    c.additionalGids !== undefined &&
+    !(Array.isArray(c.additionalGids) && c.additionalGids.length <= 64 && c.additionalGids.every(isId))
+  )
+    return 'additionalGids must be an array of at most 64 non-negative integers';
   if (c.cgroup !== undefined) {
     const g = c.cgroup;
     if (!isObj(g) || !isCgroupName(g.name)) return 'cgroup.name must be a container id';

@@ -1,8 +1,15 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { CommandRunner } from '../../../src/platform/command.js';
+import { UndoStack } from '../../../src/platform/undo-stack.js';
 import { parseHostMessage } from '../../../src/protocol/agent/messages.js';
-import { podInterfaces, tapName } from '../../../src/sandbox/network.js';
+import {
+  connectPodNetwork,
+  disconnectPodNetwork,
+  podInterfaces,
+  tapName,
+} from '../../../src/sandbox/network.js';
+import type { Vm } from '../../../src/vm/vm.js';
 
 /** `ip -j` output of a CNI-made pod namespace: loopback, eth0 with an address, a default route. */
 const fakeIp: CommandRunner = async (_cmd, args) => {
@@ -67,5 +74,46 @@ describe('pod network plumbing (pure parts)', () => {
       assert.equal(r.ok, false);
       assert.match((r as { error: string }).error, re);
     }
+  });
+
+  it('undoes exactly what it made: nothing for a refused namespace, the tap and its own qdisc after a failure', async () => {
+    const calls: string[] = [];
+    let failFilter = true;
+    const run: CommandRunner = async (cmd, args, opts) => {
+      const line = [cmd, ...args].join(' ');
+      calls.push(line);
+      if (line.includes(' ip -j ')) return fakeIp(cmd, args, opts);
+      if (failFilter && line.includes('tc filter add')) throw new Error('tc: no such device');
+      return { stdout: Buffer.alloc(0), stderr: '' };
+    };
+    const vm = {
+      id: '0123456789ab',
+      qmp: { execute: async () => ({}) },
+      agent: { request: async () => ({ name: 'eth0' }) },
+    } as unknown as Vm;
+    // A namespace given by /proc path (the host's, say) is refused before anything is done or undone.
+    const undo = new UndoStack();
+    await assert.rejects(connectPodNetwork(vm, '/proc/1/ns/net', run, undo), /only named namespaces/);
+    await undo.unwind();
+    assert.deepEqual(calls, []);
+    // A failure after the qdisc: the tap goes, and the qdisc this call added, on that interface only.
+    await assert.rejects(connectPodNetwork(vm, '/var/run/netns/p', run, undo), /no such device/);
+    calls.length = 0;
+    await undo.unwind();
+    const tap = tapName('0123456789ab', 0);
+    assert.deepEqual(calls, [
+      'nsenter --net=/var/run/netns/p tc qdisc del dev eth0 ingress',
+      `ip link del dev ${tap}`,
+    ]);
+    // Stopping removes what was made, from its record, without listing the namespace's interfaces.
+    failFilter = false;
+    const made = await connectPodNetwork(vm, '/var/run/netns/p', run, new UndoStack());
+    assert.deepEqual(made, { netns: '/var/run/netns/p', taps: [tap], ingress: ['eth0'] });
+    calls.length = 0;
+    await disconnectPodNetwork(made, run);
+    assert.deepEqual(calls, [
+      `nsenter --net=/var/run/netns/p ip link del dev ${tap}`,
+      'nsenter --net=/var/run/netns/p tc qdisc del dev eth0 ingress',
+    ]);
   });
 });
