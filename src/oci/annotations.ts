@@ -1,4 +1,5 @@
 import { VmcError } from '../errors.js';
+import { preview } from './validate.js';
 
 /** Whether a bundle is a pod sandbox (its own VM) or a container joining a sandbox. */
 export type ContainerType = 'sandbox' | 'container';
@@ -26,7 +27,7 @@ export function containerType(annotations: Record<string, string>, file: string)
     if (!t) {
       throw new VmcError(
         'VMC_ERR_OCI_INVALID',
-        `${file}: annotations["${key}"] must be one of ${Object.keys(values).join(', ')}, got ${JSON.stringify(v)}`,
+        `${file}: annotations["${key}"] must be one of ${Object.keys(values).join(', ')}, got ${preview(v)}`,
       );
     }
     return t;
@@ -66,7 +67,7 @@ export function assetAnnotations(annotations: Record<string, string>, file: stri
     if (!path.startsWith('/'))
       throw new VmcError(
         'VMC_ERR_OCI_INVALID',
-        `${file}: annotations["${ASSET_PREFIX}${kind}"] must be an absolute path, got ${JSON.stringify(path)}`,
+        `${file}: annotations["${ASSET_PREFIX}${kind}"] must be an absolute path, got ${preview(path)}`,
       );
     if (hash !== undefined && !/^[0-9a-f]{64,128}$/.test(hash)) {
       throw new VmcError(

@@ -11,8 +11,14 @@ import {
 import { type Capabilities, parseCapabilities } from './capabilities.js';
 import { type EnvVar, parseEnv } from './env.js';
 import { type Hooks, parseHooks } from './hooks.js';
-import { type LinuxExtras, linuxExtras, type NamespaceKindOf, namespaceKindOf } from './linux.js';
-import { At } from './validate.js';
+import {
+  type LinuxExtras,
+  linuxExtras,
+  MAX_SYSCTLS,
+  type NamespaceKindOf,
+  namespaceKindOf,
+} from './linux.js';
+import { At, checkDepth, preview } from './validate.js';
 
 /** A device the container asks for. */
 export interface DeviceSpec {
@@ -76,6 +82,25 @@ export const DEFAULT_SHM_SIZE = 64 * 1024 * 1024;
 /** Size of a file system, injected for tests (production: `statfsSync`). */
 export type StatFs = (path: string) => { bsize: number; blocks: number };
 
+/** The highest uid or gid: 2^32-1 is (uid_t)-1, which the kernel reads as "no id" (setuid(-1) changes nothing). */
+export const MAX_ID = 2 ** 32 - 2;
+
+/** Mounts the guest helper takes (`char *mounts[128]` in vmc-helper.c). */
+export const MAX_MOUNTS = 128;
+
+/** Supplementary groups the guest helper sets (`gid_t gl[64]` in vmc-helper.c; more would be dropped). */
+export const MAX_ADDITIONAL_GIDS = 64;
+
+/**
+ * cgroup v2 `cpu.max` bounds, in µs: the kernel refuses a quota under 1 ms or over its max_cfs_runtime
+ * (MAX_BW = 2^44-1 µs, "more than 203 days"), and a period outside 1 ms..1 s (kernel/sched/core.c).
+ */
+export const CPU_QUOTA_RANGE = [1000, 2 ** 44 - 1] as const;
+export const CPU_PERIOD_RANGE = [1000, 1_000_000] as const;
+
+/** The highest `pids.max` the kernel takes: PID_MAX_LIMIT on 64-bit (kernel/cgroup/pids.c refuses more). */
+export const MAX_PIDS_LIMIT = 4 * 1024 * 1024;
+
 function devices(a: At): DeviceSpec[] {
   if (!a.exists()) return [];
   return a.array().map((d) => {
@@ -96,17 +121,24 @@ function devices(a: At): DeviceSpec[] {
   });
 }
 
+/**
+ * `mounts`. The guest helper gets each non-bind mount as one argument of separated fields (type, source,
+ * destination, data from the options), so those may hold neither NUL nor its separators. A bind's source is a
+ * host path, bound into the VM's share under a safe name: only NUL is refused there.
+ */
 function mounts(a: At): MountSpec[] {
   if (!a.exists()) return [];
-  return a.array().map((m) => {
+  return a.arrayOf(MAX_MOUNTS, 'mounts', "the guest helper's limit").map((m) => {
+    m.object();
     const out: MountSpec = {
-      destination: m.get('destination').absolutePath(),
-      options: m.get('options').optional((o) => o.strings()) ?? [],
+      destination: m.get('destination').containerPath(),
+      options: m.get('options').optional((o) => o.array().map((x) => x.helperString())) ?? [],
     };
-    const source = m.get('source').optional((s) => s.string());
-    if (source !== undefined) out.source = source;
     const type = m.get('type').optional((s) => s.string());
     if (type !== undefined) out.type = type;
+    const bind = type === 'bind' || out.options.includes('bind') || out.options.includes('rbind');
+    const source = m.get('source').optional((s) => (bind ? s.cString('a path') : s.helperString()));
+    if (source !== undefined) out.source = source;
     return out;
   });
 }
@@ -115,16 +147,78 @@ function mounts(a: At): MountSpec[] {
  * /dev/shm size: 64 MiB, or the size of the file system behind a bind-mounted /dev/shm (what Kata's
  * `oci.GetShmSize` does for CRI's sandbox shm).
  */
-export function shmSize(ms: MountSpec[], statfs: StatFs): number {
-  const shm = ms.find(
+export function shmSize(ms: MountSpec[], statfs: StatFs, file = 'config.json'): number {
+  const i = ms.findIndex(
     (m) =>
       m.destination === '/dev/shm' &&
-      (m.type === 'bind' || m.options.includes('bind') || m.options.includes('rbind')) &&
-      m.source,
+      (m.type === 'bind' || m.options.includes('bind') || m.options.includes('rbind')),
   );
-  if (!shm) return DEFAULT_SHM_SIZE;
-  const st = statfs(shm.source!);
+  if (i < 0) return DEFAULT_SHM_SIZE;
+  const source = ms[i]!.source;
+  const at: At = new At(source, `mounts[${i}].source`, file);
+  if (source === undefined || !isAbsolute(source))
+    at.fail('an absolute path (the host /dev/shm whose size the bind-mounted /dev/shm gets)');
+  let st: ReturnType<StatFs>;
+  try {
+    st = statfs(source);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    const why =
+      code === 'ENOENT' || code === 'ENOTDIR'
+        ? 'does not exist'
+        : `cannot be sized (${(e as Error).message})`;
+    throw new VmcError(
+      'VMC_ERR_OCI_INVALID',
+      `${file}: mounts[${i}].source ${preview(source)} (bind mount on /dev/shm) ${why}`,
+      { cause: e },
+    );
+  }
   return st.bsize * st.blocks;
+}
+
+/** `process.cwd`: an absolute path, and a C string for the helper. */
+function cwdOf(a: At): string {
+  a.absolutePath();
+  return a.cString('an absolute path');
+}
+
+/**
+ * `linux.resources` vmcache applies as cgroup v2 files in the guest, refused here when the kernel would refuse
+ * them there (at `start`). -1 and 0 mean "no limit" (or the default period) in the runtime spec.
+ */
+function resources(res: At): ContainerConfig['resources'] {
+  const out: ContainerConfig['resources'] = {};
+  const mem = res.get('memory');
+  const limit = mem.exists() ? mem.get('limit').optional((l) => l.int()) : undefined;
+  if (limit !== undefined && limit > 0) {
+    if (limit < 4 * 1024 * 1024) mem.get('limit').fail('at least 4 MiB, or -1 for none');
+    out.memoryLimit = limit;
+  }
+  const cpu = res.get('cpu');
+  const q = cpu.get('quota');
+  const quota = cpu.exists() ? q.optional((x) => x.int()) : undefined;
+  if (quota !== undefined && quota > 0) {
+    const [lo, hi] = CPU_QUOTA_RANGE;
+    if (quota < lo || quota > hi)
+      q.fail(`from ${lo} to ${hi} (µs, what cgroup v2 cpu.max takes), or -1 for none`);
+    out.cpuQuota = quota;
+  }
+  const pe = cpu.get('period');
+  const period = cpu.exists() ? pe.optional((x) => x.uint()) : undefined;
+  if (period !== undefined && period > 0) {
+    const [lo, hi] = CPU_PERIOD_RANGE;
+    if (period < lo || period > hi)
+      pe.fail(`from ${lo} to ${hi} (µs, what cgroup v2 cpu.max takes), or 0 for the default`);
+    out.cpuPeriod = period;
+  }
+  const pids = res.get('pids');
+  const plimit = pids.exists() ? pids.get('limit').optional((l) => l.int()) : undefined;
+  if (plimit !== undefined && plimit > 0) {
+    if (plimit > MAX_PIDS_LIMIT)
+      pids.get('limit').fail(`at most ${MAX_PIDS_LIMIT} (the kernel's PID_MAX_LIMIT), or -1 for none`);
+    out.pidsLimit = plimit;
+  }
+  return out;
 }
 
 /**
@@ -152,6 +246,8 @@ export function readBundle(
   } catch (e) {
     throw new VmcError('VMC_ERR_OCI_INVALID', `${file}: not valid JSON (${(e as Error).message})`);
   }
+  // Before anything walks the document (recursively, or to write it back as JSON).
+  checkDepth(json, file);
   const spec = new At(json, '', file);
   spec.object();
   spec.get('ociVersion').nonEmptyString();
@@ -163,7 +259,11 @@ export function readBundle(
     throw new VmcError('VMC_ERR_OCI_BUNDLE', `${file}: root.path ${rootfs} is not a directory`);
   const p = spec.get('process');
   p.object();
-  const args = p.get('args').strings();
+  // argv, environment and cwd go to the guest helper whole, as C strings: only NUL cannot be in them.
+  const args = p
+    .get('args')
+    .array()
+    .map((a) => a.cString());
   if (args.length === 0 || args[0] === '')
     p.get('args').fail('a non-empty array whose first element names the program');
   const user = p.get('user');
@@ -179,11 +279,18 @@ export function readBundle(
     rootfsReadonly: root.get('readonly').optional((r) => r.bool()) ?? false,
     process: {
       args,
-      env: parseEnv(p.get('env').optional((e) => e.strings()) ?? [], file),
-      cwd: p.get('cwd').absolutePath(),
-      uid: user.get('uid').uint(),
-      gid: user.get('gid').uint(),
-      additionalGids: user.get('additionalGids').optional((g) => g.array().map((x) => x.uint())) ?? [],
+      env: parseEnv(p.get('env').optional((e) => e.array().map((x) => x.cString())) ?? [], file),
+      cwd: cwdOf(p.get('cwd')),
+      uid: user.get('uid').uint(MAX_ID),
+      gid: user.get('gid').uint(MAX_ID),
+      additionalGids:
+        user
+          .get('additionalGids')
+          .optional((g) =>
+            g
+              .arrayOf(MAX_ADDITIONAL_GIDS, 'group ids', 'the guest helper sets at most that many')
+              .map((x) => x.uint(MAX_ID)),
+          ) ?? [],
       terminal: p.get('terminal').optional((t) => t.bool()) ?? false,
       noNewPrivileges: p.get('noNewPrivileges').optional((t) => t.bool()) ?? false,
     },
@@ -191,7 +298,7 @@ export function readBundle(
     linux: extras,
     mounts: ms,
     devices: linux.exists() ? devices(linux.get('devices')) : [],
-    shmSize: shmSize(ms, statfs),
+    shmSize: shmSize(ms, statfs, file),
     resources: {},
     containerType: containerType(annotations, file),
     assets: assetAnnotations(annotations, file),
@@ -201,23 +308,7 @@ export function readBundle(
   const caps = parseCapabilities(p.get('capabilities'));
   if (caps) out.process.capabilities = caps;
   const res = linux.exists() ? linux.get('resources') : null;
-  if (res?.exists()) {
-    const mem = res.get('memory');
-    const limit = mem.exists() ? mem.get('limit').optional((l) => l.int()) : undefined;
-    // -1 (and 0) mean "no limit" in the runtime spec.
-    if (limit !== undefined && limit > 0) {
-      if (limit < 4 * 1024 * 1024) mem.get('limit').fail('at least 4 MiB, or -1 for none');
-      out.resources.memoryLimit = limit;
-    }
-    const cpu = res.get('cpu');
-    const quota = cpu.exists() ? cpu.get('quota').optional((q) => q.int()) : undefined;
-    if (quota !== undefined && quota > 0) out.resources.cpuQuota = quota;
-    const period = cpu.exists() ? cpu.get('period').optional((q) => q.uint()) : undefined;
-    if (period !== undefined && period > 0) out.resources.cpuPeriod = period;
-    const pids = res.get('pids');
-    const plimit = pids.exists() ? pids.get('limit').optional((l) => l.int()) : undefined;
-    if (plimit !== undefined && plimit > 0) out.resources.pidsLimit = plimit;
-  }
+  if (res?.exists()) out.resources = resources(res);
   if (netns !== undefined) out.netns = netns;
   // The NIS domain name is the UTS namespace's kernel.domainname: set as that sysctl.
   const domain = spec.get('domainname').optional((d) => d.string());
@@ -225,9 +316,19 @@ export function readBundle(
     if (domain.length > 64 || !/^[\w.-]+$/.test(domain))
       spec.get('domainname').fail('a domain name of at most 64 characters');
     out.linux.sysctl['kernel.domainname'] = domain;
+    const n = Object.keys(out.linux.sysctl).length;
+    if (n > MAX_SYSCTLS)
+      linux
+        .get('sysctl')
+        .fail(`at most ${MAX_SYSCTLS - 1} sysctls when domainname is given (one more)`, `${n - 1}`);
   }
+  // What sethostname(2) and the agent take (at most 64 bytes), and a host name: no controls, no spaces.
   const hostname = spec.get('hostname').optional((h) => h.string());
-  if (hostname !== undefined) out.hostname = hostname;
+  if (hostname !== undefined) {
+    if (!/^[A-Za-z0-9_.-]{0,64}$/.test(hostname))
+      spec.get('hostname').fail('a host name of at most 64 letters, digits, "-", "." or "_"');
+    out.hostname = hostname;
+  }
   const sid = sandboxId(annotations);
   if (sid !== undefined) out.sandboxId = sid;
   if (out.containerType === 'container' && !sid) {

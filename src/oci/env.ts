@@ -1,4 +1,5 @@
 import { VmcError } from '../errors.js';
+import { preview } from './validate.js';
 
 /** One environment variable. */
 export interface EnvVar {
@@ -15,16 +16,10 @@ export function parseEnv(entries: string[], file: string): EnvVar[] {
   return entries.map((e, i) => {
     const at = e.indexOf('=');
     if (at < 0)
-      throw new VmcError(
-        'VMC_ERR_OCI_INVALID',
-        `${file}: process.env[${i}] ${JSON.stringify(e)} is not NAME=VALUE`,
-      );
+      throw new VmcError('VMC_ERR_OCI_INVALID', `${file}: process.env[${i}] ${preview(e)} is not NAME=VALUE`);
     const name = e.slice(0, at).trim();
     if (name === '')
-      throw new VmcError(
-        'VMC_ERR_OCI_INVALID',
-        `${file}: process.env[${i}] ${JSON.stringify(e)} has an empty name`,
-      );
+      throw new VmcError('VMC_ERR_OCI_INVALID', `${file}: process.env[${i}] ${preview(e)} has an empty name`);
     const value = e
       .slice(at + 1)
       .trim()

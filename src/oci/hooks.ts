@@ -1,4 +1,3 @@
-import { isHelperSafe } from '../platform/c-string.js';
 import type { At } from './validate.js';
 
 /** One OCI hook: a program with its argv (args[0] is argv0, as execv's) and environment. */
@@ -27,12 +26,11 @@ export type Hooks = Record<HookKind, HookSpec[]>;
 export const MAX_HOOK_TIMEOUT_S = 600;
 export const DEFAULT_HOOK_TIMEOUT_S = 120;
 
+/** startContainer hooks the guest helper runs (`hooks[32]` in vmc-helper.c). */
+export const MAX_START_HOOKS = 32;
+
 /** No NUL and none of the helper's separators (startContainer hooks travel to the guest as helper arguments). */
-const cSafe = (a: At): string => {
-  const s = a.string();
-  if (!isHelperSafe(s)) a.fail('a string without NUL or ASCII separator characters');
-  return s;
-};
+const cSafe = (a: At): string => a.helperString();
 
 /** Reads `hooks` (absent kinds are empty); errors name the JSON path, e.g. `hooks.prestart[0].timeout`. */
 export function parseHooks(a: At): Hooks {
@@ -42,7 +40,11 @@ export function parseHooks(a: At): Hooks {
   for (const kind of HOOK_KINDS) {
     const list = a.get(kind);
     if (!list.exists()) continue;
-    out[kind] = list.array().map((h) => {
+    const hooks =
+      kind === 'startContainer'
+        ? list.arrayOf(MAX_START_HOOKS, 'hooks', "the guest helper's limit")
+        : list.array();
+    out[kind] = hooks.map((h) => {
       h.object();
       const path = h.get('path').absolutePath();
       cSafe(h.get('path'));

@@ -143,12 +143,16 @@ export function sysctlNamespace(key: string): 'ipc' | 'uts' | 'net' | null {
 /** No NUL (C strings), no unit or record separator (the helper's field separators). */
 const cSafe = isHelperSafe;
 
+/** Masked paths, read-only paths and sysctls the guest helper takes, each (`masked[256]`… in vmc-helper.c). */
+export const MAX_PATHS = 256;
+export const MAX_SYSCTLS = 256;
+
 /** An absolute path inside the container that cannot climb out of its root. */
-function containerPath(a: At): string {
-  const s = a.absolutePath();
-  if (!cSafe(s) || s.split('/').includes('..')) a.fail('an absolute path without .. or control separators');
-  return s;
-}
+const containerPath = (a: At): string => a.containerPath();
+
+/** `linux.maskedPaths` or `linux.readonlyPaths`. */
+const containerPaths = (a: At): string[] =>
+  a.arrayOf(MAX_PATHS, 'paths', "the guest helper's limit").map(containerPath);
 
 /** An rlimit bound: a non-negative integer; 2^64-1 (RLIM_INFINITY, rounded by JSON numbers) means none. */
 function rlimitValue(a: At): number | null {
@@ -177,7 +181,10 @@ function rlimits(a: At): Rlimit[] {
 function sysctls(a: At): Record<string, string> {
   if (!a.exists()) return {};
   const out: Record<string, string> = Object.create(null);
-  for (const [key, value] of Object.entries(a.stringMap())) {
+  const all = Object.entries(a.stringMap());
+  if (all.length > MAX_SYSCTLS)
+    a.fail(`at most ${MAX_SYSCTLS} sysctls (the guest helper's limit)`, `${all.length}`);
+  for (const [key, value] of all) {
     const at = a.get(key);
     if (!/^[a-z0-9_]+(\.[a-zA-Z0-9_-]+)+$/.test(key))
       at.fail('set under a sysctl name (dot-separated words, e.g. net.ipv4.ip_forward)');
@@ -230,8 +237,8 @@ export function linuxExtras(spec: At, process: At, kindOf: NamespaceKindOf): Lin
   }
   const prop = linux.get('rootfsPropagation');
   const out: LinuxExtras = {
-    maskedPaths: linux.get('maskedPaths').optional((m) => m.array().map(containerPath)) ?? [],
-    readonlyPaths: linux.get('readonlyPaths').optional((m) => m.array().map(containerPath)) ?? [],
+    maskedPaths: linux.get('maskedPaths').optional(containerPaths) ?? [],
+    readonlyPaths: linux.get('readonlyPaths').optional(containerPaths) ?? [],
     sysctl: sysctls(linux.get('sysctl')),
     rlimits: rlimits(process.get('rlimits')),
     ...namespaces(linux.get('namespaces'), kindOf),

@@ -1,6 +1,7 @@
 import { basename, resolve } from 'node:path';
 import { VmcError } from '../errors.js';
 import type { MountSpec } from '../oci/bundle.js';
+import { preview } from '../oci/validate.js';
 import { helperSafe } from '../platform/c-string.js';
 import type { ContainerMount } from '../protocol/agent/messages.js';
 
@@ -122,7 +123,7 @@ export function planMounts(
       if (!m.source || !exists(m.source)) {
         throw new VmcError(
           'VMC_ERR_OCI_INVALID',
-          `${file}: mounts[${i}].source ${JSON.stringify(m.source ?? '')} (bind mount on ${m.destination}) does not exist`,
+          `${file}: mounts[${i}].source ${preview(m.source ?? '')} (bind mount on ${preview(m.destination)}) does not exist`,
         );
       }
       // The source's own name last (as Kata keeps it), so that the container's mountinfo shows a bind's root
@@ -148,7 +149,7 @@ export function planMounts(
     if (!GUEST_TYPES.has(type)) {
       throw new VmcError(
         'VMC_ERR_OCI_INVALID',
-        `${file}: mounts[${i}].type ${JSON.stringify(type)} on ${m.destination} is not supported in a VM (supported: bind, ${[...GUEST_TYPES].join(', ')}, cgroup)`,
+        `${file}: mounts[${i}].type ${preview(type)} on ${preview(m.destination)} is not supported in a VM (supported: bind, ${[...GUEST_TYPES].join(', ')}, cgroup)`,
       );
     }
     plan.guest.push({
