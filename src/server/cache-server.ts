@@ -1,5 +1,5 @@
 import { createServer, type Server as NetServer } from 'node:net';
-import { type ConnectionInjector, Server, ServerCredentials } from '@grpc/grpc-js';
+import { type ChannelOptions, type ConnectionInjector, Server, ServerCredentials } from '@grpc/grpc-js';
 import type { CachingFactory } from '../factory/cache.js';
 import { identify } from '../platform/process.js';
 import { UndoStack } from '../platform/undo-stack.js';
@@ -9,6 +9,7 @@ import type { VmDeps } from '../vm/vm.js';
 import { cacheService } from './cache-service.js';
 import { LeaseTable } from './leases.js';
 import type { MetricsListener, PromMetrics } from './metrics.js';
+import { SERVER_OPTIONS, tolerantService } from './requests.js';
 
 /** Options of the server. */
 export interface CacheServerOptions {
@@ -16,6 +17,8 @@ export interface CacheServerOptions {
   leaseTimeoutMs: number;
   agentDialTimeoutMs: number;
   metricsEndpoint: string;
+  /** grpc-js options over {@link SERVER_OPTIONS} (tests shorten the keepalive with it). */
+  grpcOptions?: ChannelOptions;
 }
 
 /**
@@ -28,8 +31,9 @@ export class CacheServer {
   readonly #opts: CacheServerOptions;
   readonly #deps: VmDeps;
   readonly #metrics: PromMetrics | null;
-  readonly #grpc = new Server();
+  readonly #grpc: Server;
   readonly #leases: LeaseTable;
+  #connections = 0;
   #injector: ConnectionInjector | null = null;
   #net: NetServer | null = null;
   #socket: UnixSocketFile | null = null;
@@ -46,6 +50,8 @@ export class CacheServer {
     this.#opts = opts;
     this.#deps = deps;
     this.#metrics = metrics;
+    // Requests bounded (4 KiB), dead and idle connections closed: see requests.ts.
+    this.#grpc = new Server({ ...SERVER_OPTIONS, ...opts.grpcOptions });
     this.#leases = new LeaseTable(identify(process.pid)!, deps, (o) => metrics?.handoffs.inc({ outcome: o }));
   }
 
@@ -58,7 +64,7 @@ export class CacheServer {
     const undo = new UndoStack();
     try {
       this.#grpc.addService(
-        CacheServiceService,
+        tolerantService(CacheServiceService),
         cacheService(this.#pool, this.#leases, this.#deps.logger.child({ subsystem: 'server' }), {
           leaseTimeoutMs: this.#opts.leaseTimeoutMs,
           agentDialTimeoutMs: this.#opts.agentDialTimeoutMs,
@@ -73,6 +79,8 @@ export class CacheServer {
         this.#injector = null;
       });
       const net = createServer((sock) => {
+        this.#connections++;
+        sock.once('close', () => this.#connections--);
         sock.on('error', () => sock.destroy()); // garbage or a vanished peer ends that connection only
         this.#injector?.injectConnection(sock);
       });
@@ -98,6 +106,14 @@ export class CacheServer {
       await undo.unwind();
       throw err;
     }
+  }
+
+  /**
+   * What the server holds on behalf of clients: open leases and open connections. Neither grows with bad
+   * requests (tests check this after hundreds of them).
+   */
+  stats(): { leases: number; connections: number } {
+    return { leases: this.#leases.size, connections: this.#connections };
   }
 
   /** Graceful stop. Idempotent; resolves when done. */

@@ -5,9 +5,8 @@ import {
   type ServerUnaryCall,
   type sendUnaryData,
 } from '@grpc/grpc-js';
-import { isVmcError, messageOf, type VmcError } from '../errors.js';
+import { isVmcError, messageOf, VmcError } from '../errors.js';
 import type { CachingFactory } from '../factory/cache.js';
-import { LEASE_METADATA } from '../factory/remote-cache.js';
 import type { Logger } from '../platform/logger.js';
 import { AGENT_PROTOCOL_VERSION } from '../protocol/agent/messages.js';
 import type {
@@ -21,6 +20,16 @@ import type { Empty } from '../protocol/cache/generated/google/protobuf/empty.js
 import { encodeHandoff } from '../vm/handoff.js';
 import { writeRecord } from '../vm/record.js';
 import type { LeaseTable } from './leases.js';
+import { checkAckVm, checkEmpty, checkLeaseMetadata } from './requests.js';
+
+/**
+ * Longest status message sent, in characters. It travels in an HTTP/2 trailer (`grpc-message`, percent-encoded,
+ * so up to 9 bytes a character): a trailer larger than the peer accepts (64 KiB by Node's default) is never
+ * delivered, and the call and its whole connection hang. Messages never echo a client's value whole anyway.
+ */
+export const MAX_DETAILS_CHARS = 1024;
+/** Linear (no nested quantifiers), and only ever run on a message already cut to MAX_DETAILS_CHARS. */
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g;
 
 /** The one place where vmcache errors become gRPC status codes. */
 export function toGrpcError(err: unknown): { code: GrpcCode; details: string; metadata: Metadata } {
@@ -36,7 +45,10 @@ export function toGrpcError(err: unknown): { code: GrpcCode; details: string; me
         } as Partial<Record<VmcError['code'], GrpcCode>>
       )[err.code] ?? GrpcCode.INTERNAL);
   if (isVmcError(err)) md.set('vmcache-error-code', err.code);
-  return { code, details: messageOf(err), metadata: md };
+  const m = messageOf(err);
+  const cut = m.length > MAX_DETAILS_CHARS ? `${m.slice(0, MAX_DETAILS_CHARS)}… (truncated)` : m;
+  // grpc-js percent-encodes the message with encodeURI, which throws on a lone surrogate (a cut pair, say).
+  return { code, details: cut.replace(LONE_SURROGATE, '\uFFFD'), metadata: md };
 }
 
 /** Options of the service. */
@@ -50,7 +62,8 @@ export interface CacheServiceOptions {
 /**
  * The CacheService implementation (Kata's `cacheServer`). GetBaseVM closes the server's own QMP and agent
  * connections before answering: QEMU serves one QMP client at a time, and the agent must see the old owner
- * leave before the new one greets it.
+ * leave before the new one greets it. Every request is checked before any work (see requests.ts): a bad one
+ * gets INVALID_ARGUMENT, and no value a client sent is logged, stored or echoed beyond a short prefix.
  */
 export function cacheService(
   pool: CachingFactory,
@@ -71,8 +84,27 @@ export function cacheService(
     ),
   };
 
+  /** Runs `check` on the call first; whatever it throws is the answer, and the handler never runs. */
+  const checked =
+    <Req, Res>(check: (call: ServerUnaryCall<Req, Res>) => void, handler: handleUnaryCall<Req, Res>) =>
+    (call: ServerUnaryCall<Req, Res>, cb: sendUnaryData<Res>) => {
+      try {
+        check(call);
+      } catch (err) {
+        return fail(cb as sendUnaryData<unknown>, err);
+      }
+      handler(call, cb);
+    };
+  const empty = (method: string) => (call: { request: unknown }) => checkEmpty(method, call.request);
+
   const getBaseVm: handleUnaryCall<Empty, GrpcVM> = (call: ServerUnaryCall<Empty, GrpcVM>, cb) => {
-    const wantsLease = call.metadata.get(LEASE_METADATA)[0] === '1';
+    let wantsLease: boolean;
+    try {
+      checkEmpty('GetBaseVM', call.request);
+      wantsLease = checkLeaseMetadata(call.metadata);
+    } catch (err) {
+      return fail(cb as sendUnaryData<unknown>, err);
+    }
     pool.getBaseVM().then(
       (vm) => {
         if (call.cancelled) {
@@ -111,9 +143,9 @@ export function cacheService(
   };
 
   return {
-    config: (_call, cb) => cb(null, configReply),
+    config: checked(empty('Config'), (_call, cb) => cb(null, configReply)),
     getBaseVm,
-    status: (_call, cb) => {
+    status: checked(empty('Status'), (_call, cb) => {
       const s = pool.status();
       const reply: GrpcStatus = {
         pid: process.pid,
@@ -135,26 +167,29 @@ export function cacheService(
         nextRetryUnixMs: s.nextRetryAt ?? 0,
       };
       cb(null, reply);
-    },
-    quit: (_call, cb) => {
+    }),
+    quit: checked(empty('Quit'), (_call, cb) => {
       cb(null, {});
       // Answer first, then stop (Kata waits 1 s; answering before stopping is enough with grpc-js).
       setImmediate(opts.onQuit);
-    },
+    }),
     ackVm: (call: ServerUnaryCall<AckVMRequest, Empty>, cb) => {
-      const { id, leaseId } = call.request;
-      if (typeof id !== 'string' || !id || typeof leaseId !== 'string' || !leaseId) {
-        return cb({ code: GrpcCode.INVALID_ARGUMENT, details: 'AckVM needs id and leaseId' }, null);
+      let id: string;
+      let leaseId: string;
+      try {
+        ({ id, leaseId } = checkAckVm(call.request));
+      } catch (err) {
+        return fail(cb as sendUnaryData<unknown>, err);
       }
-      if (!leases.ack(id, leaseId)) {
-        return cb(
-          {
-            code: GrpcCode.FAILED_PRECONDITION,
-            details: `no open lease ${leaseId} for VM ${id} (expired or already acknowledged)`,
-          },
-          null,
+      // Both ids are short and checked: the lookup and the message below cost nothing.
+      if (!leases.ack(id, leaseId))
+        return fail(
+          cb as sendUnaryData<unknown>,
+          new VmcError(
+            'VMC_ERR_CACHE_LEASE',
+            `no open lease ${leaseId} for VM ${id} (expired or already acknowledged)`,
+          ),
         );
-      }
       cb(null, {});
     },
   };
