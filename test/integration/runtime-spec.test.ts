@@ -1,6 +1,14 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { mountsUnder } from '../../src/platform/mounts.js';
@@ -168,6 +176,35 @@ describe('OCI runtime: no write lost, and the spec honoured or refused (real QEM
     assert.equal(lines[7], 'pts/ptmx');
     assert.match(lines[8]!, /^0 ptmx $/, 'a pty opened through /dev/ptmx');
     assert.match(lines[9]!, /\/vol-src$/, "a bind's root in mountinfo ends with its source's name");
+  });
+
+  it('resolves a mount destination through symlinks inside the root (an absolute link stays in the root)', async () => {
+    const f = fresh('links');
+    // As images do: /etc/resolv.conf -> /run/x/resolv.conf (absolute), and a link that climbs out of the root.
+    mkdirSync(join(f.rootfs, 'run/x'), { recursive: true });
+    symlinkSync('/run/x/resolv.conf', join(f.rootfs, 'etc/resolv.conf'));
+    const outside = join(f.dir, 'outside');
+    mkdirSync(outside);
+    symlinkSync(`../../../../../../../..${outside}`, join(f.rootfs, 'escape'));
+    const hostFile = join(f.dir, 'resolv.conf');
+    writeFileSync(hostFile, 'nameserver 198.18.0.53\n');
+    const b = busyboxBundle(join(f.dir, 'bundle'), f.rootfs, {
+      args: ['sh', '-c', 'cat /etc/resolv.conf; echo in > /escape/planted && echo written'],
+      readonly: false,
+      mounts: [
+        { destination: '/etc/resolv.conf', type: 'bind', source: hostFile, options: ['rbind', 'ro'] },
+        { destination: '/escape', type: 'bind', source: f.vol, options: ['rbind', 'rw'] },
+      ],
+    });
+    const r = await vmc(['run', '--bundle', b, 'l1']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(
+      r.stdout,
+      'nameserver 198.18.0.53\nwritten\n',
+      'both binds are where the container sees them',
+    );
+    assert.equal(readFileSync(join(f.vol, 'planted'), 'utf8'), 'in\n', 'the write went into the volume');
+    assert.deepEqual(readdirSync(outside), [], 'nothing outside the root was mounted on or written');
   });
 
   it('runs hooks where the spec puts them, with the state on stdin; a failing prestart or startContainer hook fails', async () => {

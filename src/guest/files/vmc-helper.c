@@ -144,6 +144,54 @@ static void mountpoint(const char *target, int file) {
   close(fd);
 }
 
+/*
+ * The path of `dest` (a path inside the container) resolved against `root` as if `root` were "/": every
+ * symlink on the way, absolute or relative, is followed within the root and never above it (runc's
+ * securejoin). A destination reached through a link in the rootfs (an image's /etc/resolv.conf ->
+ * /run/...) is mounted where the container will see it, and a link cannot send a mount outside the root.
+ */
+static void secure_join(const char *root, const char *dest, char *out, size_t outlen) {
+  char rest[2 * PATH_MAX], cur[PATH_MAX] = "", cand[PATH_MAX], full[2 * PATH_MAX], link[PATH_MAX];
+  char tmp[3 * PATH_MAX];
+  int links = 0;
+  snprintf(rest, sizeof rest, "%s", dest);
+  const char *p = rest;
+  const char *r = strcmp(root, "/") == 0 ? "" : root;
+  while (*p) {
+    while (*p == '/') p++;
+    if (!*p) break;
+    const char *e = strchr(p, '/');
+    size_t len = e ? (size_t)(e - p) : strlen(p);
+    if (len > NAME_MAX) die(125, "mount destination %s: a name is too long", dest);
+    char comp[NAME_MAX + 1];
+    memcpy(comp, p, len);
+    comp[len] = 0;
+    p += len;
+    if (strcmp(comp, ".") == 0) continue;
+    if (strcmp(comp, "..") == 0) {
+      char *s = strrchr(cur, '/');
+      if (s) *s = 0;
+      continue;
+    }
+    if (snprintf(cand, sizeof cand, "%s/%s", cur, comp) >= (int)sizeof cand) die(125, "mount destination %s is too long", dest);
+    snprintf(full, sizeof full, "%s%s", r, cand);
+    struct stat st;
+    if (lstat(full, &st) == 0 && S_ISLNK(st.st_mode)) {
+      if (++links > 40) die(125, "mount destination %s: too many symbolic links", dest);
+      ssize_t n = readlink(full, link, sizeof link - 1);
+      if (n < 0) die(125, "readlink %s: %s", full, strerror(errno));
+      link[n] = 0;
+      snprintf(tmp, sizeof tmp, "%s/%s", link, p); /* the link's target, then what was left */
+      if (link[0] == '/') cur[0] = 0;             /* absolute: from the container's root */
+      if (snprintf(rest, sizeof rest, "%s", tmp) >= (int)sizeof rest) die(125, "mount destination %s: links too long", dest);
+      p = rest;
+      continue;
+    }
+    snprintf(cur, sizeof cur, "%s", cand);
+  }
+  if (snprintf(out, outlen, "%s%s", r, cur[0] ? cur : "/") >= (int)outlen) die(125, "mount destination %s is too long", dest);
+}
+
 /* One mount, "TYPE\x1fFLAGS\x1fSOURCE\x1fTARGET\x1fDATA"; TARGET is inside the container root. */
 static void do_mount(const char *root, char *spec) {
   char *f[5];
@@ -159,7 +207,7 @@ static void do_mount(const char *root, char *spec) {
   const char *type = f[0], *source = f[2], *data = f[4];
   unsigned long flags = strtoul(f[1], NULL, 10);
   char target[PATH_MAX];
-  snprintf(target, sizeof target, "%s%s", root, f[3]);
+  secure_join(root, f[3], target, sizeof target);
   if (strcmp(type, "bind") == 0) {
     struct stat st;
     if (stat(source, &st) != 0) die(125, "bind mount source %s: %s", source, strerror(errno));

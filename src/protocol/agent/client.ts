@@ -443,6 +443,12 @@ export class AgentClient extends EventEmitter {
       status = await this.request<{ running?: unknown } | null>({ op: 'proc-status', proc: t.p.proc });
     } catch (err) {
       if (!live()) return;
+      if (isVmcError(err, 'VMC_ERR_AGENT_REQUEST') && err.details.guestCode === 'NO_SESSION') {
+        // A guest agent that restarted (it died and the guest's init started it again) knows neither this
+        // session nor its processes: their exits will never come.
+        this.#lose(t, 'the guest agent restarted and no longer knows this session', err);
+        return;
+      }
       if (isVmcError(err, 'VMC_ERR_AGENT_REQUEST')) {
         // An agent older than `proc-status` refuses it: waits are unbounded again, as they were before.
         this.#livenessUnsupported = true;

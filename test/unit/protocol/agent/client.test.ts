@@ -351,6 +351,21 @@ describe('AgentClient liveness checks', () => {
     client.close();
   });
 
+  it('reports the process lost when the agent restarted (it answers NO_SESSION: the session and its processes are gone)', async () => {
+    // Found by the reliability suite: the guest agent killed mid exec is restarted by the guest's init; it
+    // answers every request of the old session with NO_SESSION, and the exec's exit never comes.
+    const { client, clock, waited } = await withProcess((req) => ({
+      t: 'res',
+      id: req.id,
+      ok: false,
+      error: { code: 'NO_SESSION', message: 'send hello first' },
+    }));
+    await clock.advance(INTERVAL);
+    assert.ok(isVmcError(waited.error, 'VMC_ERR_AGENT_PROCESS_LOST'), String(waited.error));
+    assert.match(waited.error.message, /the guest agent restarted and no longer knows this session/);
+    client.close();
+  });
+
   it('rejects a liveness interval that is not a positive number, naming the option', () => {
     const [host] = duplexPair();
     assert.throws(
