@@ -8,6 +8,7 @@ import type { VmSpec } from '../hypervisor/types.js';
 import type { ContainerConfig } from '../oci/bundle.js';
 import { bindBeneath } from '../platform/mounts.js';
 import { identify } from '../platform/process.js';
+import { ended } from '../platform/streams.js';
 import { UndoStack } from '../platform/undo-stack.js';
 import type { AgentProcess, ExitStatus } from '../protocol/agent/client.js';
 import type { ContainerExec } from '../protocol/agent/messages.js';
@@ -419,11 +420,6 @@ function relay(proc: AgentProcess, stdio: Stdio): void {
   stdio.stdin.on('error', () => {
     chain = chain.then(() => proc.end()).catch(() => undefined);
   });
-}
-
-/** Resolves once `s` has delivered all its data. */
-export function ended(s: Readable): Promise<void> {
-  return s.readableEnded ? Promise.resolve() : new Promise((r) => s.once('end', r));
 }
 
 /** The error of a container process that could not be started. */

@@ -17,7 +17,7 @@ import { unmountAllUnder } from '../platform/mounts.js';
 import { type Paths, vmDir } from '../platform/paths.js';
 import { exitsWithin, identify, isAlive, type ProcessIdentity, signalIfAlive } from '../platform/process.js';
 import { UndoStack } from '../platform/undo-stack.js';
-import { AgentClient, type AgentProcess, type ExitStatus } from '../protocol/agent/client.js';
+import { AgentClient, type AgentProcess, type ExitStatus, type RunResult } from '../protocol/agent/client.js';
 import type { ExecRequest } from '../protocol/agent/messages.js';
 import { QmpClient } from '../protocol/qmp/client.js';
 import { readRecord, VM_RECORD_VERSION, type VmRecord, writeRecord } from './record.js';
@@ -49,10 +49,8 @@ export interface VmTimings {
 }
 
 /** Output of `Vm.run`. */
-export interface RunResult extends ExitStatus {
-  stdout: Buffer;
-  stderr: Buffer;
-}
+
+export type { RunResult };
 
 /** A short random VM id (12 hex chars keeps socket paths far below the 107-byte limit). */
 export function newVmId(): string {
@@ -264,17 +262,7 @@ export class Vm {
     opts: Omit<ExecRequest, 'args'> & { input?: Buffer | string } = {},
   ): Promise<RunResult> {
     const { input, ...rest } = opts;
-    const p = await this.agent.exec({ ...rest, args, stdin: input !== undefined });
-    const out: Buffer[] = [];
-    const err: Buffer[] = [];
-    p.stdout.on('data', (c: Buffer) => out.push(c));
-    p.stderr.on('data', (c: Buffer) => err.push(c));
-    if (input !== undefined) {
-      await p.write(input);
-      await p.end();
-    }
-    const status = await p.wait();
-    return { ...status, stdout: Buffer.concat(out), stderr: Buffer.concat(err) };
+    return this.agent.run({ ...rest, args }, input);
   }
 
   /**

@@ -186,6 +186,28 @@ describe('AgentClient process tracking', () => {
     client.close();
   });
 
+  it('run() collects all the output when the exec reply, the output and the exit come in one chunk', {
+    timeout: 10_000,
+  }, async () => {
+    // Found by the reliability suite (1 hand-off in 300 lost its output): wait() resolved on a microtask
+    // before the buffered output had been emitted to listeners attached after exec() resolved.
+    const { client } = await connect((req, reply) => {
+      if (req.op !== 'exec') return;
+      reply(
+        { t: 'res', id: req.id, ok: true, result: { proc: 8, pid: 4243 } },
+        { t: 'out', proc: 8, fd: 1, data: b64('token\n') },
+        { t: 'out', proc: 8, fd: 2, data: b64('err\n') },
+        { t: 'exit', proc: 8, code: 0, signal: null },
+      );
+    });
+    const r = await within(client.run({ args: ['/bin/echo', 'token'] }), 2_000, 'run()');
+    assert.deepEqual(
+      { code: r.code, signal: r.signal, out: r.stdout.toString(), err: r.stderr.toString() },
+      { code: 0, signal: null, out: 'token\n', err: 'err\n' },
+    );
+    client.close();
+  });
+
   it('drops frames of processes no exec reply claimed, with a debug trace, keeping none', async () => {
     const logger = recordingLogger();
     const { client, agent } = await connect(
