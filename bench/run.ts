@@ -37,7 +37,19 @@ interface Row {
   note?: string;
 }
 const rows: Row[] = [];
-const log = (s: string) => process.stderr.write(`bench: ${s}\n`);
+let step = 'start';
+const log = (s: string) => {
+  step = s;
+  process.stderr.write(`bench: ${s}\n`);
+};
+
+// The whole bench has a bound too (a full run takes ~25 min on 2 cores under TCG): a step that hangs ends it
+// with the step named, instead of waiting forever.
+const BENCH_DEADLINE_MS = Number(process.env.BENCH_DEADLINE_S ?? 5400) * 1000;
+setTimeout(() => {
+  process.stderr.write(`bench: over the ${BENCH_DEADLINE_MS / 1000} s deadline during "${step}"; stopping\n`);
+  process.exit(1);
+}, BENCH_DEADLINE_MS).unref();
 
 async function timeCli(args: string[]): Promise<number> {
   const t0 = performance.now();
@@ -46,6 +58,11 @@ async function timeCli(args: string[]): Promise<number> {
       env: { ...process.env, VMCACHE_RUN_DIR: paths.runDir },
       stdio: 'ignore',
     });
+    const timer = setTimeout(() => {
+      c.kill('SIGKILL');
+      reject(new Error(`vmcache ${args.join(' ')}: no exit within 300 s`));
+    }, 300_000);
+    c.on('exit', () => clearTimeout(timer));
     c.on('exit', (code) =>
       code === 0 ? resolve() : reject(new Error(`vmcache ${args.join(' ')} exited ${code}`)),
     );

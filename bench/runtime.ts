@@ -7,11 +7,19 @@ import type { Row } from './cache.js';
 import { startBenchCache } from './server.js';
 import { summarize } from './stats.js';
 
-/** Runs a program to completion; resolves with its wall time in ms, rejects (with its stderr) on failure. */
-function timed(cmd: string, args: string[], env: NodeJS.ProcessEnv): Promise<number> {
+/**
+ * Runs a program to completion; resolves with its wall time in ms, rejects (with its stderr) on failure or
+ * after `deadlineMs` (killed: the bench never waits without a bound).
+ */
+function timed(cmd: string, args: string[], env: NodeJS.ProcessEnv, deadlineMs = 300_000): Promise<number> {
   const t0 = performance.now();
   return new Promise((resolve, reject) => {
     const c = spawn(cmd, args, { env, stdio: ['ignore', 'ignore', 'pipe'] });
+    const timer = setTimeout(() => {
+      c.kill('SIGKILL');
+      reject(new Error(`${cmd} ${args.join(' ')}: no exit within ${deadlineMs} ms`));
+    }, deadlineMs);
+    c.on('close', () => clearTimeout(timer));
     let err = '';
     c.stderr.on('data', (d: Buffer) => {
       err += d.toString();

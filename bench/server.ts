@@ -35,8 +35,13 @@ export async function startBenchCache(
   const server = spawn(`${repo}bin/vmcache`, ['factory', 'init'], { env, stdio: 'ignore' });
   const exited = new Promise((r) => (server.exitCode !== null ? r(null) : server.on('exit', r)));
   let remote: RemoteCacheFactory | null = null;
+  const listenBy = Date.now() + 120_000;
   while (!remote) {
     if (server.exitCode !== null) throw new Error(`the cache server exited with ${server.exitCode}`);
+    if (Date.now() > listenBy) {
+      server.kill('SIGKILL');
+      throw new Error('the cache server did not listen within 120 s');
+    }
     remote = await RemoteCacheFactory.connect(socket, deps).catch(async () => {
       await sleep(100);
       return null;
@@ -48,12 +53,18 @@ export async function startBenchCache(
     remote: r,
     pid: server.pid!,
     async waitFull(n = size) {
-      while ((await r.serverStatus()).vmstatus.length < n) await sleep(250);
+      // A pool of 8 fills in ~90 s under TCG on 2 cores; 10 minutes means something is wrong.
+      const by = Date.now() + 600_000;
+      while ((await r.serverStatus()).vmstatus.length < n) {
+        if (Date.now() > by) throw new Error(`the pool did not reach ${n} ready VMs within 600 s`);
+        await sleep(250);
+      }
     },
     async stop() {
       await r.quit().catch(() => undefined);
       await r.close();
-      await exited;
+      await Promise.race([exited, sleep(60_000)]);
+      if (server.exitCode === null) server.kill('SIGKILL');
     },
   };
 }

@@ -3,4 +3,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/ensure.sh
-node --test --test-concurrency=1 dist/test/unit dist/test/integration
+node --test --test-concurrency=1 --test-timeout=600000 dist/test/unit dist/test/integration

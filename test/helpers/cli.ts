@@ -27,9 +27,25 @@ export function finished(child: ChildProcess): Promise<Finished> {
   );
 }
 
-/** Runs a program to completion. */
-export function run(cmd: string, args: string[], env: NodeJS.ProcessEnv, input?: string): Promise<Finished> {
+/**
+ * Runs a program to completion, or kills it after `deadlineMs` (its stderr then says so): no test waits
+ * without a bound.
+ */
+export function run(
+  cmd: string,
+  args: string[],
+  env: NodeJS.ProcessEnv,
+  input?: string,
+  deadlineMs = 240_000,
+): Promise<Finished> {
   const child = spawn(cmd, args, { env, stdio: ['pipe', 'pipe', 'pipe'] });
+  child.stdin.on('error', () => {});
   child.stdin.end(input);
-  return finished(child);
+  const timer = setTimeout(() => child.kill('SIGKILL'), deadlineMs);
+  return finished(child).then((f) => {
+    clearTimeout(timer);
+    return f.signal === 'SIGKILL' && f.code === null
+      ? { ...f, stderr: `${f.stderr}\n(killed: no exit within ${deadlineMs} ms)` }
+      : f;
+  });
 }
