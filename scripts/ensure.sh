@@ -34,7 +34,7 @@ if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modu
 fi
 
 stamp=dist/.build-stamp
-if [ ! -f "$stamp" ] || [ -n "$(find src test bench scripts package.json tsconfig.json -newer "$stamp" -print -quit)" ]; then
+if [ ! -f "$stamp" ] || [ -n "$(find src test bench reliability scripts package.json tsconfig.json -newer "$stamp" -print -quit)" ]; then
   echo "setup: building" >&2
   npm run --silent build
   touch "$stamp"

@@ -116,6 +116,8 @@ function checkValue(spec: KeySpec, v: unknown, at: string): unknown {
       return v;
     case 'string': {
       if (typeof v !== 'string') throw bad('a string');
+      // Every string ends up in a path or an argv, which cannot hold NUL (fs and spawn throw a TypeError).
+      if (v.includes('\0')) throw bad('a string without NUL characters');
       if (spec.pattern && !spec.pattern.test(v))
         throw bad(
           `one of ${spec.pattern.source
@@ -134,7 +136,8 @@ function checkValue(spec: KeySpec, v: unknown, at: string): unknown {
       return v;
     }
     case 'strings':
-      if (!Array.isArray(v) || !v.every((s) => typeof s === 'string')) throw bad('an array of strings');
+      if (!Array.isArray(v) || !v.every((s) => typeof s === 'string' && !s.includes('\0')))
+        throw bad('an array of strings without NUL characters');
       return v;
   }
 }

@@ -23,7 +23,8 @@ export function containerType(annotations: Record<string, string>, file: string)
   for (const [key, values] of TYPE_KEYS) {
     const v = annotations[key];
     if (v === undefined) continue;
-    const t = values[v];
+    // Own members only: `constructor` or `__proto__` must not find Object.prototype's (found by fuzzing).
+    const t = Object.hasOwn(values, v) ? values[v] : undefined;
     if (!t) {
       throw new VmcError(
         'VMC_ERR_OCI_INVALID',

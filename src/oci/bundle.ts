@@ -255,8 +255,11 @@ export function readBundle(
   root.object();
   const rootPath = root.get('path').nonEmptyString();
   const rootfs = isAbsolute(rootPath) ? rootPath : join(bundle, rootPath);
-  if (!existsSync(rootfs) || !statSync(rootfs).isDirectory())
-    throw new VmcError('VMC_ERR_OCI_BUNDLE', `${file}: root.path ${rootfs} is not a directory`);
+  if (!existsSync(rootfs) || !statSync(rootfs).isDirectory()) {
+    // Shown whole when it is a plausible path; root.path can be any length (a megabyte one was echoed whole).
+    const shown = rootfs.length > 4096 ? `${rootfs.slice(0, 200)}… (${rootfs.length} characters)` : rootfs;
+    throw new VmcError('VMC_ERR_OCI_BUNDLE', `${file}: root.path ${shown} is not a directory`);
+  }
   const p = spec.get('process');
   p.object();
   // argv, environment and cwd go to the guest helper whole, as C strings: only NUL cannot be in them.

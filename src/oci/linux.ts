@@ -140,6 +140,13 @@ export function sysctlNamespace(key: string): 'ipc' | 'uts' | 'net' | null {
   return null;
 }
 
+/**
+ * Whether `name` is a member of `table` itself: `name in table` and `table[name]` also find Object.prototype's
+ * members, which let `constructor` or `__proto__` pass as an rlimit, a namespace type or a propagation (found
+ * by fuzzing).
+ */
+const isMember = (table: object, name: string): boolean => Object.hasOwn(table, name);
+
 /** No NUL (C strings), no unit or record separator (the helper's field separators). */
 const cSafe = isHelperSafe;
 
@@ -168,7 +175,7 @@ function rlimits(a: At): Rlimit[] {
   const seen = new Set<string>();
   return a.array().map((r) => {
     const type = r.get('type').string();
-    if (!(type in RLIMITS)) r.get('type').fail(`one of ${Object.keys(RLIMITS).join(', ')}`);
+    if (!isMember(RLIMITS, type)) r.get('type').fail(`one of ${Object.keys(RLIMITS).join(', ')}`);
     if (seen.has(type)) r.get('type').fail(`a type not already given (${type} is given twice)`);
     seen.add(type);
     const hard = rlimitValue(r.get('hard'));
@@ -205,7 +212,7 @@ function namespaces(a: At, kindOf: NamespaceKindOf): Pick<LinuxExtras, 'namespac
   for (const n of a.array()) {
     const t = n.get('type');
     const type = t.string();
-    if (!(type in NAMESPACE_KINDS)) t.fail(`one of ${Object.keys(NAMESPACE_KINDS).join(', ')}`);
+    if (!isMember(NAMESPACE_KINDS, type)) t.fail(`one of ${Object.keys(NAMESPACE_KINDS).join(', ')}`);
     if (seen.has(type)) t.fail(`a type not already given (${type} is given twice)`);
     seen.add(type);
     if (type === 'user')
@@ -245,7 +252,7 @@ export function linuxExtras(spec: At, process: At, kindOf: NamespaceKindOf): Lin
   };
   if (prop.exists()) {
     const p = prop.string();
-    const flags = PROPAGATION_FLAGS[p];
+    const flags = isMember(PROPAGATION_FLAGS, p) ? PROPAGATION_FLAGS[p] : undefined;
     if (flags === undefined) prop.fail(`one of ${Object.keys(PROPAGATION_FLAGS).join(', ')}`);
     out.rootfsPropagation = flags;
   }

@@ -10,7 +10,12 @@ import { connect, createServer, type Server, type Socket } from 'node:net';
 import { dirname, join } from 'node:path';
 import { isVmcError, messageOf, VmcError } from '../errors.js';
 import { encodeFrame, FrameDecoder } from '../protocol/agent/framing.js';
-import { type ContainerExec, containerError, SHAREABLE_NAMESPACES } from '../protocol/agent/messages.js';
+import {
+  type ContainerExec,
+  containerError,
+  SHAREABLE_NAMESPACES,
+  shownValue,
+} from '../protocol/agent/messages.js';
 import { isContainerId } from './state-store.js';
 
 /** A process to run in a running container (`exec`). */
@@ -122,7 +127,7 @@ export function parseControlRequest(
       return { ok: true, req };
     }
     default:
-      return { ok: false, error: `unknown request ${JSON.stringify(v.t)}` };
+      return { ok: false, error: `unknown request ${shownValue(v.t)}` };
   }
 }
 
@@ -293,8 +298,15 @@ function serveConnection(sock: Socket, handler: ControlHandler): void {
     if (!sock.destroyed && sock.writable) sock.write(encodeFrame(r));
   };
   let session: ExecSession | null = null;
+  // One exec a connection (what every client does): a second one's session would replace the first, which
+  // would then never be abandoned, its process orphaned (found by fuzzing). Reset when an exec fails.
+  let execing = false;
+  let closed = false;
   sock.on('error', () => sock.destroy());
-  sock.on('close', () => session?.abandon());
+  sock.on('close', () => {
+    closed = true;
+    session?.abandon();
+  });
   sock.on('data', (chunk: Buffer) => {
     for (const f of decoder.push(chunk)) {
       const parsed = f.ok ? parseControlRequest(f.value) : { ok: false as const, error: f.reason };
@@ -315,17 +327,34 @@ function serveConnection(sock: Socket, handler: ControlHandler): void {
         done.catch(() => undefined);
         continue;
       }
+      if (req.t === 'exec') {
+        if (execing) {
+          reply({
+            t: 'error',
+            code: 'VMC_ERR_CLI_USAGE',
+            message: 'exec: this connection carries one already',
+          });
+          continue;
+        }
+        execing = true;
+      }
       handler(req, reply, () => sock.end()).then(
         (r) => {
           if (r === undefined) reply({ t: 'ok' });
-          else if (r !== 'replied') session = r;
+          else if (r !== 'replied') {
+            session = r;
+            // The peer left while the process was starting: nobody can reach it now, so it is abandoned too.
+            if (closed) r.abandon();
+          }
         },
-        (err: unknown) =>
+        (err: unknown) => {
+          if (req.t === 'exec') execing = false;
           reply({
             t: 'error',
             code: isVmcError(err) ? err.code : 'VMC_ERR_CONTAINER_START',
             message: messageOf(err),
-          }),
+          });
+        },
       );
     }
   });

@@ -17,7 +17,7 @@ import { unmountAllUnder } from '../platform/mounts.js';
 import { type Paths, vmDir } from '../platform/paths.js';
 import { exitsWithin, identify, isAlive, type ProcessIdentity, signalIfAlive } from '../platform/process.js';
 import { UndoStack } from '../platform/undo-stack.js';
-import { AgentClient, type AgentProcess, type ExitStatus, type RunResult } from '../protocol/agent/client.js';
+import { AgentClient, type AgentProcess, type RunResult } from '../protocol/agent/client.js';
 import type { ExecRequest } from '../protocol/agent/messages.js';
 import { QmpClient } from '../protocol/qmp/client.js';
 import { readRecord, VM_RECORD_VERSION, type VmRecord, writeRecord } from './record.js';

@@ -9,6 +9,7 @@ import {
   type GuestMessage,
   type NicConfig,
   parseHostMessage,
+  shownValue,
 } from '../../protocol/agent/messages.js';
 
 /** Privileged guest operations, injected so the server can run (and be tested) anywhere. */
@@ -279,7 +280,12 @@ export class AgentServer {
     await new Promise<void>((resolve, reject) => {
       child.once('error', (err) => {
         if (child.pid === undefined)
-          reject(new RequestError('SPAWN_FAILED', `cannot run ${e.args[0]}: ${err.message}`));
+          reject(
+            new RequestError(
+              'SPAWN_FAILED',
+              `cannot run ${shownValue(e.args[0])}: ${(err as NodeJS.ErrnoException).code ?? 'spawn failed'}`,
+            ),
+          );
       });
       child.once('spawn', resolve);
     });

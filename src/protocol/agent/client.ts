@@ -12,6 +12,7 @@ import {
   type ExecRequest,
   type GuestMessage,
   parseGuestMessage,
+  shownValue,
 } from './messages.js';
 
 /** How a guest process ended. */
@@ -432,7 +433,7 @@ export class AgentClient extends EventEmitter {
     if (!Number.isSafeInteger(proc) || !Number.isSafeInteger(pid))
       throw new VmcError(
         'VMC_ERR_AGENT_PROTOCOL',
-        `guest agent answered exec with ${JSON.stringify(result)}, expected {proc, pid}`,
+        `guest agent answered exec with ${shownValue(result)}, expected {proc, pid}`,
       );
     const p = new AgentProcess(proc as number, this);
     p.pid = pid as number;

@@ -178,6 +178,27 @@ const isShareRelative = (v: unknown): boolean =>
 const isContainerPath = (v: unknown): boolean =>
   isArg(v) && v.startsWith('/') && v.split('/').every((p) => p !== '..');
 
+/** Linux's PATH_MAX: the longest path, with its terminating NUL, that execve(2) takes. */
+const PATH_MAX = 4096;
+
+/** Longest part of a received string an error message quotes. */
+const MAX_SHOWN = 64;
+
+/**
+ * A received value as an error message shows it: a string's first characters, quoted, or the value's type;
+ * never the whole value, never a walk of it. A frame can carry a megabyte string (an error reply echoing it
+ * would exceed MAX_PAYLOAD, and encodeFrame throws) or nest 500,000 levels deep (JSON.stringify overflows the
+ * stack): either made the parsers, or the agent's reply, throw in a stream's data handler (found by fuzzing).
+ */
+export function shownValue(v: unknown): string {
+  if (typeof v === 'string')
+    return v.length > MAX_SHOWN
+      ? `${JSON.stringify(v.slice(0, MAX_SHOWN))}… (${v.length} chars)`
+      : JSON.stringify(v);
+  if (Array.isArray(v)) return 'an array';
+  return typeof v === 'object' && v !== null ? 'an object' : String(v);
+}
+
 /** A container's cgroup leaf name: a container id (no path separators, not hidden). */
 function isCgroupName(v: unknown): v is string {
   return typeof v === 'string' && /^[\w.+-]{1,200}$/.test(v) && !v.startsWith('.');
@@ -205,7 +226,7 @@ export function containerError(c: unknown): string | null {
       if (!isObj(g.limits)) return 'cgroup.limits must be an object';
       for (const [k, v] of Object.entries(g.limits)) {
         if (!(CGROUP_LIMIT_FILES as readonly string[]).includes(k))
-          return `cgroup.limits: ${k} is not one of ${CGROUP_LIMIT_FILES.join(', ')}`;
+          return `cgroup.limits: ${shownValue(k)} is not one of ${CGROUP_LIMIT_FILES.join(', ')}`;
         if (typeof v !== 'string' || !/^[0-9a-z ]{1,40}$/.test(v))
           return `cgroup.limits.${k} must be a cgroup value`;
       }
@@ -297,17 +318,21 @@ export function parseHostMessage(v: unknown): Parsed<HostMessage> {
     if (!isId(v.version)) return { ok: false, error: 'hello.version must be a non-negative integer' };
     return { ok: true, msg: { t: 'hello', nonce: v.nonce, version: v.version } };
   }
-  if (v.t !== 'req') return { ok: false, error: `unknown frame type ${JSON.stringify(v.t)}` };
+  if (v.t !== 'req') return { ok: false, error: `unknown frame type ${shownValue(v.t)}` };
   if (!isId(v.id)) return { ok: false, error: 'req.id must be a non-negative integer' };
   const id = v.id;
   const bad = (error: string): Parsed<HostMessage> => ({ ok: false, error, id });
-  if (typeof v.op !== 'string' || !OPS.has(v.op)) return bad(`unknown op ${JSON.stringify(v.op)}`);
+  if (typeof v.op !== 'string' || !OPS.has(v.op)) return bad(`unknown op ${shownValue(v.op)}`);
   switch (v.op) {
     case 'exec': {
       const e = v.exec;
       if (!isObj(e)) return bad('exec must be an object');
       if (!isStrArray(e.args) || e.args.length === 0 || e.args[0] === '')
         return bad('exec.args must be a non-empty string array');
+      // A program path of PATH_MAX bytes or more can never run (execve fails with ENAMETOOLONG), and the agent
+      // quotes the program in its errors: a megabyte one made a reply larger than a frame (found by fuzzing).
+      if (Buffer.byteLength(e.args[0]!) >= PATH_MAX)
+        return bad(`exec.args[0] must be a program of at most ${PATH_MAX - 1} bytes (PATH_MAX)`);
       if (e.env !== undefined && !isStrArray(e.env)) return bad('exec.env must be a string array');
       if (e.cwd !== undefined && typeof e.cwd !== 'string') return bad('exec.cwd must be a string');
       for (const k of ['uid', 'gid'] as const)
@@ -418,6 +443,6 @@ export function parseGuestMessage(v: unknown): Parsed<GuestMessage> {
       }
       return { ok: true, msg: v as unknown as GuestMessage };
     default:
-      return { ok: false, error: `unknown frame type ${JSON.stringify(v.t)}` };
+      return { ok: false, error: `unknown frame type ${shownValue(v.t)}` };
   }
 }
