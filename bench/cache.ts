@@ -2,17 +2,15 @@
 import { spawn } from 'node:child_process';
 import { mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { credentials, Metadata } from '@grpc/grpc-js';
-import { defaultVmSpec } from '../src/config/defaults.js';
-import type { FactoryBase } from '../src/factory/base.js';
 import { CachingFactory } from '../src/factory/cache.js';
 import { VmFactory } from '../src/factory/factory.js';
 import { LEASE_METADATA } from '../src/factory/remote-cache.js';
-import { vmFiles } from '../src/hypervisor/types.js';
 import { systemClock } from '../src/platform/clock.js';
 import { nullLogger } from '../src/platform/logger.js';
 import { CacheServiceClient, type GrpcVM } from '../src/protocol/cache/generated/cache.js';
 import { CacheServer } from '../src/server/cache-server.js';
-import type { Vm, VmDeps } from '../src/vm/vm.js';
+import type { VmDeps } from '../src/vm/vm.js';
+import { instantVms } from '../test/helpers/instant-vms.js';
 import { startBenchCache } from './server.js';
 import { pssMiB, type Summary, summarize } from './stats.js';
 
@@ -30,32 +28,7 @@ export async function rpcLatency(deps: VmDeps, n: number): Promise<Row> {
   const dir = '/tmp/vmc-bench-rpc';
   rmSync(dir, { recursive: true, force: true });
   mkdirSync(dir, { recursive: true });
-  let k = 0;
-  const fake: FactoryBase = {
-    config: () => defaultVmSpec('/img', 'tcg'),
-    getBaseVM: async () => {
-      const id = `fake${k++}`;
-      const record = {
-        version: 1,
-        id,
-        createdAt: Date.now(),
-        spec: defaultVmSpec('/img', 'tcg'),
-        files: vmFiles(`${dir}/vm/${id}`),
-        qemu: { pid: process.pid, startTime: 0 },
-        owner: null,
-        hotplug: { cpus: 0, memoryMiB: 0 },
-      };
-      return {
-        id,
-        record,
-        detach() {},
-        alive: () => true,
-        qmp: { execute: async () => ({ status: 'paused' }) },
-        destroy: async () => {},
-      } as unknown as Vm;
-    },
-    close: async () => {},
-  };
+  const fake = instantVms(dir);
   const pool = new CachingFactory(
     fake,
     {

@@ -7,16 +7,13 @@
  * answered GetBaseVM hands out a VM; after each batch a good Status answers within 1 s; at the end no lease
  * or connection is left.
  */
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { connect as h2connect } from 'node:http2';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Client, status as Code, credentials, Metadata } from '@grpc/grpc-js';
-import { defaultVmSpec } from '../src/config/defaults.js';
-import type { FactoryBase } from '../src/factory/base.js';
 import { CachingFactory } from '../src/factory/cache.js';
-import { vmFiles } from '../src/hypervisor/types.js';
 import { systemClock } from '../src/platform/clock.js';
 import { runCommand } from '../src/platform/command.js';
 import { nullLogger } from '../src/platform/logger.js';
@@ -28,7 +25,7 @@ import {
 } from '../src/protocol/cache/generated/cache.js';
 import { CacheServer } from '../src/server/cache-server.js';
 import { MAX_REQUEST_BYTES } from '../src/server/requests.js';
-import { newVmId, type Vm } from '../src/vm/vm.js';
+import { instantVms } from '../test/helpers/instant-vms.js';
 import { type CacheCase, cacheCase, S } from './fuzz-cache-inputs.js';
 import { CaseFailure, type FuzzOptions, PROBE_MS, settle, type Target } from './fuzz-common.js';
 
@@ -51,37 +48,6 @@ interface VmCounts {
  * Instant fake VMs: just what the server and the pool touch (bench/cache.ts and the hostile-requests test),
  * counting those handed out (the server detaches a VM just before it answers GetBaseVM) and stopped.
  */
-function fakeBase(dir: string, counts: VmCounts): FactoryBase {
-  return {
-    config: () => defaultVmSpec('/img', 'tcg'),
-    getBaseVM: async () => {
-      const id = newVmId();
-      const files = vmFiles(join(dir, 'vm', id));
-      mkdirSync(files.dir, { recursive: true });
-      const spec = defaultVmSpec('/img', 'tcg');
-      const record = {
-        version: 1,
-        id,
-        createdAt: Date.now(),
-        spec,
-        files,
-        qemu: { pid: process.pid, startTime: 0 },
-        owner: null,
-        hotplug: { cpus: 0, memoryMiB: 0 },
-      };
-      const vm = {
-        id,
-        record,
-        detach: () => void counts.handed++,
-        alive: () => true,
-        qmp: { execute: async () => ({ status: 'paused' }) },
-        destroy: async () => void counts.stopped++,
-      };
-      return vm as unknown as Vm;
-    },
-    close: async () => {},
-  };
-}
 
 interface Answer {
   code: number;
@@ -132,7 +98,7 @@ export async function cacheTarget(_opts: FuzzOptions): Promise<Target<CacheCase>
   };
   const vms: VmCounts = { handed: 0, stopped: 0 };
   const pool = new CachingFactory(
-    fakeBase(dir, vms),
+    instantVms(dir, vms),
     {
       size: POOL,
       maxParallelBoots: 2,

@@ -1,17 +1,14 @@
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { connect as h2connect } from 'node:http2';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { type ChannelOptions, Client, status as Code, credentials, Metadata } from '@grpc/grpc-js';
-import { defaultVmSpec } from '../../../src/config/defaults.js';
 import { VmcError } from '../../../src/errors.js';
-import type { FactoryBase } from '../../../src/factory/base.js';
 import { CachingFactory } from '../../../src/factory/cache.js';
 import { LEASE_METADATA } from '../../../src/factory/remote-cache.js';
-import { vmFiles } from '../../../src/hypervisor/types.js';
 import { systemClock } from '../../../src/platform/clock.js';
 import { runCommand } from '../../../src/platform/command.js';
 import { nullLogger } from '../../../src/platform/logger.js';
@@ -19,41 +16,14 @@ import { AckVMRequest, GrpcStatus, GrpcVM } from '../../../src/protocol/cache/ge
 import { CacheServer } from '../../../src/server/cache-server.js';
 import { MAX_DETAILS_CHARS, toGrpcError } from '../../../src/server/cache-service.js';
 import { MAX_REQUEST_BYTES } from '../../../src/server/requests.js';
-import { newVmId, type Vm } from '../../../src/vm/vm.js';
+import { instantVms } from '../../helpers/instant-vms.js';
 
 /** Socket paths must stay under 107 bytes: a short directory under the system temp directory. */
 const dir = mkdtempSync(join(tmpdir(), 'vmc-hr-'));
 const MiB = 1 << 20;
 const S = '/cache.CacheService/';
 
-/** Instant fake VMs, as bench/cache.ts `rpcLatency` makes them: just what the server and the pool touch. */
-const fake: FactoryBase = {
-  config: () => defaultVmSpec('/img', 'tcg'),
-  getBaseVM: async () => {
-    const id = newVmId();
-    const files = vmFiles(join(dir, 'vm', id));
-    mkdirSync(files.dir, { recursive: true });
-    const record = {
-      version: 1,
-      id,
-      createdAt: Date.now(),
-      spec: defaultVmSpec('/img', 'tcg'),
-      files,
-      qemu: { pid: process.pid, startTime: 0 },
-      owner: null,
-      hotplug: { cpus: 0, memoryMiB: 0 },
-    };
-    return {
-      id,
-      record,
-      detach() {},
-      alive: () => true,
-      qmp: { execute: async () => ({ status: 'paused' }) },
-      destroy: async () => {},
-    } as unknown as Vm;
-  },
-  close: async () => {},
-};
+const fake = instantVms(dir);
 const POOL = 2;
 
 /** A CacheServer on `<dir>/<name>` in front of a pool of POOL instant fakes. */

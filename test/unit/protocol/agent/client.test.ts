@@ -2,11 +2,11 @@ import assert from 'node:assert/strict';
 import type { Duplex, Readable } from 'node:stream';
 import { describe, it } from 'node:test';
 import { isVmcError } from '../../../../src/errors.js';
-import type { Clock } from '../../../../src/platform/clock.js';
 import type { Logger } from '../../../../src/platform/logger.js';
 import { AgentClient, type AgentClientOptions } from '../../../../src/protocol/agent/client.js';
 import { encodeFrame, FrameDecoder } from '../../../../src/protocol/agent/framing.js';
 import { duplexPair } from '../../../helpers/duplex-pair.js';
+import { ManualClock, observe, settle } from '../../../helpers/manual-clock.js';
 
 type Req = { t: string; id: number; op: string; [k: string]: unknown };
 
@@ -61,61 +61,6 @@ function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
 }
 
 const b64 = (s: string) => Buffer.from(s).toString('base64');
-
-/** Lets stream callbacks and promise continuations run (the in-memory pair delivers asynchronously). */
-async function settle(): Promise<void> {
-  for (let i = 0; i < 10; i++) await new Promise((r) => setImmediate(r));
-}
-
-/** A clock that only moves when told to; timers due on the way fire in order, with I/O settling between. */
-class ManualClock implements Clock {
-  #t = 0;
-  #seq = 0;
-  readonly #timers = new Set<{ at: number; seq: number; fn: () => void }>();
-  now(): number {
-    return 1_700_000_000_000 + this.#t;
-  }
-  monotonic(): number {
-    return this.#t;
-  }
-  sleep(ms: number): Promise<void> {
-    return new Promise((resolve) => this.setTimeout(resolve, ms));
-  }
-  setTimeout(fn: () => void, ms: number): () => void {
-    const timer = { at: this.#t + ms, seq: this.#seq++, fn };
-    this.#timers.add(timer);
-    return () => this.#timers.delete(timer);
-  }
-  async advance(ms: number): Promise<void> {
-    const end = this.#t + ms;
-    for (;;) {
-      await settle();
-      let next: { at: number; seq: number; fn: () => void } | undefined;
-      for (const t of this.#timers)
-        if (t.at <= end && (!next || t.at < next.at || (t.at === next.at && t.seq < next.seq))) next = t;
-      if (!next) break;
-      this.#timers.delete(next);
-      this.#t = next.at;
-      next.fn();
-    }
-    this.#t = end;
-    await settle();
-  }
-}
-
-/** How a promise ended so far, observed without leaving a rejection unhandled. */
-function observe<T>(p: Promise<T>): {
-  state: 'pending' | 'resolved' | 'rejected';
-  value?: T;
-  error?: unknown;
-} {
-  const o: { state: 'pending' | 'resolved' | 'rejected'; value?: T; error?: unknown } = { state: 'pending' };
-  p.then(
-    (value) => Object.assign(o, { state: 'resolved', value }),
-    (error: unknown) => Object.assign(o, { state: 'rejected', error }),
-  );
-  return o;
-}
 
 /** A logger that keeps its debug traces. */
 function recordingLogger(): Logger & { traces: Array<{ obj: Record<string, unknown>; msg: string }> } {
