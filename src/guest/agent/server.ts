@@ -46,6 +46,11 @@ function signalOf(signal: string): NodeJS.Signals {
   return name;
 }
 
+/** A program name for a message: as it is, or previewed when long (a reply must fit in one frame). */
+function program(name: string): string {
+  return name.length <= 256 ? name : shownValue(name);
+}
+
 /** An error the agent reports to the host with a stable code. */
 class RequestError extends Error {
   constructor(
@@ -283,7 +288,7 @@ export class AgentServer {
           reject(
             new RequestError(
               'SPAWN_FAILED',
-              `cannot run ${shownValue(e.args[0])}: ${(err as NodeJS.ErrnoException).code ?? 'spawn failed'}`,
+              `cannot run ${program(e.args[0]!)}: ${(err as NodeJS.ErrnoException).code ?? 'spawn failed'}`,
             ),
           );
       });
