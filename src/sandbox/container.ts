@@ -1,6 +1,5 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import type { Readable, Writable } from 'node:stream';
 import type { RuntimeConfig } from '../config/config.js';
 import { messageOf, VmcError } from '../errors.js';
 import { selectFactory } from '../factory/select.js';
@@ -27,20 +26,13 @@ import { namespacesToShare } from './namespaces.js';
 import { checkPodNetns, connectPodNetwork, disconnectPodNetwork, type PodNetwork } from './network.js';
 import { containerExecOf, execProcessOf } from './process.js';
 import { sizeForContainer } from './resources.js';
-import type { Shim } from './shim.js';
+import type { Shim, Stdio } from './shim-interface.js';
 import type { StateStore } from './state-store.js';
 
 /** What the container layer needs besides the VM dependencies. */
 export interface SandboxDeps extends VmDeps {
   config: RuntimeConfig;
   store: StateStore;
-}
-
-/** The stdio the container's process is attached to (the shim's own, inherited from the caller). */
-export interface Stdio {
-  stdin: Readable;
-  stdout: Writable;
-  stderr: Writable;
 }
 
 /** Refuses what a bundle may ask for but vmcache cannot do, naming the JSON path. */

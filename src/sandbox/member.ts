@@ -8,7 +8,7 @@ import { identify } from '../platform/process.js';
 import { UndoStack } from '../platform/undo-stack.js';
 import type { ExitStatus } from '../protocol/agent/client.js';
 import type { ContainerMount } from '../protocol/agent/messages.js';
-import { runCreateHooks, type SandboxDeps, type Stdio, shareInto } from './container.js';
+import { runCreateHooks, type SandboxDeps, shareInto } from './container.js';
 import {
   ControlClient,
   type ControlReply,
@@ -21,7 +21,7 @@ import { hookState, runHooksWarning } from './hooks.js';
 import { planMounts } from './mounts.js';
 import { namespacesToShare, type SharedNamespace } from './namespaces.js';
 import { containerExecOf, execProcessOf } from './process.js';
-import type { Shim } from './shim.js';
+import type { Shim, Stdio } from './shim-interface.js';
 import { effectiveStatus } from './state-store.js';
 
 /**

@@ -1,20 +1,11 @@
 import { statfsSync } from 'node:fs';
 import type { VmSpec } from '../hypervisor/types.js';
 import { readBundle } from '../oci/bundle.js';
-import type { ExitStatus } from '../protocol/agent/client.js';
-import { ContainerShim, checkSupported, type SandboxDeps, type Stdio } from './container.js';
+import { ContainerShim, checkSupported, type SandboxDeps } from './container.js';
 import { MemberShim } from './member.js';
+import type { Shim } from './shim-interface.js';
 
-/** What the host-side process of a container does, whichever kind of container it is. */
-export interface Shim {
-  readonly status: 'created' | 'running' | 'paused' | 'stopped';
-  /** Resolves with the container process's exit status once the container has stopped and is cleaned up. */
-  readonly stopped: Promise<ExitStatus>;
-  /** Starts the container's process with `stdio` attached. Only valid when created. */
-  start(stdio: Stdio): Promise<void>;
-  /** Delivers a signal (a name); before start, stops the container. */
-  kill(signal: string): Promise<void>;
-}
+export type { Shim };
 
 /**
  * Creates the container recorded (as `creating`) under `id`: a sandbox (no CRI annotation, or container-type
