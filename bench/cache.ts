@@ -2,15 +2,12 @@
 import { spawn } from 'node:child_process';
 import { mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { credentials, Metadata } from '@grpc/grpc-js';
-import { CachingFactory } from '../src/factory/cache.js';
 import { VmFactory } from '../src/factory/factory.js';
 import { LEASE_METADATA } from '../src/factory/remote-cache.js';
-import { systemClock } from '../src/platform/clock.js';
-import { nullLogger } from '../src/platform/logger.js';
 import { CacheServiceClient, type GrpcVM } from '../src/protocol/cache/generated/cache.js';
 import { CacheServer } from '../src/server/cache-server.js';
 import type { VmDeps } from '../src/vm/vm.js';
-import { instantVms } from '../test/helpers/instant-vms.js';
+import { instantPool, instantVms } from '../test/helpers/instant-vms.js';
 import { startBenchCache } from './server.js';
 import { pssMiB, type Summary, summarize } from './stats.js';
 
@@ -29,19 +26,7 @@ export async function rpcLatency(deps: VmDeps, n: number): Promise<Row> {
   rmSync(dir, { recursive: true, force: true });
   mkdirSync(dir, { recursive: true });
   const fake = instantVms(dir);
-  const pool = new CachingFactory(
-    fake,
-    {
-      size: 64,
-      maxParallelBoots: 64,
-      maxAgeMs: 0,
-      healthIntervalMs: 60_000,
-      acquireTimeoutMs: 5_000,
-      retryInitialMs: 10,
-      retryMaxMs: 100,
-    },
-    { clock: systemClock, logger: nullLogger },
-  );
+  const pool = instantPool(fake, 64, 64);
   const server = new CacheServer(
     pool,
     { endpoint: `${dir}/cache.sock`, leaseTimeoutMs: 60_000, agentDialTimeoutMs: 1_000, metricsEndpoint: '' },

@@ -13,7 +13,6 @@ import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Client, status as Code, credentials, Metadata } from '@grpc/grpc-js';
-import { CachingFactory } from '../src/factory/cache.js';
 import { systemClock } from '../src/platform/clock.js';
 import { runCommand } from '../src/platform/command.js';
 import { nullLogger } from '../src/platform/logger.js';
@@ -25,7 +24,7 @@ import {
 } from '../src/protocol/cache/generated/cache.js';
 import { CacheServer } from '../src/server/cache-server.js';
 import { MAX_REQUEST_BYTES } from '../src/server/requests.js';
-import { instantVms } from '../test/helpers/instant-vms.js';
+import { instantPool, instantVms } from '../test/helpers/instant-vms.js';
 import { type CacheCase, cacheCase, S } from './fuzz-cache-inputs.js';
 import { CaseFailure, type FuzzOptions, PROBE_MS, settle, type Target } from './fuzz-common.js';
 
@@ -97,19 +96,7 @@ export async function cacheTarget(_opts: FuzzOptions): Promise<Target<CacheCase>
     run: runCommand,
   };
   const vms: VmCounts = { handed: 0, stopped: 0 };
-  const pool = new CachingFactory(
-    instantVms(dir, vms),
-    {
-      size: POOL,
-      maxParallelBoots: 2,
-      maxAgeMs: 0,
-      healthIntervalMs: 60_000,
-      acquireTimeoutMs: 5_000,
-      retryInitialMs: 10,
-      retryMaxMs: 100,
-    },
-    { clock: systemClock, logger: nullLogger },
-  );
+  const pool = instantPool(instantVms(dir, vms), POOL);
   // Production options but the keepalive (see KEEPALIVE_MS).
   const grpcOptions = { 'grpc.keepalive_time_ms': KEEPALIVE_MS, 'grpc.keepalive_timeout_ms': KEEPALIVE_MS };
   const server = new CacheServer(

@@ -68,38 +68,52 @@ async function runOne(kind: HookKind, i: number, h: HookSpec, state: string, dep
 }
 
 /** Runs the hooks of `kind` in order; the first failure throws VMC_ERR_OCI_HOOK naming `hooks.KIND[i]`. */
-export async function runHooks(
+export function runHooks(
   kind: HookKind,
   cfg: Pick<ContainerConfig, 'bundle' | 'hooks'>,
   state: string,
   deps: HookDeps,
+): Promise<void> {
+  return runEach(kind, cfg, state, deps, (i, err) => {
+    throw new VmcError(
+      'VMC_ERR_OCI_HOOK',
+      `${cfg.bundle}/config.json: hooks.${kind}[${i}] ${messageOf(err)}`,
+      {
+        cause: err,
+      },
+    );
+  });
+}
+
+/** Runs the hooks of `kind` (poststart, poststop), logging a failure as a warning and going on with the next. */
+export function runHooksWarning(
+  kind: HookKind,
+  cfg: Pick<ContainerConfig, 'bundle' | 'hooks'>,
+  state: string,
+  deps: HookDeps,
+): Promise<void> {
+  return runEach(kind, cfg, state, deps, (i, err) =>
+    deps.logger.warn(
+      { hook: `${kind}[${i}]`, path: cfg.hooks[kind][i]?.path, err: messageOf(err) },
+      `${kind} hook failed`,
+    ),
+  );
+}
+
+/** The hooks of `kind` in order; `failed` decides what a failure does (throw to stop, return to go on). */
+async function runEach(
+  kind: HookKind,
+  cfg: Pick<ContainerConfig, 'hooks'>,
+  state: string,
+  deps: HookDeps,
+  failed: (i: number, err: unknown) => void,
 ): Promise<void> {
   for (const [i, h] of cfg.hooks[kind].entries()) {
     try {
       await runOne(kind, i, h, state, deps);
     } catch (err) {
-      throw new VmcError(
-        'VMC_ERR_OCI_HOOK',
-        `${cfg.bundle}/config.json: hooks.${kind}[${i}] ${messageOf(err)}`,
-        {
-          cause: err,
-        },
-      );
+      failed(i, err);
     }
-  }
-}
-
-/** Runs the hooks of `kind` (poststart, poststop), logging a failure as a warning and going on with the next. */
-export async function runHooksWarning(
-  kind: HookKind,
-  cfg: Pick<ContainerConfig, 'bundle' | 'hooks'>,
-  state: string,
-  deps: HookDeps,
-): Promise<void> {
-  for (const [i, h] of cfg.hooks[kind].entries()) {
-    await runOne(kind, i, h, state, deps).catch((err: unknown) =>
-      deps.logger.warn({ hook: `${kind}[${i}]`, path: h.path, err: messageOf(err) }, `${kind} hook failed`),
-    );
   }
 }
 

@@ -2,7 +2,10 @@ import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { defaultVmSpec } from '../../src/config/defaults.js';
 import type { FactoryBase } from '../../src/factory/base.js';
+import { CachingFactory } from '../../src/factory/cache.js';
 import { vmFiles } from '../../src/hypervisor/types.js';
+import { systemClock } from '../../src/platform/clock.js';
+import { nullLogger } from '../../src/platform/logger.js';
 import { newVmId, type Vm } from '../../src/vm/vm.js';
 
 /** How many instant VMs were handed over (detached by the server) and stopped. */
@@ -44,4 +47,21 @@ export function instantVms(dir: string, counts: InstantVmCounts = { handed: 0, s
     },
     close: async () => {},
   };
+}
+
+/** A cache pool of `size` instant VMs from `base`, refilled `parallel` at a time, never aged or health-checked. */
+export function instantPool(base: FactoryBase, size: number, parallel = 2): CachingFactory {
+  return new CachingFactory(
+    base,
+    {
+      size,
+      maxParallelBoots: parallel,
+      maxAgeMs: 0,
+      healthIntervalMs: 60_000,
+      acquireTimeoutMs: 5_000,
+      retryInitialMs: 10,
+      retryMaxMs: 100,
+    },
+    { clock: systemClock, logger: nullLogger },
+  );
 }

@@ -7,7 +7,6 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { type ChannelOptions, Client, status as Code, credentials, Metadata } from '@grpc/grpc-js';
 import { VmcError } from '../../../src/errors.js';
-import { CachingFactory } from '../../../src/factory/cache.js';
 import { LEASE_METADATA } from '../../../src/factory/remote-cache.js';
 import { systemClock } from '../../../src/platform/clock.js';
 import { runCommand } from '../../../src/platform/command.js';
@@ -16,7 +15,7 @@ import { AckVMRequest, GrpcStatus, GrpcVM } from '../../../src/protocol/cache/ge
 import { CacheServer } from '../../../src/server/cache-server.js';
 import { MAX_DETAILS_CHARS, toGrpcError } from '../../../src/server/cache-service.js';
 import { MAX_REQUEST_BYTES } from '../../../src/server/requests.js';
-import { instantVms } from '../../helpers/instant-vms.js';
+import { instantPool, instantVms } from '../../helpers/instant-vms.js';
 
 /** Socket paths must stay under 107 bytes: a short directory under the system temp directory. */
 const dir = mkdtempSync(join(tmpdir(), 'vmc-hr-'));
@@ -28,19 +27,7 @@ const POOL = 2;
 
 /** A CacheServer on `<dir>/<name>` in front of a pool of POOL instant fakes. */
 function serve(name: string, grpcOptions: ChannelOptions = {}) {
-  const pool = new CachingFactory(
-    fake,
-    {
-      size: POOL,
-      maxParallelBoots: 2,
-      maxAgeMs: 0,
-      healthIntervalMs: 60_000,
-      acquireTimeoutMs: 5_000,
-      retryInitialMs: 10,
-      retryMaxMs: 100,
-    },
-    { clock: systemClock, logger: nullLogger },
-  );
+  const pool = instantPool(fake, POOL);
   const endpoint = join(dir, name);
   const server = new CacheServer(
     pool,
