@@ -16,14 +16,31 @@ export class ManualClock implements Clock {
   monotonic(): number {
     return this.#t;
   }
-  sleep(ms: number): Promise<void> {
-    return new Promise((resolve) => this.setTimeout(resolve, ms));
+  /** As `systemClock.sleep`: rejects with the signal's reason when aborted, and then leaves no timer behind. */
+  sleep(ms: number, signal?: AbortSignal): Promise<void> {
+    return new Promise((resolve, reject) => {
+      if (signal?.aborted) return reject(signal.reason);
+      const onAbort = () => {
+        cancel();
+        reject(signal?.reason);
+      };
+      const cancel = this.setTimeout(() => {
+        signal?.removeEventListener('abort', onAbort);
+        resolve();
+      }, ms);
+      signal?.addEventListener('abort', onAbort, { once: true });
+    });
   }
   setTimeout(fn: () => void, ms: number): () => void {
     const timer = { at: this.#t + ms, seq: this.#seq++, fn };
     this.#timers.add(timer);
     return () => this.#timers.delete(timer);
   }
+  /** Timers not yet fired nor cancelled (a test can check that nothing is left scheduled). */
+  get pending(): number {
+    return this.#timers.size;
+  }
+  /** Moves time forward by `ms`, firing every timer due by then in order of due time, then of creation. */
   async advance(ms: number): Promise<void> {
     const end = this.#t + ms;
     for (;;) {

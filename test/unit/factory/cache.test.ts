@@ -1,23 +1,26 @@
 import assert from 'node:assert/strict';
-import { describe, it } from 'node:test';
+import { beforeEach, describe, it } from 'node:test';
 import { defaultVmSpec } from '../../../src/config/defaults.js';
 import { isVmcError } from '../../../src/errors.js';
 import type { FactoryBase } from '../../../src/factory/base.js';
 import { CachingFactory, type PoolOptions } from '../../../src/factory/cache.js';
-import { systemClock } from '../../../src/platform/clock.js';
 import { nullLogger } from '../../../src/platform/logger.js';
 import type { Vm } from '../../../src/vm/vm.js';
+import { ManualClock, observe } from '../../helpers/manual-clock.js';
 
 /** A VM stand-in: just what the pool looks at. */
 class FakeVm {
   alive_ = true;
   destroyed = false;
   readonly record;
-  constructor(readonly id: string) {
+  constructor(
+    readonly id: string,
+    createdAt: number,
+  ) {
     this.record = {
       qemu: { pid: 1, startTime: 1 },
       spec: defaultVmSpec('/img', 'tcg'),
-      createdAt: Date.now(),
+      createdAt,
     };
   }
   readonly qmp = { execute: async () => ({ status: this.alive_ ? 'paused' : 'dead' }) };
@@ -30,20 +33,35 @@ class FakeVm {
   }
 }
 
-/** A base whose boots take `bootMs` and fail while `failing` is true. */
+/**
+ * A base whose boots take `bootMs` of the manual clock and fail while `failing` is true. It counts the boots in
+ * flight at every moment and keeps the peak, so a parallelism bound is checked over a whole run, not sampled.
+ * Like a real boot past its spawn, a boot here finishes even when the pool aborts it.
+ */
 class FakeBase implements FactoryBase {
   boots = 0;
+  inFlight = 0;
+  peak = 0;
   failing = false;
   readonly made: FakeVm[] = [];
-  constructor(readonly bootMs = 5) {}
+  constructor(
+    readonly clock: ManualClock,
+    readonly bootMs = 5,
+  ) {}
   config() {
     return defaultVmSpec('/img', 'tcg');
   }
   async getBaseVM(): Promise<Vm> {
     const n = ++this.boots;
-    await systemClock.sleep(this.bootMs);
+    this.inFlight++;
+    this.peak = Math.max(this.peak, this.inFlight);
+    try {
+      await this.clock.sleep(this.bootMs);
+    } finally {
+      this.inFlight--;
+    }
     if (this.failing) throw new Error(`boot ${n} failed: bad kernel`);
-    const vm = new FakeVm(`vm${n}`);
+    const vm = new FakeVm(`vm${n}`, this.clock.now());
     this.made.push(vm);
     return vm as unknown as Vm;
   }
@@ -59,41 +77,60 @@ const OPTS: PoolOptions = {
   retryInitialMs: 10,
   retryMaxMs: 40,
 };
-const deps = { clock: systemClock, logger: nullLogger };
 
-function pool(base: FactoryBase, opts: Partial<PoolOptions> = {}) {
-  const p = new CachingFactory(base, { ...OPTS, ...opts }, deps);
-  p.start();
-  return p;
-}
-
-describe('CachingFactory (pool state machine)', () => {
-  it('fills to its size and hands out each VM once, refilling behind it', async () => {
-    const base = new FakeBase();
-    const p = pool(base);
-    await p.waitReady(2, 1000);
-    const a = await p.getBaseVM();
-    const b = await p.getBaseVM();
-    assert.notEqual(a.id, b.id);
-    await p.waitReady(2, 1000);
-    assert.equal(p.status().hits, 2);
-    assert.ok(!p.status().idle.some((v) => v.id === a.id || v.id === b.id), 'a VM handed out never returns');
-    await p.close();
+describe('CachingFactory (pool state machine, on a manual clock)', () => {
+  let clock: ManualClock;
+  beforeEach(() => {
+    clock = new ManualClock();
   });
 
-  it('never boots more than maxParallelBoots at once', async () => {
-    const base = new FakeBase(30);
-    const p = pool(base, { size: 4, maxParallelBoots: 1 });
-    await systemClock.sleep(10);
-    assert.equal(p.status().booting, 1);
-    await p.close();
+  function pool(base: FactoryBase, opts: Partial<PoolOptions> = {}) {
+    const p = new CachingFactory(base, { ...OPTS, ...opts }, { clock, logger: nullLogger });
+    p.start();
+    return p;
+  }
+
+  /** Moves the clock in small steps until `p` settles (within `limitMs` of clock time), then returns it. */
+  async function run<T>(p: Promise<T>, limitMs = 5_000, stepMs = 5): Promise<T> {
+    const o = observe(p);
+    for (let t = 0; o.state === 'pending' && t < limitMs; t += stepMs) await clock.advance(stepMs);
+    assert.notEqual(o.state, 'pending', `still pending after ${limitMs} ms of clock time`);
+    return p;
+  }
+
+  it('fills to its size and hands out each VM once, refilling behind it', async () => {
+    const base = new FakeBase(clock);
+    const p = pool(base);
+    await run(p.waitReady(2, 1000));
+    const a = await run(p.getBaseVM());
+    const b = await run(p.getBaseVM());
+    assert.notEqual(a.id, b.id);
+    await run(p.waitReady(2, 1000));
+    assert.equal(p.status().hits, 2);
+    assert.ok(!p.status().idle.some((v) => v.id === a.id || v.id === b.id), 'a VM handed out never returns');
+    await run(p.close());
+  });
+
+  it('never boots more than maxParallelBoots at once, over a whole fill, drain and refill', async () => {
+    for (const maxParallelBoots of [1, 2]) {
+      const base = new FakeBase(clock, 30);
+      const p = pool(base, { size: 4, maxParallelBoots });
+      await run(p.waitReady(4, 1000));
+      // Five requests on four idle VMs: the fifth waits, and waiters add demand beyond the pool size.
+      const got = await run(Promise.all([1, 2, 3, 4, 5].map(() => p.getBaseVM())));
+      assert.equal(new Set(got.map((v) => v.id)).size, 5);
+      await run(p.waitReady(4, 1000));
+      await run(p.close());
+      assert.equal(base.boots, 9);
+      assert.equal(base.peak, maxParallelBoots, `peak of ${base.peak} boots at once`);
+    }
   });
 
   it('keeps serving and retries with backoff when boots fail, then recovers', async () => {
-    const base = new FakeBase();
+    const base = new FakeBase(clock);
     base.failing = true;
     const p = pool(base);
-    await systemClock.sleep(80);
+    await clock.advance(80);
     const s = p.status();
     assert.ok(s.bootFailures >= 2, `failures counted (${s.bootFailures})`);
     assert.match(s.lastError!, /bad kernel/);
@@ -101,73 +138,77 @@ describe('CachingFactory (pool state machine)', () => {
     // Backoff: 10, 20, 40, 40 ms... so in 80 ms far fewer than the 16 boots an unthrottled loop would make.
     assert.ok(base.boots < 10, `backoff throttles retries (${base.boots} boots)`);
     base.failing = false;
-    await p.waitReady(2, 1000);
+    await run(p.waitReady(2, 1000));
     assert.equal(p.status().consecutiveFailures, 0);
     assert.equal(p.status().lastError, null);
-    await p.close();
+    await run(p.close());
   });
 
   it('makes a waiting request fail after the acquire timeout with the boot error, and stays open', async () => {
-    const base = new FakeBase();
+    const base = new FakeBase(clock);
     base.failing = true;
     const p = pool(base, { acquireTimeoutMs: 60 });
-    await assert.rejects(
-      p.getBaseVM(),
-      (e) => isVmcError(e, 'VMC_ERR_CACHE_TIMEOUT') && /bad kernel/.test(e.message),
-    );
+    const waiting = observe(p.getBaseVM());
+    await clock.advance(59);
+    assert.equal(waiting.state, 'pending', 'not before the timeout');
+    await clock.advance(1);
+    assert.equal(waiting.state, 'rejected');
+    const e = waiting.error;
+    assert.ok(isVmcError(e, 'VMC_ERR_CACHE_TIMEOUT') && /bad kernel/.test(e.message), `got ${e}`);
     base.failing = false;
-    const vm = await p.getBaseVM();
+    const vm = await run(p.getBaseVM());
     assert.ok(vm.id);
-    await p.close();
+    await run(p.close());
   });
 
   it('serves waiters from the next boot when empty', async () => {
-    const base = new FakeBase(20);
+    const base = new FakeBase(clock, 20);
     const p = pool(base, { size: 1, maxParallelBoots: 3 });
-    const got = await Promise.all([p.getBaseVM(), p.getBaseVM(), p.getBaseVM()]);
+    const got = await run(Promise.all([p.getBaseVM(), p.getBaseVM(), p.getBaseVM()]));
     assert.equal(new Set(got.map((v) => v.id)).size, 3, 'no VM is given to two requests');
-    await p.close();
+    await run(p.close());
   });
 
   it('replaces dead idle VMs and never hands one out', async () => {
-    const base = new FakeBase();
+    const base = new FakeBase(clock);
     const p = pool(base, { healthIntervalMs: 10_000 });
-    await p.waitReady(2, 1000);
+    await run(p.waitReady(2, 1000));
     const [first] = base.made;
     first!.alive_ = false; // killed between health checks
-    const vm = await p.getBaseVM();
+    const vm = await run(p.getBaseVM());
     assert.notEqual(vm.id, first!.id);
     assert.ok(first!.destroyed);
-    await p.close();
+    await run(p.close());
   });
 
   it('replaces idle VMs older than max age', async () => {
-    const base = new FakeBase();
+    const base = new FakeBase(clock);
     const p = pool(base, { maxAgeMs: 30, healthIntervalMs: 15 });
-    await p.waitReady(2, 1000);
+    await run(p.waitReady(2, 1000));
     const firstIds = p.status().idle.map((v) => v.id);
-    for (const v of base.made) v.record.createdAt -= 1000;
-    await systemClock.sleep(100);
-    await p.waitReady(2, 1000);
+    await clock.advance(100);
+    await run(p.waitReady(2, 1000));
     assert.ok(p.status().idle.every((v) => !firstIds.includes(v.id)));
     assert.ok(base.made.slice(0, 2).every((v) => v.destroyed));
-    await p.close();
+    await run(p.close());
   });
 
-  it('close stops idle VMs, fails waiters, and refuses later requests', async () => {
-    const base = new FakeBase(50);
+  it('close stops idle VMs, fails waiters, refuses later requests, and leaves no timer behind', async () => {
+    const base = new FakeBase(clock, 50);
     const p = pool(base, { size: 1 });
-    await p.waitReady(1, 1000);
+    await run(p.waitReady(1, 1000));
     const idle = base.made[0]!;
-    await p.getBaseVM(); // takes the only one; a refill is booting
+    await run(p.getBaseVM()); // takes the only one; a refill is booting, and one more for the waiter below
     const waiting = assert.rejects(p.getBaseVM(), (e) => isVmcError(e, 'VMC_ERR_CACHE_CLOSED'));
-    await p.close();
+    await run(p.close());
     await waiting;
     await assert.rejects(p.getBaseVM(), (e) => isVmcError(e, 'VMC_ERR_CACHE_CLOSED'));
     assert.equal(idle.destroyed, false, 'a handed-out VM is not touched');
+    assert.equal(base.made.length, 3, 'the refill and the boot for the waiter finished after close');
     assert.ok(
       base.made.slice(1).every((v) => v.destroyed),
       'VMs that finished booting after close are stopped',
     );
+    assert.equal(clock.pending, 0, 'no retry, health or acquire timer left');
   });
 });
