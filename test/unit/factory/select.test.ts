@@ -1,0 +1,181 @@
+import assert from 'node:assert/strict';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, describe, it } from 'node:test';
+import { Server, ServerCredentials, type sendUnaryData, status } from '@grpc/grpc-js';
+import { parseConfigText } from '../../../src/config/config.js';
+import { defaultVmSpec } from '../../../src/config/defaults.js';
+import { isVmcError } from '../../../src/errors.js';
+import { selectFactory } from '../../../src/factory/select.js';
+import { templateFiles } from '../../../src/factory/template.js';
+import type { Logger } from '../../../src/platform/logger.js';
+import { CacheServiceService, type GrpcVMConfig } from '../../../src/protocol/cache/generated/cache.js';
+import type { VmDeps } from '../../../src/vm/vm.js';
+import { ManualClock } from '../../helpers/manual-clock.js';
+
+const root = mkdtempSync(join(tmpdir(), 'vmc-select-'));
+after(() => rmSync(root, { recursive: true, force: true }));
+let n = 0;
+const fresh = (name: string) => join(root, `${name}${n++}`);
+
+const spec = defaultVmSpec('/img', 'tcg');
+
+/** A configuration from TOML `[factory]` lines, as a client reads it. */
+const config = (factory: string) => parseConfigText(`[factory]\n${factory}\n`, 'test.toml', '/img');
+
+function deps() {
+  const warnings: Array<Record<string, unknown>> = [];
+  const logger: Logger = {
+    debug() {},
+    info() {},
+    warn: (obj) => warnings.push(obj),
+    error() {},
+    child: () => logger,
+  };
+  const d: VmDeps = {
+    paths: { runDir: fresh('run'), imageDir: '/img', cacheDir: '/cache' },
+    clock: new ManualClock(),
+    logger,
+    run: async () => assert.fail('selecting a factory runs no host commands'),
+  };
+  return { deps: d, warnings };
+}
+
+/** A cache server that only answers Config: with `served` as its base spec, or with a gRPC error. */
+async function fakeCacheServer(served: object | { error: status }): Promise<{ path: string; stop(): void }> {
+  const path = fresh('cache.sock');
+  const server = new Server();
+  server.addService(CacheServiceService, {
+    config: (_call: unknown, cb: sendUnaryData<GrpcVMConfig>) => {
+      if ('error' in served) return cb({ code: served.error, details: 'broken' }, null);
+      cb(null, { Data: Buffer.from(JSON.stringify(served)), AgentConfig: Buffer.alloc(0) });
+    },
+  });
+  await new Promise<void>((resolve, reject) =>
+    server.bindAsync(`unix://${path}`, ServerCredentials.createInsecure(), (e) =>
+      e ? reject(e) : resolve(),
+    ),
+  );
+  return { path, stop: () => server.forceShutdown() };
+}
+
+/** Writes a template directory whose files match its template.json. */
+function fakeTemplate(dir: string, made: object) {
+  const f = templateFiles(dir);
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(f.memory, Buffer.alloc(4096));
+  writeFileSync(f.state, Buffer.alloc(100));
+  writeFileSync(
+    f.meta,
+    JSON.stringify({ version: 1, createdAt: 1, spec: made, memoryBytes: 4096, stateBytes: 100 }),
+  );
+}
+
+describe('selectFactory (which base a client uses)', () => {
+  it('boots directly when no cache or template is configured, or when told not to use them', async () => {
+    const { deps: d, warnings } = deps();
+    const none = await selectFactory(config(''), spec, d, true);
+    assert.equal(none.kind, 'direct');
+    assert.equal(none.factory.config(), spec);
+    const missing = fresh('nobody.sock');
+    const off = await selectFactory(
+      config(`vm_cache_number = 1\nvm_cache_endpoint = "${missing}"\nenable_template = true`),
+      spec,
+      d,
+      false,
+    );
+    assert.equal(off.kind, 'direct');
+    assert.deepEqual(warnings, [], 'useCache: false is no fallback: nothing to warn about');
+  });
+
+  it("uses the cache server when one answers, with the server's base spec", async () => {
+    const served = { ...spec, kernel: '/server/vmlinux' };
+    const server = await fakeCacheServer(served);
+    try {
+      const { deps: d, warnings } = deps();
+      const got = await selectFactory(
+        config(`vm_cache_number = 1\nvm_cache_endpoint = "${server.path}"`),
+        spec,
+        d,
+        true,
+      );
+      assert.equal(got.kind, 'cache');
+      assert.deepEqual(got.factory.config(), served);
+      assert.deepEqual(warnings, []);
+      await got.factory.close();
+    } finally {
+      server.stop();
+    }
+  });
+
+  it('warns naming the endpoint and boots directly when no cache server answers, even with a template', async () => {
+    const { deps: d, warnings } = deps();
+    const endpoint = fresh('nobody.sock');
+    const templatePath = fresh('template');
+    fakeTemplate(templatePath, spec);
+    const got = await selectFactory(
+      config(
+        `vm_cache_number = 1\nvm_cache_endpoint = "${endpoint}"\nenable_template = true\ntemplate_path = "${templatePath}"`,
+      ),
+      spec,
+      d,
+      true,
+    );
+    assert.equal(got.kind, 'direct');
+    assert.deepEqual(warnings, [{ endpoint }]);
+  });
+
+  it('does not hide a cache server that answers with an error', async () => {
+    const server = await fakeCacheServer({ error: status.INTERNAL });
+    try {
+      const { deps: d } = deps();
+      await assert.rejects(
+        selectFactory(config(`vm_cache_number = 1\nvm_cache_endpoint = "${server.path}"`), spec, d, true),
+        (e) => isVmcError(e, 'VMC_ERR_CACHE_PROTOCOL') && /broken/.test(e.message),
+      );
+    } finally {
+      server.stop();
+    }
+  });
+
+  it("clones the template when one exists, with the template's own spec", async () => {
+    const { deps: d, warnings } = deps();
+    const templatePath = fresh('template');
+    const made = { ...spec, memoryMiB: 1024 };
+    fakeTemplate(templatePath, made);
+    const got = await selectFactory(
+      config(`enable_template = true\ntemplate_path = "${templatePath}"`),
+      spec,
+      d,
+      true,
+    );
+    assert.equal(got.kind, 'template');
+    assert.deepEqual(got.factory.config(), made);
+    assert.deepEqual(warnings, []);
+  });
+
+  it('warns naming the path and boots directly when templating is on but there is no template', async () => {
+    const { deps: d, warnings } = deps();
+    const templatePath = fresh('template');
+    const got = await selectFactory(
+      config(`enable_template = true\ntemplate_path = "${templatePath}"`),
+      spec,
+      d,
+      true,
+    );
+    assert.equal(got.kind, 'direct');
+    assert.deepEqual(warnings, [{ templatePath }]);
+  });
+
+  it('does not hide a damaged template', async () => {
+    const { deps: d } = deps();
+    const templatePath = fresh('template');
+    fakeTemplate(templatePath, spec);
+    writeFileSync(templateFiles(templatePath).state, 'truncated');
+    await assert.rejects(
+      selectFactory(config(`enable_template = true\ntemplate_path = "${templatePath}"`), spec, d, true),
+      (e) => isVmcError(e, 'VMC_ERR_TEMPLATE_DAMAGED'),
+    );
+  });
+});
