@@ -4,10 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { isVmcError } from '../../../src/errors.js';
-import { assetAnnotations, containerType, sandboxId } from '../../../src/oci/annotations.js';
 import { DEFAULT_SHM_SIZE, readBundle } from '../../../src/oci/bundle.js';
-import { parseEnv } from '../../../src/oci/env.js';
-import { toOciStatus } from '../../../src/oci/state.js';
 
 const statfs = (p: string) =>
   p === '/dev/shm-of-pod' ? { bsize: 4096, blocks: 1024 } : { bsize: 4096, blocks: 0 };
@@ -94,17 +91,6 @@ describe('OCI bundle parsing', () => {
     );
   });
 
-  it('splits env at the first = and trims quotes and spaces', () => {
-    assert.deepEqual(parseEnv(['A=b=c', ' B = "quoted value" ', "C='x'", 'D='], 'f'), [
-      { name: 'A', value: 'b=c' },
-      { name: 'B', value: 'quoted value' },
-      { name: 'C', value: 'x' },
-      { name: 'D', value: '' },
-    ]);
-    assert.throws(() => parseEnv(['=x'], 'f'), /process\.env\[0\] "=x" has an empty name/);
-    assert.throws(() => parseEnv(['NOEQUALS'], 'f'), /process\.env\[0\] "NOEQUALS" is not NAME=VALUE/);
-  });
-
   it('accepts device types c, b, u, p only, with a path', () => {
     const devs = [
       { path: '/dev/fuse', type: 'c', major: 10, minor: 229, fileMode: 0o666 },
@@ -139,32 +125,7 @@ describe('OCI bundle parsing', () => {
     );
   });
 
-  it("reads the container type and sandbox id from CRI annotations in Kata's order", () => {
-    assert.equal(containerType({}, 'f'), 'sandbox');
-    assert.equal(containerType({ 'io.kubernetes.cri.container-type': 'container' }, 'f'), 'container');
-    assert.equal(containerType({ 'io.kubernetes.cri-o.ContainerType': 'sandbox' }, 'f'), 'sandbox');
-    assert.equal(containerType({ 'io.kubernetes.docker.type': 'podsandbox' }, 'f'), 'sandbox');
-    assert.equal(containerType({ 'io.kubernetes.docker.type': 'container' }, 'f'), 'container');
-    // The first key present decides.
-    assert.equal(
-      containerType(
-        { 'io.kubernetes.cri.container-type': 'sandbox', 'io.kubernetes.docker.type': 'container' },
-        'f',
-      ),
-      'sandbox',
-    );
-    assert.throws(
-      () => containerType({ 'io.kubernetes.cri-o.ContainerType': 'pod' }, 'f'),
-      /io\.kubernetes\.cri-o\.ContainerType.*must be one of sandbox, container, got "pod"/,
-    );
-    assert.throws(
-      () => containerType({ 'io.kubernetes.docker.type': 'sandbox' }, 'f'),
-      /must be one of podsandbox, container/,
-    );
-    assert.equal(sandboxId({ 'io.kubernetes.cri.sandbox-id': 'a', 'io.kubernetes.sandbox.id': 'c' }), 'a');
-    assert.equal(sandboxId({ 'io.kubernetes.cri-o.SandboxID': 'b' }), 'b');
-    assert.equal(sandboxId({ 'io.kubernetes.sandbox.id': 'c' }), 'c');
-    assert.equal(sandboxId({}), undefined);
+  it('takes the container type and sandbox id from the annotations, and refuses a container without a sandbox id', () => {
     const c = readBundle(
       bundle({
         ...base(),
@@ -181,35 +142,6 @@ describe('OCI bundle parsing', () => {
       /needs a sandbox id annotation/,
     );
     rejects({ ...base(), annotations: { key: 42 } }, /annotations\.key must be a string/);
-  });
-
-  it('carries Kata asset annotations (path and hash) into the config', () => {
-    const h = 'a'.repeat(64);
-    assert.deepEqual(
-      assetAnnotations(
-        {
-          'io.katacontainers.config.hypervisor.kernel': '/k',
-          'io.katacontainers.config.hypervisor.kernel_hash': h,
-        },
-        'f',
-      ),
-      { kernel: { path: '/k', hash: h } },
-    );
-    assert.throws(
-      () => assetAnnotations({ 'io.katacontainers.config.hypervisor.image': 'rel' }, 'f'),
-      /must be an absolute path/,
-    );
-    assert.throws(
-      () => assetAnnotations({ 'io.katacontainers.config.hypervisor.initrd_hash': h }, 'f'),
-      /given without/,
-    );
-  });
-
-  it('maps internal states to OCI states', () => {
-    assert.equal(toOciStatus('ready'), 'created');
-    assert.equal(toOciStatus('running'), 'running');
-    assert.equal(toOciStatus('stopped'), 'stopped');
-    assert.equal(toOciStatus('paused'), 'paused');
   });
 
   it('rejects bad bundles with clear errors naming the path', () => {

@@ -19,7 +19,7 @@ const base = () => ({
   process: { args: ['/bin/true'], cwd: '/', user: { uid: 0, gid: 0 } },
 });
 
-describe('OCI spec fields applied in the guest or refused (linux.*, process.rlimits, hooks)', () => {
+describe('OCI spec fields applied in the guest or refused (linux.*, process.rlimits)', () => {
   const root = mkdtempSync(join(tmpdir(), 'vmc-linux-'));
   after(() => rmSync(root, { recursive: true, force: true }));
   let n = 0;
@@ -150,40 +150,5 @@ describe('OCI spec fields applied in the guest or refused (linux.*, process.rlim
       withLinux({ uidMappings: [{ containerID: 0, hostID: 1000, size: 1 }] }),
       /linux\.uidMappings must be empty: user namespaces/,
     );
-  });
-
-  it('reads hooks with their argv, environment and timeout, and refuses bad ones', () => {
-    const c = read({
-      ...base(),
-      hooks: {
-        prestart: [{ path: '/bin/hook', args: ['hook', '-x'], env: ['A=1'], timeout: 5 }],
-        poststop: [{ path: '/bin/post' }],
-      },
-    });
-    assert.deepEqual(c.hooks.prestart, [
-      { path: '/bin/hook', args: ['hook', '-x'], env: ['A=1'], timeout: 5 },
-    ]);
-    assert.deepEqual(c.hooks.poststop, [{ path: '/bin/post', args: ['/bin/post'], env: [] }]);
-    assert.deepEqual(c.hooks.startContainer, []);
-    rejects(
-      { ...base(), hooks: { prestart: [{ path: 'rel' }] } },
-      /hooks\.prestart\[0\]\.path must be an absolute path/,
-    );
-    rejects(
-      { ...base(), hooks: { poststart: [{ path: '/x', timeout: 0 }] } },
-      /hooks\.poststart\[0\]\.timeout must be an integer from 1 to 600/,
-    );
-    rejects(
-      { ...base(), hooks: { createRuntime: [{ path: '/x', args: [1] }] } },
-      /hooks\.createRuntime\[0\]\.args\[0\] must be a string/,
-    );
-    // startContainer hooks travel to the guest with a timeout always set and the OCI state.
-    const s = read({ ...base(), hooks: { startContainer: [{ path: '/bin/in-guest' }] } });
-    const x = containerExecOf('c2', s, [], undefined, 42);
-    assert.deepEqual(x.startHooks, [
-      { path: '/bin/in-guest', args: ['/bin/in-guest'], env: [], timeout: 120 },
-    ]);
-    assert.equal(JSON.parse(x.hookState!).pid, 42);
-    assert.equal(containerError(x), null);
   });
 });

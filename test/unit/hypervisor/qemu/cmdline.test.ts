@@ -1,7 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { defaultVmSpec } from '../../../../src/config/defaults.js';
-import { detectAccel } from '../../../../src/hypervisor/qemu/accel.js';
 import { buildQemuArgs } from '../../../../src/hypervisor/qemu/cmdline.js';
 import { vmFiles } from '../../../../src/hypervisor/types.js';
 
@@ -65,21 +64,5 @@ describe('QEMU command line', () => {
     assert.match(append, /memhp_default_state=online_movable/);
     assert.ok(append.endsWith('foo=bar'));
     assert.deepEqual(opt(args, '-kernel'), ['/img/vmlinux']);
-  });
-});
-
-describe('accelerator detection', () => {
-  it('chooses TCG when /dev/kvm is missing', () => {
-    assert.equal(detectAccel(() => 'flags : fpu vmx', '/nonexistent/kvm').accel, 'tcg');
-  });
-
-  it('chooses TCG when /dev/kvm exists but the CPU has no vmx/svm (broken nested virtualisation)', () => {
-    const c = detectAccel(() => 'flags\t\t: fpu sse2 hypervisor', '/dev/null');
-    assert.equal(c.accel, 'tcg');
-    assert.match(c.reason, /no vmx\/svm/);
-  });
-
-  it('chooses KVM when the device is usable and the CPU advertises svm or vmx', () => {
-    assert.equal(detectAccel(() => 'flags\t\t: fpu svm sse2', '/dev/null').accel, 'kvm');
   });
 });

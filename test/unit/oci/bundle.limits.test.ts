@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { isVmcError } from '../../../src/errors.js';
 import { readBundle, type StatFs } from '../../../src/oci/bundle.js';
-import { At, MAX_DEPTH, preview } from '../../../src/oci/validate.js';
+import { MAX_DEPTH } from '../../../src/oci/validate.js';
 import { containerError } from '../../../src/protocol/agent/messages.js';
 
 /**
@@ -70,15 +70,6 @@ describe('config.json limits found by fuzzing, checked by readBundle (at create)
   });
 
   it('never puts an unbounded value into a message', () => {
-    let deep: unknown = [];
-    for (let i = 0; i < 100_000; i++) deep = [deep];
-    assert.throws(
-      () => new At(deep, 'x', 'f').fail('a string'),
-      (e) => isVmcError(e, 'VMC_ERR_OCI_INVALID') && /^f: x must be a string, got \[\[\[/.test(e.message),
-    );
-    assert.equal(preview('x'.repeat(1_000_000), 10), '"xxxxxxxxx…');
-    assert.equal(preview({ a: [1, 'b', null, true] }), '{"a":[1,"b",null,true]}');
-    assert.equal(preview(deep).length, 81);
     const huge = 'k'.repeat(1_000_000);
     rejects({ ...base(), annotations: { [huge]: 1 } }, /annotations\.k+… must be a string, got 1$/);
     rejects(withProcess({ env: [huge] }), /process\.env\[0\] "k+… is not NAME=VALUE/);

@@ -1,24 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { lineLogger } from '../../../src/cli/log.js';
-import { signalExitCode, signalName } from '../../../src/cli/runtime/common.js';
-import { isVmcError } from '../../../src/errors.js';
 
-describe('runtime CLI helpers', () => {
-  it('reads signals by name, with or without SIG, any case, or by number', () => {
-    assert.equal(signalName('KILL'), 'SIGKILL');
-    assert.equal(signalName('sigterm'), 'SIGTERM');
-    assert.equal(signalName('9'), 'SIGKILL');
-    assert.equal(signalName('15'), 'SIGTERM');
-    for (const bad of ['SIGNOPE', '999', '', '-9'])
-      assert.throws(
-        () => signalName(bad),
-        (e) => isVmcError(e, 'VMC_ERR_CLI_USAGE'),
-        bad,
-      );
-    assert.equal(signalExitCode('SIGKILL'), 137);
-  });
-
+describe('CLI log lines (lineLogger)', () => {
   it("writes runc's log lines: logrus JSON (level, msg, time) or logfmt text", () => {
     const lines: string[] = [];
     const json = lineLogger((l) => lines.push(l), 'json', 'info');
