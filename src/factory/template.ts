@@ -2,9 +2,10 @@ import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync, statSync, write
 import { join } from 'node:path';
 import { isDeepStrictEqual } from 'node:util';
 import { VmcError } from '../errors.js';
+import { saveState } from '../hypervisor/qemu/migration.js';
 import { BOOT_RELEVANT_FIELDS, type VmSpec } from '../hypervisor/types.js';
 import { mountsUnder } from '../platform/mounts.js';
-import { shellQuote, Vm, type VmDeps, waitMigration } from '../vm/vm.js';
+import { Vm, type VmDeps } from '../vm/vm.js';
 import type { FactoryBase } from './base.js';
 
 /** Files of a template directory. */
@@ -152,11 +153,7 @@ export async function createTemplate(spec: VmSpec, dir: string, deps: VmDeps): P
   try {
     // The agent waits for its next owner before the snapshot (Kata slept 2 s and hoped; we wait for the event).
     await vm.park();
-    await vm.qmp.execute('migrate-set-capabilities', {
-      capabilities: [{ capability: 'x-ignore-shared', state: true }],
-    });
-    await vm.qmp.execute('migrate', { uri: `exec:cat > ${shellQuote(f.state)}` });
-    await waitMigration(vm.qmp, deps.clock);
+    await saveState(vm.qmp, f.state, deps.clock);
   } finally {
     await vm.destroy();
   }
