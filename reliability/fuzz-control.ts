@@ -192,8 +192,7 @@ export async function controlTarget(_opts: FuzzOptions): Promise<Target<ControlC
       await client.request(req as ControlRequest);
       return 'accepted';
     } catch (e) {
-      if (isVmcError(e)) return 'refused';
-      if (e instanceof RangeError && /exceeds/.test(e.message)) return 'refused'; // too big to send
+      if (isVmcError(e)) return 'refused'; // including VMC_ERR_AGENT_FRAME_TOO_LARGE: too big to send
       throw e;
     } finally {
       client.close();

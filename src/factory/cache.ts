@@ -1,4 +1,5 @@
 import { messageOf, VmcError } from '../errors.js';
+import { queryStatus } from '../hypervisor/qemu/qmp-commands.js';
 import type { VmSpec } from '../hypervisor/types.js';
 import type { Clock } from '../platform/clock.js';
 import type { Logger } from '../platform/logger.js';
@@ -275,8 +276,7 @@ export class CachingFactory implements FactoryBase {
   async #healthy(entry: Entry): Promise<boolean> {
     if (!entry.vm.alive()) return false;
     try {
-      const status = await entry.vm.qmp.execute<{ status: string }>('query-status', undefined, 2_000);
-      return status.status === 'paused';
+      return (await queryStatus(entry.vm.qmp, 2_000)) === 'paused';
     } catch {
       return false;
     }

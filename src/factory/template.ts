@@ -1,10 +1,12 @@
 import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { isDeepStrictEqual } from 'node:util';
-import { VmcError } from '../errors.js';
+import { messageOf, VmcError } from '../errors.js';
+import { saveState } from '../hypervisor/qemu/migration.js';
 import { BOOT_RELEVANT_FIELDS, type VmSpec } from '../hypervisor/types.js';
 import { mountsUnder } from '../platform/mounts.js';
-import { shellQuote, Vm, type VmDeps, waitMigration } from '../vm/vm.js';
+import { UndoStack } from '../platform/undo-stack.js';
+import { Vm, type VmDeps } from '../vm/vm.js';
 import type { FactoryBase } from './base.js';
 
 /** Files of a template directory. */
@@ -136,46 +138,61 @@ export class TemplateFactory implements FactoryBase {
   async close(): Promise<void> {}
 }
 
-/** Creates the template: tmpfs, boot with shared file-backed RAM, park, save, stop. */
+/**
+ * Creates the template: tmpfs, boot with shared file-backed RAM, park, save, stop. A failure leaves no mount
+ * behind: the tmpfs this call mounted is unmounted again (with it go the partial memory and state files).
+ */
 export async function createTemplate(spec: VmSpec, dir: string, deps: VmDeps): Promise<TemplateMeta> {
   const f = templateFiles(dir);
-  mkdirSync(dir, { recursive: true, mode: 0o700 });
-  if (!mountsUnder(dir).includes(dir)) {
-    // RAM-backed, as Kata does: the clones map this file, and a disk-backed file would page from disk.
-    await deps.run(
-      'mount',
-      ['-t', 'tmpfs', '-o', `size=${spec.memoryMiB + 64}M,mode=0700`, 'vmcache-template', dir],
-      { errorCode: 'VMC_ERR_TEMPLATE_FAILED' },
-    );
-  }
-  const vm = await Vm.boot(spec, deps, { qemu: { memoryFile: { path: f.memory, share: true } } });
+  const undo = new UndoStack();
   try {
-    // The agent waits for its next owner before the snapshot (Kata slept 2 s and hoped; we wait for the event).
-    await vm.park();
-    await vm.qmp.execute('migrate-set-capabilities', {
-      capabilities: [{ capability: 'x-ignore-shared', state: true }],
-    });
-    await vm.qmp.execute('migrate', { uri: `exec:cat > ${shellQuote(f.state)}` });
-    await waitMigration(vm.qmp, deps.clock);
-  } finally {
-    await vm.destroy();
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    if (!mountsUnder(dir).includes(dir)) {
+      // RAM-backed, as Kata does: the clones map this file, and a disk-backed file would page from disk.
+      await deps.run(
+        'mount',
+        ['-t', 'tmpfs', '-o', `size=${spec.memoryMiB + 64}M,mode=0700`, 'vmcache-template', dir],
+        { errorCode: 'VMC_ERR_TEMPLATE_FAILED' },
+      );
+      // QEMU's `exec:` migration `cat` can hold the state file open a moment after the VM stopped ("target
+      // is busy"): then detach it lazily, so that the mount is gone at once and freed when the file closes.
+      undo.push('unmount the template tmpfs', () =>
+        deps.run('umount', [dir]).catch(() => deps.run('umount', ['-l', dir])),
+      );
+    }
+    const vm = await Vm.boot(spec, deps, { qemu: { memoryFile: { path: f.memory, share: true } } });
+    try {
+      // The agent waits for its next owner before the snapshot (Kata slept 2 s and hoped; we wait for the event).
+      await vm.park();
+      await saveState(vm.qmp, f.state, deps.clock);
+    } finally {
+      await vm.destroy();
+    }
+    // Clones map the memory file private; it must never change again.
+    chmodSync(f.memory, 0o400);
+    chmodSync(f.state, 0o400);
+    const meta: TemplateMeta = {
+      version: 1,
+      createdAt: deps.clock.now(),
+      spec,
+      memoryBytes: statSync(f.memory).size,
+      stateBytes: statSync(f.state).size,
+    };
+    writeFileSync(f.meta, `${JSON.stringify(meta, null, 2)}\n`);
+    undo.release();
+    deps.logger.info(
+      { dir, memoryBytes: meta.memoryBytes, stateBytes: meta.stateBytes },
+      'VM template created',
+    );
+    return meta;
+  } catch (err) {
+    for (const { name, error } of await undo.unwind())
+      deps.logger.warn(
+        { dir, step: name, err: messageOf(error) },
+        'could not undo a failed template creation',
+      );
+    throw err;
   }
-  // Clones map the memory file private; it must never change again.
-  chmodSync(f.memory, 0o400);
-  chmodSync(f.state, 0o400);
-  const meta: TemplateMeta = {
-    version: 1,
-    createdAt: deps.clock.now(),
-    spec,
-    memoryBytes: statSync(f.memory).size,
-    stateBytes: statSync(f.state).size,
-  };
-  writeFileSync(f.meta, `${JSON.stringify(meta, null, 2)}\n`);
-  deps.logger.info(
-    { dir, memoryBytes: meta.memoryBytes, stateBytes: meta.stateBytes },
-    'VM template created',
-  );
-  return meta;
 }
 
 /** Removes the template: unmounts its tmpfs and deletes the directory, leaving nothing mounted. */

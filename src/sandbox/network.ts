@@ -1,6 +1,8 @@
 import { createHash } from 'node:crypto';
 import { basename, dirname } from 'node:path';
 import { VmcError } from '../errors.js';
+import { HOTPLUG_ROOT_PORTS } from '../hypervisor/qemu/cmdline.js';
+import { addNic } from '../hypervisor/qemu/qmp-commands.js';
 import type { CommandRunner } from '../platform/command.js';
 import type { UndoStack } from '../platform/undo-stack.js';
 import type { NicConfig } from '../protocol/agent/messages.js';
@@ -111,10 +113,11 @@ export async function connectPodNetwork(
 ): Promise<PodNetwork> {
   const name = checkPodNetns(netns);
   const ifaces = await podInterfaces(run, netns);
-  if (ifaces.length > 4)
+  // One NIC per spare root port.
+  if (ifaces.length > HOTPLUG_ROOT_PORTS)
     throw new VmcError(
       'VMC_ERR_NETWORK_SETUP',
-      `network namespace ${netns} has ${ifaces.length} interfaces; a VM takes at most 4`,
+      `network namespace ${netns} has ${ifaces.length} interfaces; a VM takes at most ${HOTPLUG_ROOT_PORTS}`,
     );
   const made: PodNetwork = { netns, taps: [], ingress: [] };
   const ns = (cmd: string, ...args: string[]) => inNs(run, netns, cmd, args);
@@ -126,20 +129,7 @@ export async function connectPodNetwork(
     undo.push(`delete tap ${tap}`, () =>
       run('ip', ['link', 'del', 'dev', tap]).catch(() => ns('ip', 'link', 'del', 'dev', tap)),
     );
-    await vm.qmp.execute('netdev_add', {
-      type: 'tap',
-      id: `podnet${i}`,
-      ifname: tap,
-      script: 'no',
-      downscript: 'no',
-    });
-    await vm.qmp.execute('device_add', {
-      driver: 'virtio-net-pci',
-      id: `podnic${i}`,
-      netdev: `podnet${i}`,
-      mac: iface.nic.mac,
-      bus: `rp${i + 1}`,
-    });
+    await addNic(vm.qmp, i, { tap, mac: iface.nic.mac });
     await run('ip', ['link', 'set', 'dev', tap, 'netns', name], { errorCode: 'VMC_ERR_NETWORK_SETUP' });
     await ns('ip', 'link', 'set', 'dev', tap, 'mtu', String(iface.nic.mtu), 'up');
     for (const [from, to] of [

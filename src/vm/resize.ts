@@ -1,4 +1,5 @@
 import { VmcError } from '../errors.js';
+import { addCpu, addDimm, queryHotpluggableCpus } from '../hypervisor/qemu/qmp-commands.js';
 import { writeRecord } from './record.js';
 import type { Vm } from './vm.js';
 
@@ -9,13 +10,6 @@ export const MEMORY_BLOCK_MIB = 128;
 export function currentShape(vm: Vm): { cpus: number; memoryMiB: number } {
   const r = vm.record;
   return { cpus: r.spec.cpus + r.hotplug.cpus, memoryMiB: r.spec.memoryMiB + r.hotplug.memoryMiB };
-}
-
-interface HotpluggableCpu {
-  type: string;
-  'vcpus-count': number;
-  props: Record<string, number>;
-  'qom-path'?: string;
 }
 
 /**
@@ -39,12 +33,12 @@ export async function grow(
         `VM ${vm.id}: ${want.cpus} vCPUs requested, the hot-plug limit (default_maxvcpus) is ${spec.maxCpus}`,
       );
     }
-    const slots = await vm.qmp.execute<HotpluggableCpu[]>('query-hotpluggable-cpus');
+    const slots = await queryHotpluggableCpus(vm.qmp);
     const free = slots.filter((s) => !s['qom-path']).reverse(); // QEMU lists the highest ids first
     for (let i = 0; i < want.cpus - now.cpus; i++) {
       const slot = free[i];
       if (!slot) throw new VmcError('VMC_ERR_INVALID_STATE', `VM ${vm.id}: no free vCPU hot-plug slot`);
-      await vm.qmp.execute('device_add', { driver: slot.type, id: `vcpu-hp${now.cpus + i}`, ...slot.props });
+      await addCpu(vm.qmp, slot, now.cpus + i);
       addedCpus++;
     }
   }
@@ -56,13 +50,7 @@ export async function grow(
         `VM ${vm.id}: ${want.memoryMiB} MiB requested, the hot-plug limit (default_maxmemory) is ${spec.maxMemoryMiB} MiB`,
       );
     }
-    const n = vm.record.hotplug.memoryMiB;
-    await vm.qmp.execute('object-add', {
-      'qom-type': 'memory-backend-ram',
-      id: `hpmem${n}`,
-      size: delta * 2 ** 20,
-    });
-    await vm.qmp.execute('device_add', { driver: 'pc-dimm', id: `hpdimm${n}`, memdev: `hpmem${n}` });
+    await addDimm(vm.qmp, vm.record.hotplug.memoryMiB, delta * 2 ** 20);
     addedMemoryMiB = delta;
   }
   if (addedCpus || addedMemoryMiB) {

@@ -9,6 +9,8 @@ import {
   tail,
   waitForSocket,
 } from '../hypervisor/qemu/launcher.js';
+import { loadState } from '../hypervisor/qemu/migration.js';
+import { cont, queryStatus, quit, stop } from '../hypervisor/qemu/qmp-commands.js';
 import { type VmSpec, vmFiles } from '../hypervisor/types.js';
 import type { Clock } from '../platform/clock.js';
 import type { CommandRunner } from '../platform/command.js';
@@ -210,7 +212,7 @@ export class Vm {
       await qmp.connect();
       const qmpMs = clock.monotonic() - t0;
       // A paused guest cannot answer the handshake: connect to its agent when it is resumed.
-      const { status } = await qmp.execute<{ status: string }>('query-status');
+      const status = await queryStatus(qmp);
       const agent =
         status === 'paused'
           ? null
@@ -287,7 +289,7 @@ export class Vm {
   async pause(): Promise<void> {
     this.#agent?.suspendLiveness();
     try {
-      await this.qmp.execute('stop');
+      await stop(this.qmp);
     } catch (err) {
       this.#agent?.resumeLiveness();
       throw err;
@@ -297,7 +299,7 @@ export class Vm {
   /** Resumes the vCPUs (QMP `cont`), and connects to the agent if this process has not yet. */
   async resume(): Promise<void> {
     if (this.#agent) {
-      await this.qmp.execute('cont');
+      await cont(this.qmp);
       this.#agent.resumeLiveness();
       return;
     }
@@ -306,14 +308,13 @@ export class Vm {
     const f = this.record.files;
     const agent = connectAgent(f.agentSocket, this.deps.clock, 10_000, f.consoleLog, this.record.id);
     agent.catch(() => undefined); // observed below; avoids an unhandled rejection if `cont` fails first
-    await this.qmp.execute('cont');
+    await cont(this.qmp);
     this.#agent = await agent;
   }
 
   /** QEMU's run state (`running`, `paused`, ...). */
-  async status(): Promise<string> {
-    const s = await this.qmp.execute<{ status: string }>('query-status');
-    return s.status;
+  status(): Promise<string> {
+    return queryStatus(this.qmp);
   }
 
   /** True while the QEMU process is alive. */
@@ -349,7 +350,7 @@ export class Vm {
     if (this.#destroyed) return;
     this.#destroyed = true;
     this.#agent?.close();
-    if (!this.qmp.closed) await this.qmp.execute('quit', undefined, 2_000).catch(() => undefined);
+    if (!this.qmp.closed) await quit(this.qmp, 2_000).catch(() => undefined);
     this.qmp.close();
     await destroyRecord(this.record, this.deps);
   }
@@ -376,42 +377,6 @@ export async function destroyRecord(record: VmRecord, deps: VmDeps, quitGraceMs 
     return;
   }
   rmSync(record.files.dir, { recursive: true, force: true });
-}
-
-/** Polls `query-migrate` until the migration completes; fails with QEMU's error otherwise. */
-export async function waitMigration(qmp: QmpClient, clock: Clock, timeoutMs = 60_000): Promise<void> {
-  const deadline = clock.monotonic() + timeoutMs;
-  for (;;) {
-    const m = await qmp.execute<{ status?: string; 'error-desc'?: string }>('query-migrate');
-    if (m.status === 'completed') return;
-    if (m.status === 'failed' || m.status === 'cancelled') {
-      throw new VmcError(
-        'VMC_ERR_TEMPLATE_FAILED',
-        `migration ${m.status}: ${m['error-desc'] ?? 'no detail'}`,
-      );
-    }
-    if (clock.monotonic() > deadline)
-      throw new VmcError(
-        'VMC_ERR_TEMPLATE_FAILED',
-        `migration not complete after ${timeoutMs} ms (${m.status})`,
-      );
-    // Saving or loading a template takes 30–60 ms under TCG (research §5): poll often.
-    await clock.sleep(5);
-  }
-}
-
-/** Loads a saved device state into a QEMU started with `-incoming defer`. */
-async function loadState(qmp: QmpClient, statePath: string, clock: Clock): Promise<void> {
-  await qmp.execute('migrate-set-capabilities', {
-    capabilities: [{ capability: 'x-ignore-shared', state: true }],
-  });
-  await qmp.execute('migrate-incoming', { uri: `exec:cat ${shellQuote(statePath)}` });
-  await waitMigration(qmp, clock);
-}
-
-/** Quotes a path for QEMU's `exec:` migration URIs (run by /bin/sh). */
-export function shellQuote(p: string): string {
-  return `'${p.replace(/'/g, `'\\''`)}'`;
 }
 
 function interrupted(id: string): VmcError {

@@ -9,6 +9,25 @@ export const SHARED_TAG = 'vmcache.shared';
 /** Number of spare PCIe root ports for hot-plug (NICs, disks). */
 export const HOTPLUG_ROOT_PORTS = 4;
 
+/** QMP id (the bus to hot-plug onto) of spare PCIe root port `i`, 0-based: `rp1` … `rp4`. */
+export function rootPortId(i: number): string {
+  return `rp${i + 1}`;
+}
+
+/**
+ * QMP ids of what is hot-plugged later, named here with the ports so that all device names live in one place.
+ * vCPU `n` is the VM's `n`-th (0-based) CPU; memory is numbered by the MiB hot-plugged before it, unique per VM.
+ */
+export const hotplugIds = {
+  cpu: (n: number) => `vcpu-hp${n}`,
+  memoryBackend: (mibBefore: number) => `hpmem${mibBefore}`,
+  dimm: (mibBefore: number) => `hpdimm${mibBefore}`,
+  /** The netdev (host tap) of pod interface `i`. */
+  netdev: (i: number) => `podnet${i}`,
+  /** The virtio-net NIC of pod interface `i`. */
+  nic: (i: number) => `podnic${i}`,
+};
+
 /** Kernel parameters vmcache always passes. */
 export function baseKernelParams(): string[] {
   return [
@@ -98,8 +117,8 @@ export function buildQemuArgs(spec: VmSpec, files: VmFiles, name: string, extras
     '-pidfile',
     files.pidfile,
   );
-  for (let i = 1; i <= HOTPLUG_ROOT_PORTS; i++) {
-    args.push('-device', `pcie-root-port,id=rp${i},bus=pcie.0,chassis=${i},slot=${i}`);
+  for (let i = 0; i < HOTPLUG_ROOT_PORTS; i++) {
+    args.push('-device', `pcie-root-port,id=${rootPortId(i)},bus=pcie.0,chassis=${i + 1},slot=${i + 1}`);
   }
   return args;
 }

@@ -1,10 +1,11 @@
 import { randomBytes } from 'node:crypto';
-import { EventEmitter } from 'node:events';
-import { type Duplex, PassThrough } from 'node:stream';
+import type { Duplex } from 'node:stream';
 import { isVmcError, VmcError } from '../../errors.js';
 import { type Clock, systemClock } from '../../platform/clock.js';
 import { type Logger, nullLogger } from '../../platform/logger.js';
 import { ended } from '../../platform/streams.js';
+import { PendingRequests } from '../pending.js';
+import { StreamClient } from '../stream-client.js';
 import { encodeFrame, FrameDecoder } from './framing.js';
 import {
   AGENT_PROTOCOL_VERSION,
@@ -14,20 +15,10 @@ import {
   parseGuestMessage,
   shownValue,
 } from './messages.js';
+import { AgentProcess, type ExitStatus, type RunResult } from './process.js';
 
-/** How a guest process ended. */
-export interface ExitStatus {
-  /** Exit code, or null when killed by a signal. */
-  code: number | null;
-  /** Signal name, or null. */
-  signal: string | null;
-}
-
-/** A finished guest process with its collected output. */
-export interface RunResult extends ExitStatus {
-  stdout: Buffer;
-  stderr: Buffer;
-}
+// The process handle is part of this client's API: importers of the client find it here too.
+export { AgentProcess, type ExitStatus, type RunResult };
 
 /** The guest session established by the handshake. */
 export interface AgentSession {
@@ -59,91 +50,9 @@ export interface AgentClientOptions {
  */
 export const DEFAULT_LIVENESS_INTERVAL_MS = 10_000;
 
-/**
- * A process running in the guest. `stdout`/`stderr` are readable streams; `wait()` resolves when the process
- * has exited and all its output was delivered.
- */
-export class AgentProcess extends EventEmitter {
-  readonly stdout = new PassThrough();
-  readonly stderr = new PassThrough();
-  /** The process id inside the guest (0 until the exec was answered). */
-  pid = 0;
-  #exit: ExitStatus | null = null;
-  #lost: Error | null = null;
-  readonly #waiters: Array<{ resolve: (s: ExitStatus) => void; reject: (e: Error) => void }> = [];
-
-  readonly #client: AgentClient;
-
-  constructor(
-    readonly proc: number,
-    client: AgentClient,
-  ) {
-    super();
-    this.#client = client;
-  }
-
-  /** Sends bytes to the process's stdin (requires `stdin: true` at exec). */
-  async write(data: Buffer | string): Promise<void> {
-    const buf = typeof data === 'string' ? Buffer.from(data) : data;
-    // Chunk so that each frame stays far below MAX_PAYLOAD after base64.
-    for (let i = 0; i < buf.length || i === 0; i += 256 * 1024) {
-      await this.#client.request({
-        op: 'stdin',
-        proc: this.proc,
-        data: buf.subarray(i, i + 256 * 1024).toString('base64'),
-      });
-      if (buf.length === 0) break;
-    }
-  }
-
-  /** Closes the process's stdin. */
-  async end(): Promise<void> {
-    await this.#client.request({ op: 'close-stdin', proc: this.proc });
-  }
-
-  /** Sends a signal (a name such as `SIGTERM`) to the process. */
-  async kill(signal = 'SIGTERM'): Promise<void> {
-    await this.#client.request({ op: 'signal', proc: this.proc, signal });
-  }
-
-  /**
-   * Resolves with the exit status. Rejects with `VMC_ERR_AGENT_CLOSED` when the connection closes first, and
-   * with `VMC_ERR_AGENT_PROCESS_LOST` when a liveness check finds the process gone without an exit.
-   */
-  wait(): Promise<ExitStatus> {
-    if (this.#exit) return Promise.resolve(this.#exit);
-    if (this.#lost) return Promise.reject(this.#lost);
-    return new Promise((resolve, reject) => this.#waiters.push({ resolve, reject }));
-  }
-
-  /** @internal */
-  _output(fd: 1 | 2, data: Buffer): void {
-    (fd === 1 ? this.stdout : this.stderr).write(data);
-  }
-
-  /** @internal */
-  _exited(status: ExitStatus): void {
-    this.#exit = status;
-    this.stdout.end();
-    this.stderr.end();
-    for (const w of this.#waiters.splice(0)) w.resolve(status);
-    this.emit('exit', status);
-  }
-
-  /** @internal The connection closed, or the agent lost the process, before its exit: it can no longer be known. */
-  _lost(err: Error): void {
-    this.#lost = err;
-    this.stdout.end();
-    this.stderr.end();
-    for (const w of this.#waiters.splice(0)) w.reject(err);
-  }
-}
-
-interface Pending {
+/** What the client keeps of a request while it waits for the reply. */
+interface RequestMeta {
   op: string;
-  resolve: (v: unknown) => void;
-  reject: (e: Error) => void;
-  cancel: () => void;
   /**
    * Turns the result into the resolved value synchronously, while the reply is dispatched, so that frames
    * following the reply in the same chunk find what it set up (see `exec`). A throw rejects the request.
@@ -169,16 +78,16 @@ type ProcFrame = Extract<GuestMessage, { t: 'out' | 'exit' }>;
  * The handshake makes hand-off safe: the client sends `hello` with a fresh nonce (repeating it, because the
  * guest discards unread input when it reopens its port after the previous owner left) and ignores every frame
  * until `hello-ok` echoes that nonce. Stale bytes meant for a previous owner are thus never mistaken for answers.
+ * `close()` leaves guest processes running; their output is no longer delivered and their `wait()` fails.
  */
-export class AgentClient extends EventEmitter {
-  readonly #stream: Duplex;
+export class AgentClient extends StreamClient {
   readonly #clock: Clock;
   readonly #timeoutMs: number;
   readonly #livenessMs: number;
   readonly #name: string | undefined;
   readonly #logger: Logger;
   readonly #decoder = new FrameDecoder();
-  readonly #pending = new Map<number, Pending>();
+  readonly #pending: PendingRequests<number, RequestMeta>;
   readonly #procs = new Map<number, Tracked>();
   /** Liveness checks are off while the guest is frozen; the epoch tells a check that a freeze happened. */
   #suspended = false;
@@ -186,7 +95,6 @@ export class AgentClient extends EventEmitter {
   /** Set when the agent refused `proc-status` (an image older than the op): no more checks. */
   #livenessUnsupported = false;
   #nextId = 1;
-  #closed: Error | null = null;
   #nonce: string | null = null;
   #onHello: ((m: AgentSession) => void) | null = null;
   #greet: (() => void) | null = null;
@@ -194,26 +102,21 @@ export class AgentClient extends EventEmitter {
   session: AgentSession | null = null;
 
   constructor(stream: Duplex, opts: AgentClientOptions = {}) {
-    super();
-    this.#stream = stream;
-    this.#clock = opts.clock ?? systemClock;
-    this.#timeoutMs = opts.requestTimeoutMs ?? 30_000;
-    this.#livenessMs = opts.livenessIntervalMs ?? DEFAULT_LIVENESS_INTERVAL_MS;
-    if (!(Number.isFinite(this.#livenessMs) && this.#livenessMs > 0))
+    const livenessMs = opts.livenessIntervalMs ?? DEFAULT_LIVENESS_INTERVAL_MS;
+    // Checked before the stream is listened to: a refused client leaves the stream as it was.
+    if (!(Number.isFinite(livenessMs) && livenessMs > 0))
       throw new VmcError(
         'VMC_ERR_CONFIG_INVALID',
         `livenessIntervalMs must be a positive number of milliseconds, got ${opts.livenessIntervalMs}`,
       );
+    super(stream, { code: 'VMC_ERR_AGENT_CLOSED', protocol: 'agent', peer: 'the guest' });
+    this.#clock = opts.clock ?? systemClock;
+    this.#pending = new PendingRequests(this.#clock);
+    this.#timeoutMs = opts.requestTimeoutMs ?? 30_000;
+    this.#livenessMs = livenessMs;
     this.#name = opts.name;
     this.#logger = (opts.logger ?? nullLogger).child({ subsystem: 'agent', vm: opts.name });
     stream.on('data', (c: Buffer) => this.#onData(c));
-    stream.on('error', (e) =>
-      this.#fail(new VmcError('VMC_ERR_AGENT_CLOSED', `agent stream error: ${e.message}`, { cause: e })),
-    );
-    stream.on('close', () => this.#fail(new VmcError('VMC_ERR_AGENT_CLOSED', 'agent connection closed')));
-    stream.on('end', () =>
-      this.#fail(new VmcError('VMC_ERR_AGENT_CLOSED', 'agent connection closed by the guest')),
-    );
   }
 
   /**
@@ -221,12 +124,12 @@ export class AgentClient extends EventEmitter {
    * while reopening its port; 200 ms is well above the guest's reopen time and cheap).
    */
   async handshake(timeoutMs = 30_000, resendMs = 200): Promise<AgentSession> {
-    if (this.#closed) throw this.#closed;
+    if (this.closedWith) throw this.closedWith;
     const nonce = randomBytes(12).toString('hex');
     this.#nonce = nonce;
     const send = () => {
-      if (!this.#closed)
-        this.#stream.write(encodeFrame({ t: 'hello', nonce, version: AGENT_PROTOCOL_VERSION }));
+      if (!this.closed)
+        this.stream.write(encodeFrame({ t: 'hello', nonce, version: AGENT_PROTOCOL_VERSION }));
     };
     return new Promise<AgentSession>((resolve, reject) => {
       let stopResend = () => {};
@@ -271,23 +174,26 @@ export class AgentClient extends EventEmitter {
   }
 
   #call<T>(req: AgentRequest, timeoutMs: number, adopt?: (result: unknown) => T): Promise<T> {
-    if (this.#closed) return Promise.reject(this.#closed);
+    if (this.closedWith) return Promise.reject(this.closedWith);
     if (!this.session)
       return Promise.reject(new VmcError('VMC_ERR_INVALID_STATE', 'agent request before handshake'));
     const id = this.#nextId++;
-    return new Promise<T>((resolve, reject) => {
-      const cancel = this.#clock.setTimeout(() => {
-        this.#pending.delete(id);
-        reject(
-          new VmcError(
-            'VMC_ERR_AGENT_TIMEOUT',
-            `guest agent did not answer ${req.op} within ${timeoutMs} ms`,
-          ),
-        );
-      }, timeoutMs);
-      this.#pending.set(id, { op: req.op, resolve: resolve as (v: unknown) => void, reject, cancel, adopt });
-      this.#stream.write(encodeFrame({ t: 'req', id, ...req }));
-    });
+    let frame: Buffer;
+    try {
+      frame = encodeFrame({ t: 'req', id, ...req });
+    } catch (err) {
+      // Too large for one frame (VMC_ERR_AGENT_FRAME_TOO_LARGE): never sent, so nothing waits for a reply.
+      return Promise.reject(err);
+    }
+    const reply = this.#pending.add<T>(
+      id,
+      { op: req.op, adopt },
+      timeoutMs,
+      () =>
+        new VmcError('VMC_ERR_AGENT_TIMEOUT', `guest agent did not answer ${req.op} within ${timeoutMs} ms`),
+    );
+    this.stream.write(frame);
+    return reply;
   }
 
   /**
@@ -338,17 +244,6 @@ export class AgentClient extends EventEmitter {
     for (const t of this.#procs.values()) t.seen = now;
   }
 
-  /** True once closed. */
-  get closed(): boolean {
-    return this.#closed !== null;
-  }
-
-  /** Closes the connection. Guest processes keep running; their output is no longer delivered. Idempotent. */
-  close(): void {
-    this.#fail(new VmcError('VMC_ERR_AGENT_CLOSED', 'agent client closed'));
-    this.#stream.destroy();
-  }
-
   #onData(chunk: Buffer): void {
     for (const f of this.#decoder.push(chunk)) {
       if (!f.ok) continue; // garbage from a previous owner's session; resynchronised by the decoder
@@ -375,13 +270,11 @@ export class AgentClient extends EventEmitter {
     }
     switch (m.t) {
       case 'res': {
-        const p = this.#pending.get(m.id);
+        const p = this.#pending.take(m.id);
         if (!p) return;
-        this.#pending.delete(m.id);
-        p.cancel();
         if (!m.ok) {
           p.reject(
-            new VmcError('VMC_ERR_AGENT_REQUEST', `guest agent ${p.op}: ${m.error.message}`, {
+            new VmcError('VMC_ERR_AGENT_REQUEST', `guest agent ${p.meta.op}: ${m.error.message}`, {
               details: { guestCode: m.error.code },
             }),
           );
@@ -389,7 +282,7 @@ export class AgentClient extends EventEmitter {
         }
         let value = m.result;
         try {
-          if (p.adopt) value = p.adopt(m.result);
+          if (p.meta.adopt) value = p.meta.adopt(m.result);
         } catch (err) {
           p.reject(err as Error);
           return;
@@ -411,20 +304,13 @@ export class AgentClient extends EventEmitter {
     }
   }
 
-  #fail(err: Error): void {
-    if (this.#closed) return;
-    this.#closed = err;
-    for (const p of this.#pending.values()) {
-      p.cancel();
-      p.reject(err);
-    }
-    this.#pending.clear();
+  protected override onClosed(err: Error): void {
+    this.#pending.failAll(err);
     for (const t of this.#procs.values()) {
       t.unwatch();
       t.p._lost(err);
     }
     this.#procs.clear();
-    this.emit('closed', err);
   }
 
   /** Registers the process an exec reply names, and starts its liveness watch. */

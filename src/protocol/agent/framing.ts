@@ -5,6 +5,7 @@
  * old owner was writing. The decoder resynchronises on the next magic instead of misreading the length.
  * See docs/agent-protocol.md.
  */
+import { VmcError } from '../../errors.js';
 
 /** The 4-byte frame marker. */
 export const FRAME_MAGIC = Buffer.from('VMC1', 'latin1');
@@ -13,11 +14,15 @@ export const HEADER_SIZE = 8;
 /** Largest payload accepted (stdout chunks are ≤ 64 KiB before base64; 1 MiB leaves ample room). */
 export const MAX_PAYLOAD = 1024 * 1024;
 
-/** Encodes one message as a frame. */
+/** Encodes one message as a frame; throws VMC_ERR_AGENT_FRAME_TOO_LARGE past MAX_PAYLOAD. */
 export function encodeFrame(message: unknown): Buffer {
   const payload = Buffer.from(JSON.stringify(message), 'utf8');
   if (payload.length > MAX_PAYLOAD)
-    throw new RangeError(`agent frame of ${payload.length} bytes exceeds ${MAX_PAYLOAD}`);
+    throw new VmcError(
+      'VMC_ERR_AGENT_FRAME_TOO_LARGE',
+      `agent frame of ${payload.length} bytes exceeds ${MAX_PAYLOAD}`,
+      { details: { bytes: payload.length, max: MAX_PAYLOAD } },
+    );
   const header = Buffer.allocUnsafe(HEADER_SIZE);
   FRAME_MAGIC.copy(header, 0);
   header.writeUInt32BE(payload.length, 4);

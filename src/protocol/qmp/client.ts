@@ -1,8 +1,9 @@
-import { EventEmitter } from 'node:events';
 import type { Duplex } from 'node:stream';
 import { VmcError } from '../../errors.js';
 import type { Clock } from '../../platform/clock.js';
 import { systemClock } from '../../platform/clock.js';
+import { PendingRequests } from '../pending.js';
+import { StreamClient } from '../stream-client.js';
 import { QmpDecoder, type QmpInbound } from './codec.js';
 
 /** A QMP event as delivered to listeners. */
@@ -21,13 +22,6 @@ export interface QmpClientOptions {
   transcriptSize?: number;
 }
 
-interface Pending {
-  command: string;
-  resolve: (v: unknown) => void;
-  reject: (e: Error) => void;
-  cancelTimer: () => void;
-}
-
 /**
  * A QMP client on any duplex byte stream (a Unix socket in production, an in-memory pair in tests).
  *
@@ -38,38 +32,32 @@ interface Pending {
  * QEMU serves one QMP client at a time: a second client is queued silently until this one closes, so owners
  * must `close()` before handing a VM to another process.
  */
-export class QmpClient extends EventEmitter {
-  readonly #stream: Duplex;
+export class QmpClient extends StreamClient {
   readonly #clock: Clock;
   readonly #timeoutMs: number;
   readonly #decoder = new QmpDecoder();
-  readonly #pending = new Map<string, Pending>();
+  /** Pending commands by id, each with the command's name (for error messages). */
+  readonly #pending: PendingRequests<string, string>;
   readonly #transcript: string[] = [];
   readonly #transcriptSize: number;
   #nextId = 1;
-  #closed: Error | null = null;
   #greeting: ((g: QmpInbound) => void) | null = null;
   /** The QEMU version from the greeting, once connected. */
   version: unknown = undefined;
 
   constructor(stream: Duplex, opts: QmpClientOptions = {}) {
-    super();
-    this.#stream = stream;
+    super(stream, { code: 'VMC_ERR_QMP_CLOSED', protocol: 'QMP', peer: 'QEMU' });
     this.#clock = opts.clock ?? systemClock;
+    this.#pending = new PendingRequests(this.#clock);
     this.#timeoutMs = opts.commandTimeoutMs ?? 10_000;
     this.#transcriptSize = opts.transcriptSize ?? 50;
     stream.on('data', (chunk: Buffer) => this.#onData(chunk));
-    stream.on('error', (err) =>
-      this.#fail(new VmcError('VMC_ERR_QMP_CLOSED', `QMP stream error: ${err.message}`, { cause: err })),
-    );
-    stream.on('close', () => this.#fail(new VmcError('VMC_ERR_QMP_CLOSED', 'QMP connection closed')));
-    stream.on('end', () => this.#fail(new VmcError('VMC_ERR_QMP_CLOSED', 'QMP connection closed by QEMU')));
   }
 
   /** Waits for the greeting and enters command mode. */
   async connect(timeoutMs = 5_000): Promise<void> {
     const greeting = await new Promise<QmpInbound>((resolve, reject) => {
-      if (this.#closed) return reject(this.#closed);
+      if (this.closedWith) return reject(this.closedWith);
       const cancel = this.#clock.setTimeout(
         () =>
           reject(
@@ -99,24 +87,23 @@ export class QmpClient extends EventEmitter {
     args?: Record<string, unknown>,
     timeoutMs = this.#timeoutMs,
   ): Promise<T> {
-    if (this.#closed) return Promise.reject(this.#closed);
+    if (this.closedWith) return Promise.reject(this.closedWith);
     const id = `c${this.#nextId++}`;
     const line = JSON.stringify(
       args === undefined ? { execute: command, id } : { execute: command, arguments: args, id },
     );
-    return new Promise<T>((resolve, reject) => {
-      const cancelTimer = this.#clock.setTimeout(() => {
-        this.#pending.delete(id);
-        reject(
-          new VmcError('VMC_ERR_QMP_TIMEOUT', `QMP command ${command} got no answer within ${timeoutMs} ms`, {
-            details: { transcript: this.transcript() },
-          }),
-        );
-      }, timeoutMs);
-      this.#pending.set(id, { command, resolve: resolve as (v: unknown) => void, reject, cancelTimer });
-      this.#record(`> ${line}`);
-      this.#stream.write(`${line}\n`);
-    });
+    const reply = this.#pending.add<T>(
+      id,
+      command,
+      timeoutMs,
+      () =>
+        new VmcError('VMC_ERR_QMP_TIMEOUT', `QMP command ${command} got no answer within ${timeoutMs} ms`, {
+          details: { transcript: this.transcript() },
+        }),
+    );
+    this.#record(`> ${line}`);
+    this.stream.write(`${line}\n`);
+    return reply;
   }
 
   /**
@@ -157,17 +144,6 @@ export class QmpClient extends EventEmitter {
     return [...this.#transcript];
   }
 
-  /** True once the connection is closed. */
-  get closed(): boolean {
-    return this.#closed !== null;
-  }
-
-  /** Closes the connection; pending commands fail. Idempotent. */
-  close(): void {
-    this.#fail(new VmcError('VMC_ERR_QMP_CLOSED', 'QMP client closed'));
-    this.#stream.destroy();
-  }
-
   #record(line: string): void {
     this.#transcript.push(line.length > 300 ? `${line.slice(0, 300)}…` : line);
     if (this.#transcript.length > this.#transcriptSize) this.#transcript.shift();
@@ -178,8 +154,8 @@ export class QmpClient extends EventEmitter {
     try {
       messages = this.#decoder.push(chunk);
     } catch (err) {
-      this.#fail(err as Error);
-      this.#stream.destroy();
+      this.fail(err as Error);
+      this.stream.destroy();
       return;
     }
     for (const m of messages) this.#dispatch(m);
@@ -198,27 +174,18 @@ export class QmpClient extends EventEmitter {
       return;
     }
     this.#record(`< ${m.kind === 'return' ? JSON.stringify(m.value) : `error ${m.errorClass}: ${m.desc}`}`);
-    const p = m.id === undefined ? undefined : this.#pending.get(m.id);
+    const p = m.id === undefined ? undefined : this.#pending.take(m.id);
     if (!p) return; // an answer to a command that already timed out
-    this.#pending.delete(m.id!);
-    p.cancelTimer();
     if (m.kind === 'return') p.resolve(m.value);
     else
       p.reject(
-        new VmcError('VMC_ERR_QMP_COMMAND', `QMP ${p.command} failed: ${m.errorClass}: ${m.desc}`, {
+        new VmcError('VMC_ERR_QMP_COMMAND', `QMP ${p.meta} failed: ${m.errorClass}: ${m.desc}`, {
           details: { errorClass: m.errorClass },
         }),
       );
   }
 
-  #fail(err: Error): void {
-    if (this.#closed) return;
-    this.#closed = err;
-    for (const p of this.#pending.values()) {
-      p.cancelTimer();
-      p.reject(err);
-    }
-    this.#pending.clear();
-    this.emit('closed', err);
+  protected override onClosed(err: Error): void {
+    this.#pending.failAll(err);
   }
 }

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { defaultVmSpec } from '../../../../src/config/defaults.js';
-import { buildQemuArgs } from '../../../../src/hypervisor/qemu/cmdline.js';
+import { buildQemuArgs, HOTPLUG_ROOT_PORTS, rootPortId } from '../../../../src/hypervisor/qemu/cmdline.js';
 import { vmFiles } from '../../../../src/hypervisor/types.js';
 
 function opt(args: string[], flag: string): string[] {
@@ -64,5 +64,15 @@ describe('QEMU command line', () => {
     assert.match(append, /memhp_default_state=online_movable/);
     assert.ok(append.endsWith('foo=bar'));
     assert.deepEqual(opt(args, '-kernel'), ['/img/vmlinux']);
+  });
+  it('adds the spare PCIe root ports that NICs are hot-plugged onto, by the ids rootPortId gives', () => {
+    const args = buildQemuArgs(defaultVmSpec('/img', 'tcg'), files, 'abc');
+    const ports = opt(args, '-device').filter((d) => d.startsWith('pcie-root-port,'));
+    assert.equal(ports.length, HOTPLUG_ROOT_PORTS);
+    assert.deepEqual(
+      ports.map((d) => /id=([^,]+)/.exec(d)?.[1]),
+      ['rp1', 'rp2', 'rp3', 'rp4'].slice(0, HOTPLUG_ROOT_PORTS),
+    );
+    assert.equal(rootPortId(0), 'rp1');
   });
 });

@@ -342,3 +342,78 @@ describe('AgentClient liveness checks', () => {
     host.destroy();
   });
 });
+
+/** A manual clock that counts its live timers: a request that is over must leave none behind. */
+class CountingClock extends ManualClock {
+  live = 0;
+  override setTimeout(fn: () => void, ms: number): () => void {
+    this.live++;
+    let done = false;
+    const end = () => {
+      if (!done) this.live--;
+      done = true;
+    };
+    const cancel = super.setTimeout(() => {
+      end();
+      fn();
+    }, ms);
+    return () => {
+      end();
+      cancel();
+    };
+  }
+}
+
+describe('AgentClient requests', () => {
+  it('rejects a request too large for one frame with VMC_ERR_AGENT_FRAME_TOO_LARGE at once, leaving nothing pending', async () => {
+    const clock = new CountingClock();
+    const { client, agent } = await connect(
+      (req, reply) => reply({ t: 'res', id: req.id, ok: true, result: 'pong' }),
+      { clock, requestTimeoutMs: TIMEOUT },
+    );
+    assert.equal(clock.live, 0, 'the handshake left a timer');
+    const huge = observe(client.exec({ args: ['/bin/echo', 'x'.repeat(1024 * 1024)] }));
+    await settle();
+    assert.equal(huge.state, 'rejected');
+    assert.ok(isVmcError(huge.error, 'VMC_ERR_AGENT_FRAME_TOO_LARGE'), String(huge.error));
+    assert.equal(clock.live, 0, 'the refused request left its timer behind');
+    assert.deepEqual(agent.requests, [], 'the refused request was sent');
+    // The connection is unharmed: the next request is answered, and its timer goes with its reply.
+    assert.equal(await client.request({ op: 'ping' }), 'pong');
+    assert.equal(clock.live, 0);
+    client.close();
+  });
+
+  it('fails the requests still waiting when the connection closes, and stops their timers', async () => {
+    const clock = new CountingClock();
+    const { client, guest } = await connect(() => {}, { clock, requestTimeoutMs: TIMEOUT });
+    const a = observe(client.request({ op: 'ping' }));
+    const b = observe(client.request({ op: 'sync' }));
+    await settle();
+    assert.equal(clock.live, 2);
+    guest.end();
+    await settle();
+    for (const o of [a, b]) assert.ok(isVmcError(o.error, 'VMC_ERR_AGENT_CLOSED'), String(o.error));
+    assert.equal(clock.live, 0);
+  });
+
+  it('times a request out with VMC_ERR_AGENT_TIMEOUT naming the op, and ignores its late reply', async () => {
+    const clock = new CountingClock();
+    let late: (() => void) | undefined;
+    const { client } = await connect(
+      (req, reply) => {
+        late = () => reply({ t: 'res', id: req.id, ok: true, result: 'late' });
+      },
+      { clock, requestTimeoutMs: TIMEOUT },
+    );
+    const p = observe(client.request({ op: 'ping' }));
+    await clock.advance(TIMEOUT);
+    assert.ok(isVmcError(p.error, 'VMC_ERR_AGENT_TIMEOUT'), String(p.error));
+    assert.match((p.error as Error).message, /did not answer ping within 5000 ms/);
+    assert.equal(clock.live, 0);
+    late?.();
+    await settle();
+    assert.equal(client.closed, false);
+    client.close();
+  });
+});

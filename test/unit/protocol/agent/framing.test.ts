@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { isVmcError } from '../../../../src/errors.js';
 import { encodeFrame, FrameDecoder, MAX_PAYLOAD } from '../../../../src/protocol/agent/framing.js';
 
 describe('agent framing', () => {
@@ -42,6 +43,9 @@ describe('agent framing', () => {
   });
 
   it('refuses to encode a payload above the limit', () => {
-    assert.throws(() => encodeFrame({ s: 'x'.repeat(MAX_PAYLOAD) }), RangeError);
+    assert.throws(
+      () => encodeFrame({ s: 'x'.repeat(MAX_PAYLOAD) }),
+      (e) => isVmcError(e, 'VMC_ERR_AGENT_FRAME_TOO_LARGE') && /exceeds/.test(e.message),
+    );
   });
 });
