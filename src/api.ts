@@ -11,6 +11,7 @@
  * ```
  */
 import { VmFactory } from './factory/factory.js';
+import { FallbackCounter } from './factory/metrics.js';
 import { RemoteCacheFactory } from './factory/remote-cache.js';
 import { systemClock } from './platform/clock.js';
 import { runCommand } from './platform/command.js';
@@ -52,7 +53,8 @@ export async function connectCache(
     run: runCommand,
   };
   const remote = await RemoteCacheFactory.connect(endpoint, deps);
-  const factory = new VmFactory(remote, deps);
+  // Asks for the cache's own spec at another size, which never falls back; the sink is there all the same.
+  const factory = new VmFactory(remote, { ...deps, metrics: new FallbackCounter() });
   return {
     async getVM(shape = {}) {
       const base = remote.config();

@@ -163,6 +163,7 @@ export class CachingFactory implements FactoryBase {
         cpus: vm.record.spec.cpus,
         memoryMiB: vm.record.spec.memoryMiB,
         ageMs: now - vm.record.createdAt,
+        // What every base hands over (FactoryBase) and the health check keeps; `queryStatus` reads it from QEMU.
         state: 'paused',
       })),
       booting: this.#booting,
@@ -173,6 +174,22 @@ export class CachingFactory implements FactoryBase {
       lastError: this.#lastError,
       nextRetryAt: this.#consecutiveFailures > 0 ? this.#nextRetryAt : null,
     };
+  }
+
+  /**
+   * `status()`, with each idle VM's run state read from QEMU now (in parallel, each bounded by `timeoutMs`):
+   * `dead` when its process is gone, `unknown` when QMP does not answer. A VM handed out meanwhile is left out.
+   */
+  async queryStatus(timeoutMs = 500): Promise<FactoryStatus> {
+    const s = this.status();
+    const vms = new Map(this.#ready.map((e) => [e.vm.id, e.vm]));
+    await Promise.all(
+      s.idle.map(async (v) => {
+        v.state = await runState(vms.get(v.id)!, timeoutMs);
+      }),
+    );
+    const idle = new Set(this.#ready.map((e) => e.vm.id));
+    return { ...s, idle: s.idle.filter((v) => idle.has(v.id)) };
   }
 
   /** Stops filling, fails waiters, stops every idle VM and every VM still booting. Idempotent. */
@@ -274,12 +291,7 @@ export class CachingFactory implements FactoryBase {
 
   /** Cheap liveness check: the process is alive and QEMU answers QMP (the VM is paused, so the agent cannot). */
   async #healthy(entry: Entry): Promise<boolean> {
-    if (!entry.vm.alive()) return false;
-    try {
-      return (await queryStatus(entry.vm.qmp, 2_000)) === 'paused';
-    } catch {
-      return false;
-    }
+    return (await runState(entry.vm, 2_000)) === 'paused';
   }
 
   #discard(entry: Entry, reason: 'dead' | 'age' | 'unhealthy'): void {
@@ -312,5 +324,15 @@ export class CachingFactory implements FactoryBase {
       }
     }
     this.#fill();
+  }
+}
+
+/** QEMU's run state of `vm` (`paused`, `running`, ...), `dead` when its process is gone, `unknown` when QMP fails. */
+async function runState(vm: Vm, timeoutMs: number): Promise<string> {
+  if (!vm.alive()) return 'dead';
+  try {
+    return await queryStatus(vm.qmp, timeoutMs);
+  } catch {
+    return 'unknown';
   }
 }

@@ -1,5 +1,5 @@
 import { credentials, Metadata, type ServiceError } from '@grpc/grpc-js';
-import { messageOf, VmcError } from '../errors.js';
+import { VmcError } from '../errors.js';
 import type { VmSpec } from '../hypervisor/types.js';
 import {
   CacheServiceClient,
@@ -7,13 +7,17 @@ import {
   type GrpcVM,
   type GrpcVMConfig,
 } from '../protocol/cache/generated/cache.js';
-import { decodeHandoff } from '../vm/handoff.js';
+import { decodeConfig, decodeVm, fromGrpcError, LEASE_METADATA } from '../protocol/cache/wire.js';
 import { Vm, type VmDeps } from '../vm/vm.js';
 import type { FactoryBase } from './base.js';
 
-/** Metadata key by which a client asks for a lease (and promises to call AckVM). */
-export const LEASE_METADATA = 'vmcache-lease';
+/** Re-exported for the tests, the bench and the reliability suite, which import it from here. */
+export { LEASE_METADATA };
 
+/** Deadline of the short RPCs (Config, AckVM, Status, Quit): the server answers them without waiting on a VM. */
+const SHORT_RPC_MS = 5_000;
+
+/** A generated unary method, as called here (the generated overloads do not narrow to this by themselves). */
 type Unary<Req, Res> = (
   req: Req,
   md: Metadata,
@@ -21,31 +25,31 @@ type Unary<Req, Res> = (
   cb: (e: ServiceError | null, r?: Res) => void,
 ) => unknown;
 
+/** What a client needs to make calls: the channel and the clock its deadlines are measured on. */
+interface Channel {
+  client: CacheServiceClient;
+  deps: VmDeps;
+}
+
+/** A connected client: its channel, and what the server's Config said. */
+interface Connection extends Channel {
+  spec: VmSpec;
+  rpcTimeoutMs: number;
+}
+
+/** One unary call, deadline `timeoutMs` from now on the injected clock; a failure becomes the wire's VmcError. */
 function call<Req, Res>(
-  fn: Unary<Req, Res>,
-  self: CacheServiceClient,
-  req: Req,
-  md: Metadata,
-  timeoutMs: number,
+  ch: Channel,
   what: string,
+  fn: (c: CacheServiceClient) => Unary<Req, Res>,
+  req: Req,
+  opts: { timeoutMs?: number; md?: Metadata } = {},
 ): Promise<Res> {
+  const deadline = ch.deps.clock.now() + (opts.timeoutMs ?? SHORT_RPC_MS);
   return new Promise((resolve, reject) => {
-    fn.call(self, req, md, { deadline: Date.now() + timeoutMs }, (e, r) => {
-      if (!e) return resolve(r!);
-      // UNAVAILABLE (14) means no server; everything else is the server's own answer.
-      const code =
-        e.code === 14
-          ? 'VMC_ERR_CACHE_UNAVAILABLE'
-          : e.code === 4
-            ? 'VMC_ERR_CACHE_TIMEOUT'
-            : 'VMC_ERR_CACHE_PROTOCOL';
-      reject(
-        new VmcError(code, `cache ${what}: ${e.details || e.message}`, {
-          cause: e,
-          details: { grpcCode: e.code },
-        }),
-      );
-    });
+    fn(ch.client).call(ch.client, req, opts.md ?? new Metadata(), { deadline }, (e, r) =>
+      e ? reject(fromGrpcError(e, what)) : resolve(r!),
+    );
   });
 }
 
@@ -56,16 +60,10 @@ function call<Req, Res>(
  * stops the VM: nothing leaks.
  */
 export class RemoteCacheFactory implements FactoryBase {
-  readonly #client: CacheServiceClient;
-  readonly #spec: VmSpec;
-  readonly #deps: VmDeps;
-  readonly #rpcTimeoutMs: number;
+  readonly #c: Connection;
 
-  private constructor(client: CacheServiceClient, spec: VmSpec, deps: VmDeps, rpcTimeoutMs: number) {
-    this.#client = client;
-    this.#spec = spec;
-    this.#deps = deps;
-    this.#rpcTimeoutMs = rpcTimeoutMs;
+  private constructor(c: Connection) {
+    this.#c = c;
   }
 
   /** Connects and fetches the server's configuration (as Kata's client does). */
@@ -74,28 +72,24 @@ export class RemoteCacheFactory implements FactoryBase {
     deps: VmDeps,
     opts: { rpcTimeoutMs?: number } = {},
   ): Promise<RemoteCacheFactory> {
-    const client = new CacheServiceClient(`unix://${endpoint}`, credentials.createInsecure());
-    const timeout = opts.rpcTimeoutMs ?? 60_000;
+    const ch: Channel = {
+      client: new CacheServiceClient(`unix://${endpoint}`, credentials.createInsecure()),
+      deps,
+    };
     try {
       const cfg = await call<object, GrpcVMConfig>(
-        client.config as Unary<object, GrpcVMConfig>,
-        client,
-        {},
-        new Metadata(),
-        5_000,
+        ch,
         'Config',
+        (c) => c.config as Unary<object, GrpcVMConfig>,
+        {},
       );
-      let spec: VmSpec;
-      try {
-        spec = JSON.parse(Buffer.from(cfg.Data).toString('utf8')) as VmSpec;
-      } catch (cause) {
-        throw new VmcError('VMC_ERR_CACHE_PROTOCOL', `cache Config: Data is not JSON (${messageOf(cause)})`, {
-          cause,
-        });
-      }
-      return new RemoteCacheFactory(client, spec, deps, timeout);
+      return new RemoteCacheFactory({
+        ...ch,
+        spec: decodeConfig(cfg),
+        rpcTimeoutMs: opts.rpcTimeoutMs ?? 60_000,
+      });
     } catch (err) {
-      client.close();
+      ch.client.close();
       if (err instanceof VmcError && err.code === 'VMC_ERR_CACHE_UNAVAILABLE') {
         throw new VmcError(
           'VMC_ERR_CACHE_UNAVAILABLE',
@@ -108,36 +102,23 @@ export class RemoteCacheFactory implements FactoryBase {
   }
 
   config(): VmSpec {
-    return this.#spec;
+    return this.#c.spec;
   }
 
   async getBaseVM(): Promise<Vm> {
     const md = new Metadata();
     md.set(LEASE_METADATA, '1');
     const g = await call<object, GrpcVM>(
-      this.#client.getBaseVm as Unary<object, GrpcVM>,
-      this.#client,
-      {},
-      md,
-      this.#rpcTimeoutMs,
+      this.#c,
       'GetBaseVM',
+      (c) => c.getBaseVm as Unary<object, GrpcVM>,
+      {},
+      { timeoutMs: this.#c.rpcTimeoutMs, md },
     );
-    const record = decodeHandoff(g.hypervisor);
-    if (record.id !== g.id)
-      throw new VmcError(
-        'VMC_ERR_CACHE_PROTOCOL',
-        `cache GetBaseVM: id ${g.id} does not match its record (${record.id})`,
-      );
-    const vm = await Vm.attachRecord(record, this.#deps, { takeOwnership: true });
+    const { record, leaseId } = decodeVm(g);
+    const vm = await Vm.attachRecord(record, this.#c.deps, { takeOwnership: true });
     try {
-      await call(
-        this.#client.ackVm as Unary<object, object>,
-        this.#client,
-        { id: g.id, leaseId: g.leaseId },
-        new Metadata(),
-        5_000,
-        'AckVM',
-      );
+      await call(this.#c, 'AckVM', (c) => c.ackVm as Unary<object, object>, { id: record.id, leaseId });
     } catch (err) {
       // The server may already have given up on us (lease expired and the VM stopped): do not use this VM.
       await vm.destroy().catch(() => undefined);
@@ -148,29 +129,15 @@ export class RemoteCacheFactory implements FactoryBase {
 
   /** The server's status. */
   serverStatus(): Promise<GrpcStatus> {
-    return call(
-      this.#client.status as Unary<object, GrpcStatus>,
-      this.#client,
-      {},
-      new Metadata(),
-      5_000,
-      'Status',
-    );
+    return call(this.#c, 'Status', (c) => c.status as Unary<object, GrpcStatus>, {});
   }
 
   /** Asks the server to quit. */
-  quit(): Promise<void> {
-    return call(
-      this.#client.quit as Unary<object, object>,
-      this.#client,
-      {},
-      new Metadata(),
-      5_000,
-      'Quit',
-    ).then(() => undefined);
+  async quit(): Promise<void> {
+    await call(this.#c, 'Quit', (c) => c.quit as Unary<object, object>, {});
   }
 
   async close(): Promise<void> {
-    this.#client.close();
+    this.#c.client.close();
   }
 }

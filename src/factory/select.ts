@@ -4,6 +4,7 @@ import type { VmSpec } from '../hypervisor/types.js';
 import type { VmDeps } from '../vm/vm.js';
 import { DirectFactory } from './direct.js';
 import { VmFactory } from './factory.js';
+import { type FactoryMetrics, FallbackCounter } from './metrics.js';
 import { RemoteCacheFactory } from './remote-cache.js';
 import { TemplateFactory } from './template.js';
 
@@ -19,13 +20,15 @@ export type FactoryKind = 'cache' | 'template' | 'direct';
 export async function selectFactory(
   config: RuntimeConfig,
   spec: VmSpec,
-  deps: VmDeps,
+  deps: VmDeps & { metrics?: FactoryMetrics },
   useCache: boolean,
 ): Promise<{ factory: VmFactory; kind: FactoryKind }> {
+  // The composer's sink (see FallbackCounter): the caller's when it has one.
+  const composer = { ...deps, metrics: deps.metrics ?? new FallbackCounter() };
   const direct = () => ({
     factory: new VmFactory(
       new DirectFactory(spec, deps, { agentTimeoutMs: config.agentDialTimeoutMs }),
-      deps,
+      composer,
     ),
     kind: 'direct' as const,
   });
@@ -34,7 +37,7 @@ export async function selectFactory(
   if (f.vmCacheNumber > 0) {
     try {
       return {
-        factory: new VmFactory(await RemoteCacheFactory.connect(f.vmCacheEndpoint, deps), deps),
+        factory: new VmFactory(await RemoteCacheFactory.connect(f.vmCacheEndpoint, deps), composer),
         kind: 'cache',
       };
     } catch (err) {
@@ -46,7 +49,7 @@ export async function selectFactory(
   if (f.template) {
     try {
       const { factory } = await TemplateFactory.open(spec, f.templatePath, deps, { create: false });
-      return { factory: new VmFactory(factory, deps), kind: 'template' };
+      return { factory: new VmFactory(factory, composer), kind: 'template' };
     } catch (err) {
       if (!isVmcError(err, 'VMC_ERR_TEMPLATE_MISSING')) throw err;
       deps.logger.warn(

@@ -1,14 +1,8 @@
-import {
-  status as GrpcCode,
-  type handleUnaryCall,
-  Metadata,
-  type ServerUnaryCall,
-  type sendUnaryData,
-} from '@grpc/grpc-js';
-import { isVmcError, messageOf, VmcError } from '../errors.js';
+import type { handleUnaryCall, ServerUnaryCall, sendUnaryData } from '@grpc/grpc-js';
+import { VmcError } from '../errors.js';
+import type { FactoryStatus } from '../factory/base.js';
 import type { CachingFactory } from '../factory/cache.js';
 import type { Logger } from '../platform/logger.js';
-import { AGENT_PROTOCOL_VERSION } from '../protocol/agent/messages.js';
 import type {
   AckVMRequest,
   CacheServiceServer,
@@ -17,38 +11,38 @@ import type {
   GrpcVMConfig,
 } from '../protocol/cache/generated/cache.js';
 import type { Empty } from '../protocol/cache/generated/google/protobuf/empty.js';
-import { encodeHandoff } from '../vm/handoff.js';
+import { encodeConfig, encodeVm, toGrpcError } from '../protocol/cache/wire.js';
 import { writeRecord } from '../vm/record.js';
 import type { LeaseTable } from './leases.js';
 import { checkAckVm, checkEmpty, checkLeaseMetadata } from './requests.js';
 
 /**
- * Longest status message sent, in characters. It travels in an HTTP/2 trailer (`grpc-message`, percent-encoded,
- * so up to 9 bytes a character): a trailer larger than the peer accepts (64 KiB by Node's default) is never
- * delivered, and the call and its whole connection hang. Messages never echo a client's value whole anyway.
+ * How long Status waits for each idle VM's QEMU to tell its run state (in parallel): a live QEMU answers in
+ * milliseconds; a hung one is reported `unknown` rather than holding the answer (tests keep Status under 1 s).
  */
-export const MAX_DETAILS_CHARS = 1024;
-/** Linear (no nested quantifiers), and only ever run on a message already cut to MAX_DETAILS_CHARS. */
-const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g;
+const STATE_QUERY_MS = 500;
 
-/** The one place where vmcache errors become gRPC status codes. */
-export function toGrpcError(err: unknown): { code: GrpcCode; details: string; metadata: Metadata } {
-  const md = new Metadata();
-  const code: GrpcCode = !isVmcError(err)
-    ? GrpcCode.INTERNAL
-    : ((
-        {
-          VMC_ERR_CACHE_TIMEOUT: GrpcCode.DEADLINE_EXCEEDED,
-          VMC_ERR_CACHE_CLOSED: GrpcCode.UNAVAILABLE,
-          VMC_ERR_CACHE_LEASE: GrpcCode.FAILED_PRECONDITION,
-          VMC_ERR_CACHE_PROTOCOL: GrpcCode.INVALID_ARGUMENT,
-        } as Partial<Record<VmcError['code'], GrpcCode>>
-      )[err.code] ?? GrpcCode.INTERNAL);
-  if (isVmcError(err)) md.set('vmcache-error-code', err.code);
-  const m = messageOf(err);
-  const cut = m.length > MAX_DETAILS_CHARS ? `${m.slice(0, MAX_DETAILS_CHARS)}… (truncated)` : m;
-  // grpc-js percent-encodes the message with encodeURI, which throws on a lone surrogate (a cut pair, say).
-  return { code, details: cut.replace(LONE_SURROGATE, '\uFFFD'), metadata: md };
+/** The Status reply (Kata's pid and vmstatus, then vmcache's counters). */
+function statusReply(s: FactoryStatus, leased: number): GrpcStatus {
+  return {
+    pid: process.pid,
+    vmstatus: s.idle.map((v) => ({
+      pid: v.pid,
+      cpu: v.cpus,
+      memory: v.memoryMiB,
+      id: v.id,
+      ageMs: v.ageMs,
+      state: v.state,
+    })),
+    target: s.target,
+    booting: s.booting,
+    leased,
+    hits: s.hits,
+    bootFailures: s.bootFailures,
+    consecutiveFailures: s.consecutiveFailures,
+    lastError: s.lastError ?? '',
+    nextRetryUnixMs: s.nextRetryAt ?? 0,
+  };
 }
 
 /** Options of the service. */
@@ -73,16 +67,7 @@ export function cacheService(
 ): CacheServiceServer {
   const fail = (cb: sendUnaryData<unknown>, err: unknown) => cb(toGrpcError(err), null);
   // Kata computes the config reply once; so do we (the pool's config never changes).
-  const configReply: GrpcVMConfig = {
-    Data: Buffer.from(JSON.stringify(pool.config())),
-    AgentConfig: Buffer.from(
-      JSON.stringify({
-        protocol: 'vmcache-agent',
-        version: AGENT_PROTOCOL_VERSION,
-        dialTimeoutMs: opts.agentDialTimeoutMs,
-      }),
-    ),
-  };
+  const configReply: GrpcVMConfig = encodeConfig(pool.config(), { dialTimeoutMs: opts.agentDialTimeoutMs });
 
   /** Runs `check` on the call first; whatever it throws is the answer, and the handler never runs. */
   const checked =
@@ -126,17 +111,7 @@ export function cacheService(
           writeRecord(r);
         }
         log.info({ vmId: r.id, lease: wantsLease }, 'VM handed out');
-        cb(null, {
-          id: r.id,
-          hypervisor: encodeHandoff(r),
-          proxyPid: 0,
-          proxyURL: '',
-          cpu: r.spec.cpus + r.hotplug.cpus,
-          memory: r.spec.memoryMiB + r.hotplug.memoryMiB,
-          cpuDelta: r.hotplug.cpus,
-          leaseId,
-          leaseExpiresUnixMs,
-        });
+        cb(null, encodeVm(r, { leaseId, leaseExpiresUnixMs }));
       },
       (err: unknown) => fail(cb as sendUnaryData<unknown>, err),
     );
@@ -145,28 +120,12 @@ export function cacheService(
   return {
     config: checked(empty('Config'), (_call, cb) => cb(null, configReply)),
     getBaseVm,
+    // The idle VMs' states are read from QEMU on each call (bounded), not assumed.
     status: checked(empty('Status'), (_call, cb) => {
-      const s = pool.status();
-      const reply: GrpcStatus = {
-        pid: process.pid,
-        vmstatus: s.idle.map((v) => ({
-          pid: v.pid,
-          cpu: v.cpus,
-          memory: v.memoryMiB,
-          id: v.id,
-          ageMs: v.ageMs,
-          state: v.state,
-        })),
-        target: s.target,
-        booting: s.booting,
-        leased: leases.size,
-        hits: s.hits,
-        bootFailures: s.bootFailures,
-        consecutiveFailures: s.consecutiveFailures,
-        lastError: s.lastError ?? '',
-        nextRetryUnixMs: s.nextRetryAt ?? 0,
-      };
-      cb(null, reply);
+      pool.queryStatus(STATE_QUERY_MS).then(
+        (s) => cb(null, statusReply(s, leases.size)),
+        (err: unknown) => fail(cb as sendUnaryData<unknown>, err),
+      );
     }),
     quit: checked(empty('Quit'), (_call, cb) => {
       cb(null, {});

@@ -97,6 +97,11 @@ export class PromMetrics implements FactoryMetrics {
   replaced(reason: string): void {
     this.#replaced.inc({ reason });
   }
+  /**
+   * Only a composer reports fallbacks, and the server runs none (each client composes, and counts its own with
+   * a FactoryMetrics of its process: factory/metrics.ts `FallbackCounter`): `vmcache_config_fallbacks_total`
+   * here counts compositions made in the server's own process.
+   */
   fallback(): void {
     this.#fallbacks.inc();
   }

@@ -6,14 +6,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { type ChannelOptions, Client, status as Code, credentials, Metadata } from '@grpc/grpc-js';
-import { VmcError } from '../../../src/errors.js';
-import { LEASE_METADATA } from '../../../src/factory/remote-cache.js';
 import { systemClock } from '../../../src/platform/clock.js';
 import { runCommand } from '../../../src/platform/command.js';
 import { nullLogger } from '../../../src/platform/logger.js';
 import { AckVMRequest, GrpcStatus, GrpcVM } from '../../../src/protocol/cache/generated/cache.js';
+import { LEASE_METADATA } from '../../../src/protocol/cache/wire.js';
 import { CacheServer } from '../../../src/server/cache-server.js';
-import { MAX_DETAILS_CHARS, toGrpcError } from '../../../src/server/cache-service.js';
 import { MAX_REQUEST_BYTES } from '../../../src/server/requests.js';
 import { instantPool, instantVms } from '../../helpers/instant-vms.js';
 
@@ -371,20 +369,5 @@ describe('cache server against hostile requests', () => {
     } finally {
       await k.server.stop();
     }
-  });
-});
-
-describe('toGrpcError', () => {
-  it('bounds the status message, and never passes grpc-js one that encodeURI refuses', () => {
-    const e = toGrpcError(
-      new VmcError('VMC_ERR_CACHE_PROTOCOL', `${'x'.repeat(MAX_DETAILS_CHARS - 1)}\u{1F600}tail`),
-    );
-    assert.equal(e.code, Code.INVALID_ARGUMENT);
-    assert.deepEqual(e.metadata.get('vmcache-error-code'), ['VMC_ERR_CACHE_PROTOCOL']);
-    assert.ok(e.details.length <= MAX_DETAILS_CHARS + 20, `${e.details.length} chars`);
-    assert.match(e.details, /truncated/);
-    assert.doesNotThrow(() => encodeURI(e.details), 'the cut surrogate pair was replaced');
-    assert.equal(toGrpcError(new Error('lone \ud800 surrogate')).details, 'lone \uFFFD surrogate');
-    assert.equal(toGrpcError(new Error('boom')).code, Code.INTERNAL);
   });
 });
