@@ -5,6 +5,7 @@ import { isVmcError, VmcError } from '../../errors.js';
 import { type Clock, systemClock } from '../../platform/clock.js';
 import { type Logger, nullLogger } from '../../platform/logger.js';
 import { ended } from '../../platform/streams.js';
+import { shownValue } from '../guards.js';
 import { encodeFrame, FrameDecoder } from './framing.js';
 import {
   AGENT_PROTOCOL_VERSION,
@@ -12,7 +13,6 @@ import {
   type ExecRequest,
   type GuestMessage,
   parseGuestMessage,
-  shownValue,
 } from './messages.js';
 
 /** How a guest process ended. */
