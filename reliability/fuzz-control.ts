@@ -13,14 +13,13 @@ import { join } from 'node:path';
 import fc from 'fast-check';
 import { isVmcError } from '../src/errors.js';
 import { FrameDecoder } from '../src/protocol/agent/framing.js';
+import { ControlClient } from '../src/protocol/control/client.js';
 import {
-  ControlClient,
-  type ControlHandler,
   type ControlRequest,
-  ControlServer,
   parseControlReply,
   parseControlRequest,
-} from '../src/sandbox/control.js';
+} from '../src/protocol/control/messages.js';
+import { type ControlHandler, ControlServer } from '../src/protocol/control/server.js';
 
 import {
   CaseFailure,

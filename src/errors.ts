@@ -48,6 +48,8 @@ export const ErrorCodes = {
   VMC_ERR_CACHE_ENDPOINT_UNUSABLE:
     'a socket cannot be created at an endpoint path (another file is there, or its parent is not a directory)',
   VMC_ERR_AGENT_FRAME_TOO_LARGE: 'a message is too large for one agent frame',
+  VMC_ERR_CONTROL_PROTOCOL:
+    "a peer on a container's control socket sent a frame or request that is not valid",
 } as const;
 
 /** A stable error code. */

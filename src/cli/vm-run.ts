@@ -2,6 +2,7 @@ import { constants as osConstants } from 'node:os';
 import { isVmcError } from '../errors.js';
 import type { ObtainedVm } from '../factory/factory.js';
 import { selectFactory } from '../factory/select.js';
+import { relayStdin } from '../platform/streams.js';
 import { sweepOrphans } from '../vm/sweep.js';
 import type { Vm } from '../vm/vm.js';
 import { hostVmSpec } from './common.js';
@@ -83,15 +84,7 @@ export async function vmRun(ctx: CliContext, argv: string[], opts: VmRunOptions)
     });
     proc.stdout.pipe(process.stdout, { end: false });
     proc.stderr.pipe(process.stderr, { end: false });
-    if (forwardStdin) {
-      let chain = Promise.resolve();
-      process.stdin.on('data', (c: Buffer) => {
-        chain = chain.then(() => proc.write(c)).catch(() => undefined);
-      });
-      process.stdin.on('end', () => {
-        chain = chain.then(() => proc.end()).catch(() => undefined);
-      });
-    }
+    if (forwardStdin) relayStdin(process.stdin, proc);
     const status = await proc.wait();
     process.stdin.destroy();
     const tExec = ctx.clock.monotonic();

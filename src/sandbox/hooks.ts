@@ -68,7 +68,7 @@ async function runOne(kind: HookKind, i: number, h: HookSpec, state: string, dep
 }
 
 /** Runs the hooks of `kind` in order; the first failure throws VMC_ERR_OCI_HOOK naming `hooks.KIND[i]`. */
-export function runHooks(
+function runHooks(
   kind: HookKind,
   cfg: Pick<ContainerConfig, 'bundle' | 'hooks'>,
   state: string,
@@ -115,6 +115,29 @@ async function runEach(
       failed(i, err);
     }
   }
+}
+
+/**
+ * prestart, createRuntime and createContainer hooks, on the host, once the container's VM and root are ready
+ * and before it is recorded created (see above for why all three run there). A failure fails `create`.
+ */
+export async function runCreateHooks(
+  id: string,
+  cfg: Pick<ContainerConfig, 'bundle' | 'annotations' | 'hooks'>,
+  deps: HookDeps,
+): Promise<void> {
+  const state = hookState(id, cfg, 'creating', process.pid);
+  for (const kind of ['prestart', 'createRuntime', 'createContainer'] as const)
+    await runHooks(kind, cfg, state, deps);
+}
+
+/** poststart hooks, on the host, once the container's process runs; a failure is a warning. */
+export function runPoststartHooks(
+  id: string,
+  cfg: Pick<ContainerConfig, 'bundle' | 'annotations' | 'hooks'>,
+  deps: HookDeps,
+): Promise<void> {
+  return runHooksWarning('poststart', cfg, hookState(id, cfg, 'running', process.pid), deps);
 }
 
 /** The startContainer hooks as the guest's helper runs them (a timeout always set). */

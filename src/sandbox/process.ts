@@ -1,9 +1,23 @@
+import { messageOf, VmcError } from '../errors.js';
 import type { ContainerConfig } from '../oci/bundle.js';
 import { RLIMITS } from '../oci/linux.js';
-import type { ContainerExec, ContainerMount } from '../protocol/agent/messages.js';
-import type { ExecProcess } from './control.js';
+import type { ContainerExec, ContainerMount, ExecProcess } from '../protocol/agent/messages.js';
 import { guestStartHooks, hookState } from './hooks.js';
 import { cgroupLimits } from './resources.js';
+
+/** Refuses what a bundle may ask for but vmcache cannot do, naming the JSON path. */
+export function checkSupported(cfg: ContainerConfig): void {
+  if (cfg.process.terminal)
+    throw new VmcError(
+      'VMC_ERR_OCI_UNSUPPORTED',
+      `${cfg.bundle}/config.json: process.terminal: true is not supported (no pty hand-over yet); set it to false`,
+    );
+}
+
+/** The error of a container process that could not be started. */
+export function startError(id: string, err: unknown): VmcError {
+  return new VmcError('VMC_ERR_CONTAINER_START', `container ${id}: ${messageOf(err)}`, { cause: err });
+}
 
 /** The bundle's process in the agent's terms: args, `KEY=VALUE` env, cwd and user. */
 export function execProcessOf(cfg: ContainerConfig): ExecProcess {

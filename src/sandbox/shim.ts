@@ -1,9 +1,10 @@
 import { statfsSync } from 'node:fs';
 import type { VmSpec } from '../hypervisor/types.js';
 import { readBundle } from '../oci/bundle.js';
-import { ContainerShim, checkSupported, type SandboxDeps } from './container.js';
-import { MemberShim } from './member.js';
-import type { Shim } from './shim-interface.js';
+import { MemberShim } from './member-shim.js';
+import { checkSupported } from './process.js';
+import { SandboxShim } from './sandbox-shim.js';
+import type { SandboxDeps, Shim } from './shim-interface.js';
 
 export type { Shim };
 
@@ -21,5 +22,5 @@ export function createShim(
   checkSupported(cfg);
   return cfg.containerType === 'container' && cfg.sandboxId !== id
     ? MemberShim.create(id, cfg, deps)
-    : ContainerShim.create(id, cfg, spec, deps, opts);
+    : SandboxShim.create(id, cfg, spec, deps, opts);
 }

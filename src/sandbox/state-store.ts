@@ -14,6 +14,7 @@ import { join } from 'node:path';
 import { VmcError } from '../errors.js';
 import type { Clock } from '../platform/clock.js';
 import { identify, isAlive, type ProcessIdentity } from '../platform/process.js';
+import { isContainerId } from '../protocol/guards.js';
 
 /** A container's life-cycle state as vmcache records it (`creating` until `create` has finished). */
 export type ContainerStatus = 'creating' | 'created' | 'running' | 'paused' | 'stopped';
@@ -38,14 +39,7 @@ export interface ContainerState {
   annotations: Record<string, string>;
 }
 
-/** Container ids as runc accepts them. */
-const ID = /^[\w+.-]+$/;
-
 /** Throws a usage error unless `id` is a valid container id. */
-export function isContainerId(id: unknown): id is string {
-  return typeof id === 'string' && ID.test(id) && id !== '.' && id !== '..' && id.length <= 1024;
-}
-
 export function checkId(id: string): void {
   if (!isContainerId(id))
     throw new VmcError(
@@ -132,7 +126,7 @@ export class StateStore {
   list(): string[] {
     try {
       return readdirSync(this.dir)
-        .filter((d) => ID.test(d))
+        .filter((d) => isContainerId(d))
         .sort();
     } catch {
       return [];

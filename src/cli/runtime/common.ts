@@ -2,8 +2,9 @@ import { renameSync, writeFileSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import { resolve } from 'node:path';
 import { VmcError } from '../../errors.js';
-import type { SandboxDeps } from '../../sandbox/container.js';
-import { ControlClient, controlSocketPath } from '../../sandbox/control.js';
+import { ControlClient } from '../../protocol/control/client.js';
+import { controlSocketPath } from '../../protocol/control/socket-path.js';
+import type { SandboxDeps } from '../../sandbox/shim-interface.js';
 import { type ContainerState, effectiveStatus, StateStore } from '../../sandbox/state-store.js';
 import { type CliContext, type GlobalOptions, makeContext } from '../context.js';
 

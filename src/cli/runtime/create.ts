@@ -1,10 +1,10 @@
 import { existsSync, statfsSync } from 'node:fs';
 import { join } from 'node:path';
 import { readBundle } from '../../oci/bundle.js';
-import { checkSupported } from '../../sandbox/container.js';
 import { planMounts } from '../../sandbox/mounts.js';
 import { namespacesToShare } from '../../sandbox/namespaces.js';
 import { checkPodNetns } from '../../sandbox/network.js';
+import { checkSupported } from '../../sandbox/process.js';
 import { checkId } from '../../sandbox/state-store.js';
 import { sweepOrphans } from '../../vm/sweep.js';
 import { hostVmSpec } from '../common.js';

@@ -3,7 +3,7 @@ import { isVmcError, messageOf, VmcError } from '../../errors.js';
 import { readBundle } from '../../oci/bundle.js';
 import { vmDir } from '../../platform/paths.js';
 import { exitsWithin, signalIfAlive } from '../../platform/process.js';
-import { controlSocketPath } from '../../sandbox/control.js';
+import { controlSocketPath } from '../../protocol/control/socket-path.js';
 import { hookState, runHooksWarning } from '../../sandbox/hooks.js';
 import { type ContainerState, effectiveStatus } from '../../sandbox/state-store.js';
 import { readRecord } from '../../vm/record.js';

@@ -3,7 +3,9 @@ import { isVmcError, messageOf, VmcError } from '../../errors.js';
 import { readBundle } from '../../oci/bundle.js';
 import { parseEnv } from '../../oci/env.js';
 import { At } from '../../oci/validate.js';
-import type { ControlClient, ExecProcess } from '../../sandbox/control.js';
+import { relayStdin } from '../../platform/streams.js';
+import type { ExecProcess } from '../../protocol/agent/messages.js';
+import type { ControlClient } from '../../protocol/control/client.js';
 import { connectShim, type RuntimeContext, requireStatus, signalExitCode, writePidFile } from './common.js';
 import { REPORT_FD, type Report, sendReport, spawnReporting } from './detached.js';
 import { RELAYED_SIGNALS } from './shim.js';
@@ -136,9 +138,7 @@ export async function exec(ctx: RuntimeContext, id: string, args: string[], o: E
     throw err;
   }
   report({ ok: true });
-  process.stdin.on('data', (d: Buffer) => c.send({ t: 'stdin', data: d.toString('base64') }));
-  process.stdin.on('end', () => c.send({ t: 'close-stdin' }));
-  process.stdin.on('error', () => c.send({ t: 'close-stdin' }));
+  relayStdin(process.stdin, c.stdin());
   for (const sig of RELAYED_SIGNALS) process.on(sig, () => c.send({ t: 'signal', signal: sig }));
   const st = await exited;
   c.close();

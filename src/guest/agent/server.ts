@@ -9,8 +9,8 @@ import {
   type GuestMessage,
   type NicConfig,
   parseHostMessage,
-  shownValue,
 } from '../../protocol/agent/messages.js';
+import { shownValue } from '../../protocol/guards.js';
 
 /** Privileged guest operations, injected so the server can run (and be tested) anywhere. */
 export interface GuestOps {

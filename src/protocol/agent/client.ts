@@ -4,6 +4,7 @@ import { isVmcError, VmcError } from '../../errors.js';
 import { type Clock, systemClock } from '../../platform/clock.js';
 import { type Logger, nullLogger } from '../../platform/logger.js';
 import { ended } from '../../platform/streams.js';
+import { shownValue } from '../guards.js';
 import { PendingRequests } from '../pending.js';
 import { StreamClient } from '../stream-client.js';
 import { encodeFrame, FrameDecoder } from './framing.js';
@@ -13,7 +14,6 @@ import {
   type ExecRequest,
   type GuestMessage,
   parseGuestMessage,
-  shownValue,
 } from './messages.js';
 import { AgentProcess, type ExitStatus, type RunResult } from './process.js';
 

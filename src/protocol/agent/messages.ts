@@ -4,6 +4,7 @@
  * reply (when it carries a request id) and is otherwise dropped: it never takes the agent down.
  */
 import { isHelperSafe } from '../../platform/c-string.js';
+import { isObj, isOneOf, isStrings, isUint, type Obj, shownValue } from '../guards.js';
 
 /** Protocol version carried in the handshake; bumped on incompatible changes. */
 export const AGENT_PROTOCOL_VERSION = 1;
@@ -19,6 +20,19 @@ export interface ExecRequest {
   stdin?: boolean;
   /** Run the process as a container (own root, mounts and namespaces) instead of in the guest's root. */
   container?: ContainerExec;
+}
+
+/**
+ * A process to run in a running container, complete as a resolved OCI process is (what the control channel's
+ * `exec` carries; the shim turns it into an ExecRequest, its groups going to `container.additionalGids`).
+ */
+export interface ExecProcess {
+  args: string[];
+  env: string[];
+  cwd: string;
+  uid: number;
+  gid: number;
+  additionalGids: number[];
 }
 
 /** Mount types the guest honours for a container. */
@@ -162,16 +176,11 @@ const OPS: ReadonlySet<string> = new Set([
   'shutdown',
 ]);
 
-type Obj = Record<string, unknown>;
-const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !Array.isArray(v);
-const isStrArray = (v: unknown): v is string[] => Array.isArray(v) && v.every((s) => typeof s === 'string');
-const isId = (v: unknown): v is number => Number.isSafeInteger(v) && (v as number) >= 0;
-
 /** No NUL (C strings) and no unit or record separator (the helper's field separators) in what reaches the helper. */
 const isArg = (v: unknown): v is string => typeof v === 'string' && isHelperSafe(v);
 const isArgs = (v: unknown): v is string[] => Array.isArray(v) && v.length <= 1024 && v.every(isArg);
 /** An rlimit bound: a non-negative safe integer or null (unlimited). */
-const isBound = (v: unknown): boolean => v === null || isId(v);
+const isBound = (v: unknown): boolean => v === null || isUint(v);
 /** A relative path inside the share that cannot climb out of it. */
 const isShareRelative = (v: unknown): boolean =>
   isArg(v) && v !== '' && !v.startsWith('/') && v.split('/').every((p) => p !== '..');
@@ -181,22 +190,28 @@ const isContainerPath = (v: unknown): boolean =>
 /** Linux's PATH_MAX: the longest path, with its terminating NUL, that execve(2) takes. */
 const PATH_MAX = 4096;
 
-/** Longest part of a received string an error message quotes. */
-const MAX_SHOWN = 64;
-
 /**
- * A received value as an error message shows it: a string's first characters, quoted, or the value's type;
- * never the whole value, never a walk of it. A frame can carry a megabyte string (an error reply echoing it
- * would exceed MAX_PAYLOAD, and encodeFrame throws) or nest 500,000 levels deep (JSON.stringify overflows the
- * stack): either made the parsers, or the agent's reply, throw in a stream's data handler (found by fuzzing).
+ * Validates the process fields of an exec, naming them under `at` in the error it returns (or null): the
+ * agent's ExecRequest (`complete` false: env, cwd, uid and gid may be left to the agent's defaults) and the
+ * control channel's ExecProcess (`complete`: every field, an absolute cwd and the supplementary groups).
  */
-export function shownValue(v: unknown): string {
-  if (typeof v === 'string')
-    return v.length > MAX_SHOWN
-      ? `${JSON.stringify(v.slice(0, MAX_SHOWN))}… (${v.length} chars)`
-      : JSON.stringify(v);
-  if (Array.isArray(v)) return 'an array';
-  return typeof v === 'object' && v !== null ? 'an object' : String(v);
+export function execProcessError(p: Obj, at: string, complete: boolean): string | null {
+  if (!isStrings(p.args) || p.args.length === 0 || p.args[0] === '')
+    return `${at}.args must be a non-empty string array`;
+  // A program path of PATH_MAX bytes or more can never run (execve fails with ENAMETOOLONG), and the agent
+  // quotes the program in its errors: a megabyte one made a reply larger than a frame (found by fuzzing).
+  if (Buffer.byteLength(p.args[0]!) >= PATH_MAX)
+    return `${at}.args[0] must be a program of at most ${PATH_MAX - 1} bytes (PATH_MAX)`;
+  const given = (k: string) => complete || p[k] !== undefined;
+  if (given('env') && !isStrings(p.env)) return `${at}.env must be a string array`;
+  if (complete && !(typeof p.cwd === 'string' && p.cwd.startsWith('/')))
+    return `${at}.cwd must be an absolute path`;
+  if (given('cwd') && typeof p.cwd !== 'string') return `${at}.cwd must be a string`;
+  for (const k of ['uid', 'gid'] as const)
+    if (given(k) && !isUint(p[k])) return `${at}.${k} must be a non-negative integer`;
+  if (complete && !(Array.isArray(p.additionalGids) && p.additionalGids.every(isUint)))
+    return `${at}.additionalGids must be non-negative integers`;
+  return null;
 }
 
 /** A container's cgroup leaf name: a container id (no path separators, not hidden). */
@@ -208,7 +223,7 @@ function isCgroupName(v: unknown): v is string {
 export function containerError(c: unknown): string | null {
   if (!isObj(c)) return 'container must be an object';
   if (!isShareRelative(c.root)) return 'root must be a relative path inside the share, without ..';
-  if (c.join !== undefined && (!isId(c.join) || c.join === 0)) return 'join must be a guest pid';
+  if (c.join !== undefined && (!isUint(c.join) || c.join === 0)) return 'join must be a guest pid';
   if (c.hostname !== undefined && !(isArg(c.hostname) && c.hostname.length <= 64))
     return 'hostname must be a string of at most 64 chars';
   for (const k of ['readonly', 'noNewPrivileges'] as const)
@@ -216,7 +231,7 @@ export function containerError(c: unknown): string | null {
   // The helper sets at most 64 groups (`gid_t gl[64]` in vmc-helper.c): more would be dropped, not refused.
   if (
     c.additionalGids !== undefined &&
-    !(Array.isArray(c.additionalGids) && c.additionalGids.length <= 64 && c.additionalGids.every(isId))
+    !(Array.isArray(c.additionalGids) && c.additionalGids.length <= 64 && c.additionalGids.every(isUint))
   )
     return 'additionalGids must be an array of at most 64 non-negative integers';
   if (c.cgroup !== undefined) {
@@ -225,7 +240,7 @@ export function containerError(c: unknown): string | null {
     if (g.limits !== undefined) {
       if (!isObj(g.limits)) return 'cgroup.limits must be an object';
       for (const [k, v] of Object.entries(g.limits)) {
-        if (!(CGROUP_LIMIT_FILES as readonly string[]).includes(k))
+        if (!isOneOf(CGROUP_LIMIT_FILES, k))
           return `cgroup.limits: ${shownValue(k)} is not one of ${CGROUP_LIMIT_FILES.join(', ')}`;
         if (typeof v !== 'string' || !/^[0-9a-z ]{1,40}$/.test(v))
           return `cgroup.limits.${k} must be a cgroup value`;
@@ -238,12 +253,12 @@ export function containerError(c: unknown): string | null {
   if (!Array.isArray(c.mounts) || c.mounts.length > 128) return 'mounts must be an array of at most 128';
   for (const [i, m] of c.mounts.entries()) {
     if (!isObj(m)) return `mounts[${i}] must be an object`;
-    if (!(CONTAINER_MOUNT_TYPES as readonly unknown[]).includes(m.type))
+    if (!isOneOf(CONTAINER_MOUNT_TYPES, m.type))
       return `mounts[${i}].type must be one of ${CONTAINER_MOUNT_TYPES.join(', ')}`;
     if (m.type === 'bind' ? !isShareRelative(m.source) : !isArg(m.source))
       return `mounts[${i}].source must be ${m.type === 'bind' ? 'a relative path inside the share' : 'a string'}`;
     if (!isContainerPath(m.target)) return `mounts[${i}].target must be an absolute path without ..`;
-    if (!isId(m.flags)) return `mounts[${i}].flags must be a non-negative integer`;
+    if (!isUint(m.flags)) return `mounts[${i}].flags must be a non-negative integer`;
     if (!isArg(m.data)) return `mounts[${i}].data must be a string`;
   }
   return null;
@@ -263,11 +278,11 @@ function containerExtrasError(c: Obj): string | null {
       if (!/^[a-z0-9_]+(\.[a-zA-Z0-9_-]+)+$/.test(k) || !isArg(v) || v.includes('\n') || v.length > 4096)
         return `sysctl.${k.slice(0, 64)} must be a dotted name with a single-line value`;
   }
-  if (c.propagation !== undefined && !isId(c.propagation)) return 'propagation must be mount(2) flags';
+  if (c.propagation !== undefined && !isUint(c.propagation)) return 'propagation must be mount(2) flags';
   if (c.rlimits !== undefined) {
     if (!Array.isArray(c.rlimits) || c.rlimits.length > 16) return 'rlimits must be an array of at most 16';
     for (const [i, r] of c.rlimits.entries())
-      if (!isObj(r) || !isId(r.resource) || r.resource > 15 || !isBound(r.soft) || !isBound(r.hard))
+      if (!isObj(r) || !isUint(r.resource) || r.resource > 15 || !isBound(r.soft) || !isBound(r.hard))
         return `rlimits[${i}] must be {resource: 0-15, soft, hard: integer or null}`;
   }
   if (
@@ -279,10 +294,10 @@ function containerExtrasError(c: Obj): string | null {
     const n = c.shareNamespaces;
     if (
       !isObj(n) ||
-      !isId(n.pid) ||
+      !isUint(n.pid) ||
       n.pid === 0 ||
       !Array.isArray(n.kinds) ||
-      !n.kinds.every((k) => (SHAREABLE_NAMESPACES as readonly unknown[]).includes(k))
+      !n.kinds.every((k) => isOneOf(SHAREABLE_NAMESPACES, k))
     )
       return `shareNamespaces must be {pid: a guest pid, kinds: some of ${SHAREABLE_NAMESPACES.join(', ')}}`;
   }
@@ -295,7 +310,7 @@ function containerExtrasError(c: Obj): string | null {
         !isContainerPath(h.path) ||
         !isArgs(h.args) ||
         !isArgs(h.env) ||
-        !isId(h.timeout) ||
+        !isUint(h.timeout) ||
         h.timeout === 0 ||
         h.timeout > 600
       )
@@ -315,11 +330,11 @@ export function parseHostMessage(v: unknown): Parsed<HostMessage> {
   if (v.t === 'hello') {
     if (typeof v.nonce !== 'string' || v.nonce.length === 0 || v.nonce.length > 128)
       return { ok: false, error: 'hello.nonce must be a string of 1–128 chars' };
-    if (!isId(v.version)) return { ok: false, error: 'hello.version must be a non-negative integer' };
+    if (!isUint(v.version)) return { ok: false, error: 'hello.version must be a non-negative integer' };
     return { ok: true, msg: { t: 'hello', nonce: v.nonce, version: v.version } };
   }
   if (v.t !== 'req') return { ok: false, error: `unknown frame type ${shownValue(v.t)}` };
-  if (!isId(v.id)) return { ok: false, error: 'req.id must be a non-negative integer' };
+  if (!isUint(v.id)) return { ok: false, error: 'req.id must be a non-negative integer' };
   const id = v.id;
   const bad = (error: string): Parsed<HostMessage> => ({ ok: false, error, id });
   if (typeof v.op !== 'string' || !OPS.has(v.op)) return bad(`unknown op ${shownValue(v.op)}`);
@@ -327,16 +342,8 @@ export function parseHostMessage(v: unknown): Parsed<HostMessage> {
     case 'exec': {
       const e = v.exec;
       if (!isObj(e)) return bad('exec must be an object');
-      if (!isStrArray(e.args) || e.args.length === 0 || e.args[0] === '')
-        return bad('exec.args must be a non-empty string array');
-      // A program path of PATH_MAX bytes or more can never run (execve fails with ENAMETOOLONG), and the agent
-      // quotes the program in its errors: a megabyte one made a reply larger than a frame (found by fuzzing).
-      if (Buffer.byteLength(e.args[0]!) >= PATH_MAX)
-        return bad(`exec.args[0] must be a program of at most ${PATH_MAX - 1} bytes (PATH_MAX)`);
-      if (e.env !== undefined && !isStrArray(e.env)) return bad('exec.env must be a string array');
-      if (e.cwd !== undefined && typeof e.cwd !== 'string') return bad('exec.cwd must be a string');
-      for (const k of ['uid', 'gid'] as const)
-        if (e[k] !== undefined && !isId(e[k])) return bad(`exec.${k} must be a non-negative integer`);
+      const err = execProcessError(e, 'exec', false);
+      if (err) return bad(err);
       if (e.stdin !== undefined && typeof e.stdin !== 'boolean') return bad('exec.stdin must be a boolean');
       if (e.container !== undefined) {
         const err = containerError(e.container);
@@ -345,18 +352,18 @@ export function parseHostMessage(v: unknown): Parsed<HostMessage> {
       return { ok: true, msg: { t: 'req', id, op: 'exec', exec: e as unknown as ExecRequest } };
     }
     case 'stdin':
-      if (!isId(v.proc) || typeof v.data !== 'string')
+      if (!isUint(v.proc) || typeof v.data !== 'string')
         return bad('stdin needs proc (integer) and data (base64)');
       return { ok: true, msg: { t: 'req', id, op: 'stdin', proc: v.proc, data: v.data } };
     case 'close-stdin':
-      if (!isId(v.proc)) return bad('close-stdin needs proc (integer)');
+      if (!isUint(v.proc)) return bad('close-stdin needs proc (integer)');
       return { ok: true, msg: { t: 'req', id, op: 'close-stdin', proc: v.proc } };
     case 'signal':
-      if (!isId(v.proc) || typeof v.signal !== 'string')
+      if (!isUint(v.proc) || typeof v.signal !== 'string')
         return bad('signal needs proc (integer) and signal (name)');
       return { ok: true, msg: { t: 'req', id, op: 'signal', proc: v.proc, signal: v.signal } };
     case 'proc-status':
-      if (!isId(v.proc)) return bad('proc-status needs proc (integer)');
+      if (!isUint(v.proc)) return bad('proc-status needs proc (integer)');
       return { ok: true, msg: { t: 'req', id, op: 'proc-status', proc: v.proc } };
     case 'signal-cgroup':
       if (!isCgroupName(v.name) || typeof v.signal !== 'string')
@@ -371,7 +378,7 @@ export function parseHostMessage(v: unknown): Parsed<HostMessage> {
         return bad('set-time.epochNs must be a decimal string');
       return { ok: true, msg: { t: 'req', id, op: 'set-time', epochNs: v.epochNs } };
     case 'online':
-      if (!isId(v.cpus) || v.cpus > 1024 || typeof v.memory !== 'boolean')
+      if (!isUint(v.cpus) || v.cpus > 1024 || typeof v.memory !== 'boolean')
         return bad('online needs cpus (the number to have online, 0-1024) and memory (boolean)');
       return { ok: true, msg: { t: 'req', id, op: 'online', cpus: v.cpus, memory: v.memory } };
     case 'net': {
@@ -380,7 +387,7 @@ export function parseHostMessage(v: unknown): Parsed<HostMessage> {
       const cidr = /^[0-9a-fA-F:.]+\/[0-9]{1,3}$/;
       if (!isObj(n) || typeof n.mac !== 'string' || !/^([0-9a-f]{2}:){5}[0-9a-f]{2}$/.test(n.mac))
         return bad('net.nic.mac must be a lowercase MAC address');
-      if (!isId(n.mtu) || n.mtu < 68 || n.mtu > 65535) return bad('net.nic.mtu must be 68-65535');
+      if (!isUint(n.mtu) || n.mtu < 68 || n.mtu > 65535) return bad('net.nic.mtu must be 68-65535');
       if (!Array.isArray(n.addresses) || !n.addresses.every((a) => typeof a === 'string' && cidr.test(a)))
         return bad('net.nic.addresses must be CIDR strings');
       if (
@@ -412,16 +419,16 @@ export function parseGuestMessage(v: unknown): Parsed<GuestMessage> {
   if (!isObj(v)) return { ok: false, error: 'frame is not an object' };
   switch (v.t) {
     case 'ready':
-      return isId(v.version)
+      return isUint(v.version)
         ? { ok: true, msg: { t: 'ready', version: v.version } }
         : { ok: false, error: 'ready.version' };
     case 'hello-ok':
-      if (typeof v.nonce !== 'string' || !isId(v.version) || !isId(v.session) || !isId(v.agentPid)) {
+      if (typeof v.nonce !== 'string' || !isUint(v.version) || !isUint(v.session) || !isUint(v.agentPid)) {
         return { ok: false, error: 'hello-ok is missing nonce, version, session or agentPid' };
       }
       return { ok: true, msg: v as unknown as GuestMessage };
     case 'res':
-      if (!isId(v.id) || typeof v.ok !== 'boolean') return { ok: false, error: 'res needs id and ok' };
+      if (!isUint(v.id) || typeof v.ok !== 'boolean') return { ok: false, error: 'res needs id and ok' };
       if (
         !v.ok &&
         !(isObj(v.error) && typeof v.error.code === 'string' && typeof v.error.message === 'string')
@@ -430,12 +437,12 @@ export function parseGuestMessage(v: unknown): Parsed<GuestMessage> {
       }
       return { ok: true, msg: v as unknown as GuestMessage };
     case 'out':
-      if (!isId(v.proc) || (v.fd !== 1 && v.fd !== 2) || typeof v.data !== 'string')
+      if (!isUint(v.proc) || (v.fd !== 1 && v.fd !== 2) || typeof v.data !== 'string')
         return { ok: false, error: 'out needs proc, fd 1|2, data' };
       return { ok: true, msg: v as unknown as GuestMessage };
     case 'exit':
       if (
-        !isId(v.proc) ||
+        !isUint(v.proc) ||
         !(v.code === null || Number.isInteger(v.code)) ||
         !(v.signal === null || typeof v.signal === 'string')
       ) {

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { controlSocketPath, parseControlReply, parseControlRequest } from '../../../src/sandbox/control.js';
+import { parseControlReply, parseControlRequest } from '../../../../src/protocol/control/messages.js';
+import { controlSocketPath } from '../../../../src/protocol/control/socket-path.js';
 
 describe('control channel messages (validated at both ends)', () => {
   it('accepts the requests a client sends', () => {
@@ -51,6 +52,24 @@ describe('control channel messages (validated at both ends)', () => {
     for (const [v, re] of cases) {
       const r = parseControlRequest(v);
       assert.equal(r.ok, false, JSON.stringify(v));
+      assert.match((r as { error: string }).error, re);
+    }
+  });
+
+  it("checks exec.process with the agent's process schema, complete (one copy for both protocols)", () => {
+    const proc = { args: ['sh'], env: [], cwd: '/', uid: 0, gid: 0, additionalGids: [] };
+    const cases: Array<[object, RegExp]> = [
+      [
+        { ...proc, args: ['/'.repeat(4096)] },
+        /exec.process.args\[0\] must be a program of at most 4095 bytes/,
+      ],
+      [{ ...proc, env: undefined }, /exec.process.env must be a string array/],
+      [{ ...proc, gid: 1.5 }, /exec.process.gid must be a non-negative integer/],
+      [{ ...proc, additionalGids: [-1] }, /exec.process.additionalGids/],
+    ];
+    for (const [process, re] of cases) {
+      const r = parseControlRequest({ t: 'exec', pid: 1, process });
+      assert.equal(r.ok, false, JSON.stringify(process).slice(0, 80));
       assert.match((r as { error: string }).error, re);
     }
   });
