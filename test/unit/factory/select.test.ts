@@ -9,10 +9,10 @@ import { defaultVmSpec } from '../../../src/config/defaults.js';
 import { isVmcError } from '../../../src/errors.js';
 import { selectFactory } from '../../../src/factory/select.js';
 import { templateFiles } from '../../../src/factory/template.js';
+import { systemClock } from '../../../src/platform/clock.js';
 import type { Logger } from '../../../src/platform/logger.js';
 import { CacheServiceService, type GrpcVMConfig } from '../../../src/protocol/cache/generated/cache.js';
 import type { VmDeps } from '../../../src/vm/vm.js';
-import { ManualClock } from '../../helpers/manual-clock.js';
 
 const root = mkdtempSync(join(tmpdir(), 'vmc-select-'));
 after(() => rmSync(root, { recursive: true, force: true }));
@@ -35,7 +35,8 @@ function deps() {
   };
   const d: VmDeps = {
     paths: { runDir: fresh('run'), imageDir: '/img', cacheDir: '/cache' },
-    clock: new ManualClock(),
+    // Real sockets and gRPC deadlines (absolute wall-clock times): the real clock.
+    clock: systemClock,
     logger,
     run: async () => assert.fail('selecting a factory runs no host commands'),
   };
