@@ -1,7 +1,8 @@
-import { existsSync, readdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { VmcError } from '../errors.js';
 import type { VmFiles, VmSpec } from '../hypervisor/types.js';
+import { writeFileAtomic } from '../platform/atomic-write.js';
 import type { ProcessIdentity } from '../platform/process.js';
 
 /** Version of the on-disk record (and of the hand-off JSON that embeds it). */
@@ -27,9 +28,7 @@ export interface VmRecord {
 
 /** Writes a record atomically (tmp + rename), so a crash never leaves a half-written file. */
 export function writeRecord(r: VmRecord): void {
-  const tmp = `${r.files.record}.tmp`;
-  writeFileSync(tmp, `${JSON.stringify(r, null, 2)}\n`, { mode: 0o600 });
-  renameSync(tmp, r.files.record);
+  writeFileAtomic(r.files.record, `${JSON.stringify(r, null, 2)}\n`, { mode: 0o600 });
 }
 
 /** Validates a parsed record; throws naming the field at fault. */

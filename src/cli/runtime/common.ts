@@ -1,7 +1,7 @@
-import { renameSync, writeFileSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import { resolve } from 'node:path';
 import { VmcError } from '../../errors.js';
+import { writeFileAtomic } from '../../platform/atomic-write.js';
 import type { SandboxDeps } from '../../sandbox/container.js';
 import { ControlClient, controlSocketPath } from '../../sandbox/control.js';
 import { type ContainerState, effectiveStatus, StateStore } from '../../sandbox/state-store.js';
@@ -91,8 +91,5 @@ export function ociState(s: ContainerState): Record<string, unknown> {
 
 /** Writes a pid file as runc does: the bare pid, no newline, replaced atomically. */
 export function writePidFile(path: string, pid: number): void {
-  const file = resolve(path);
-  const tmp = `${file}.${process.pid}.tmp`;
-  writeFileSync(tmp, String(pid));
-  renameSync(tmp, file);
+  writeFileAtomic(resolve(path), String(pid));
 }
