@@ -6,9 +6,10 @@
  */
 import { createHash } from 'node:crypto';
 import { mkdirSync, rmSync } from 'node:fs';
-import { connect, createServer, type Server, type Socket } from 'node:net';
+import { createServer, type Server, type Socket } from 'node:net';
 import { dirname, join } from 'node:path';
 import { isVmcError, messageOf, VmcError } from '../errors.js';
+import { connectUnixSocket } from '../platform/unix-socket.js';
 import { encodeFrame, FrameDecoder } from '../protocol/agent/framing.js';
 import {
   type ContainerExec,
@@ -205,19 +206,16 @@ export class ControlClient {
 
   /** Connects; VMC_ERR_CONTAINER_UNREACHABLE when nobody listens. */
   static connect(path: string, id: string): Promise<ControlClient> {
-    return new Promise((resolve, reject) => {
-      const s = connect(path);
-      s.once('connect', () => resolve(new ControlClient(s)));
-      s.once('error', (e) =>
-        reject(
-          new VmcError(
-            'VMC_ERR_CONTAINER_UNREACHABLE',
-            `container ${id}: its host-side process does not answer (${messageOf(e)})`,
-            { cause: e },
-          ),
-        ),
-      );
-    });
+    return connectUnixSocket(path).then(
+      (s) => new ControlClient(s),
+      (e) => {
+        throw new VmcError(
+          'VMC_ERR_CONTAINER_UNREACHABLE',
+          `container ${id}: its host-side process does not answer (${messageOf(e)})`,
+          { cause: e },
+        );
+      },
+    );
   }
 
   /** Sends a request and waits for `ok` (its result) or `error` (thrown as VmcError with the shim's code). */
