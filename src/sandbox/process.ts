@@ -1,4 +1,5 @@
 import type { ContainerConfig } from '../oci/bundle.js';
+import { formatEnv } from '../oci/env.js';
 import { RLIMITS } from '../oci/linux.js';
 import type { ContainerExec, ContainerMount } from '../protocol/agent/messages.js';
 import type { ExecProcess } from './control.js';
@@ -10,7 +11,7 @@ export function execProcessOf(cfg: ContainerConfig): ExecProcess {
   const p = cfg.process;
   return {
     args: p.args,
-    env: p.env.map((e) => `${e.name}=${e.value}`),
+    env: formatEnv(p.env),
     cwd: p.cwd,
     uid: p.uid,
     gid: p.gid,
