@@ -4,9 +4,10 @@ import { readBundle } from '../../oci/bundle.js';
 import { formatEnv, parseEnv } from '../../oci/env.js';
 import { parseProcess } from '../../oci/process.js';
 import { At } from '../../oci/validate.js';
+import { signalExitCode } from '../../platform/signals.js';
 import type { ControlClient, ExecProcess } from '../../sandbox/control.js';
 import { execProcessOf } from '../../sandbox/process.js';
-import { connectShim, type RuntimeContext, requireStatus, signalExitCode, writePidFile } from './common.js';
+import { connectShim, type RuntimeContext, requireStatus, writePidFile } from './common.js';
 import { REPORT_FD, type Report, sendReport, spawnReporting } from './detached.js';
 import { RELAYED_SIGNALS } from './shim.js';
 

@@ -1,6 +1,6 @@
 import { type ChildProcess, spawn } from 'node:child_process';
-import { constants as osConstants } from 'node:os';
 import type { Duplex } from 'node:stream';
+import { signalByName } from '../../platform/signals.js';
 import { encodeFrame, FrameDecoder } from '../../protocol/agent/framing.js';
 import {
   AGENT_PROTOCOL_VERSION,
@@ -40,9 +40,8 @@ export interface GuestOps {
 
 /** A signal name as the host sends it (`TERM`, `SIGTERM`, `sigkill`), checked. */
 function signalOf(signal: string): NodeJS.Signals {
-  const sig = signal.toUpperCase();
-  const name = (sig.startsWith('SIG') ? sig : `SIG${sig}`) as NodeJS.Signals;
-  if (!(name in osConstants.signals)) throw new RequestError('BAD_SIGNAL', `unknown signal ${signal}`);
+  const name = signalByName(signal);
+  if (!name) throw new RequestError('BAD_SIGNAL', `unknown signal ${signal}`);
   return name;
 }
 

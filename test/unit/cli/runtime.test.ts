@@ -1,8 +1,9 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { lineLogger } from '../../../src/cli/log.js';
-import { signalExitCode, signalName } from '../../../src/cli/runtime/common.js';
+import { signalName } from '../../../src/cli/runtime/common.js';
 import { isVmcError } from '../../../src/errors.js';
+import { signalExitCode } from '../../../src/platform/signals.js';
 
 describe('runtime CLI helpers', () => {
   it('reads signals by name, with or without SIG, any case, or by number', () => {
