@@ -47,6 +47,7 @@ export const ErrorCodes = {
     "a guest process's exit can no longer be known (the agent lost it or is silent)",
   VMC_ERR_CACHE_ENDPOINT_UNUSABLE:
     'a socket cannot be created at an endpoint path (another file is there, or its parent is not a directory)',
+  VMC_ERR_VM_RECORD_INVALID: 'a VM record on disk (or in a hand-off) is not valid',
 } as const;
 
 /** A stable error code. */
