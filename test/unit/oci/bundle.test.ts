@@ -7,7 +7,6 @@ import { isVmcError } from '../../../src/errors.js';
 import { assetAnnotations, containerType, sandboxId } from '../../../src/oci/annotations.js';
 import { DEFAULT_SHM_SIZE, readBundle } from '../../../src/oci/bundle.js';
 import { parseEnv } from '../../../src/oci/env.js';
-import { toOciStatus } from '../../../src/oci/state.js';
 
 const statfs = (p: string) =>
   p === '/dev/shm-of-pod' ? { bsize: 4096, blocks: 1024 } : { bsize: 4096, blocks: 0 };
@@ -203,13 +202,6 @@ describe('OCI bundle parsing', () => {
       () => assetAnnotations({ 'io.katacontainers.config.hypervisor.initrd_hash': h }, 'f'),
       /given without/,
     );
-  });
-
-  it('maps internal states to OCI states', () => {
-    assert.equal(toOciStatus('ready'), 'created');
-    assert.equal(toOciStatus('running'), 'running');
-    assert.equal(toOciStatus('stopped'), 'stopped');
-    assert.equal(toOciStatus('paused'), 'paused');
   });
 
   it('rejects bad bundles with clear errors naming the path', () => {
