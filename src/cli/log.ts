@@ -14,7 +14,7 @@ function quote(v: unknown): string {
 }
 
 /** `json` and `text` are runc's `--log-format`s; `human` is for a terminal. */
-export type LineFormat = 'json' | 'text' | 'human';
+type LineFormat = 'json' | 'text' | 'human';
 
 function line(format: LineFormat, level: Level, msg: string, fields: Record<string, unknown>): string {
   if (format === 'human') {

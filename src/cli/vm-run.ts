@@ -9,7 +9,7 @@ import type { CliContext } from './context.js';
 import { exitNow, type VerbResult } from './exit.js';
 
 /** Options of `vm run`. */
-export interface VmRunOptions {
+interface VmRunOptions {
   cpus?: number;
   memory?: number;
   timings?: boolean;

@@ -215,6 +215,3 @@ export const SCHEMA = {
     ignored: [] as string[],
   },
 } satisfies Record<string, { keys: Record<string, KeySpec>; ignored: string[] }>;
-
-/** Section names. */
-export type SectionName = keyof typeof SCHEMA;

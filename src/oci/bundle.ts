@@ -21,7 +21,7 @@ import { type ProcessSpec, parseProcess } from './process.js';
 import { At, checkDepth, preview } from './validate.js';
 
 /** A device the container asks for. */
-export interface DeviceSpec {
+interface DeviceSpec {
   path: string;
   type: 'c' | 'b' | 'u' | 'p';
   major?: number;

@@ -4,7 +4,7 @@ import { renameSync, rmSync, writeFileSync } from 'node:fs';
  * The temporary file beside `file` that is renamed over it. Beside it, so the rename stays within one file
  * system (and is atomic); named for this process, so two writers never share one.
  */
-export function tempPathFor(file: string): string {
+function tempPathFor(file: string): string {
   return `${file}.${process.pid}.tmp`;
 }
 

@@ -52,7 +52,7 @@ export async function socketAnswers(path: string): Promise<boolean> {
 }
 
 /** Options of {@link listenUnixSocket}. */
-export interface UnixListenOptions {
+interface UnixListenOptions {
   /** What configured the path, for messages, e.g. `[cache] metrics_endpoint`. */
   key: string;
   /** Message of the VMC_ERR_CACHE_ENDPOINT_IN_USE error when a live server answers on the path. */

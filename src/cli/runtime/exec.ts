@@ -12,7 +12,7 @@ import { REPORT_FD, type Report, sendReport, spawnReporting } from './detached.j
 import { RELAYED_SIGNALS } from './shim.js';
 
 /** Options of `exec` (runc's, plus the internal ones a detached exec passes to its relay). */
-export interface ExecOptions {
+interface ExecOptions {
   process?: string;
   tty?: boolean;
   detach?: boolean;

@@ -9,7 +9,7 @@ import { createRelayed } from './shim.js';
 import { start } from './start.js';
 
 /** Options of `run` (runc's). */
-export interface RunOptions {
+interface RunOptions {
   bundle?: string;
   pidFile?: string;
   detach?: boolean;

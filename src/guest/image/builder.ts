@@ -34,7 +34,7 @@ import {
 import { GUEST_MODULES, parseBuiltin, parseModulesDep, resolveLoadOrder } from './modules.js';
 
 /** Where the builder takes its inputs from. */
-export interface ImageSources {
+interface ImageSources {
   /** A statically linked busybox (Debian `busybox-static`). */
   busybox: string;
   /** The Node binary copied into the guest root (the host's own by default). */
@@ -46,7 +46,7 @@ export interface ImageSources {
 }
 
 /** Dependencies of the builder. */
-export interface ImageBuilderDeps {
+interface ImageBuilderDeps {
   run: CommandRunner;
   clock: Clock;
   /** Receives one line per step, for progress output. */
@@ -54,7 +54,7 @@ export interface ImageBuilderDeps {
 }
 
 /** Outcome of a build. */
-export interface ImageBuildResult {
+interface ImageBuildResult {
   imageDir: string;
   rebuilt: { kernel: boolean; rootfs: boolean };
   manifest: ImageManifest;
