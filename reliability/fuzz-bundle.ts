@@ -11,9 +11,10 @@ import { join } from 'node:path';
 import fc from 'fast-check';
 import { defaultSpec } from '../src/cli/runtime/spec.js';
 import { isVmcError } from '../src/errors.js';
-import { type ContainerConfig, MAX_ID, MAX_MOUNTS, readBundle, type StatFs } from '../src/oci/bundle.js';
+import { type ContainerConfig, MAX_MOUNTS, readBundle, type StatFs } from '../src/oci/bundle.js';
 import { HOOK_KINDS, MAX_HOOK_TIMEOUT_S } from '../src/oci/hooks.js';
 import { NAMESPACE_KINDS, PROPAGATION_FLAGS, RLIMITS } from '../src/oci/linux.js';
+import { MAX_ID } from '../src/oci/process.js';
 import {
   badNumber,
   CaseFailure,

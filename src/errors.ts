@@ -50,6 +50,7 @@ export const ErrorCodes = {
   VMC_ERR_AGENT_FRAME_TOO_LARGE: 'a message is too large for one agent frame',
   VMC_ERR_CONTROL_PROTOCOL:
     "a peer on a container's control socket sent a frame or request that is not valid",
+  VMC_ERR_VM_RECORD_INVALID: 'a VM record on disk (or in a hand-off) is not valid',
 } as const;
 
 /** A stable error code. */

@@ -8,7 +8,7 @@ import { runCommand } from '../platform/command.js';
 import { type Logger, nullLogger } from '../platform/logger.js';
 import { defaultPaths, type Paths } from '../platform/paths.js';
 import type { VmDeps } from '../vm/vm.js';
-import { fileLogger } from './log.js';
+import { fileLogger, lineLogger } from './log.js';
 
 /** Exit codes of the CLI. `vm run` otherwise exits with the guest command's status. */
 export const ExitCode = {
@@ -52,26 +52,6 @@ function findBundleDir(): string {
   return here;
 }
 
-const LEVELS = ['debug', 'info', 'warn', 'error'] as const;
-
-/** A human-readable logger for terminals: `vmcache: warn: message key=value ...` on stderr. */
-function textLogger(min: number, bindings: Record<string, unknown>): Logger {
-  const at = (i: number) => (obj: Record<string, unknown>, msg: string) => {
-    if (i < min) return;
-    const fields = Object.entries({ ...bindings, ...obj })
-      .map(([k, v]) => `${k}=${typeof v === 'string' ? v : JSON.stringify(v)}`)
-      .join(' ');
-    process.stderr.write(`vmcache: ${LEVELS[i]}: ${msg}${fields ? ` ${fields}` : ''}\n`);
-  };
-  return {
-    debug: at(0),
-    info: at(1),
-    warn: at(2),
-    error: at(3),
-    child: (b) => textLogger(min, { ...bindings, ...b }),
-  };
-}
-
 /** Builds the context. The only place that reads the environment. */
 export function makeContext(opts: GlobalOptions, use: { stderr: boolean } = { stderr: true }): CliContext {
   const level = opts.debug ? 'debug' : 'warn';
@@ -83,7 +63,7 @@ export function makeContext(opts: GlobalOptions, use: { stderr: boolean } = { st
       ? nullLogger
       : opts.logFormat === 'json'
         ? (pino({ level }, pino.destination({ dest: 2, sync: true })) as unknown as Logger)
-        : textLogger(opts.debug ? 0 : 2, {});
+        : lineLogger((line) => process.stderr.write(line), 'human', level);
   const paths = defaultPaths(process.env, process.getuid?.() ?? 0);
   const file =
     opts.config ??

@@ -13,29 +13,39 @@ function quote(v: unknown): string {
   return /^[\w./@^+-]+$/.test(s) ? s : JSON.stringify(s);
 }
 
+/** `json` and `text` are runc's `--log-format`s; `human` is for a terminal. */
+type LineFormat = 'json' | 'text' | 'human';
+
+function line(format: LineFormat, level: Level, msg: string, fields: Record<string, unknown>): string {
+  if (format === 'human') {
+    const kv = Object.entries(fields)
+      .map(([k, v]) => ` ${k}=${typeof v === 'string' ? v : JSON.stringify(v)}`)
+      .join('');
+    return `vmcache: ${level}: ${msg}${kv}\n`;
+  }
+  const time = new Date().toISOString();
+  return format === 'json'
+    ? `${JSON.stringify({ level: LOGRUS[level], msg, time, ...fields })}\n`
+    : `time=${quote(time)} level=${LOGRUS[level]} msg=${quote(msg)}${Object.entries(fields)
+        .map(([k, v]) => ` ${k}=${quote(v)}`)
+        .join('')}\n`;
+}
+
 /**
  * A logger that writes one line per record, as runc does with `--log FILE --log-format json|text`:
- * `{"level":"error","msg":"...","time":"..."}` or `time="..." level=error msg="..."`. containerd takes the last
- * error line of that file as the reason a runtime command failed.
+ * `{"level":"error","msg":"...","time":"..."}` or `time="..." level=error msg="..."` (containerd takes the last
+ * error line of that file as the reason a runtime command failed), or for people on a terminal:
+ * `vmcache: warn: message key=value ...`.
  */
 export function lineLogger(
   write: (line: string) => void,
-  format: 'json' | 'text',
+  format: LineFormat,
   minLevel: Level,
   bindings: Record<string, unknown> = {},
 ): Logger {
   const min = LEVELS.indexOf(minLevel);
   const at = (level: Level) => (obj: Record<string, unknown>, msg: string) => {
-    if (LEVELS.indexOf(level) < min) return;
-    const time = new Date().toISOString();
-    const fields = { ...bindings, ...obj };
-    write(
-      format === 'json'
-        ? `${JSON.stringify({ level: LOGRUS[level], msg, time, ...fields })}\n`
-        : `time=${quote(time)} level=${LOGRUS[level]} msg=${quote(msg)}${Object.entries(fields)
-            .map(([k, v]) => ` ${k}=${quote(v)}`)
-            .join('')}\n`,
-    );
+    if (LEVELS.indexOf(level) >= min) write(line(format, level, msg, { ...bindings, ...obj }));
   };
   return {
     debug: at('debug'),

@@ -4,6 +4,7 @@ import { isVmcError, messageOf } from '../errors.js';
 import { positiveInt } from './common.js';
 import { ExitCode, type GlobalOptions, makeContext } from './context.js';
 import { doctor } from './doctor.js';
+import type { ExitNow, VerbResult } from './exit.js';
 import { factoryDestroy, factoryInit, factoryStatus } from './factory-cmd.js';
 import { imageBuild } from './image-build.js';
 import { fileLogger } from './log.js';
@@ -29,16 +30,31 @@ process.stdout.on('error', (e: NodeJS.ErrnoException) => {
   throw e;
 });
 
+/** Ends the process at once, as a verb asked (see ExitNow). */
+function endNow(e: ExitNow): never {
+  if (e.signal) {
+    process.removeAllListeners(e.signal);
+    try {
+      process.kill(process.pid, e.signal);
+    } catch {
+      // not a signal this process can receive
+    }
+  }
+  process.exit(e.code);
+}
+
 /** Wraps a verb: global options and the verb's own Command in, exit code out; errors printed with their code. */
 function run(
-  action: (g: GlobalOptions, cmd: Command) => Promise<number> | number,
+  action: (g: GlobalOptions, cmd: Command) => Promise<VerbResult> | VerbResult,
   failCode: number = ExitCode.Failure,
 ) {
   return async (...args: unknown[]) => {
     const cmd = args[args.length - 1] as Command;
     const g = cmd.optsWithGlobals() as GlobalOptions;
     try {
-      process.exitCode = await action(g, cmd);
+      const result = await action(g, cmd);
+      if (typeof result !== 'number') endNow(result);
+      process.exitCode = result;
     } catch (err) {
       const code = isVmcError(err) ? err.code : 'UNEXPECTED';
       process.stderr.write(`vmcache: error: ${messageOf(err)} [${code}]\n`);

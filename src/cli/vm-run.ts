@@ -1,15 +1,16 @@
-import { constants as osConstants } from 'node:os';
 import { isVmcError } from '../errors.js';
 import type { ObtainedVm } from '../factory/factory.js';
 import { selectFactory } from '../factory/select.js';
+import { signalExitCode } from '../platform/signals.js';
 import { relayStdin } from '../platform/streams.js';
 import { sweepOrphans } from '../vm/sweep.js';
 import type { Vm } from '../vm/vm.js';
 import { hostVmSpec } from './common.js';
 import type { CliContext } from './context.js';
+import { exitNow, type VerbResult } from './exit.js';
 
 /** Options of `vm run`. */
-export interface VmRunOptions {
+interface VmRunOptions {
   cpus?: number;
   memory?: number;
   timings?: boolean;
@@ -20,9 +21,10 @@ export interface VmRunOptions {
 
 /**
  * `vmcache vm run -- CMD...`: boots a VM, runs CMD with stdio attached, destroys the VM and returns CMD's exit
- * status (128 + signal number when it was killed). SIGINT/SIGTERM destroy the VM before exiting.
+ * status (128 + signal number when it was killed). SIGINT/SIGTERM destroy the VM, and then this process exits
+ * at once with 128 + that signal's number.
  */
-export async function vmRun(ctx: CliContext, argv: string[], opts: VmRunOptions): Promise<number> {
+export async function vmRun(ctx: CliContext, argv: string[], opts: VmRunOptions): Promise<VerbResult> {
   const spec = hostVmSpec(ctx);
   if (opts.cpus) {
     spec.cpus = opts.cpus;
@@ -36,14 +38,28 @@ export async function vmRun(ctx: CliContext, argv: string[], opts: VmRunOptions)
   const t0 = ctx.clock.monotonic();
   let vm: Vm | null = null;
   let interrupted: NodeJS.Signals | null = null;
+  let onInterrupt: () => void = () => {};
+  const interruption = new Promise<null>((resolve) => {
+    onInterrupt = () => resolve(null);
+  });
+  /** `p`, or null as soon as a signal came; `p` is abandoned then (its rejection is no unhandled one). */
+  const untilInterrupted = <T>(p: Promise<T>): Promise<T | null> => {
+    p.catch(() => undefined);
+    return Promise.race([p, interruption]);
+  };
+  /** Once the command runs, a signal ends the run: the command may still hold stdio and the agent connection. */
+  const destroyAndExit = async (v: Vm) => {
+    await v.destroy().catch(() => undefined);
+    return exitNow(signalExitCode(interrupted!));
+  };
   const abort = new AbortController();
   const onSignal = (sig: NodeJS.Signals) => {
     if (interrupted) return;
     interrupted = sig;
     ctx.say(`vmcache: ${sig}: destroying the VM`);
-    // During boot the abort unwinds the half-booted VM; once it runs, destroy it here.
+    // During boot the abort unwinds the half-booted VM; once it runs, the race below destroys it.
     abort.abort();
-    if (vm) void vm.destroy().finally(() => process.exit(128 + (osConstants.signals[sig] ?? 1)));
+    onInterrupt();
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
@@ -58,7 +74,7 @@ export async function vmRun(ctx: CliContext, argv: string[], opts: VmRunOptions)
     vm = got.vm;
     if (interrupted) {
       await vm.destroy();
-      return 128 + (osConstants.signals[interrupted as NodeJS.Signals] ?? 1);
+      return signalExitCode(interrupted);
     }
     if (opts.verbose) {
       const how =
@@ -77,30 +93,33 @@ export async function vmRun(ctx: CliContext, argv: string[], opts: VmRunOptions)
     // Without a terminal, stdin is forwarded; on a terminal it is not (no pty support yet), so a command that
     // reads stdin sees EOF instead of hanging.
     const forwardStdin = !process.stdin.isTTY;
-    const proc = await vm.exec({
-      args: argv,
-      stdin: forwardStdin,
-      env: ['PATH=/usr/sbin:/usr/bin:/sbin:/bin', 'HOME=/root', 'TERM=xterm'],
-    });
+    const proc = await untilInterrupted(
+      vm.exec({
+        args: argv,
+        stdin: forwardStdin,
+        env: ['PATH=/usr/sbin:/usr/bin:/sbin:/bin', 'HOME=/root', 'TERM=xterm'],
+      }),
+    );
+    if (!proc) return await destroyAndExit(vm);
     proc.stdout.pipe(process.stdout, { end: false });
     proc.stderr.pipe(process.stderr, { end: false });
     if (forwardStdin) relayStdin(process.stdin, proc);
-    const status = await proc.wait();
+    const status = await untilInterrupted(proc.wait());
+    if (!status) return await destroyAndExit(vm);
     process.stdin.destroy();
     const tExec = ctx.clock.monotonic();
     await vm.destroy();
+    if (interrupted) return exitNow(signalExitCode(interrupted));
     const tEnd = ctx.clock.monotonic();
     if (opts.timings) {
       ctx.say(
         `timings: vm ready ${Math.round(tBoot - t0)} ms, command ${Math.round(tExec - tBoot)} ms, destroy ${Math.round(tEnd - tExec)} ms, total ${Math.round(tEnd - t0)} ms`,
       );
     }
-    if (status.code !== null) return status.code;
-    return 128 + (osConstants.signals[status.signal as NodeJS.Signals] ?? 0);
+    return status.code ?? signalExitCode(status.signal ?? '');
   } catch (err) {
     await vm?.destroy().catch(() => undefined);
-    if (interrupted && isVmcError(err, 'VMC_ERR_VM_INTERRUPTED'))
-      return 128 + (osConstants.signals[interrupted as NodeJS.Signals] ?? 1);
+    if (interrupted && isVmcError(err, 'VMC_ERR_VM_INTERRUPTED')) return signalExitCode(interrupted);
     throw err;
   } finally {
     process.off('SIGINT', onSignal);

@@ -11,7 +11,7 @@ import { LineIndex } from './lines.js';
 import { type KeySpec, SCHEMA } from './schema.js';
 
 /** The factory part (Kata's `factory.Config`). */
-export interface FactoryConfig {
+interface FactoryConfig {
   template: boolean;
   templatePath: string;
   vmCacheNumber: number;
@@ -19,7 +19,7 @@ export interface FactoryConfig {
 }
 
 /** Tuning of the cache pool (vmcache's own `[cache]` section). */
-export interface CacheTuning {
+interface CacheTuning {
   maxParallelBoots: number;
   maxAgeMs: number;
   healthIntervalMs: number;

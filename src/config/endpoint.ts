@@ -1,7 +1,7 @@
 import { unixSocketPathProblem } from '../platform/unix-socket.js';
 
 /** Where the metrics are served: nowhere, a loopback TCP port, or a Unix socket. */
-export type MetricsEndpoint =
+type MetricsEndpoint =
   | { kind: 'off' }
   | { kind: 'tcp'; host: string; port: number }
   | { kind: 'unix'; path: string };

@@ -1,3 +1,5 @@
+import { DEFAULT_SHAPE } from './defaults.js';
+
 /**
  * The configuration vmcache reads from `configuration.toml`: Kata's section and key names (so a Kata user's
  * file works), plus vmcache's own keys. Each key has a type, a default, and a validator; unknown keys are
@@ -61,13 +63,31 @@ export const SCHEMA = {
         doc: 'machine type (q35 only: hot-plug, vmgenid, templating)',
       },
       kernel_params: { type: 'string', default: '', doc: 'extra kernel parameters, space separated' },
-      default_vcpus: { type: 'int', default: 1, min: 1, max: 64, doc: 'vCPUs at boot' },
-      default_maxvcpus: { type: 'int', default: 4, min: 1, max: 64, doc: 'vCPU hot-plug limit' },
-      default_memory: { type: 'int', default: 512, min: 128, max: 65536, doc: 'memory at boot, MiB' },
-      memory_slots: { type: 'int', default: 8, min: 1, max: 64, doc: 'memory hot-plug slots' },
+      default_vcpus: { type: 'int', default: DEFAULT_SHAPE.cpus, min: 1, max: 64, doc: 'vCPUs at boot' },
+      default_maxvcpus: {
+        type: 'int',
+        default: DEFAULT_SHAPE.maxCpus,
+        min: 1,
+        max: 64,
+        doc: 'vCPU hot-plug limit',
+      },
+      default_memory: {
+        type: 'int',
+        default: DEFAULT_SHAPE.memoryMiB,
+        min: 128,
+        max: 65536,
+        doc: 'memory at boot, MiB',
+      },
+      memory_slots: {
+        type: 'int',
+        default: DEFAULT_SHAPE.memorySlots,
+        min: 1,
+        max: 64,
+        doc: 'memory hot-plug slots',
+      },
       default_maxmemory: {
         type: 'int',
-        default: 8192,
+        default: DEFAULT_SHAPE.maxMemoryMiB,
         min: 128,
         max: 1048576,
         doc: 'memory hot-plug limit, MiB',
@@ -195,6 +215,3 @@ export const SCHEMA = {
     ignored: [] as string[],
   },
 } satisfies Record<string, { keys: Record<string, KeySpec>; ignored: string[] }>;
-
-/** Section names. */
-export type SectionName = keyof typeof SCHEMA;

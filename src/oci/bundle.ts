@@ -9,7 +9,6 @@ import {
   sandboxId,
 } from './annotations.js';
 import { type Capabilities, parseCapabilities } from './capabilities.js';
-import { type EnvVar, parseEnv } from './env.js';
 import { type Hooks, parseHooks } from './hooks.js';
 import {
   type LinuxExtras,
@@ -18,10 +17,11 @@ import {
   type NamespaceKindOf,
   namespaceKindOf,
 } from './linux.js';
+import { type ProcessSpec, parseProcess } from './process.js';
 import { At, checkDepth, preview } from './validate.js';
 
 /** A device the container asks for. */
-export interface DeviceSpec {
+interface DeviceSpec {
   path: string;
   type: 'c' | 'b' | 'u' | 'p';
   major?: number;
@@ -44,13 +44,7 @@ export interface ContainerConfig {
   bundle: string;
   rootfs: string;
   rootfsReadonly: boolean;
-  process: {
-    args: string[];
-    env: EnvVar[];
-    cwd: string;
-    uid: number;
-    gid: number;
-    additionalGids: number[];
+  process: ProcessSpec & {
     terminal: boolean;
     capabilities?: Capabilities;
     noNewPrivileges: boolean;
@@ -82,14 +76,8 @@ export const DEFAULT_SHM_SIZE = 64 * 1024 * 1024;
 /** Size of a file system, injected for tests (production: `statfsSync`). */
 export type StatFs = (path: string) => { bsize: number; blocks: number };
 
-/** The highest uid or gid: 2^32-1 is (uid_t)-1, which the kernel reads as "no id" (setuid(-1) changes nothing). */
-export const MAX_ID = 2 ** 32 - 2;
-
 /** Mounts the guest helper takes (`char *mounts[128]` in vmc-helper.c). */
 export const MAX_MOUNTS = 128;
-
-/** Supplementary groups the guest helper sets (`gid_t gl[64]` in vmc-helper.c; more would be dropped). */
-export const MAX_ADDITIONAL_GIDS = 64;
 
 /**
  * cgroup v2 `cpu.max` bounds, in µs: the kernel refuses a quota under 1 ms or over its max_cfs_runtime
@@ -176,12 +164,6 @@ export function shmSize(ms: MountSpec[], statfs: StatFs, file = 'config.json'): 
   return st.bsize * st.blocks;
 }
 
-/** `process.cwd`: an absolute path, and a C string for the helper. */
-function cwdOf(a: At): string {
-  a.absolutePath();
-  return a.cString('an absolute path');
-}
-
 /**
  * `linux.resources` vmcache applies as cgroup v2 files in the guest, refused here when the kernel would refuse
  * them there (at `start`). -1 and 0 mean "no limit" (or the default period) in the runtime spec.
@@ -262,15 +244,7 @@ export function readBundle(
   }
   const p = spec.get('process');
   p.object();
-  // argv, environment and cwd go to the guest helper whole, as C strings: only NUL cannot be in them.
-  const args = p
-    .get('args')
-    .array()
-    .map((a) => a.cString());
-  if (args.length === 0 || args[0] === '')
-    p.get('args').fail('a non-empty array whose first element names the program');
-  const user = p.get('user');
-  user.object();
+  const proc = parseProcess(p, file);
   const annotations = spec.get('annotations').optional((a) => a.stringMap()) ?? {};
   const ms = mounts(spec.get('mounts'));
   const linux = spec.get('linux');
@@ -281,19 +255,7 @@ export function readBundle(
     rootfs,
     rootfsReadonly: root.get('readonly').optional((r) => r.bool()) ?? false,
     process: {
-      args,
-      env: parseEnv(p.get('env').optional((e) => e.array().map((x) => x.cString())) ?? [], file),
-      cwd: cwdOf(p.get('cwd')),
-      uid: user.get('uid').uint(MAX_ID),
-      gid: user.get('gid').uint(MAX_ID),
-      additionalGids:
-        user
-          .get('additionalGids')
-          .optional((g) =>
-            g
-              .arrayOf(MAX_ADDITIONAL_GIDS, 'group ids', 'the guest helper sets at most that many')
-              .map((x) => x.uint(MAX_ID)),
-          ) ?? [],
+      ...proc,
       terminal: p.get('terminal').optional((t) => t.bool()) ?? false,
       noNewPrivileges: p.get('noNewPrivileges').optional((t) => t.bool()) ?? false,
     },

@@ -7,6 +7,11 @@ export interface EnvVar {
   value: string;
 }
 
+/** Environment variables as `NAME=value` strings, what exec (and the guest) take. */
+export function formatEnv(vars: readonly EnvVar[]): string[] {
+  return vars.map((v) => `${v.name}=${v.value}`);
+}
+
 /**
  * `process.env` entries, as Kata's `EnvVars` reads them: split at the *first* `=` (values may contain `=`;
  * Kata's private helper truncated them, which we do not copy), surrounding spaces and quotes trimmed, empty names

@@ -11,7 +11,7 @@ import type { At } from './validate.js';
  */
 
 /** A resource limit of `process.rlimits`, as setrlimit(2) takes it. `null` is RLIM_INFINITY. */
-export interface Rlimit {
+interface Rlimit {
   type: RlimitName;
   soft: number | null;
   hard: number | null;
@@ -36,7 +36,7 @@ export const RLIMITS = {
   RLIMIT_RTPRIO: 14,
   RLIMIT_RTTIME: 15,
 } as const;
-export type RlimitName = keyof typeof RLIMITS;
+type RlimitName = keyof typeof RLIMITS;
 
 /** mount(2) propagation flags for `linux.rootfsPropagation` (runc's table). */
 export const PROPAGATION_FLAGS: Record<string, number> = {
@@ -61,10 +61,10 @@ export const NAMESPACE_KINDS: Record<string, string> = {
   cgroup: 'cgroup',
   time: 'time',
 };
-export type NamespaceType = keyof typeof NAMESPACE_KINDS;
+type NamespaceType = keyof typeof NAMESPACE_KINDS;
 
 /** A namespace the bundle asks to join by path (`linux.namespaces[i].path`), other than the network one. */
-export interface NamespacePath {
+interface NamespacePath {
   type: NamespaceType;
   path: string;
   /** The JSON path, for errors raised later (when it is known whether the namespace can be joined). */

@@ -1,5 +1,5 @@
 import { chmodSync, lstatSync, mkdirSync, type Stats, statSync, unlinkSync } from 'node:fs';
-import { connect, type Server } from 'node:net';
+import { connect, type Server, type Socket } from 'node:net';
 import { dirname } from 'node:path';
 import { VmcError } from '../errors.js';
 
@@ -20,20 +20,39 @@ export function unixSocketPathProblem(path: string): string | null {
   return null;
 }
 
-/** Resolves true when something accepts connections on the socket at `path`. */
-export function socketAnswers(path: string): Promise<boolean> {
-  return new Promise((resolve) => {
+/**
+ * Connects to the Unix socket at `path`: the connected socket (with no listener of ours left on it), or the
+ * connection error (ENOENT, ECONNREFUSED, ...) with the half-open socket destroyed.
+ */
+export function connectUnixSocket(path: string): Promise<Socket> {
+  return new Promise((resolve, reject) => {
     const s = connect(path);
-    s.once('connect', () => {
+    const onError = (e: Error) => {
       s.destroy();
-      resolve(true);
+      reject(e);
+    };
+    s.once('error', onError);
+    s.once('connect', () => {
+      s.off('error', onError);
+      resolve(s);
     });
-    s.once('error', () => resolve(false));
   });
 }
 
+/** The connected socket at `path`, or null when nobody accepts connections there (for polling). */
+export function tryConnectUnixSocket(path: string): Promise<Socket | null> {
+  return connectUnixSocket(path).catch(() => null);
+}
+
+/** Resolves true when something accepts connections on the socket at `path`. */
+export async function socketAnswers(path: string): Promise<boolean> {
+  const s = await tryConnectUnixSocket(path);
+  s?.destroy();
+  return s !== null;
+}
+
 /** Options of {@link listenUnixSocket}. */
-export interface UnixListenOptions {
+interface UnixListenOptions {
   /** What configured the path, for messages, e.g. `[cache] metrics_endpoint`. */
   key: string;
   /** Message of the VMC_ERR_CACHE_ENDPOINT_IN_USE error when a live server answers on the path. */

@@ -1,5 +1,6 @@
 import { messageOf, VmcError } from '../errors.js';
 import type { ContainerConfig } from '../oci/bundle.js';
+import { formatEnv } from '../oci/env.js';
 import { RLIMITS } from '../oci/linux.js';
 import type { ContainerExec, ContainerMount, ExecProcess } from '../protocol/agent/messages.js';
 import { guestStartHooks, hookState } from './hooks.js';
@@ -24,7 +25,7 @@ export function execProcessOf(cfg: ContainerConfig): ExecProcess {
   const p = cfg.process;
   return {
     args: p.args,
-    env: p.env.map((e) => `${e.name}=${e.value}`),
+    env: formatEnv(p.env),
     cwd: p.cwd,
     uid: p.uid,
     gid: p.gid,

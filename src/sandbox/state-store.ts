@@ -4,7 +4,6 @@ import {
   openSync,
   readdirSync,
   readFileSync,
-  renameSync,
   rmSync,
   statSync,
   unlinkSync,
@@ -12,6 +11,7 @@ import {
 } from 'node:fs';
 import { join } from 'node:path';
 import { VmcError } from '../errors.js';
+import { writeFileAtomic } from '../platform/atomic-write.js';
 import type { Clock } from '../platform/clock.js';
 import { identify, isAlive, type ProcessIdentity } from '../platform/process.js';
 import { isContainerId } from '../protocol/guards.js';
@@ -112,14 +112,7 @@ export class StateStore {
   /** Writes the state atomically. */
   write(state: ContainerState): void {
     const file = join(this.containerDir(state.id), 'state.json');
-    const tmp = `${file}.${process.pid}.tmp`;
-    const fd = openSync(tmp, 'w', 0o600);
-    try {
-      writeSync(fd, `${JSON.stringify(state, null, 2)}\n`);
-    } finally {
-      closeSync(fd);
-    }
-    renameSync(tmp, file);
+    writeFileAtomic(file, `${JSON.stringify(state, null, 2)}\n`, { mode: 0o600 });
   }
 
   /** Ids of every recorded container (sorted). */

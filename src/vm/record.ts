@@ -1,7 +1,8 @@
-import { existsSync, readdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { VmcError } from '../errors.js';
 import type { VmFiles, VmSpec } from '../hypervisor/types.js';
+import { writeFileAtomic } from '../platform/atomic-write.js';
 import type { ProcessIdentity } from '../platform/process.js';
 
 /** Version of the on-disk record (and of the hand-off JSON that embeds it). */
@@ -27,16 +28,16 @@ export interface VmRecord {
 
 /** Writes a record atomically (tmp + rename), so a crash never leaves a half-written file. */
 export function writeRecord(r: VmRecord): void {
-  const tmp = `${r.files.record}.tmp`;
-  writeFileSync(tmp, `${JSON.stringify(r, null, 2)}\n`, { mode: 0o600 });
-  renameSync(tmp, r.files.record);
+  writeFileAtomic(r.files.record, `${JSON.stringify(r, null, 2)}\n`, { mode: 0o600 });
 }
 
-/** Validates a parsed record; throws naming the field at fault. */
+/** Validates a parsed record from `source` (a file, or the hand-off); VMC_ERR_VM_RECORD_INVALID names the field. */
 export function parseRecord(v: unknown, source: string): VmRecord {
   const r = v as Partial<VmRecord> | null;
   const bad = (field: string) =>
-    new VmcError('VMC_ERR_VM_NOT_FOUND', `${source}: invalid VM record (${field})`);
+    new VmcError('VMC_ERR_VM_RECORD_INVALID', `${source}: invalid VM record (${field})`, {
+      details: { source, field },
+    });
   if (!r || typeof r !== 'object') throw bad('not an object');
   if (r.version !== VM_RECORD_VERSION)
     throw bad(`version ${String(r.version)}, expected ${VM_RECORD_VERSION}`);
@@ -56,7 +57,10 @@ export function readRecord(dir: string): VmRecord {
   try {
     parsed = JSON.parse(readFileSync(path, 'utf8'));
   } catch (cause) {
-    throw new VmcError('VMC_ERR_VM_NOT_FOUND', `${path}: VM record is not JSON`, { cause });
+    throw new VmcError('VMC_ERR_VM_RECORD_INVALID', `${path}: VM record is not JSON`, {
+      cause,
+      details: { source: path, field: '(the whole file)' },
+    });
   }
   return parseRecord(parsed, path);
 }

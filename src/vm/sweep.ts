@@ -4,7 +4,7 @@ import { listVmDirs } from './record.js';
 import { destroyRecord, type VmDeps } from './vm.js';
 
 /** What a sweep did. */
-export interface SweepResult {
+interface SweepResult {
   /** VMs whose QEMU was still running but whose owner had died: stopped. */
   reaped: string[];
   /** Records of QEMUs that had already exited: removed. */

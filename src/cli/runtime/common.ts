@@ -1,7 +1,7 @@
-import { renameSync, writeFileSync } from 'node:fs';
-import { constants as osConstants } from 'node:os';
 import { resolve } from 'node:path';
 import { VmcError } from '../../errors.js';
+import { writeFileAtomic } from '../../platform/atomic-write.js';
+import { parseSignal } from '../../platform/signals.js';
 import { ControlClient } from '../../protocol/control/client.js';
 import { controlSocketPath } from '../../protocol/control/socket-path.js';
 import type { SandboxDeps } from '../../sandbox/shim-interface.js';
@@ -34,22 +34,9 @@ export function forwardedGlobals(g: GlobalOptions): string[] {
 
 /** A signal given as a name (`KILL`, `SIGKILL`) or a number (`9`), as its full name; usage error otherwise. */
 export function signalName(s: string): NodeJS.Signals {
-  const signals = osConstants.signals as Record<string, number>;
-  if (/^[0-9]+$/.test(s)) {
-    const n = Number(s);
-    const name = Object.keys(signals).find((k) => signals[k] === n);
-    if (name) return name as NodeJS.Signals;
-  } else {
-    const up = s.toUpperCase();
-    const name = up.startsWith('SIG') ? up : `SIG${up}`;
-    if (name in signals) return name as NodeJS.Signals;
-  }
-  throw new VmcError('VMC_ERR_CLI_USAGE', `unknown signal ${JSON.stringify(s)}`);
-}
-
-/** 128 + the signal's number: the exit status shells give a process killed by that signal. */
-export function signalExitCode(signal: string): number {
-  return 128 + ((osConstants.signals as Record<string, number>)[signal] ?? 0);
+  const name = parseSignal(s);
+  if (!name) throw new VmcError('VMC_ERR_CLI_USAGE', `unknown signal ${JSON.stringify(s)}`);
+  return name;
 }
 
 /** Connects to the control socket of container `id`'s host-side process. */
@@ -92,8 +79,5 @@ export function ociState(s: ContainerState): Record<string, unknown> {
 
 /** Writes a pid file as runc does: the bare pid, no newline, replaced atomically. */
 export function writePidFile(path: string, pid: number): void {
-  const file = resolve(path);
-  const tmp = `${file}.${process.pid}.tmp`;
-  writeFileSync(tmp, String(pid));
-  renameSync(tmp, file);
+  writeFileAtomic(resolve(path), String(pid));
 }

@@ -12,7 +12,7 @@ import { type RuntimeContext, writePidFile } from './common.js';
 import { spawnReporting } from './detached.js';
 
 /** Options of `create` (runc's). */
-export interface CreateOptions {
+interface CreateOptions {
   bundle?: string;
   pidFile?: string;
   consoleSocket?: string;

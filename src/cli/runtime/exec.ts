@@ -1,17 +1,20 @@
 import { readFileSync, statfsSync } from 'node:fs';
 import { isVmcError, messageOf, VmcError } from '../../errors.js';
 import { readBundle } from '../../oci/bundle.js';
-import { parseEnv } from '../../oci/env.js';
+import { formatEnv, parseEnv } from '../../oci/env.js';
+import { parseProcess } from '../../oci/process.js';
 import { At } from '../../oci/validate.js';
+import { signalExitCode } from '../../platform/signals.js';
 import { relayStdin } from '../../platform/streams.js';
 import type { ExecProcess } from '../../protocol/agent/messages.js';
 import type { ControlClient } from '../../protocol/control/client.js';
-import { connectShim, type RuntimeContext, requireStatus, signalExitCode, writePidFile } from './common.js';
+import { execProcessOf } from '../../sandbox/process.js';
+import { connectShim, type RuntimeContext, requireStatus, writePidFile } from './common.js';
 import { REPORT_FD, type Report, sendReport, spawnReporting } from './detached.js';
 import { RELAYED_SIGNALS } from './shim.js';
 
 /** Options of `exec` (runc's, plus the internal ones a detached exec passes to its relay). */
-export interface ExecOptions {
+interface ExecOptions {
   process?: string;
   tty?: boolean;
   detach?: boolean;
@@ -31,15 +34,7 @@ export interface ExecOptions {
  */
 export function execProcess(ctx: RuntimeContext, id: string, args: string[], o: ExecOptions): ExecProcess {
   const s = ctx.store.read(id);
-  const base = readBundle(s.bundle, (p) => statfsSync(p)).process;
-  let p: ExecProcess = {
-    args,
-    env: base.env.map((e) => `${e.name}=${e.value}`),
-    cwd: base.cwd,
-    uid: base.uid,
-    gid: base.gid,
-    additionalGids: base.additionalGids,
-  };
+  let p: ExecProcess = { ...execProcessOf(readBundle(s.bundle, (p) => statfsSync(p))), args };
   if (o.process) {
     let json: unknown;
     try {
@@ -53,24 +48,13 @@ export function execProcess(ctx: RuntimeContext, id: string, args: string[], o: 
     const a = new At(json, '', o.process);
     a.object();
     if (a.get('terminal').optional((t) => t.bool())) a.get('terminal').fail('false (no pty hand-over yet)');
-    const user = a.get('user');
-    p = {
-      args: a.get('args').strings(),
-      env: parseEnv(a.get('env').optional((e) => e.strings()) ?? [], o.process).map(
-        (e) => `${e.name}=${e.value}`,
-      ),
-      cwd: a.get('cwd').absolutePath(),
-      uid: user.exists() ? user.get('uid').uint() : 0,
-      gid: user.exists() ? user.get('gid').uint() : 0,
-      additionalGids: user.exists()
-        ? (user.get('additionalGids').optional((g) => g.array().map((x) => x.uint())) ?? [])
-        : [],
-    };
+    const proc = parseProcess(a, o.process, 'exec');
+    p = { ...proc, env: formatEnv(proc.env) };
   }
   if (o.tty)
     throw new VmcError('VMC_ERR_OCI_UNSUPPORTED', 'exec --tty is not supported (no pty hand-over yet)');
   if (o.cwd) p.cwd = o.cwd;
-  if (o.env?.length) p.env = [...p.env, ...parseEnv(o.env, '--env').map((e) => `${e.name}=${e.value}`)];
+  if (o.env?.length) p.env = [...p.env, ...formatEnv(parseEnv(o.env, '--env'))];
   if (o.user) {
     const m = /^([0-9]+)(?::([0-9]+))?$/.exec(o.user);
     if (!m)

@@ -1,14 +1,15 @@
 import { messageOf } from '../../errors.js';
 import type { Shim } from '../../sandbox/shim.js';
 import { sweepOrphans } from '../../vm/sweep.js';
+import { exitLike, type VerbResult } from '../exit.js';
 import { type RuntimeContext, writePidFile } from './common.js';
 import { reserve, spawnShim } from './create.js';
 import { poststop } from './delete.js';
-import { createRelayed, exitLike } from './shim.js';
+import { createRelayed } from './shim.js';
 import { start } from './start.js';
 
 /** Options of `run` (runc's). */
-export interface RunOptions {
+interface RunOptions {
   bundle?: string;
   pidFile?: string;
   detach?: boolean;
@@ -19,7 +20,7 @@ export interface RunOptions {
  * process: stdio attached, signals relayed, and it exits as the container's process did, after deleting the
  * container (as `runc run` does). With `--detach` the container keeps running after this returns.
  */
-export async function run(ctx: RuntimeContext, id: string, opts: RunOptions): Promise<number> {
+export async function run(ctx: RuntimeContext, id: string, opts: RunOptions): Promise<VerbResult> {
   await sweepOrphans(ctx);
   reserve(ctx, id, opts.bundle ?? '.');
   if (opts.detach) {
@@ -56,5 +57,5 @@ export async function run(ctx: RuntimeContext, id: string, opts: RunOptions): Pr
   } catch (err) {
     ctx.logger.warn({ id, err: messageOf(err) }, 'removing the container state');
   }
-  exitLike(st);
+  return exitLike(st);
 }

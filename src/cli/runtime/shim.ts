@@ -1,7 +1,7 @@
 import { isVmcError, messageOf } from '../../errors.js';
-import type { ExitStatus } from '../../protocol/agent/client.js';
 import { createShim, type Shim } from '../../sandbox/shim.js';
 import { hostVmSpec } from '../common.js';
+import { exitLike, type VerbResult } from '../exit.js';
 import type { RuntimeContext } from './common.js';
 import { REPORT_FD, type Report, sendReport } from './detached.js';
 
@@ -15,23 +15,6 @@ export const RELAYED_SIGNALS: NodeJS.Signals[] = [
   'SIGUSR2',
   'SIGWINCH',
 ];
-
-/**
- * Ends this process the way the container's process ended: with its exit code, or killed by the same signal
- * (so that a waiting containerd shim or conmon sees exactly what runc's would).
- */
-export function exitLike(st: ExitStatus): never {
-  if (st.signal) {
-    const sig = st.signal as NodeJS.Signals;
-    process.removeAllListeners(sig);
-    try {
-      process.kill(process.pid, sig);
-    } catch {
-      // not a signal this process can receive
-    }
-  }
-  process.exit(st.code ?? 128 + 9);
-}
 
 /** Forwards relayed signals to the shim once it exists; a signal before that aborts the creation. */
 export function relaySignals(abort: AbortController): { attach(shim: Shim): void } {
@@ -68,7 +51,7 @@ export async function createRelayed(ctx: RuntimeContext, id: string): Promise<Sh
  * `vmcache shim ID` (internal; started by `create`): creates the container, reports on fd 3, serves it until
  * its process has stopped, then exits as that process did.
  */
-export async function shimMain(ctx: RuntimeContext, id: string): Promise<number> {
+export async function shimMain(ctx: RuntimeContext, id: string): Promise<VerbResult> {
   const report = (r: Report) => sendReport(REPORT_FD, r);
   let shim: Shim;
   try {
@@ -83,5 +66,5 @@ export async function shimMain(ctx: RuntimeContext, id: string): Promise<number>
     return 1;
   }
   report({ ok: true });
-  exitLike(await shim.stopped);
+  return exitLike(await shim.stopped);
 }

@@ -2,6 +2,7 @@ import { execFile, spawn } from 'node:child_process';
 import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { promisify } from 'node:util';
 import type { ContainerExec, ExecRequest } from '../../protocol/agent/messages.js';
+import { SHARED_TAG } from '../../protocol/shared-tag.js';
 import { HelperProcess } from './helper.js';
 import type { GuestOps } from './server.js';
 
@@ -9,8 +10,7 @@ const run = promisify(execFile);
 
 /** The static helper built into the guest image (Node cannot issue ioctls or set the clock). */
 export const HELPER = '/opt/vmcache/vmc-helper';
-/** The 9p mount tag of the VM's shared directory and where the guest mounts it. */
-export const SHARED_TAG = 'vmcache.shared';
+/** Where the guest mounts the VM's shared directory (the 9p tag SHARED_TAG). */
 export const SHARED_MOUNT = '/run/vmcache/shared';
 
 function read(path: string): string {

@@ -1,7 +1,8 @@
 import { type ChildProcess, spawn } from 'node:child_process';
-import { constants as osConstants } from 'node:os';
 import type { Duplex } from 'node:stream';
+import { signalByName } from '../../platform/signals.js';
 import { encodeFrame, FrameDecoder } from '../../protocol/agent/framing.js';
+import type { GuestErrorCode } from '../../protocol/agent/guest-codes.js';
 import {
   AGENT_PROTOCOL_VERSION,
   type AgentRequest,
@@ -40,9 +41,8 @@ export interface GuestOps {
 
 /** A signal name as the host sends it (`TERM`, `SIGTERM`, `sigkill`), checked. */
 function signalOf(signal: string): NodeJS.Signals {
-  const sig = signal.toUpperCase();
-  const name = (sig.startsWith('SIG') ? sig : `SIG${sig}`) as NodeJS.Signals;
-  if (!(name in osConstants.signals)) throw new RequestError('BAD_SIGNAL', `unknown signal ${signal}`);
+  const name = signalByName(signal);
+  if (!name) throw new RequestError('BAD_SIGNAL', `unknown signal ${signal}`);
   return name;
 }
 
@@ -54,7 +54,7 @@ function program(name: string): string {
 /** An error the agent reports to the host with a stable code. */
 class RequestError extends Error {
   constructor(
-    readonly code: string,
+    readonly code: GuestErrorCode,
     message: string,
   ) {
     super(message);
@@ -110,18 +110,17 @@ export class AgentServer {
     s.write(encodeFrame(m));
   }
 
+  /** Refuses request `id` with one of the guest's error codes. */
+  #fail(id: number, code: GuestErrorCode, message: string): void {
+    this.#send({ t: 'res', id, ok: false, error: { code, message } });
+  }
+
   #onData(chunk: Buffer): void {
     for (const f of this.#decoder.push(chunk)) {
       if (!f.ok) continue; // resynchronised on the next marker; nothing to answer
       const parsed = parseHostMessage(f.value);
       if (!parsed.ok) {
-        if (parsed.id !== undefined)
-          this.#send({
-            t: 'res',
-            id: parsed.id,
-            ok: false,
-            error: { code: 'BAD_REQUEST', message: parsed.error },
-          });
+        if (parsed.id !== undefined) this.#fail(parsed.id, 'BAD_REQUEST', parsed.error);
         continue;
       }
       const m = parsed.msg;
@@ -142,26 +141,18 @@ export class AgentServer {
         continue;
       }
       if (this.#nonce === null) {
-        this.#send({
-          t: 'res',
-          id: m.id,
-          ok: false,
-          error: { code: 'NO_SESSION', message: 'send hello first' },
-        });
+        this.#fail(m.id, 'NO_SESSION', 'send hello first');
         continue;
       }
       const { t: _t, id, ...req } = m;
       this.#handle(req as AgentRequest).then(
         (result) => this.#send({ t: 'res', id, ok: true, result: result ?? null }),
-        (err: unknown) => {
-          const code = err instanceof RequestError ? err.code : 'FAILED';
-          this.#send({
-            t: 'res',
+        (err: unknown) =>
+          this.#fail(
             id,
-            ok: false,
-            error: { code, message: err instanceof Error ? err.message : String(err) },
-          });
-        },
+            err instanceof RequestError ? err.code : 'FAILED',
+            err instanceof Error ? err.message : String(err),
+          ),
       );
     }
   }

@@ -8,7 +8,6 @@ import {
   readdirSync,
   readFileSync,
   readlinkSync,
-  renameSync,
   rmSync,
   statSync,
   symlinkSync,
@@ -16,6 +15,7 @@ import {
 } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { messageOf, VmcError } from '../../errors.js';
+import { produceFileAtomic, writeFileAtomic } from '../../platform/atomic-write.js';
 import type { Clock } from '../../platform/clock.js';
 import type { CommandRunner } from '../../platform/command.js';
 import { type CpioEntry, writeCpio } from './cpio.js';
@@ -34,7 +34,7 @@ import {
 import { GUEST_MODULES, parseBuiltin, parseModulesDep, resolveLoadOrder } from './modules.js';
 
 /** Where the builder takes its inputs from. */
-export interface ImageSources {
+interface ImageSources {
   /** A statically linked busybox (Debian `busybox-static`). */
   busybox: string;
   /** The Node binary copied into the guest root (the host's own by default). */
@@ -46,7 +46,7 @@ export interface ImageSources {
 }
 
 /** Dependencies of the builder. */
-export interface ImageBuilderDeps {
+interface ImageBuilderDeps {
   run: CommandRunner;
   clock: Clock;
   /** Receives one line per step, for progress output. */
@@ -54,7 +54,7 @@ export interface ImageBuilderDeps {
 }
 
 /** Outcome of a build. */
-export interface ImageBuildResult {
+interface ImageBuildResult {
   imageDir: string;
   rebuilt: { kernel: boolean; rootfs: boolean };
   manifest: ImageManifest;
@@ -195,8 +195,7 @@ async function buildKernelStage(
     ];
     const out = join(imageDir, IMAGE_FILES.initrd);
     // Uncompressed: under TCG gzip made no measurable difference to boot time (research §0) and costs build time.
-    writeFileSync(`${out}.tmp`, writeCpio(entries));
-    renameSync(`${out}.tmp`, out);
+    writeFileAtomic(out, writeCpio(entries));
     return { inputsHash: '', package: pkg, version, modules: order.map((m) => m.name) };
   } finally {
     rmSync(tmp, { recursive: true, force: true });
@@ -298,29 +297,27 @@ async function buildRootfs(
     const sizeMiB = Math.ceil((bytes * 1.15) / 2 ** 20) + 32;
     progress(`writing the root disk (${sizeMiB} MiB ext4)`);
     const out = join(imageDir, IMAGE_FILES.rootfs);
-    rmSync(`${out}.tmp`, { force: true });
     // No journal: the disk is attached read-only, and a journal-less ext4 mounts without replay checks.
-    await run(
-      'mkfs.ext4',
-      [
-        '-q',
-        '-F',
-        '-L',
-        'vmcroot',
-        '-O',
-        '^has_journal',
-        '-E',
-        'root_owner=0:0',
-        '-d',
-        stage,
-        `${out}.tmp`,
-        `${sizeMiB}M`,
-      ],
-      {
-        errorCode: 'VMC_ERR_IMAGE_BUILD',
-      },
+    await produceFileAtomic(out, (tmp) =>
+      run(
+        'mkfs.ext4',
+        [
+          '-q',
+          '-F',
+          '-L',
+          'vmcroot',
+          '-O',
+          '^has_journal',
+          '-E',
+          'root_owner=0:0',
+          '-d',
+          stage,
+          tmp,
+          `${sizeMiB}M`,
+        ],
+        { errorCode: 'VMC_ERR_IMAGE_BUILD' },
+      ),
     );
-    renameSync(`${out}.tmp`, out);
     return statSync(out).size;
   } finally {
     rmSync(stage, { recursive: true, force: true });

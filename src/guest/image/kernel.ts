@@ -1,6 +1,7 @@
-import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { VmcError } from '../../errors.js';
+import { writeFileAtomic } from '../../platform/atomic-write.js';
 import type { CommandRunner } from '../../platform/command.js';
 
 /**
@@ -57,8 +58,7 @@ export async function extractVmlinux(run: CommandRunner, bzImage: string, out: s
   if (stdout.length < 1024 || stdout.readUInt32BE(0) !== 0x7f454c46) {
     throw new VmcError('VMC_ERR_IMAGE_BUILD', `decompressed kernel from ${bzImage} is not an ELF file`);
   }
-  writeFileSync(`${out}.tmp`, stdout);
-  renameSync(`${out}.tmp`, out);
+  writeFileAtomic(out, stdout);
 }
 
 /** The kernel version directory under `lib/modules` of an unpacked package. */

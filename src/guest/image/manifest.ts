@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
-import { existsSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
+import { writeFileAtomic } from '../../platform/atomic-write.js';
 
 /** Bumped whenever the builder's output changes for the same inputs. */
 export const BUILDER_VERSION = 3;
@@ -43,9 +44,7 @@ export function readManifest(imageDir: string): ImageManifest | null {
 
 /** Writes the manifest atomically. */
 export function writeManifest(imageDir: string, m: ImageManifest): void {
-  const p = join(imageDir, IMAGE_FILES.manifest);
-  writeFileSync(`${p}.tmp`, `${JSON.stringify(m, null, 2)}\n`);
-  renameSync(`${p}.tmp`, p);
+  writeFileAtomic(join(imageDir, IMAGE_FILES.manifest), `${JSON.stringify(m, null, 2)}\n`);
 }
 
 /** True when every output file exists and is non-empty. */

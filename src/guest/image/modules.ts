@@ -18,7 +18,7 @@ export const GUEST_MODULES = [
 ] as const;
 
 /** Parsed `modules.dep`: module name → { path relative to the modules dir, dependency names }. */
-export type ModuleTable = Map<string, { path: string; deps: string[] }>;
+type ModuleTable = Map<string, { path: string; deps: string[] }>;
 
 /** Module name from a path: `kernel/drivers/virtio/virtio_ring.ko` → `virtio_ring` (dashes and underscores equal). */
 export function moduleName(path: string): string {

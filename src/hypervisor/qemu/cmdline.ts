@@ -1,11 +1,10 @@
+import { SHARED_TAG } from '../../protocol/shared-tag.js';
 import type { VmFiles, VmSpec } from '../types.js';
 
 /** Name of the virtio-serial port the agent listens on (also its /dev/virtio-ports link in the guest). */
 export const AGENT_PORT_NAME = 'vmcache.agent';
 /** QMP id of that port (VSERPORT_CHANGE events carry it). */
 export const AGENT_PORT_ID = 'agentport';
-/** 9p mount tag of the VM's shared directory. */
-export const SHARED_TAG = 'vmcache.shared';
 /** Number of spare PCIe root ports for hot-plug (NICs, disks). */
 export const HOTPLUG_ROOT_PORTS = 4;
 

@@ -1,9 +1,10 @@
 import { spawn } from 'node:child_process';
 import { closeSync, existsSync, openSync, readFileSync } from 'node:fs';
-import { connect, type Socket } from 'node:net';
+import type { Socket } from 'node:net';
 import { VmcError } from '../../errors.js';
 import type { Clock } from '../../platform/clock.js';
 import { identify, type ProcessIdentity } from '../../platform/process.js';
+import { connectUnixSocket, tryConnectUnixSocket } from '../../platform/unix-socket.js';
 import type { VmFiles } from '../types.js';
 
 /** A process started detached from its launcher. */
@@ -59,20 +60,6 @@ export function tail(path: string, lines = 15): string {
   }
 }
 
-function tryConnect(path: string): Promise<Socket | null> {
-  return new Promise((resolve) => {
-    const s = connect(path);
-    s.once('connect', () => {
-      s.removeAllListeners('error');
-      resolve(s);
-    });
-    s.once('error', () => {
-      s.destroy();
-      resolve(null);
-    });
-  });
-}
-
 /**
  * Waits until QEMU's QMP socket accepts a connection, and returns that connection. Fails early, with the tail
  * of QEMU's stderr, if the process exits first (bad option, missing kernel, ...).
@@ -101,7 +88,7 @@ export async function waitForSocket(
       );
     }
     if (existsSync(path)) {
-      const s = await tryConnect(path);
+      const s = await tryConnectUnixSocket(path);
       if (s) return s;
     }
     if (clock.monotonic() > deadline) {
@@ -120,15 +107,7 @@ export function connectUnix(
   path: string,
   code: 'VMC_ERR_VM_DEAD' | 'VMC_ERR_AGENT_CLOSED' = 'VMC_ERR_VM_DEAD',
 ): Promise<Socket> {
-  return new Promise((resolve, reject) => {
-    const s = connect(path);
-    s.once('connect', () => {
-      s.removeAllListeners('error');
-      resolve(s);
-    });
-    s.once('error', (e) => {
-      s.destroy();
-      reject(new VmcError(code, `cannot connect to ${path}: ${e.message}`, { cause: e }));
-    });
+  return connectUnixSocket(path).catch((e: Error) => {
+    throw new VmcError(code, `cannot connect to ${path}: ${e.message}`, { cause: e });
   });
 }

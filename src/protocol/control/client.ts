@@ -1,6 +1,7 @@
-import { connect, type Socket } from 'node:net';
+import type { Socket } from 'node:net';
 import { messageOf, VmcError } from '../../errors.js';
 import type { StdinSink } from '../../platform/streams.js';
+import { connectUnixSocket } from '../../platform/unix-socket.js';
 import { encodeFrame, FrameDecoder } from '../agent/framing.js';
 import { type ControlReply, type ControlRequest, parseControlReply } from './messages.js';
 
@@ -44,19 +45,16 @@ export class ControlClient {
 
   /** Connects; VMC_ERR_CONTAINER_UNREACHABLE when nobody listens. */
   static connect(path: string, id: string): Promise<ControlClient> {
-    return new Promise((resolve, reject) => {
-      const s = connect(path);
-      s.once('connect', () => resolve(new ControlClient(s)));
-      s.once('error', (e) =>
-        reject(
-          new VmcError(
-            'VMC_ERR_CONTAINER_UNREACHABLE',
-            `container ${id}: its host-side process does not answer (${messageOf(e)})`,
-            { cause: e },
-          ),
-        ),
-      );
-    });
+    return connectUnixSocket(path).then(
+      (s) => new ControlClient(s),
+      (e) => {
+        throw new VmcError(
+          'VMC_ERR_CONTAINER_UNREACHABLE',
+          `container ${id}: its host-side process does not answer (${messageOf(e)})`,
+          { cause: e },
+        );
+      },
+    );
   }
 
   /** Sends a request and waits for `ok` (its result) or `error` (thrown as VmcError with the shim's code). */

@@ -20,4 +20,13 @@ describe('CLI log lines (lineLogger)', () => {
     lineLogger((l) => lines.push(l), 'text', 'debug').error({ id: 'c 1' }, 'no "way"');
     assert.match(lines[0]!, /^time="[^"]+" level=error msg="no \\"way\\"" id="c 1"\n$/);
   });
+
+  it('writes terminal lines: vmcache: LEVEL: message key=value', () => {
+    const lines: string[] = [];
+    const log = lineLogger((l) => lines.push(l), 'human', 'warn').child({ vm: 'v1' });
+    log.info({}, 'dropped');
+    log.warn({ n: 2, s: 'a b' }, 'careful');
+    lineLogger((l) => lines.push(l), 'human', 'debug').debug({}, 'bare');
+    assert.deepEqual(lines, ['vmcache: warn: careful vm=v1 n=2 s=a b\n', 'vmcache: debug: bare\n']);
+  });
 });

@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { signalExitCode, signalName } from '../../../../src/cli/runtime/common.js';
+import { signalName } from '../../../../src/cli/runtime/common.js';
 import { isVmcError } from '../../../../src/errors.js';
+import { signalExitCode } from '../../../../src/platform/signals.js';
 
 describe('runtime CLI helpers (signals)', () => {
   it('reads signals by name, with or without SIG, any case, or by number', () => {
