@@ -160,12 +160,19 @@ export class MemberShim implements ControlledShim {
       this.#execs.delete(req.pid);
       end();
     };
-    c.onEvent = (ev) => {
+    // A quick process's output and exit can come in the same read as the sandbox's answer to the exec: they
+    // are held until this exec is answered, or the caller would see the exit (and the end) before its `ok`.
+    let answered = false;
+    const held: ControlReply[] = [];
+    const forward = (ev: ControlReply) => {
       reply(ev);
       if (ev.t === 'exit') finish();
     };
+    c.onEvent = (ev) => (answered ? forward(ev) : held.push(ev));
+    const lost: ControlReply = { t: 'exit', code: null, signal: 'SIGKILL' };
     c.onClose = () => {
-      if (!done) reply({ t: 'exit', code: null, signal: 'SIGKILL' });
+      if (!answered) return; // the request below fails, or the exec is answered first
+      if (!done) reply(lost);
       finish();
     };
     const r = await c.request({
@@ -176,6 +183,9 @@ export class MemberShim implements ControlledShim {
     });
     this.#execs.add(req.pid);
     reply({ t: 'ok', result: r });
+    answered = true;
+    for (const ev of held.splice(0)) forward(ev);
+    if (c.closed && !done) forward(lost);
     const stdin = c.stdin();
     return {
       write: async (d) => stdin.write(d),

@@ -71,6 +71,11 @@ export class ControlClient {
     return (reply as { result?: T }).result as T;
   }
 
+  /** Whether the connection has ended. */
+  get closed(): boolean {
+    return this.#closed !== null;
+  }
+
   /** Sends without waiting for a reply (stdin, signal). */
   send(req: ControlRequest): void {
     if (!this.#closed) this.#socket.write(encodeFrame(req));
