@@ -7,7 +7,7 @@ import {
   type GrpcVM,
   type GrpcVMConfig,
 } from '../protocol/cache/generated/cache.js';
-import { decodeConfig, decodeVm, fromGrpcError, LEASE_METADATA } from '../protocol/cache/wire.js';
+import { decodeConfig, decodeVm, fromGrpcError, LEASE_METADATA } from './cache-wire.js';
 import { Vm, type VmDeps } from '../vm/vm.js';
 import type { FactoryBase } from './base.js';
 

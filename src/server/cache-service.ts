@@ -11,7 +11,7 @@ import type {
   GrpcVMConfig,
 } from '../protocol/cache/generated/cache.js';
 import type { Empty } from '../protocol/cache/generated/google/protobuf/empty.js';
-import { encodeConfig, encodeVm, toGrpcError } from '../protocol/cache/wire.js';
+import { encodeConfig, encodeVm, toGrpcError } from '../factory/cache-wire.js';
 import { writeRecord } from '../vm/record.js';
 import type { LeaseTable } from './leases.js';
 import { checkAckVm, checkEmpty, checkLeaseMetadata } from './requests.js';

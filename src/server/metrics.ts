@@ -65,11 +65,6 @@ export class PromMetrics implements FactoryMetrics {
     labelNames: ['reason'],
     registers: [this.registry],
   });
-  readonly #fallbacks = new Counter({
-    name: 'vmcache_config_fallbacks_total',
-    help: 'Requests booted directly because the config differed',
-    registers: [this.registry],
-  });
   readonly handoffs = new Counter({
     name: 'vmcache_handoffs_total',
     help: 'Hand-offs by outcome',
@@ -98,13 +93,11 @@ export class PromMetrics implements FactoryMetrics {
     this.#replaced.inc({ reason });
   }
   /**
-   * Only a composer reports fallbacks, and the server runs none (each client composes, and counts its own with
-   * a FactoryMetrics of its process: factory/metrics.ts `FallbackCounter`): `vmcache_config_fallbacks_total`
-   * here counts compositions made in the server's own process.
+   * Only a composer reports fallbacks, and the server runs none: each client composes and counts its own
+   * (factory/metrics.ts `FallbackCounter`, logged at warn with the differing fields). Kata's protocol has no
+   * message to report them to the server, so the server exports no fallback counter that could only read 0.
    */
-  fallback(): void {
-    this.#fallbacks.inc();
-  }
+  fallback(): void {}
 
   /**
    * Serves `/metrics` on a Unix socket path (mode 0600 whatever the umask; only a stale socket is replaced, any

@@ -11,7 +11,7 @@ import { type Clock, systemClock } from '../../../src/platform/clock.js';
 import { runCommand } from '../../../src/platform/command.js';
 import { nullLogger } from '../../../src/platform/logger.js';
 import { CacheServiceService } from '../../../src/protocol/cache/generated/cache.js';
-import { encodeConfig, toGrpcError } from '../../../src/protocol/cache/wire.js';
+import { encodeConfig, toGrpcError } from '../../../src/factory/cache-wire.js';
 
 /** Socket paths must stay under 107 bytes: a short directory under the system temp directory. */
 const dir = mkdtempSync(join(tmpdir(), 'vmc-rc-'));

@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { status as Code, Metadata, type ServiceError } from '@grpc/grpc-js';
-import { defaultVmSpec } from '../../../../src/config/defaults.js';
-import { type ErrorCode, isVmcError, VmcError } from '../../../../src/errors.js';
-import { vmFiles } from '../../../../src/hypervisor/types.js';
+import { defaultVmSpec } from '../../../src/config/defaults.js';
+import { type ErrorCode, isVmcError, VmcError } from '../../../src/errors.js';
+import { vmFiles } from '../../../src/hypervisor/types.js';
 import {
   decodeConfig,
   decodeVm,
@@ -13,8 +13,8 @@ import {
   fromGrpcError,
   MAX_DETAILS_CHARS,
   toGrpcError,
-} from '../../../../src/protocol/cache/wire.js';
-import type { VmRecord } from '../../../../src/vm/record.js';
+} from '../../../src/factory/cache-wire.js';
+import type { VmRecord } from '../../../src/vm/record.js';
 
 const spec = defaultVmSpec('/img', 'tcg');
 

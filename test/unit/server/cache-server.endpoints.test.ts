@@ -1,54 +1,21 @@
 import assert from 'node:assert/strict';
-import { execFile, spawnSync } from 'node:child_process';
-import {
-  existsSync,
-  lstatSync,
-  mkdirSync,
-  mkdtempSync,
-  readFileSync,
-  rmSync,
-  statSync,
-  writeFileSync,
-} from 'node:fs';
+import { execFile } from 'node:child_process';
+import { existsSync, lstatSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { createServer, type Server } from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { after, describe, it } from 'node:test';
-import { isVmcError } from '../../../src/errors.js';
+import { dirname, join } from 'node:path';
+import { describe, it } from 'node:test';
 import type { CachingFactory } from '../../../src/factory/cache.js';
 import { systemClock } from '../../../src/platform/clock.js';
 import { runCommand } from '../../../src/platform/command.js';
 import { nullLogger } from '../../../src/platform/logger.js';
 import { CacheServer } from '../../../src/server/cache-server.js';
 import { PromMetrics } from '../../../src/server/metrics.js';
+import { socketPaths, staleSocket, withUmask } from '../../helpers/endpoints.js';
 
-/** Socket paths must stay under 107 bytes: a short directory under the system temp directory. */
-const dir = mkdtempSync(join(tmpdir(), 'vmc-ep-'));
-after(() => rmSync(dir, { recursive: true, force: true }));
-let n = 0;
-const fresh = (name: string) => {
-  const d = join(dir, String(++n));
-  mkdirSync(d);
-  return join(d, name);
-};
+const fresh = socketPaths('vmc-ep-');
 
-/** A socket file nobody listens on (its process exited without closing it), as a crashed server leaves. */
-function staleSocket(path: string): void {
-  const r = spawnSync(process.execPath, [
-    '-e',
-    `require('net').createServer().listen(${JSON.stringify(path)}, () => process.exit(0))`,
-  ]);
-  assert.equal(r.status, 0, String(r.stderr));
-  assert.ok(lstatSync(path).isSocket());
-}
-
-function withUmask<T>(mask: number, fn: () => Promise<T>): Promise<T> {
-  const old = process.umask(mask);
-  return fn().finally(() => process.umask(old));
-}
-
-function scrape(socketPath: string): Promise<{ status: number; body: string }> {
+function _scrape(socketPath: string): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {
     const req = request({ socketPath, path: '/metrics' }, (res) => {
       let body = '';
@@ -61,80 +28,10 @@ function scrape(socketPath: string): Promise<{ status: number; body: string }> {
   });
 }
 
-const unusable = (key: string, path: string, re: RegExp) => (e: unknown) =>
-  isVmcError(e, 'VMC_ERR_CACHE_ENDPOINT_UNUSABLE') &&
-  e.message.includes(key) &&
-  e.message.includes(path) &&
-  re.test(e.message);
-
-describe('metrics endpoint', () => {
-  const KEY = '[cache] metrics_endpoint';
-
-  it('refuses to replace a regular file, and leaves it alone', async () => {
-    const path = fresh('metrics.sock');
-    writeFileSync(path, 'precious');
-    await assert.rejects(new PromMetrics().serve(path), unusable(KEY, path, /is a file, not a socket/));
-    assert.equal(readFileSync(path, 'utf8'), 'precious');
-  });
-
-  it('refuses a directory, and a parent that is not a directory', async () => {
-    const d = fresh('metrics.sock');
-    mkdirSync(d);
-    await assert.rejects(new PromMetrics().serve(d), unusable(KEY, d, /is a directory, not a socket/));
-    const file = fresh('file');
-    writeFileSync(file, 'x');
-    const under = join(file, 'metrics.sock');
-    await assert.rejects(
-      new PromMetrics().serve(under),
-      unusable(KEY, under, /parent .* is not a directory/),
-    );
-    const deeper = join(file, 'a', 'metrics.sock');
-    await assert.rejects(
-      new PromMetrics().serve(deeper),
-      unusable(KEY, deeper, /ancestor .* is not a directory/),
-    );
-    assert.equal(readFileSync(file, 'utf8'), 'x');
-  });
-
-  it('refuses a path too long for a Unix socket instead of binding a truncated one', async () => {
-    const path = join(dir, 'x'.repeat(120));
-    await assert.rejects(
-      new PromMetrics().serve(path),
-      (e) =>
-        isVmcError(e, 'VMC_ERR_CONFIG_INVALID') && e.message.includes(KEY) && /107 bytes/.test(e.message),
-    );
-  });
-
-  it('replaces a stale socket but never a live one', async () => {
-    const path = fresh('metrics.sock');
-    staleSocket(path);
-    const l = await new PromMetrics().serve(path);
-    assert.equal((await scrape(path)).status, 200);
-    await assert.rejects(new PromMetrics().serve(path), (e) =>
-      isVmcError(e, 'VMC_ERR_CACHE_ENDPOINT_IN_USE'),
-    );
-    assert.equal((await scrape(path)).status, 200, 'the live server still answers');
-    await l.close();
-    await l.close();
-    assert.equal(existsSync(path), false);
-  });
-
-  it('creates its socket with mode 0600 under umask 000, serves /metrics, and removes only its socket', async () => {
-    const path = fresh('metrics.sock');
-    const l = await withUmask(0, () => new PromMetrics().serve(path));
-    assert.equal(statSync(path).mode & 0o777, 0o600);
-    const r = await scrape(path);
-    assert.equal(r.status, 200);
-    assert.match(r.body, /vmcache_pool_ready/);
-    await l.close();
-    assert.equal(existsSync(path), false);
-  });
-});
-
 /** A pool stand-in: the server only starts and closes it here. */
 const pool = { start() {}, async close() {}, config: () => ({}) } as unknown as CachingFactory;
 const deps = {
-  paths: { runDir: dir, imageDir: '/img', cacheDir: '/c' },
+  paths: { runDir: dirname(fresh('run')), imageDir: '/img', cacheDir: '/c' },
   clock: systemClock,
   logger: nullLogger,
   run: runCommand,

@@ -9,12 +9,12 @@
  */
 import { status as GrpcCode, Metadata, type ServiceError } from '@grpc/grpc-js';
 import { z } from 'zod';
-import { type ErrorCode, ErrorCodes, isVmcError, messageOf, VmcError } from '../../errors.js';
-import type { VmSpec } from '../../hypervisor/types.js';
-import { decodeHandoff, encodeHandoff } from '../../vm/handoff.js';
-import type { VmRecord } from '../../vm/record.js';
-import { AGENT_PROTOCOL_VERSION } from '../agent/messages.js';
-import type { GrpcVM, GrpcVMConfig } from './generated/cache.js';
+import { type ErrorCode, ErrorCodes, isVmcError, messageOf, VmcError } from '../errors.js';
+import type { VmSpec } from '../hypervisor/types.js';
+import { decodeHandoff, encodeHandoff } from '../vm/handoff.js';
+import type { VmRecord } from '../vm/record.js';
+import { AGENT_PROTOCOL_VERSION } from '../protocol/agent/messages.js';
+import type { GrpcVM, GrpcVMConfig } from '../protocol/cache/generated/cache.js';
 
 /** Metadata key by which a client asks for a lease (and promises to call AckVM). */
 export const LEASE_METADATA = 'vmcache-lease';
