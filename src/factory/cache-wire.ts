@@ -3,18 +3,16 @@
  * decode: a bad message from a peer is a VMC_ERR_CACHE_PROTOCOL naming the field), and errors ↔ gRPC status.
  * The server (server/cache-service.ts) and the client (factory/remote-cache.ts) both convert here only, so the
  * two ends cannot drift apart.
- *
- * It imports the hand-off codec from vm/ (the VM message carries the hand-off blob): no cycle, since nothing
- * under vm/ or hypervisor/ imports this file.
+ * It lives in factory/, above vm/, because the VM message carries the hand-off blob (vm/handoff.ts).
  */
 import { status as GrpcCode, Metadata, type ServiceError } from '@grpc/grpc-js';
 import { z } from 'zod';
 import { type ErrorCode, ErrorCodes, isVmcError, messageOf, VmcError } from '../errors.js';
 import type { VmSpec } from '../hypervisor/types.js';
-import { decodeHandoff, encodeHandoff } from '../vm/handoff.js';
-import type { VmRecord } from '../vm/record.js';
 import { AGENT_PROTOCOL_VERSION } from '../protocol/agent/messages.js';
 import type { GrpcVM, GrpcVMConfig } from '../protocol/cache/generated/cache.js';
+import { decodeHandoff, encodeHandoff } from '../vm/handoff.js';
+import type { VmRecord } from '../vm/record.js';
 
 /** Metadata key by which a client asks for a lease (and promises to call AckVM). */
 export const LEASE_METADATA = 'vmcache-lease';

@@ -7,9 +7,9 @@ import {
   type GrpcVM,
   type GrpcVMConfig,
 } from '../protocol/cache/generated/cache.js';
-import { decodeConfig, decodeVm, fromGrpcError, LEASE_METADATA } from './cache-wire.js';
 import { Vm, type VmDeps } from '../vm/vm.js';
 import type { FactoryBase } from './base.js';
+import { decodeConfig, decodeVm, fromGrpcError, LEASE_METADATA } from './cache-wire.js';
 
 /** Re-exported for the tests, the bench and the reliability suite, which import it from here. */
 export { LEASE_METADATA };

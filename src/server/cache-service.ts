@@ -2,6 +2,7 @@ import type { handleUnaryCall, ServerUnaryCall, sendUnaryData } from '@grpc/grpc
 import { VmcError } from '../errors.js';
 import type { FactoryStatus } from '../factory/base.js';
 import type { CachingFactory } from '../factory/cache.js';
+import { encodeConfig, encodeVm, toGrpcError } from '../factory/cache-wire.js';
 import type { Logger } from '../platform/logger.js';
 import type {
   AckVMRequest,
@@ -11,7 +12,6 @@ import type {
   GrpcVMConfig,
 } from '../protocol/cache/generated/cache.js';
 import type { Empty } from '../protocol/cache/generated/google/protobuf/empty.js';
-import { encodeConfig, encodeVm, toGrpcError } from '../factory/cache-wire.js';
 import { writeRecord } from '../vm/record.js';
 import type { LeaseTable } from './leases.js';
 import { checkAckVm, checkEmpty, checkLeaseMetadata } from './requests.js';

@@ -1,7 +1,7 @@
 import type { ChannelOptions, Metadata, MethodDefinition, ServiceDefinition } from '@grpc/grpc-js';
 import { messageOf, VmcError } from '../errors.js';
-import type { AckVMRequest } from '../protocol/cache/generated/cache.js';
 import { LEASE_METADATA } from '../factory/cache-wire.js';
+import type { AckVMRequest } from '../protocol/cache/generated/cache.js';
 
 /**
  * The largest request the server reads, in bytes, after decompression (grpc-js checks the length prefix before

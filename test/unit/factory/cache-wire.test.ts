@@ -3,7 +3,6 @@ import { describe, it } from 'node:test';
 import { status as Code, Metadata, type ServiceError } from '@grpc/grpc-js';
 import { defaultVmSpec } from '../../../src/config/defaults.js';
 import { type ErrorCode, isVmcError, VmcError } from '../../../src/errors.js';
-import { vmFiles } from '../../../src/hypervisor/types.js';
 import {
   decodeConfig,
   decodeVm,
@@ -14,6 +13,7 @@ import {
   MAX_DETAILS_CHARS,
   toGrpcError,
 } from '../../../src/factory/cache-wire.js';
+import { vmFiles } from '../../../src/hypervisor/types.js';
 import type { VmRecord } from '../../../src/vm/record.js';
 
 const spec = defaultVmSpec('/img', 'tcg');

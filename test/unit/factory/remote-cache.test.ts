@@ -6,12 +6,12 @@ import { after, describe, it } from 'node:test';
 import { status as Code, Server, ServerCredentials, type sendUnaryData } from '@grpc/grpc-js';
 import { defaultVmSpec } from '../../../src/config/defaults.js';
 import { type ErrorCode, isVmcError, VmcError } from '../../../src/errors.js';
+import { encodeConfig, toGrpcError } from '../../../src/factory/cache-wire.js';
 import { RemoteCacheFactory } from '../../../src/factory/remote-cache.js';
 import { type Clock, systemClock } from '../../../src/platform/clock.js';
 import { runCommand } from '../../../src/platform/command.js';
 import { nullLogger } from '../../../src/platform/logger.js';
 import { CacheServiceService } from '../../../src/protocol/cache/generated/cache.js';
-import { encodeConfig, toGrpcError } from '../../../src/factory/cache-wire.js';
 
 /** Socket paths must stay under 107 bytes: a short directory under the system temp directory. */
 const dir = mkdtempSync(join(tmpdir(), 'vmc-rc-'));
