@@ -7,6 +7,7 @@
  */
 import fc from 'fast-check';
 import { parseConfigText, type RuntimeConfig } from '../src/config/config.js';
+import { KATA_IGNORED } from '../src/config/kata-keys.js';
 import { type KeySpec, SCHEMA } from '../src/config/schema.js';
 import { isVmcError } from '../src/errors.js';
 import { CaseFailure, type FuzzOptions, hostileString, PROTOTYPE_NAMES, type Target } from './fuzz-common.js';
@@ -126,7 +127,7 @@ interface Section {
 function sectionOf(name: string | null, known: keyof typeof SCHEMA | null): fc.Arbitrary<Section> {
   const specs = known ? keysOf(known) : {};
   const knownKeys = Object.keys(specs);
-  const ignored = known ? (SCHEMA[known].ignored as string[]) : [];
+  const ignored = known ? [...(KATA_IGNORED.get(known)?.keys() ?? [])] : [];
   const key = fc.oneof(
     ...(knownKeys.length ? [{ weight: 6, arbitrary: fc.constantFrom(...knownKeys) }] : []),
     ...(ignored.length ? [{ weight: 1, arbitrary: fc.constantFrom(...ignored) }] : []),

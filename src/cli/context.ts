@@ -42,6 +42,10 @@ export interface CliContext extends VmDeps {
   bundleDir: string;
   /** The validated configuration (built-in defaults when there is no file). */
   config: RuntimeConfig;
+  /** Set only with `tolerateConfigError` (`doctor`): the file's error; `config` is then the built-in defaults. */
+  configError?: Error;
+  /** The configuration file looked at, or null when there is none. */
+  configFile: string | null;
   /** Prints a human-readable line to stderr. */
   say(line: string): void;
 }
@@ -53,7 +57,10 @@ function findBundleDir(): string {
 }
 
 /** Builds the context. The only place that reads the environment. */
-export function makeContext(opts: GlobalOptions, use: { stderr: boolean } = { stderr: true }): CliContext {
+export function makeContext(
+  opts: GlobalOptions,
+  use: { stderr: boolean; tolerateConfigError?: boolean } = { stderr: true },
+): CliContext {
   const level = opts.debug ? 'debug' : 'warn';
   // With --log (runc's), records go to that file; a container's host-side process never writes to stderr,
   // which is the container's.
@@ -69,12 +76,22 @@ export function makeContext(opts: GlobalOptions, use: { stderr: boolean } = { st
     opts.config ??
     process.env.VMCACHE_CONFIG ??
     (existsSync(DEFAULT_CONFIG_FILE) ? DEFAULT_CONFIG_FILE : null);
-  const config = loadConfig(file, paths.imageDir);
+  let config: RuntimeConfig;
+  let configError: Error | undefined;
+  try {
+    config = loadConfig(file, paths.imageDir);
+  } catch (e) {
+    if (!use.tolerateConfigError || !(e instanceof Error)) throw e;
+    configError = e;
+    config = loadConfig(null, paths.imageDir);
+  }
   for (const w of config.warnings) logger.warn({}, w);
   if (config.stateDir && !process.env.VMCACHE_RUN_DIR) paths.runDir = config.stateDir;
   return {
     paths,
     config,
+    ...(configError ? { configError } : {}),
+    configFile: file,
     clock: systemClock,
     logger,
     run: runCommand,

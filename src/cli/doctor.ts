@@ -1,5 +1,5 @@
 import { accessSync, constants, mkdirSync } from 'node:fs';
-import { join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { isStaticElf } from '../guest/image/elf.js';
 import { IMAGE_FILES, outputsPresent, readManifest } from '../guest/image/manifest.js';
 import { detectAccel } from '../hypervisor/qemu/accel.js';
@@ -46,6 +46,23 @@ export async function doctor(ctx: CliContext): Promise<number> {
       return ['ok', 'found (needed by image build)'];
     });
   }
+  await check('configuration', () => {
+    if (ctx.configError) return ['fail', ctx.configError.message];
+    if (!ctx.configFile) return ['ok', 'none (built-in defaults)'];
+    const n = ctx.config.warnings.length;
+    return [
+      n ? 'warn' : 'ok',
+      `${ctx.configFile}${n ? `: ${n} warning${n > 1 ? 's' : ''} (logged above)` : ''}`,
+    ];
+  });
+  await check('configured guest', () => {
+    // The paths the VMs boot with: the configured ones when they are a vmcache image, else the built image.
+    const { kernel, initrd, rootDisk } = ctx.config.vm;
+    const missing = [kernel, initrd, rootDisk].filter((p) => !outputsPresent(dirname(p), [basename(p)]));
+    if (missing.length) return ['fail', `missing: ${missing.join(', ')}: run 'vmcache image build'`];
+    const own = [kernel, initrd, rootDisk].every((p) => dirname(p) === ctx.paths.imageDir);
+    return ['ok', own ? `the built image (${ctx.paths.imageDir})` : `${kernel}, ${initrd}, ${rootDisk}`];
+  });
   await check('guest image', () => {
     const m = readManifest(ctx.paths.imageDir);
     if (!m || !outputsPresent(ctx.paths.imageDir, Object.values(IMAGE_FILES))) {

@@ -92,7 +92,7 @@ const program = new Command('vmcache')
 program
   .command('doctor')
   .description('check host prerequisites')
-  .action(run(async (g) => doctor(makeContext(g))));
+  .action(run(async (g) => doctor(makeContext(g, { stderr: true, tolerateConfigError: true }))));
 
 program
   .command('image')

@@ -5,10 +5,25 @@
  * the scanner only needs to recognise table headers, key paths, strings, brackets and comments.
  */
 
-/** The section name vmcache validates (`hypervisor.<name>` or a top-level table) and the key in it, of a path. */
+/** Sub-tables that are sections of their own: Kata's `[agent.kata]` and runtime-rs's `[hypervisor.qemu.factory]`. */
+const SUBSECTIONS: ReadonlyMap<string, string> = new Map([
+  ['agent', 'kata'],
+  ['hypervisor.qemu', 'factory'],
+]);
+
+/** The section name vmcache validates (`hypervisor.<name>`, a sub-section or a top-level table) and the key. */
 function split(path: string[]): { section: string; key: string | undefined } {
-  if (path[0] === 'hypervisor' && path.length > 1) return { section: `hypervisor.${path[1]}`, key: path[2] };
-  return { section: path[0]!, key: path[1] };
+  let section = path[0]!;
+  let rest = path.slice(1);
+  if (section === 'hypervisor' && rest.length > 0) {
+    section = `hypervisor.${rest[0]}`;
+    rest = rest.slice(1);
+  }
+  if (rest.length > 0 && SUBSECTIONS.get(section) === rest[0]) {
+    section = `${section}.${rest[0]}`;
+    rest = rest.slice(1);
+  }
+  return { section, key: rest[0] };
 }
 
 /** A bare-key character: A-Z a-z 0-9 _ - (compared by code, no regular expression per character). */

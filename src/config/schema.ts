@@ -10,7 +10,15 @@ import { DEFAULT_SHAPE } from './defaults.js';
 /** A key's type and constraints. */
 export type KeySpec =
   | { type: 'bool'; default: boolean; doc: string }
-  | { type: 'int'; default: number; min: number; max: number; doc: string }
+  | {
+      type: 'int';
+      default: number;
+      min: number;
+      max: number;
+      doc: string;
+      /** Kata's value rule: 0 (and for `cpus`, any negative value) means the host's maximum. */
+      host?: 'cpus' | 'maxcpus' | 'memory';
+    }
   | {
       type: 'string';
       default: string;
@@ -22,7 +30,7 @@ export type KeySpec =
     }
   | { type: 'strings'; default: string[]; doc: string };
 
-/** Sections and keys. `ignored` lists Kata keys that are accepted but have no effect in vmcache. */
+/** Sections and keys vmcache acts on (`kata-keys.ts` lists the Kata keys it reads and ignores). */
 export const SCHEMA = {
   factory: {
     keys: {
@@ -48,7 +56,6 @@ export const SCHEMA = {
         doc: 'Unix socket of the cache server',
       },
     },
-    ignored: [] as string[],
   },
   'hypervisor.qemu': {
     keys: {
@@ -59,17 +66,24 @@ export const SCHEMA = {
       machine_type: {
         type: 'string',
         default: 'q35',
-        pattern: /^q35$/,
         doc: 'machine type (q35 only: hot-plug, vmgenid, templating)',
       },
       kernel_params: { type: 'string', default: '', doc: 'extra kernel parameters, space separated' },
-      default_vcpus: { type: 'int', default: DEFAULT_SHAPE.cpus, min: 1, max: 64, doc: 'vCPUs at boot' },
+      default_vcpus: {
+        type: 'int',
+        default: DEFAULT_SHAPE.cpus,
+        min: 1,
+        max: 64,
+        host: 'cpus',
+        doc: 'vCPUs at boot (0: 1; negative: all host cores)',
+      },
       default_maxvcpus: {
         type: 'int',
         default: DEFAULT_SHAPE.maxCpus,
         min: 1,
         max: 64,
-        doc: 'vCPU hot-plug limit',
+        host: 'maxcpus',
+        doc: 'vCPU hot-plug limit (0: the host cores)',
       },
       default_memory: {
         type: 'int',
@@ -90,39 +104,13 @@ export const SCHEMA = {
         default: DEFAULT_SHAPE.maxMemoryMiB,
         min: 128,
         max: 1048576,
-        doc: 'memory hot-plug limit, MiB',
+        host: 'memory',
+        doc: "memory hot-plug limit, MiB (0: the host's memory)",
       },
       accel: { type: 'string', default: 'auto', pattern: /^(auto|kvm|tcg)$/, doc: 'auto, kvm or tcg' },
       cpu_model: { type: 'string', default: '', doc: 'CPU model (default: max under TCG, host under KVM)' },
       tcg_tb_size: { type: 'int', default: 32, min: 8, max: 1024, doc: 'TCG translation cache, MiB' },
     },
-    ignored: [
-      'block_device_driver',
-      'enable_iothreads',
-      'shared_fs',
-      'virtio_fs_daemon',
-      'valid_hypervisor_paths',
-      'firmware',
-      'machine_accelerators',
-      'cpu_features',
-      'default_bridges',
-      'disable_block_device_use',
-      'enable_debug',
-      'file_mem_backend',
-      'valid_file_mem_backends',
-      'pflashes',
-      'entropy_source',
-      'disable_vhost_net',
-      'guest_hook_path',
-      'rootless',
-      'msize_9p',
-      'disable_image_nvdimm',
-      'hotplug_vfio_on_root_bus',
-      'pcie_root_port',
-      'disable_nesting_checks',
-      'sgx_epc_size',
-      'static_sandbox_resource_mgmt',
-    ],
   },
   agent: {
     keys: {
@@ -134,25 +122,11 @@ export const SCHEMA = {
         doc: 'seconds to wait for the agent of a booting VM',
       },
     },
-    ignored: ['kata', 'enable_tracing', 'debug_console_enabled', 'kernel_modules', 'enable_debug'],
   },
   runtime: {
     keys: {
       state_dir: { type: 'string', default: '', doc: 'VM state directory (default /run/vmcache)' },
     },
-    ignored: [
-      'enable_debug',
-      'internetworking_model',
-      'disable_guest_seccomp',
-      'sandbox_cgroup_only',
-      'experimental',
-      'enable_pprof',
-      'static_sandbox_resource_mgmt',
-      'disable_new_netns',
-      'enable_tracing',
-      'jaeger_endpoint',
-      'sandbox_bind_mounts',
-    ],
   },
   cache: {
     keys: {
@@ -212,6 +186,5 @@ export const SCHEMA = {
         doc: 'Prometheus metrics: a Unix socket path or 127.0.0.1:PORT ("" = off)',
       },
     },
-    ignored: [] as string[],
   },
-} satisfies Record<string, { keys: Record<string, KeySpec>; ignored: string[] }>;
+} satisfies Record<string, { keys: Record<string, KeySpec> }>;

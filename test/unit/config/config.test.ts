@@ -1,7 +1,11 @@
 import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { loadConfig, parseConfigText } from '../../../src/config/config.js';
 import { isVmcError } from '../../../src/errors.js';
+import { BUILDER_VERSION } from '../../../src/guest/image/manifest.js';
 
 const parse = (text: string) => parseConfigText(text, '/etc/vmcache/configuration.toml', '/img');
 
@@ -36,7 +40,8 @@ vm_cache_endpoint = "/run/vc/cache.sock"
     assert.equal(c.factory.vmCacheEndpoint, '/run/vc/cache.sock');
     assert.deepEqual([c.vm.cpus, c.vm.maxCpus, c.vm.memoryMiB, c.vm.memorySlots], [2, 8, 1024, 4]);
     assert.deepEqual(c.vm.kernelParams, ['foo=1', 'bar=2']);
-    assert.equal(c.vm.kernel, '/k/vmlinux');
+    // /k/vmlinux is not a vmcache guest image: the built one is used, and the warning says so.
+    assert.equal(c.vm.kernel, '/img/vmlinux');
     assert.equal(c.vm.initrd, '/img/initrd.img');
   });
 
@@ -48,8 +53,8 @@ vm_cache_endpoint = "/run/vc/cache.sock"
     ],
     [
       'a value out of range',
-      '[hypervisor.qemu]\n\ndefault_vcpus = 0',
-      /:3: \[hypervisor.qemu\] default_vcpus must be an integer from 1/,
+      '[hypervisor.qemu]\n\ndefault_vcpus = 65',
+      /:3: \[hypervisor.qemu\] default_vcpus must be an integer from 1 to 64, 0 \(the default\) or negative/,
     ],
     [
       'a relative endpoint',
@@ -59,7 +64,7 @@ vm_cache_endpoint = "/run/vc/cache.sock"
     [
       'an unsupported machine',
       '[hypervisor.qemu]\nmachine_type = "microvm"',
-      /machine_type must be one of q35/,
+      /:2: \[hypervisor.qemu\] machine_type "microvm" is not supported: vmcache needs q35, for memory and vCPU hot-plug/,
     ],
     [
       'another hypervisor',
@@ -82,16 +87,101 @@ vm_cache_endpoint = "/run/vc/cache.sock"
     });
   }
 
-  it('reports unknown keys and Kata keys it ignores, with their lines', () => {
+  it('reports the Kata keys it ignores and unknown keys in one warning, grouped by why', () => {
     const c = parse(
-      '[factory]\nvm_cache_numbr = 2\n[hypervisor.qemu]\nenable_iothreads = true\n[agent]\nkata = {}\n',
+      '[factory]\nnote = 2\n[hypervisor.qemu]\nenable_iothreads = true\n[runtime]\ndisable_guest_seccomp = true\n' +
+        '[agent.kata]\nkernel_modules = []\n[extra]\n',
     );
-    assert.equal(c.factory.vmCacheNumber, 0);
-    assert.match(c.warnings.join('\n'), /:2: \[factory\] vm_cache_numbr: unknown key/);
-    assert.match(
-      c.warnings.join('\n'),
-      /:4: \[hypervisor.qemu\] enable_iothreads: Kata key not used by vmcache/,
+    assert.deepEqual(c.warnings, [
+      '/etc/vmcache/configuration.toml: 5 names not acted on by vmcache, ignored; ' +
+        'covered by the VM boundary: [runtime] disable_guest_seccomp; ' +
+        "not applicable to vmcache's guest: [hypervisor.qemu] enable_iothreads, [agent.kata] kernel_modules; " +
+        'unknown: [factory] note (line 2), [extra] (line 9)',
+    ]);
+  });
+
+  it('refuses a misspelt key or section, naming the one it is close to', () => {
+    const rejects = (text: string, re: RegExp) =>
+      assert.throws(
+        () => parse(text),
+        (e) => isVmcError(e, 'VMC_ERR_CONFIG_INVALID') && re.test(e.message),
+      );
+    rejects(
+      '[factory]\nvm_cache_numbr = 2\n',
+      /:2: \[factory\] vm_cache_numbr: unknown key; did you mean vm_cache_number\?/,
     );
+    rejects('[factory]\nenable_templat = true\n', /did you mean enable_template\?/);
+    rejects('[hypervisor.qemu]\nenable_iothread = true\n', /did you mean enable_iothreads\?/);
+    rejects(
+      '[factroy]\nvm_cache_number = 2\n',
+      /:1: \[factroy\]: unknown section; did you mean \[factory\]\?/,
+    );
+    // Far from every key: unknown, not an error.
+    assert.equal(parse('[factory]\ncolour = 1\n').warnings.length, 1);
+  });
+
+  it("reads Kata's [agent.kata] and runtime-rs's [hypervisor.qemu.factory], and refuses a key set in both spellings", () => {
+    const c = parse('[agent.kata]\ndial_timeout = 45\n[hypervisor.qemu.factory]\nenable_template = true\n');
+    assert.equal(c.agentDialTimeoutMs, 45_000);
+    assert.equal(c.factory.template, true);
+    assert.deepEqual(c.warnings, []);
+    assert.throws(
+      () => parse('[agent]\ndial_timeout = 30\n[agent.kata]\ndial_timeout = 45\n'),
+      /:4: \[agent.kata\] dial_timeout is also set in \[agent\] \(line 2\): set it once/,
+    );
+  });
+
+  it("applies Kata's value rules: 0 and negative counts mean the host's maximum", () => {
+    const host = { cpus: 6, memoryMiB: 24_000 };
+    const kata = (text: string) => parseConfigText(`[hypervisor.qemu]\n${text}`, 'k.toml', '/img', host).vm;
+    const zero = kata(
+      'default_vcpus = 0\ndefault_maxvcpus = 0\ndefault_memory = 2048\ndefault_maxmemory = 0\n',
+    );
+    assert.deepEqual([zero.cpus, zero.maxCpus, zero.memoryMiB, zero.maxMemoryMiB], [1, 6, 2048, 24_000]);
+    const all = kata('default_vcpus = -1\ndefault_maxvcpus = 2\n');
+    assert.deepEqual([all.cpus, all.maxCpus], [6, 6]);
+    const big = parseConfigText('[hypervisor.qemu]\ndefault_maxvcpus = 0\n', 'k.toml', '/img', {
+      cpus: 512,
+      memoryMiB: 4 * 2 ** 20,
+    }).vm;
+    assert.deepEqual([big.maxCpus, big.maxMemoryMiB], [64, 8192]);
+    assert.equal(
+      parseConfigText('[hypervisor.qemu]\ndefault_maxmemory = 0\n', 'k.toml', '/img', {
+        cpus: 2,
+        memoryMiB: 4 * 2 ** 20,
+      }).vm.maxMemoryMiB,
+      1_048_576,
+    );
+  });
+
+  it('uses a configured guest image only when it is a vmcache image, and says so once otherwise', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'vmc-img-'));
+    try {
+      writeFileSync(join(dir, 'vmlinux'), 'k');
+      writeFileSync(join(dir, 'rootfs.img'), 'r');
+      writeFileSync(join(dir, 'manifest.json'), JSON.stringify({ builderVersion: BUILDER_VERSION }));
+      const ours = parse(`[hypervisor.qemu]\nkernel = "${dir}/vmlinux"\nimage = "${dir}/rootfs.img"\n`);
+      assert.deepEqual(
+        [ours.vm.kernel, ours.vm.initrd, ours.vm.rootDisk],
+        [`${dir}/vmlinux`, '/img/initrd.img', `${dir}/rootfs.img`],
+      );
+      assert.deepEqual(ours.warnings, []);
+      const kata = parse(
+        `[hypervisor.qemu]\nkernel = "${dir}/vmlinux"\nimage = "/opt/kata/share/kata-containers/kata-containers.img"\n`,
+      );
+      assert.deepEqual([kata.vm.kernel, kata.vm.rootDisk], ['/img/vmlinux', '/img/rootfs.img']);
+      assert.deepEqual(kata.warnings, [
+        '/etc/vmcache/configuration.toml: [hypervisor.qemu] image /opt/kata/share/kata-containers/kata-containers.img ' +
+          "(missing): not a vmcache guest image (Kata's guest assets carry Kata's agent); using vmcache's own image in /img",
+      ]);
+      rmSync(join(dir, 'manifest.json'));
+      assert.match(
+        parse(`[hypervisor.qemu]\nkernel = "${dir}/vmlinux"\n`).warnings[0]!,
+        /kernel .*vmlinux \(no vmcache manifest.json beside it\)/,
+      );
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('names a file it cannot read', () => {
