@@ -167,6 +167,7 @@ export async function controlTarget(_opts: FuzzOptions): Promise<Target<ControlC
       write: async () => {},
       end: async () => {},
       kill: async () => {},
+      resize: async () => {},
       abandon: () => void sessions--,
     };
   };

@@ -31,4 +31,6 @@ await build({
 await build({ ...common, entryPoints: ['src/guest/agent/main.ts'], outfile: 'dist/bundle/agent.mjs' });
 mkdirSync('dist/bundle/guest-files', { recursive: true });
 cpSync('src/guest/files', 'dist/bundle/guest-files', { recursive: true });
+mkdirSync('dist/bundle/native', { recursive: true });
+cpSync('src/platform/native', 'dist/bundle/native', { recursive: true });
 console.error(`build: done in ${Math.round(performance.now() - started)} ms`);

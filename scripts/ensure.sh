@@ -8,9 +8,9 @@ SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 
 # Debian packages the build and the tests need; containerd, podman, runc and crun are the clients and
-# baselines the runtime tests and the bench drive.
+# baselines the runtime tests and the bench drive; python3 drives a pty in the terminal tests.
 pkgs=(qemu-system-x86 busybox-static cpio e2fsprogs xz-utils kmod gcc libc6-dev iproute2 procps
-  containerd containernetworking-plugins runc crun podman conmon)
+  containerd containernetworking-plugins runc crun podman conmon python3)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

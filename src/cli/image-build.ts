@@ -13,6 +13,7 @@ export async function imageBuild(ctx: CliContext): Promise<number> {
       node: process.execPath,
       agentBundle: join(ctx.bundleDir, 'agent.mjs'),
       assetsDir: join(ctx.bundleDir, 'guest-files'),
+      nativeDir: join(ctx.bundleDir, 'native'),
     },
     { run: ctx.run, clock: ctx.clock, progress: (l) => ctx.say(`image: ${l}`) },
   );

@@ -1,6 +1,6 @@
 /** vmcache command-line entry point. The only module that calls process.exit. */
 import { Command, CommanderError, Option } from 'commander';
-import { isVmcError, messageOf } from '../errors.js';
+import { isVmcError, messageOf, VmcError } from '../errors.js';
 import { positiveInt } from './common.js';
 import { ExitCode, type GlobalOptions, makeContext } from './context.js';
 import { doctor } from './doctor.js';
@@ -140,20 +140,28 @@ factory
 
 // ---- OCI runtime verbs (runc-compatible) --------------------------------------------------------------
 const rt = (g: Parameters<typeof runtimeContext>[0]) => runtimeContext(g);
+const PRESERVE_FDS = 'only 0: file descriptors of this host cannot be passed into the VM';
+/** runc's `--preserve-fds N` hands N more fds to the container's process; in a VM that cannot be done. */
+function refuseFds<T extends Record<string, unknown>>(opts: T): T {
+  if (opts.preserveFds !== undefined && opts.preserveFds !== '0')
+    throw new VmcError(
+      'VMC_ERR_OCI_UNSUPPORTED',
+      `--preserve-fds ${JSON.stringify(opts.preserveFds)}: the container's process runs in a VM, where file ` +
+        'descriptors of this host cannot follow it; pass data through stdio, a mount or the network',
+    );
+  return opts;
+}
 program
   .command('create')
   .description('create a container from an OCI bundle; its process waits for start')
   .argument('<id>')
   .option('-b, --bundle <dir>', 'bundle directory', '.')
   .option('--pid-file <file>', "write the container's pid (its host-side process) here")
-  .option(
-    '--console-socket <path>',
-    'not supported (no pty hand-over); refused when the bundle asks for a terminal',
-  )
+  .option('--console-socket <path>', "where the terminal's pty master goes when the bundle asks for one")
   .option('--no-pivot', 'accepted for runc compatibility')
   .option('--no-new-keyring', 'accepted for runc compatibility')
-  .option('--preserve-fds <n>', 'accepted for runc compatibility')
-  .action(run(async (g, cmd) => create(rt(g), cmd.args[0]!, cmd.opts())));
+  .option('--preserve-fds <n>', PRESERVE_FDS)
+  .action(run(async (g, cmd) => create(rt(g), cmd.args[0]!, refuseFds(cmd.opts()))));
 program
   .command('run')
   .description('create and start a container; in the foreground, exit with its status and delete it')
@@ -161,11 +169,13 @@ program
   .option('-b, --bundle <dir>', 'bundle directory', '.')
   .option('-d, --detach', 'return once started')
   .option('--pid-file <file>', "write the container's pid here")
-  .option('--console-socket <path>', 'not supported (no pty hand-over)')
+  .option('--console-socket <path>', "where the terminal's pty master goes when the bundle asks for one")
   .option('--no-pivot', 'accepted for runc compatibility')
   .option('--no-new-keyring', 'accepted for runc compatibility')
-  .option('--preserve-fds <n>', 'accepted for runc compatibility')
-  .action(run(async (g, cmd) => runContainer(rt(g), cmd.args[0]!, cmd.opts()), ExitCode.RuntimeError));
+  .option('--preserve-fds <n>', PRESERVE_FDS)
+  .action(
+    run(async (g, cmd) => runContainer(rt(g), cmd.args[0]!, refuseFds(cmd.opts())), ExitCode.RuntimeError),
+  );
 program
   .command('start')
   .description("start a created container's process")
@@ -208,18 +218,21 @@ program
   .argument('<id>')
   .argument('[args...]', 'command and arguments (after --)')
   .option('-p, --process <file>', 'an OCI process JSON file')
-  .option('-t, --tty', 'not supported (no pty hand-over)')
+  .option('-t, --tty', "give the process a terminal (the caller's own, or a pty for --console-socket)")
   .option('-d, --detach', 'return once started; a relay process stands for it')
   .option('--pid-file <file>', 'write the pid of the process standing for it')
   .option('--cwd <dir>', 'working directory')
   .option('-e, --env <KEY=VALUE>', 'environment (repeatable)', (v: string, a: string[] = []) => [...a, v])
   .option('-u, --user <uid[:gid]>', 'user')
-  .option('--console-socket <path>', 'not supported (no pty hand-over)')
-  .option('--preserve-fds <n>', 'accepted for runc compatibility')
+  .option('--console-socket <path>', "where the terminal's pty master goes (with -t)")
+  .option('--preserve-fds <n>', PRESERVE_FDS)
   .addOption(new Option('--process-json <json>').hideHelp())
   .addOption(new Option('--report-fd <fd>').hideHelp())
   .action(
-    run(async (g, cmd) => exec(rt(g), cmd.args[0]!, cmd.args.slice(1), cmd.opts()), ExitCode.RuntimeError),
+    run(
+      async (g, cmd) => exec(rt(g), cmd.args[0]!, cmd.args.slice(1), refuseFds(cmd.opts())),
+      ExitCode.RuntimeError,
+    ),
   );
 program
   .command('list')

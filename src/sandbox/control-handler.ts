@@ -1,5 +1,6 @@
 import { VmcError } from '../errors.js';
 import type { Paths } from '../platform/paths.js';
+import { terminalPort } from '../platform/terminal.js';
 import type { ControlReply } from '../protocol/control/messages.js';
 import {
   type ControlHandler,
@@ -45,8 +46,14 @@ export function controlHandler(shim: ControlledShim): ControlHandler {
   return async (req, reply, end) => {
     switch (req.t) {
       case 'start':
-        // The shim's own stdio is the container's (inherited from the caller of `create`).
-        await shim.start({ stdin: process.stdin, stdout: process.stdout, stderr: process.stderr });
+        // The shim's own stdio is the container's (inherited from the caller of `create`, or the pty whose
+        // master went to `--console-socket`).
+        await shim.start({
+          stdin: process.stdin,
+          stdout: process.stdout,
+          stderr: process.stderr,
+          terminal: terminalPort(process.stdout),
+        });
         return;
       case 'kill':
         await shim.kill(req.signal);

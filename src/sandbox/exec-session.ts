@@ -37,6 +37,7 @@ export function relayExec(
     write: (d) => proc.write(d),
     end: () => proc.end(),
     kill: (sig) => proc.kill(sig),
+    resize: (size) => proc.resize(size),
     abandon: () => {
       if (!done) void proc.kill('SIGKILL').catch(() => undefined);
     },

@@ -16,7 +16,7 @@ import { runCreateHooks, runPoststartHooks } from './hooks.js';
 import { KILLABLE, ShimLifecycle, type ShimStatus } from './lifecycle.js';
 import { planMounts } from './mounts.js';
 import { namespacesToShare, type SharedNamespace } from './namespaces.js';
-import { containerExecOf, execProcessOf } from './process.js';
+import { containerExecOf, execProcessOf, terminalOf } from './process.js';
 import { shareInto, unshare } from './share.js';
 import type { SandboxDeps, Stdio } from './shim-interface.js';
 import { effectiveStatus } from './state-store.js';
@@ -116,12 +116,14 @@ export class MemberShim implements ControlledShim {
     // The sandbox (and its VM) went away.
     c.onClose = () => void running.then(() => this.#stop({ code: null, signal: 'SIGKILL' }));
     try {
+      const terminal = terminalOf(this.cfg, stdio);
       const r = await c.request<{ guestPid: number }>({
         t: 'exec',
         pid: process.pid,
         process: execProcessOf(this.cfg),
         container: containerExecOf(this.id, this.cfg, this.guestMounts),
         ...(this.share.length ? { shareSandbox: this.share } : {}),
+        ...(terminal ? { terminal } : {}),
       });
       this.#relay = c;
       this.#guestPid = r.guestPid;
@@ -130,6 +132,7 @@ export class MemberShim implements ControlledShim {
       begun();
     }
     relayStdin(stdio.stdin, c.stdin());
+    if (this.cfg.process.terminal) stdio.terminal?.onResize((size) => c.send({ t: 'resize', ...size }));
     await runPoststartHooks(this.id, this.cfg, this.deps);
   }
 
@@ -180,6 +183,7 @@ export class MemberShim implements ControlledShim {
       pid: req.pid,
       process: req.process,
       container: containerExecOf(this.id, this.cfg, this.guestMounts, this.#guestPid),
+      ...(req.terminal ? { terminal: req.terminal } : {}),
     });
     this.#execs.add(req.pid);
     reply({ t: 'ok', result: r });
@@ -191,6 +195,7 @@ export class MemberShim implements ControlledShim {
       write: async (d) => stdin.write(d),
       end: async () => stdin.end(),
       kill: async (signal) => c.send({ t: 'signal', signal }),
+      resize: async (size) => c.send({ t: 'resize', ...size }),
       abandon: () => c.close(),
     };
   }

@@ -2,17 +2,24 @@ import { messageOf, VmcError } from '../errors.js';
 import type { ContainerConfig } from '../oci/bundle.js';
 import { formatEnv } from '../oci/env.js';
 import { RLIMITS } from '../oci/linux.js';
-import type { ContainerExec, ContainerMount, ExecProcess } from '../protocol/agent/messages.js';
+import type { ContainerExec, ContainerMount, ExecProcess, WindowSize } from '../protocol/agent/messages.js';
 import { guestStartHooks, hookState } from './hooks.js';
 import { cgroupLimits } from './resources.js';
+import type { Stdio } from './shim-interface.js';
 
-/** Refuses what a bundle may ask for but vmcache cannot do, naming the JSON path. */
-export function checkSupported(cfg: ContainerConfig): void {
-  if (cfg.process.terminal)
+/**
+ * The terminal size a container's process starts with: none unless the bundle asks for one; then the stdio
+ * must be a terminal (the pty `--console-socket` made, or the caller's own), else the error says how.
+ */
+export function terminalOf(cfg: ContainerConfig, stdio: Stdio): WindowSize | undefined {
+  if (!cfg.process.terminal) return undefined;
+  if (!stdio.terminal)
     throw new VmcError(
       'VMC_ERR_OCI_UNSUPPORTED',
-      `${cfg.bundle}/config.json: process.terminal: true is not supported (no pty hand-over yet); set it to false`,
+      `${cfg.bundle}/config.json: process.terminal is true but the container's stdio is not a terminal: ` +
+        'give --console-socket (or set process.terminal to false)',
     );
+  return stdio.terminal.size();
 }
 
 /** The error of a container process that could not be started. */

@@ -19,7 +19,7 @@ import { KILLABLE, LIVE, ShimLifecycle, type ShimStatus } from './lifecycle.js';
 import { type MountPlan, planMounts } from './mounts.js';
 import { namespacesToShare } from './namespaces.js';
 import { checkPodNetns, connectPodNetwork, disconnectPodNetwork, type PodNetwork } from './network.js';
-import { containerExecOf, execProcessOf, startError } from './process.js';
+import { containerExecOf, execProcessOf, startError, terminalOf } from './process.js';
 import { sizeForContainer } from './resources.js';
 import { shareInto } from './share.js';
 import type { SandboxDeps, Stdio } from './shim-interface.js';
@@ -113,7 +113,13 @@ export class SandboxShim implements ControlledShim {
     let proc: AgentProcess;
     try {
       const { additionalGids: _groups, ...p } = execProcessOf(this.cfg);
-      proc = await this.vm.exec({ ...p, stdin: true, container: this.#containerExec() });
+      const terminal = terminalOf(this.cfg, stdio);
+      proc = await this.vm.exec({
+        ...p,
+        stdin: true,
+        container: this.#containerExec(),
+        ...(terminal ? { terminal } : {}),
+      });
     } catch (err) {
       throw startError(this.id, err);
     }
@@ -126,6 +132,8 @@ export class SandboxShim implements ControlledShim {
     proc.stdout.pipe(stdio.stdout, { end: false });
     proc.stderr.pipe(stdio.stderr, { end: false });
     relayStdin(stdio.stdin, proc);
+    if (this.cfg.process.terminal)
+      stdio.terminal?.onResize((size) => void proc.resize(size).catch(() => undefined));
     await runPoststartHooks(this.id, this.cfg, this.deps);
     const outputDone = Promise.all([ended(proc.stdout), ended(proc.stderr)]);
     proc.wait().then(
@@ -209,7 +217,8 @@ export class SandboxShim implements ControlledShim {
     try {
       if (member) await this.#growForMember(container);
       const { args, env, cwd, uid, gid } = p;
-      proc = await this.vm.exec({ args, env, cwd, uid, gid, stdin: true, container });
+      const terminal = req.terminal ? { terminal: req.terminal } : {};
+      proc = await this.vm.exec({ args, env, cwd, uid, gid, stdin: true, container, ...terminal });
     } catch (err) {
       throw startError(this.id, err);
     }

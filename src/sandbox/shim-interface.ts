@@ -1,5 +1,6 @@
 import type { Readable, Writable } from 'node:stream';
 import type { RuntimeConfig } from '../config/config.js';
+import type { TerminalPort } from '../platform/terminal.js';
 import type { ExitStatus } from '../protocol/agent/client.js';
 import type { VmDeps } from '../vm/vm.js';
 import type { ShimStatus } from './lifecycle.js';
@@ -16,6 +17,8 @@ export interface Stdio {
   stdin: Readable;
   stdout: Writable;
   stderr: Writable;
+  /** Set when the stdio is a terminal: its size now, and its changes (a `process.terminal` container's pty follows). */
+  terminal?: TerminalPort;
 }
 
 /** What the host-side process of a container does, whichever kind of container it is. */

@@ -2,7 +2,6 @@ import { statfsSync } from 'node:fs';
 import type { VmSpec } from '../hypervisor/types.js';
 import { readBundle } from '../oci/bundle.js';
 import { MemberShim } from './member-shim.js';
-import { checkSupported } from './process.js';
 import { SandboxShim } from './sandbox-shim.js';
 import type { SandboxDeps, Shim } from './shim-interface.js';
 
@@ -19,7 +18,6 @@ export function createShim(
   opts: { useCache: boolean; signal?: AbortSignal },
 ): Promise<Shim> {
   const cfg = readBundle(deps.store.read(id).bundle, (p) => statfsSync(p));
-  checkSupported(cfg);
   return cfg.containerType === 'container' && cfg.sandboxId !== id
     ? MemberShim.create(id, cfg, deps)
     : SandboxShim.create(id, cfg, spec, deps, opts);

@@ -8,6 +8,7 @@ import { mountsUnder, unmountAllUnder } from '../../src/platform/mounts.js';
 import { busyboxRootfs } from '../helpers/bundle.js';
 import { startCacheServer } from '../helpers/cache-server.js';
 import { type Finished, finished, REPO, run, VMCACHE } from '../helpers/cli.js';
+import { onPty } from '../helpers/pty.js';
 import { runtimeEnv } from '../helpers/runtime-cli.js';
 import { vmDirsLeft } from '../helpers/vm-env.js';
 
@@ -30,32 +31,28 @@ describe('containerd and podman drive vmcache as their OCI runtime (real QEMU)',
   let containerdDone: Promise<Finished>;
 
   const ctr = (args: string[]) => run('ctr', ['--address', `${ctd}/c.sock`, '-n', ns, ...args], cliEnv);
-  const podman = (args: string[]) =>
-    run(
-      'podman',
-      [
-        '--root',
-        `${pod}/root`,
-        '--runroot',
-        `${pod}/run`,
-        '--tmpdir',
-        `${pod}/tmp`,
-        '--storage-driver',
-        'vfs',
-        '--cgroup-manager',
-        'cgroupfs',
-        '--events-backend',
-        'file',
-        '--runtime',
-        LAUNCHER,
-        // conmon does not pass podman's environment on to the runtime: point vmcache at the configuration
-        // (which names the state directory) with a global flag instead, as a podman user would.
-        '--runtime-flag',
-        `config=${cfg}`,
-        ...args,
-      ],
-      cliEnv,
-    );
+  const podmanArgs = (args: string[]) => [
+    '--root',
+    `${pod}/root`,
+    '--runroot',
+    `${pod}/run`,
+    '--tmpdir',
+    `${pod}/tmp`,
+    '--storage-driver',
+    'vfs',
+    '--cgroup-manager',
+    'cgroupfs',
+    '--events-backend',
+    'file',
+    '--runtime',
+    LAUNCHER,
+    // conmon does not pass podman's environment on to the runtime: point vmcache at the configuration
+    // (which names the state directory) with a global flag instead, as a podman user would.
+    '--runtime-flag',
+    `config=${cfg}`,
+    ...args,
+  ];
+  const podman = (args: string[]) => run('podman', podmanArgs(args), cliEnv);
   /** VMs of this test's run directory that a container holds (owned by a host-side process, not the server). */
   const containerVms = async () => {
     const r = await run(VMCACHE, ['vm', 'list', '--json'], cliEnv);
@@ -204,5 +201,62 @@ describe('containerd and podman drive vmcache as their OCI runtime (real QEMU)',
     assert.equal((await podman(['rm', 'pd1'])).code, 0);
     assert.deepEqual(await containerVms(), []);
     assert.deepEqual(mountsUnder(join(env.runDir, 'vm')), []);
+  });
+
+  it('podman: run -it gets a terminal (console socket), follows resizes, passes keys and the exit status', async () => {
+    const t = onPty(
+      ['podman', ...podmanArgs(['run', '-it', '--rm', '--network', 'none', '--rootfs', rootfs, 'sh'])],
+      cliEnv,
+      30,
+      100,
+    );
+    await t.expect(/# $/m);
+    t.send('tty; stty size\r');
+    await t.expect(/\/dev\/pts\/\d+\r?\n30 100/);
+    t.resize(40, 120);
+    // podman passes the change to conmon, which resizes the pty vmcache handed over; the guest's follows.
+    let size = '';
+    for (let i = 0; i < 50 && size !== '40 120'; i++) {
+      t.send('stty size\r');
+      size = (await t.expect(/\r?\n\d+ \d+\r?\n/)).trim();
+      if (size !== '40 120') await sleep(200);
+    }
+    assert.equal(size, '40 120', t.output());
+    // The guest's line discipline: ^C interrupts the foreground command, not the shell.
+    t.send('sleep 100\r');
+    await sleep(1_000);
+    t.send('\x03');
+    await t.expect(/# $/m, 30_000);
+    t.send('exit 3\r');
+    assert.equal(await t.exited, 3, t.output());
+    assert.deepEqual(await containerVms(), []);
+  });
+
+  it('podman: exec -it gets a terminal of its own in a running container', async () => {
+    const d = await podman([
+      'run',
+      '-d',
+      '--name',
+      'pd2',
+      '--network',
+      'none',
+      '--rootfs',
+      rootfs,
+      'sh',
+      '-c',
+      'while :; do sleep 1; done',
+    ]);
+    assert.equal(d.code, 0, d.stderr);
+    try {
+      const t = onPty(['podman', ...podmanArgs(['exec', '-it', 'pd2', 'sh'])], cliEnv, 25, 90);
+      await t.expect(/# $/m);
+      t.send('stty size; test -t 0 && echo on-a-tty\r');
+      await t.expect(/25 90\r?\non-a-tty/);
+      t.send('exit 4\r');
+      assert.equal(await t.exited, 4, t.output());
+    } finally {
+      await podman(['rm', '-f', '-t', '0', 'pd2']);
+    }
+    assert.deepEqual(await containerVms(), []);
   });
 });

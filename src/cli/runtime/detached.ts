@@ -3,6 +3,7 @@ import { closeSync, writeSync } from 'node:fs';
 import type { Readable } from 'node:stream';
 import { type ErrorCode, ErrorCodes, VmcError } from '../../errors.js';
 import { forwardedGlobals, type RuntimeContext } from './common.js';
+import { onConsole } from './console.js';
 
 /** What a detached vmcache process reports on fd 3 once it is ready, or why it is not. */
 export type Report = { ok: true } | { ok: false; code: string; message: string };
@@ -31,8 +32,13 @@ export async function spawnReporting(
   ctx: RuntimeContext,
   args: string[],
   silentExit: string,
+  consoleSocket?: string,
 ): Promise<number> {
-  const child = spawn(process.execPath, [process.argv[1]!, ...forwardedGlobals(ctx.global), ...args], {
+  // With a console socket the process runs on a pty whose master goes there (console.ts).
+  const { file, args: argv } = consoleSocket
+    ? onConsole(ctx, consoleSocket, args, REPORT_FD)
+    : { file: process.execPath, args: [process.argv[1]!, ...forwardedGlobals(ctx.global), ...args] };
+  const child = spawn(file, argv, {
     stdio: ['inherit', 'inherit', 'inherit', 'pipe'],
     detached: true,
   });

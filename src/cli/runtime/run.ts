@@ -1,9 +1,12 @@
+import { resolve } from 'node:path';
 import { messageOf } from '../../errors.js';
+import { rawMode, terminalPort } from '../../platform/terminal.js';
 import type { Shim } from '../../sandbox/shim.js';
 import { sweepOrphans } from '../../vm/sweep.js';
 import { exitLike, type VerbResult } from '../exit.js';
 import { type RuntimeContext, writePidFile } from './common.js';
-import { reserve, spawnShim } from './create.js';
+import { rerunOnConsole } from './console.js';
+import { bundleWantsTerminal, reserve, spawnShim } from './create.js';
 import { poststop } from './delete.js';
 import { createRelayed } from './shim.js';
 import { start } from './start.js';
@@ -13,6 +16,7 @@ interface RunOptions {
   bundle?: string;
   pidFile?: string;
   detach?: boolean;
+  consoleSocket?: string;
 }
 
 /**
@@ -21,10 +25,22 @@ interface RunOptions {
  * container (as `runc run` does). With `--detach` the container keeps running after this returns.
  */
 export async function run(ctx: RuntimeContext, id: string, opts: RunOptions): Promise<VerbResult> {
+  const bundle = resolve(opts.bundle ?? '.');
+  const terminal = bundleWantsTerminal(bundle);
+  // In the foreground with a terminal for a console socket: this process waits while its copy runs on the pty.
+  if (terminal && opts.consoleSocket && !opts.detach) {
+    const pidFile = opts.pidFile ? ['--pid-file', resolve(opts.pidFile)] : [];
+    return rerunOnConsole(ctx, opts.consoleSocket, ['run', '--bundle', bundle, ...pidFile, id]);
+  }
   await sweepOrphans(ctx);
-  reserve(ctx, id, opts.bundle ?? '.');
+  reserve(
+    ctx,
+    id,
+    bundle,
+    opts.consoleSocket !== undefined || (!opts.detach && process.stdin.isTTY === true),
+  );
   if (opts.detach) {
-    const pid = await spawnShim(ctx, id);
+    const pid = await spawnShim(ctx, id, opts.consoleSocket);
     if (opts.pidFile) writePidFile(opts.pidFile, pid);
     await start(ctx, id);
     return 0;
@@ -37,15 +53,22 @@ export async function run(ctx: RuntimeContext, id: string, opts: RunOptions): Pr
     throw err;
   }
   if (opts.pidFile) writePidFile(opts.pidFile, process.pid);
+  // On a person's terminal, keys go to the container's pty as typed (it echoes them).
+  const restore = terminal ? rawMode(process.stdin) : () => {};
   try {
-    await shim.start({ stdin: process.stdin, stdout: process.stdout, stderr: process.stderr });
+    await shim.start({
+      stdin: process.stdin,
+      stdout: process.stdout,
+      stderr: process.stderr,
+      terminal: terminalPort(process.stdout),
+    });
   } catch (err) {
     await shim.kill('SIGKILL').catch(() => undefined);
     await shim.stopped;
     ctx.store.remove(id);
     throw err;
   }
-  const st = await shim.stopped;
+  const st = await shim.stopped.finally(restore);
   ctx.logger.debug(
     { id, ms: Math.round(performance.now()) },
     'container stopped (ms since this process started)',

@@ -25,6 +25,8 @@ export function relaySignals(abort: AbortController): { attach(shim: Shim): void
         if (sig !== 'SIGWINCH') abort.abort();
         return;
       }
+      // On a terminal a window change is a resize (the guest's pty signals its own foreground group).
+      if (sig === 'SIGWINCH' && process.stdout.isTTY) return;
       void target.kill(sig).catch(() => undefined);
     });
   }

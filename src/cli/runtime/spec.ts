@@ -3,8 +3,9 @@ import { join, resolve } from 'node:path';
 import { VmcError } from '../../errors.js';
 
 /**
- * The default `config.json` (runc's `spec` template) with one change: `process.terminal` is false, because
- * vmcache cannot hand a pty over `--console-socket` yet; the command is `sh`, run in `rootfs`.
+ * The default `config.json` (runc's `spec` template) with one change: `process.terminal` is false, so that the
+ * bundle runs from a script or a pipe as well (a terminal needs one: the caller's, or `--console-socket`);
+ * the command is `sh`, run in `rootfs`.
  */
 export function defaultSpec(): Record<string, unknown> {
   const caps = ['CAP_AUDIT_WRITE', 'CAP_KILL', 'CAP_NET_BIND_SERVICE'];

@@ -52,6 +52,7 @@ export function enterArgs(e: ExecRequest, c: ContainerExec, shared = SHARED_MOUN
   }
   if (c.readonly) a.push('-R');
   if (c.noNewPrivileges) a.push('-n');
+  if (e.terminal) a.push('-T', `${e.terminal.rows},${e.terminal.cols}`);
   for (const m of c.mounts ?? []) {
     const source = m.type === 'bind' ? `${shared}/${m.source}` : m.source;
     a.push('-m', [m.type, String(m.flags), source, m.target, m.data].join('\x1f'));

@@ -176,6 +176,14 @@ export class AgentServer {
       case 'close-stdin':
         this.#proc(req.proc).child.stdin?.end();
         return null;
+      case 'resize': {
+        // The helper's stand-in reads "ROWS COLS" lines on its fd 4 and sets them on the pty.
+        const p = this.#proc(req.proc);
+        const sizes = p.child.stdio[4] as NodeJS.WritableStream | null | undefined;
+        if (!sizes) throw new RequestError('NO_TERMINAL', `process ${req.proc} has no terminal`);
+        sizes.write(`${req.rows} ${req.cols}\n`);
+        return null;
+      }
       case 'signal': {
         const p = this.#proc(req.proc);
         p.child.kill(signalOf(req.signal));
@@ -239,7 +247,14 @@ export class AgentServer {
       env,
       uid: c ? undefined : e.uid,
       gid: c ? undefined : e.gid,
-      stdio: [e.stdin ? 'pipe' : 'ignore', 'pipe', 'pipe', ...(c ? ['pipe' as const] : [])],
+      // fd 3: the helper's status pipe; fd 4: window sizes for a terminal.
+      stdio: [
+        e.stdin ? 'pipe' : 'ignore',
+        'pipe',
+        'pipe',
+        ...(c ? ['pipe' as const] : []),
+        ...(c && e.terminal ? ['pipe' as const] : []),
+      ],
     });
     let exited: { code: number | null; signal: string | null } | null = null;
     let started = false;

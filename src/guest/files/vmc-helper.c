@@ -17,6 +17,11 @@
  *                                            (-s), root propagation (-P), rlimits (-L), oom_score_adj (-o),
  *                                            namespaces shared with a pod's process (-N KIND:PID) and
  *                                            startContainer hooks (-k, state on stdin from -S).
+ *                                            -T ROWS,COLS: a terminal, as runc's `process.terminal`: the
+ *                                            process gets a pty of the container's own devpts as its
+ *                                            controlling terminal and stdio; the stand-in relays stdin to the
+ *                                            pty and the pty to stdout, and applies "ROWS COLS" lines read
+ *                                            on fd 4 as window sizes.
  * A plain write to /dev/urandom mixes bytes in without crediting entropy or forcing a reseed, so clones of one
  * template would keep producing the same stream; the ioctls make the new seed take effect at once.
  * Built statically at image build time (gcc -static), so it needs nothing else in the guest.
@@ -28,7 +33,9 @@
 #include <limits.h>
 #include <sched.h>
 #include <stdarg.h>
+#include <poll.h>
 #include <sys/mount.h>
+#include <sys/socket.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/statvfs.h>
@@ -41,6 +48,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <termios.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -448,32 +456,8 @@ static void pass_on(int sig) {
   if (contained > 0) kill(contained, sig);
 }
 
-/*
- * Forks the container's process into the PID namespace made (unshare) or joined (setns) for children, and
- * returns in that child. This process stays behind in the guest's namespace as its stand-in, the process the
- * agent started and signals: it passes every signal on, and exits as the child does (same code, or killed by
- * the same signal). The child dies with it (PDEATHSIG), and every process of a container's PID namespace dies
- * with its first process, as under runc. Its status pipe (fd 3) stays with the child only.
- */
-static void fork_into_pidns(void) {
-  pid_t pid = fork();
-  if (pid < 0) die(125, "fork: %s", strerror(errno));
-  if (pid == 0) {
-    if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) die(125, "pdeathsig: %s", strerror(errno));
-    return;
-  }
-  contained = pid;
-  close(STATUS_FD);
-  struct sigaction sa;
-  memset(&sa, 0, sizeof sa);
-  sa.sa_handler = pass_on;
-  sigemptyset(&sa.sa_mask);
-  sa.sa_flags = SA_RESTART;
-  for (int sig = 1; sig < 32; sig++)
-    if (sig != SIGKILL && sig != SIGSTOP && sig != SIGCHLD) sigaction(sig, &sa, NULL);
-  int st = 0;
-  while (waitpid(pid, &st, 0) < 0)
-    if (errno != EINTR) _exit(125);
+/* Ends the stand-in as its container process ended: same code, or killed by the same signal. */
+static void exit_like(int st) {
   if (WIFSIGNALED(st)) {
     int sig = WTERMSIG(st);
     signal(sig, SIG_DFL);
@@ -486,6 +470,184 @@ static void fork_into_pidns(void) {
     _exit(128 + sig);
   }
   _exit(WIFEXITED(st) ? WEXITSTATUS(st) : 125);
+}
+
+/* Terminal mode: the socket the container's process sends its pty master on, and the window-size pipe. */
+#define WINSIZE_FD 4
+static int tty_socket[2] = { -1, -1 };
+
+static int write_all(int fd, const char *p, size_t n) {
+  while (n > 0) {
+    ssize_t w = write(fd, p, n);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) return -1;
+    p += w;
+    n -= (size_t)w;
+  }
+  return 0;
+}
+
+static void set_winsize(int fd, const char *spec) {
+  unsigned rows = 0, cols = 0;
+  if (sscanf(spec, "%u%*[ ,]%u", &rows, &cols) != 2 || rows == 0 || cols == 0 || rows > 65535 || cols > 65535) return;
+  struct winsize ws = { .ws_row = (unsigned short)rows, .ws_col = (unsigned short)cols };
+  ioctl(fd, TIOCSWINSZ, &ws);
+}
+
+static void on_child(int sig) { (void)sig; }
+
+/*
+ * The stand-in's relay in terminal mode: stdin (from the agent) to the pty master, the master to stdout, and
+ * window sizes from fd 4 to the master. Ends once the container's process has exited and the pty is drained
+ * (EIO: no slave left open); a SIGCHLD interrupts poll, and a 200 ms bound covers one that comes between the
+ * check and poll.
+ */
+static void relay_tty(int master, pid_t pid) {
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_child;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGCHLD, &sa, NULL); /* no SA_RESTART: poll returns EINTR */
+  int in_open = 1, win_open = fcntl(WINSIZE_FD, F_GETFD) >= 0, master_open = 1, st = 0, done = 0;
+  char buf[16384], line[64];
+  size_t linelen = 0;
+  while (master_open || !done) {
+    if (!done) {
+      pid_t r = waitpid(pid, &st, WNOHANG);
+      if (r == pid) done = 1;
+    }
+    struct pollfd p[3] = {
+      { in_open ? 0 : -1, POLLIN, 0 },
+      { master_open ? master : -1, POLLIN, 0 },
+      { win_open ? WINSIZE_FD : -1, POLLIN, 0 },
+    };
+    /* Once the process is gone, drain what the pty holds without waiting for more. */
+    int n = poll(p, 3, done ? 0 : 200);
+    if (n < 0 && errno != EINTR) break;
+    if (n <= 0) {
+      if (done) break;
+      continue;
+    }
+    if (p[1].revents) {
+      ssize_t r = read(master, buf, sizeof buf);
+      if (r > 0) {
+        if (write_all(1, buf, (size_t)r) != 0) master_open = 0;
+      } else if (r == 0 || errno != EINTR) master_open = 0;
+    }
+    if (p[0].revents) {
+      ssize_t r = read(0, buf, sizeof buf);
+      if (r > 0) write_all(master, buf, (size_t)r);
+      else if (r == 0 || errno != EINTR) in_open = 0;
+    }
+    if (p[2].revents) {
+      ssize_t r = read(WINSIZE_FD, line + linelen, sizeof line - 1 - linelen);
+      if (r <= 0) win_open = 0;
+      else {
+        linelen += (size_t)r;
+        line[linelen] = 0;
+        char *nl;
+        while ((nl = strchr(line, '\n')) != NULL) {
+          *nl = 0;
+          set_winsize(master, line);
+          memmove(line, nl + 1, strlen(nl + 1) + 1);
+          linelen = strlen(line);
+        }
+        if (linelen == sizeof line - 1) linelen = 0; /* a line too long for a size: dropped */
+      }
+    }
+  }
+  if (!done)
+    while (waitpid(pid, &st, 0) < 0)
+      if (errno != EINTR) _exit(125);
+  exit_like(st);
+}
+
+/* Receives the pty master the container's process sends; -1 when it exited before (its setup failed). */
+static int receive_master(void) {
+  char byte;
+  char control[CMSG_SPACE(sizeof(int))];
+  struct iovec iov = { &byte, 1 };
+  struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = control, .msg_controllen = sizeof control };
+  ssize_t r;
+  while ((r = recvmsg(tty_socket[0], &msg, 0)) < 0 && errno == EINTR) {}
+  struct cmsghdr *c = r > 0 ? CMSG_FIRSTHDR(&msg) : NULL;
+  if (!c || c->cmsg_type != SCM_RIGHTS) return -1;
+  int fd;
+  memcpy(&fd, CMSG_DATA(c), sizeof fd);
+  return fd;
+}
+
+/*
+ * Forks the container's process into the PID namespace made (unshare) or joined (setns) for children, and
+ * returns in that child. This process stays behind in the guest's namespace as its stand-in, the process the
+ * agent started and signals: it passes every signal on, and exits as the child does (same code, or killed by
+ * the same signal). The child dies with it (PDEATHSIG), and every process of a container's PID namespace dies
+ * with its first process, as under runc. Its status pipe (fd 3) stays with the child only. In terminal mode
+ * the stand-in relays the child's pty.
+ */
+static void fork_into_pidns(void) {
+  pid_t pid = fork();
+  if (pid < 0) die(125, "fork: %s", strerror(errno));
+  if (pid == 0) {
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) die(125, "pdeathsig: %s", strerror(errno));
+    if (tty_socket[0] >= 0) close(tty_socket[0]);
+    if (tty_socket[0] >= 0) close(WINSIZE_FD);
+    return;
+  }
+  contained = pid;
+  close(STATUS_FD);
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = pass_on;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = SA_RESTART;
+  for (int sig = 1; sig < 32; sig++)
+    if (sig != SIGKILL && sig != SIGSTOP && sig != SIGCHLD) sigaction(sig, &sa, NULL);
+  if (tty_socket[0] >= 0) {
+    close(tty_socket[1]);
+    int master = receive_master();
+    close(tty_socket[0]);
+    if (master >= 0) relay_tty(master, pid);
+  }
+  int st = 0;
+  while (waitpid(pid, &st, 0) < 0)
+    if (errno != EINTR) _exit(125);
+  exit_like(st);
+}
+
+/*
+ * Terminal mode, in the container's process (root, in its root, before it becomes the user): a pty of the
+ * container's devpts (/dev/ptmx → pts/ptmx) becomes its controlling terminal and stdio, owned by the user as
+ * runc makes it; the master goes to the stand-in over the socket.
+ */
+static void become_tty(const char *size, unsigned long uid, unsigned long gid) {
+  int master = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+  if (master < 0) die(125, "open /dev/ptmx: %s", strerror(errno));
+  if (unlockpt(master) != 0) die(125, "unlockpt: %s", strerror(errno));
+  char name[64];
+  if (ptsname_r(master, name, sizeof name) != 0) die(125, "ptsname: %s", strerror(errno));
+  int slave = open(name, O_RDWR | O_NOCTTY);
+  if (slave < 0) die(125, "open %s: %s", name, strerror(errno));
+  if (fchown(slave, (uid_t)uid, (gid_t)gid) != 0 && errno != EPERM) die(125, "chown %s: %s", name, strerror(errno));
+  set_winsize(slave, size);
+  if (setsid() < 0) die(125, "setsid: %s", strerror(errno));
+  if (ioctl(slave, TIOCSCTTY, 0) != 0) die(125, "controlling terminal %s: %s", name, strerror(errno));
+  for (int fd = 0; fd < 3; fd++)
+    if (dup2(slave, fd) < 0) die(125, "dup2: %s", strerror(errno));
+  if (slave > 2) close(slave);
+  char byte = 0;
+  char control[CMSG_SPACE(sizeof(int))];
+  memset(control, 0, sizeof control);
+  struct iovec iov = { &byte, 1 };
+  struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = control, .msg_controllen = sizeof control };
+  struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+  c->cmsg_level = SOL_SOCKET;
+  c->cmsg_type = SCM_RIGHTS;
+  c->cmsg_len = CMSG_LEN(sizeof(int));
+  memcpy(CMSG_DATA(c), &master, sizeof master);
+  if (sendmsg(tty_socket[1], &msg, 0) != 1) die(125, "send the pty: %s", strerror(errno));
+  close(master);
+  close(tty_socket[1]);
 }
 
 /*
@@ -533,7 +695,7 @@ static int enter(int argc, char **argv) {
   int readonly = 0, nonewprivs = 0, i = 2;
   char *mounts[128], *limits[16], *masked[256], *ropaths[256], *sysctls[256], *rlims[16], *nsjoin[3], *hooks[32];
   int nmounts = 0, nlimits = 0, nmasked = 0, nro = 0, nsysctl = 0, nrlim = 0, nns = 0, nhooks = 0;
-  const char *cgroup = NULL, *oom = NULL, *state = NULL;
+  const char *cgroup = NULL, *oom = NULL, *state = NULL, *tty = NULL;
   unsigned long propagation = 0;
   for (; i < argc && strcmp(argv[i], "--") != 0; i++) {
     const char *o = argv[i];
@@ -567,6 +729,7 @@ static int enter(int argc, char **argv) {
     else if (strcmp(o, "-P") == 0) propagation = strtoul(v, NULL, 10);
     else if (strcmp(o, "-o") == 0) oom = v;
     else if (strcmp(o, "-S") == 0) state = v;
+    else if (strcmp(o, "-T") == 0) tty = v;
     else die(125, "unknown option %s", o);
   }
   if (i + 1 >= argc) die(125, "no program after --");
@@ -575,6 +738,8 @@ static int enter(int argc, char **argv) {
    * /proc is there whatever the container mounts). Inherited by the container's process. */
   for (int n = 0; n < nrlim; n++) set_rlimit(rlims[n]);
   if (oom) set_oom_score_adj(oom);
+  if (tty && socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, tty_socket) != 0)
+    die(125, "socketpair: %s", strerror(errno));
   if (joinpid) {
     join_pidns(atoi(joinpid));
     fork_into_pidns();
@@ -613,6 +778,7 @@ static int enter(int argc, char **argv) {
     } else enter_root(root);
   }
   if (chdir(cwd) != 0) die(125, "cwd %s: %s", cwd, strerror(errno));
+  if (tty) become_tty(tty, uid, gid);
   gid_t gl[64];
   int ng = 0;
   for (const char *p = groups; p && *p && ng < 64;) {

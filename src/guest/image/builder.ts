@@ -43,6 +43,8 @@ interface ImageSources {
   agentBundle: string;
   /** Directory holding `init`, `stage2` and `vmc-helper.c`. */
   assetsDir: string;
+  /** Directory holding the host helpers' sources (`vmc-console.c`). */
+  nativeDir: string;
 }
 
 /** Dependencies of the builder. */
@@ -132,16 +134,31 @@ export async function buildImage(
     rootfs = { inputsHash: rootInputs, nodeVersion, sizeBytes: await buildRootfs(imageDir, src, libs, deps) };
   }
 
-  const manifest: ImageManifest =
-    kernelFresh && rootFresh
-      ? previous!
-      : {
-          builderVersion: BUILDER_VERSION,
-          builtAt: new Date(deps.clock.now()).toISOString(),
-          kernel,
-          rootfs,
-        };
-  if (!(kernelFresh && rootFresh)) writeManifest(imageDir, manifest);
+  // Stage 3: the host's pty helper for --console-socket (runs on the host, beside the image it serves).
+  const consoleSource = join(src.nativeDir, 'vmc-console.c');
+  const consoleInputs = hashValue({ v: BUILDER_VERSION, source: hashFile(consoleSource) });
+  const consoleFresh =
+    previous?.console?.inputsHash === consoleInputs && outputsPresent(imageDir, [IMAGE_FILES.console]);
+  if (consoleFresh) progress('console helper: up to date');
+  else {
+    progress('compiling vmc-console (the host helper for --console-socket)');
+    const out = join(imageDir, IMAGE_FILES.console);
+    await produceFileAtomic(out, (tmp) =>
+      run('gcc', ['-O2', '-s', '-o', tmp, consoleSource], { errorCode: 'VMC_ERR_IMAGE_BUILD' }),
+    );
+  }
+
+  const fresh = kernelFresh && rootFresh && consoleFresh;
+  const manifest: ImageManifest = fresh
+    ? previous!
+    : {
+        builderVersion: BUILDER_VERSION,
+        builtAt: new Date(deps.clock.now()).toISOString(),
+        kernel,
+        rootfs,
+        console: { inputsHash: consoleInputs },
+      };
+  if (!fresh) writeManifest(imageDir, manifest);
   return { imageDir, rebuilt: { kernel: !kernelFresh, rootfs: !rootFresh }, manifest };
 }
 

@@ -11,6 +11,8 @@ export const IMAGE_FILES = {
   kernel: 'vmlinux',
   initrd: 'initrd.img',
   rootfs: 'rootfs.img',
+  /** The host's pty helper for `--console-socket` (a host binary, built with the image). */
+  console: 'vmc-console',
   manifest: 'manifest.json',
 } as const;
 
@@ -20,6 +22,8 @@ export interface ImageManifest {
   builtAt: string;
   kernel: { inputsHash: string; package: string; version: string; modules: string[] };
   rootfs: { inputsHash: string; nodeVersion: string; sizeBytes: number };
+  /** Absent in images built before the console helper existed (the next build adds it). */
+  console?: { inputsHash: string };
 }
 
 /** sha256 of a file's bytes, hex. */

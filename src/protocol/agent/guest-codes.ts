@@ -10,6 +10,7 @@ export const GuestErrorCodes = {
   BAD_SIGNAL: 'the signal is not one the guest knows',
   NO_STDIN: 'the process has no open stdin',
   NO_PROCESS: 'no running process has that id',
+  NO_TERMINAL: 'the process was not started with a terminal',
   SPAWN_FAILED: 'the process could not be started',
   FAILED: 'the request failed otherwise',
 } as const;

@@ -4,6 +4,7 @@
  * reply (when it carries a request id) and is otherwise dropped: it never takes the agent down.
  */
 import { isHelperSafe } from '../../platform/c-string.js';
+import type { WindowSize } from '../../platform/terminal.js';
 import { isObj, isOneOf, isStrings, isUint, type Obj, shownValue } from '../guards.js';
 
 /** Protocol version carried in the handshake; bumped on incompatible changes. */
@@ -20,6 +21,24 @@ export interface ExecRequest {
   stdin?: boolean;
   /** Run the process as a container (own root, mounts and namespaces) instead of in the guest's root. */
   container?: ContainerExec;
+  /**
+   * A terminal (OCI `process.terminal`), for container processes only: the process gets a pty of the
+   * container's devpts at this size; its output comes as fd 1 (the pty merges stderr) and `resize` changes it.
+   */
+  terminal?: WindowSize;
+}
+
+export type { WindowSize };
+
+/** Why `v` is not a window size (1 to 65535 rows and columns), or null. */
+export function windowSizeError(v: unknown, at: string): string | null {
+  if (!isObj(v)) return `${at} must be an object with rows and cols`;
+  for (const k of ['rows', 'cols'] as const) {
+    const n = v[k];
+    if (typeof n !== 'number' || !Number.isInteger(n) || n < 1 || n > 65535)
+      return `${at}.${k} must be an integer from 1 to 65535`;
+  }
+  return null;
 }
 
 /**
@@ -121,6 +140,8 @@ export type AgentRequest =
   | { op: 'stdin'; proc: number; data: string }
   | { op: 'close-stdin'; proc: number }
   | { op: 'signal'; proc: number; signal: string }
+  /** Sets the window size of a process's terminal (one started with `terminal`). */
+  | { op: 'resize'; proc: number; rows: number; cols: number }
   /** Whether the process still runs with its exit yet to be sent to this session (the host's liveness check). */
   | { op: 'proc-status'; proc: number }
   /** Signals every process in the container cgroup `/sys/fs/cgroup/vmcache/<name>` (what `kill --all` needs). */
@@ -163,6 +184,7 @@ const OPS: ReadonlySet<string> = new Set([
   'stdin',
   'close-stdin',
   'signal',
+  'resize',
   'proc-status',
   'signal-cgroup',
   'reseed',
@@ -349,6 +371,11 @@ export function parseHostMessage(v: unknown): Parsed<HostMessage> {
         const err = containerError(e.container);
         if (err) return bad(`exec.container.${err}`);
       }
+      if (e.terminal !== undefined) {
+        const err = windowSizeError(e.terminal, 'exec.terminal');
+        if (err) return bad(err);
+        if (e.container === undefined) return bad('exec.terminal needs exec.container (a container process)');
+      }
       return { ok: true, msg: { t: 'req', id, op: 'exec', exec: e as unknown as ExecRequest } };
     }
     case 'stdin':
@@ -362,6 +389,21 @@ export function parseHostMessage(v: unknown): Parsed<HostMessage> {
       if (!isUint(v.proc) || typeof v.signal !== 'string')
         return bad('signal needs proc (integer) and signal (name)');
       return { ok: true, msg: { t: 'req', id, op: 'signal', proc: v.proc, signal: v.signal } };
+    case 'resize': {
+      const err = isUint(v.proc) ? windowSizeError(v, 'resize') : 'resize needs proc (integer)';
+      if (err) return bad(err);
+      return {
+        ok: true,
+        msg: {
+          t: 'req',
+          id,
+          op: 'resize',
+          proc: v.proc as number,
+          rows: v.rows as number,
+          cols: v.cols as number,
+        },
+      };
+    }
     case 'proc-status':
       if (!isUint(v.proc)) return bad('proc-status needs proc (integer)');
       return { ok: true, msg: { t: 'req', id, op: 'proc-status', proc: v.proc } };

@@ -1,6 +1,6 @@
 import { EventEmitter } from 'node:events';
 import { PassThrough } from 'node:stream';
-import type { AgentRequest } from './messages.js';
+import type { AgentRequest, WindowSize } from './messages.js';
 
 /** How a guest process ended. */
 export interface ExitStatus {
@@ -61,6 +61,11 @@ export class AgentProcess extends EventEmitter {
   /** Closes the process's stdin. */
   async end(): Promise<void> {
     await this.#client.request({ op: 'close-stdin', proc: this.proc });
+  }
+
+  /** Sets the window size of the process's terminal (requires `terminal` at exec). */
+  async resize(size: WindowSize): Promise<void> {
+    await this.#client.request({ op: 'resize', proc: this.proc, rows: size.rows, cols: size.cols });
   }
 
   /** Sends a signal (a name such as `SIGTERM`) to the process. */

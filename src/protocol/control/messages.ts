@@ -9,6 +9,8 @@ import {
   type ExecProcess,
   execProcessError,
   SHAREABLE_NAMESPACES,
+  type WindowSize,
+  windowSizeError,
 } from '../agent/messages.js';
 import { isContainerId, isObj, isOneOf, isUint, shownValue } from '../guards.js';
 
@@ -36,9 +38,12 @@ export type ControlRequest =
       process: ExecProcess;
       container?: ContainerExec;
       shareSandbox?: Array<(typeof SHAREABLE_NAMESPACES)[number]>;
+      /** A terminal of this size for the process (`exec -t`, a member's `process.terminal`). */
+      terminal?: WindowSize;
     }
   // Only after an `exec` was accepted on the same connection:
   | { t: 'stdin'; data: string }
+  | ({ t: 'resize' } & WindowSize)
   | { t: 'close-stdin' }
   | { t: 'signal'; signal: string };
 
@@ -78,6 +83,11 @@ export function parseControlRequest(
     case 'stdin':
       if (typeof v.data !== 'string') return { ok: false, error: 'stdin.data must be base64' };
       return { ok: true, req: { t: 'stdin', data: v.data } };
+    case 'resize': {
+      const err = windowSizeError(v, 'resize');
+      if (err) return { ok: false, error: err };
+      return { ok: true, req: { t: 'resize', rows: v.rows as number, cols: v.cols as number } };
+    }
     case 'exec': {
       const p = v.process;
       if (!isUint(v.pid)) return { ok: false, error: 'exec.pid must be a pid' };
@@ -98,6 +108,11 @@ export function parseControlRequest(
             error: `exec.shareSandbox must list some of ${SHAREABLE_NAMESPACES.join(', ')}`,
           };
         req.shareSandbox = k;
+      }
+      if (v.terminal !== undefined) {
+        const err = windowSizeError(v.terminal, 'exec.terminal');
+        if (err) return { ok: false, error: err };
+        req.terminal = { rows: (v.terminal as WindowSize).rows, cols: (v.terminal as WindowSize).cols };
       }
       return { ok: true, req };
     }

@@ -3,6 +3,7 @@ import { createServer, type Server, type Socket } from 'node:net';
 import { dirname } from 'node:path';
 import { isVmcError, messageOf } from '../../errors.js';
 import { encodeFrame, FrameDecoder } from '../agent/framing.js';
+import type { WindowSize } from '../agent/messages.js';
 import { type ControlReply, type ControlRequest, parseControlRequest } from './messages.js';
 
 /** A process started through the control channel, as its connection sees it (stdin, signals, abandonment). */
@@ -10,12 +11,17 @@ export interface ExecSession {
   write(data: Buffer): Promise<void>;
   end(): Promise<void>;
   kill(signal: string): Promise<void>;
+  /** Sets the window size of the process's terminal (an exec with `terminal`). */
+  resize(size: WindowSize): Promise<void>;
   /** The connection that stood for the process is gone. */
   abandon(): void;
 }
 
-/** Requests a handler answers; the per-process ones (stdin, close-stdin, signal) go to its session. */
-export type HandledRequest = Exclude<ControlRequest, { t: 'stdin' } | { t: 'close-stdin' } | { t: 'signal' }>;
+/** Requests a handler answers; the per-process ones (stdin, close-stdin, signal, resize) go to its session. */
+export type HandledRequest = Exclude<
+  ControlRequest,
+  { t: 'stdin' } | { t: 'close-stdin' } | { t: 'signal' } | { t: 'resize' }
+>;
 
 /**
  * Handles one request. Replies through `reply` (`ok` is sent for it when it resolves with nothing and sent
@@ -78,7 +84,7 @@ function serveConnection(sock: Socket, handler: ControlHandler): void {
         continue;
       }
       const req = parsed.req;
-      if (req.t === 'stdin' || req.t === 'close-stdin' || req.t === 'signal') {
+      if (req.t === 'stdin' || req.t === 'close-stdin' || req.t === 'signal' || req.t === 'resize') {
         const s = session;
         if (!s) continue;
         const done =
@@ -86,7 +92,9 @@ function serveConnection(sock: Socket, handler: ControlHandler): void {
             ? s.write(Buffer.from(req.data, 'base64'))
             : req.t === 'signal'
               ? s.kill(req.signal)
-              : s.end();
+              : req.t === 'resize'
+                ? s.resize({ rows: req.rows, cols: req.cols })
+                : s.end();
         done.catch(() => undefined);
         continue;
       }

@@ -16,7 +16,13 @@ function fakeShim(owner: boolean): { shim: ControlledShim; calls: string[] } {
     pids: () => [10, 11],
     exec: async () => {
       calls.push('exec');
-      return { write: async () => {}, end: async () => {}, kill: async () => {}, abandon: () => {} };
+      return {
+        write: async () => {},
+        end: async () => {},
+        kill: async () => {},
+        resize: async () => {},
+        abandon: () => {},
+      };
     },
     ...(owner
       ? {

@@ -97,6 +97,22 @@ describe('agent message validation', () => {
       /exec.container.mounts\[0\].data/,
     ],
     [
+      'a terminal for a process that is not a container',
+      { t: 'req', id: 1, op: 'exec', exec: { args: ['sh'], terminal: { rows: 24, cols: 80 } } },
+      /exec.terminal needs exec.container/,
+    ],
+    [
+      'a terminal of 0 rows',
+      { t: 'req', id: 1, op: 'exec', exec: { args: ['sh'], terminal: { rows: 0, cols: 80 } } },
+      /exec.terminal.rows must be an integer from 1 to 65535/,
+    ],
+    [
+      'a resize of 70000 columns',
+      { t: 'req', id: 1, op: 'resize', proc: 2, rows: 24, cols: 70_000 },
+      /resize.cols must be an integer from 1 to 65535/,
+    ],
+    ['a resize without proc', { t: 'req', id: 1, op: 'resize', rows: 24, cols: 80 }, /resize needs proc/],
+    [
       'online with a boolean cpu count',
       { t: 'req', id: 1, op: 'online', cpus: true, memory: false },
       /online needs cpus/,
@@ -109,6 +125,18 @@ describe('agent message validation', () => {
       assert.match((r as { error: string }).error, re);
     });
   }
+
+  it('accepts a resize and a container exec with a terminal', () => {
+    const resize = { t: 'req', id: 3, op: 'resize', proc: 2, rows: 40, cols: 120 };
+    assert.deepEqual(parseHostMessage(resize), { ok: true, msg: resize });
+    const r = parseHostMessage({
+      t: 'req',
+      id: 4,
+      op: 'exec',
+      exec: { args: ['sh'], container: { root: 'c1/rootfs' }, terminal: { rows: 24, cols: 80 } },
+    });
+    assert.ok(r.ok, JSON.stringify(r));
+  });
 
   it('keeps the request id of an invalid request so it can be answered', () => {
     const r = parseHostMessage({ t: 'req', id: 9, op: 'exec', exec: {} });

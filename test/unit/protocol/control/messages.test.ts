@@ -11,10 +11,17 @@ describe('control channel messages (validated at both ends)', () => {
       { t: 'signal-all', name: 'c1', signal: 'SIGKILL' },
       { t: 'ps' },
       { t: 'stdin', data: 'aGk=' },
+      { t: 'resize', rows: 30, cols: 100 },
       {
         t: 'exec',
         pid: 42,
         process: { args: ['sh'], env: [], cwd: '/', uid: 0, gid: 0, additionalGids: [] },
+      },
+      {
+        t: 'exec',
+        pid: 42,
+        process: { args: ['sh'], env: [], cwd: '/', uid: 0, gid: 0, additionalGids: [] },
+        terminal: { rows: 24, cols: 80 },
       },
     ])
       assert.deepEqual(parseControlRequest(req), { ok: true, req });
@@ -28,6 +35,17 @@ describe('control channel messages (validated at both ends)', () => {
       [{ t: 'signal-all', name: '../init.scope', signal: 'SIGKILL' }, /signal-all.name/],
       [{ t: 'signal-all', name: 'c1' }, /signal-all.signal/],
       [{ t: 'exec', pid: -1, process: {} }, /exec.pid/],
+      [{ t: 'resize', rows: 24 }, /resize.cols must be an integer from 1 to 65535/],
+      [{ t: 'resize', rows: -1, cols: 80 }, /resize.rows/],
+      [
+        {
+          t: 'exec',
+          pid: 1,
+          process: { args: ['x'], env: [], cwd: '/', uid: 0, gid: 0, additionalGids: [] },
+          terminal: { rows: 24, cols: '80' },
+        },
+        /exec.terminal.cols/,
+      ],
       [
         { t: 'exec', pid: 1, process: { args: [], env: [], cwd: '/', uid: 0, gid: 0, additionalGids: [] } },
         /args/,

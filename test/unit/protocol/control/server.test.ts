@@ -64,6 +64,7 @@ describe('control server', () => {
       write: async () => {},
       end: async () => {},
       kill: async () => {},
+      resize: async () => {},
       abandon: () => {},
     }));
     const exec = {
