@@ -154,6 +154,8 @@ export async function agentClientTarget(_opts: FuzzOptions): Promise<Target<Clie
     syncShared: async () => {},
     containerCommand: async () => ({ file: '/nonexistent/vmc-helper', args: [] }),
     signalCgroup: async () => 0,
+    updateCgroup: async () => false,
+    cgroupStats: async () => null,
     configureNic: async () => ({ name: 'eth0' }),
     warm: async () => {},
     info: async () => ({}),

@@ -11,6 +11,7 @@ import { fileLogger } from './log.js';
 import { runtimeContext } from './runtime/common.js';
 import { create } from './runtime/create.js';
 import { del } from './runtime/delete.js';
+import { events } from './runtime/events.js';
 import { exec } from './runtime/exec.js';
 import { features } from './runtime/features.js';
 import { kill, pause, resume } from './runtime/kill.js';
@@ -19,6 +20,7 @@ import { shimMain } from './runtime/shim.js';
 import { spec } from './runtime/spec.js';
 import { start } from './runtime/start.js';
 import { list, ps, state } from './runtime/state.js';
+import { update } from './runtime/update.js';
 import { vmGc, vmList } from './vm-list.js';
 import { vmRun } from './vm-run.js';
 
@@ -234,6 +236,28 @@ program
       ExitCode.RuntimeError,
     ),
   );
+program
+  .command('update')
+  .description("new limits for a running container's guest cgroup (more memory is hot-plugged into its VM)")
+  .argument('<id>')
+  .option(
+    '-r, --resources <file>',
+    "runc's LinuxResources JSON (- for stdin): memory, cpu quota/period, pids",
+  )
+  .option('--memory <bytes>', 'memory limit (suffix k, m or g; -1: none)')
+  .option('--cpu-quota <us>', 'CPU time per period, µs (-1: none)')
+  .option('--cpu-period <us>', 'CPU period, µs')
+  .option('--pids-limit <n>', 'most processes (-1: none)')
+  .action(run(async (g, cmd) => update(rt(g), cmd.args[0]!, cmd.opts())));
+program
+  .command('events')
+  .description(
+    "the container's cgroup stats in runc's JSON: every --interval until it stops, or once (--stats)",
+  )
+  .argument('<id>')
+  .option('--stats', 'print the stats once and exit')
+  .option('--interval <duration>', 'time between stats (e.g. 5s, 500ms)', '5s')
+  .action(run(async (g, cmd) => events(rt(g), cmd.args[0]!, cmd.opts())));
 program
   .command('list')
   .description('list containers')

@@ -79,6 +79,8 @@ export type StatFs = (path: string) => { bsize: number; blocks: number };
 /** Mounts the guest helper takes (`char *mounts[128]` in vmc-helper.c). */
 export const MAX_MOUNTS = 128;
 
+/** The smallest memory limit (bytes) a container may get: below it the guest kernel would kill it at once. */
+export const MIN_MEMORY_LIMIT = 4 * 1024 * 1024;
 /**
  * cgroup v2 `cpu.max` bounds, in µs: the kernel refuses a quota under 1 ms or over its max_cfs_runtime
  * (MAX_BW = 2^44-1 µs, "more than 203 days"), and a period outside 1 ms..1 s (kernel/sched/core.c).
@@ -173,7 +175,7 @@ function resources(res: At): ContainerConfig['resources'] {
   const mem = res.get('memory');
   const limit = mem.exists() ? mem.get('limit').optional((l) => l.int()) : undefined;
   if (limit !== undefined && limit > 0) {
-    if (limit < 4 * 1024 * 1024) mem.get('limit').fail('at least 4 MiB, or -1 for none');
+    if (limit < MIN_MEMORY_LIMIT) mem.get('limit').fail('at least 4 MiB, or -1 for none');
     out.memoryLimit = limit;
   }
   const cpu = res.get('cpu');

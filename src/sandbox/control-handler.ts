@@ -1,7 +1,8 @@
 import { VmcError } from '../errors.js';
 import type { Paths } from '../platform/paths.js';
 import { terminalPort } from '../platform/terminal.js';
-import type { ControlReply } from '../protocol/control/messages.js';
+import type { CgroupStats } from '../protocol/agent/messages.js';
+import type { ControlReply, ResourceUpdate } from '../protocol/control/messages.js';
 import {
   type ControlHandler,
   ControlServer,
@@ -28,6 +29,10 @@ export interface ControlledShim extends Shim {
   resume?(): Promise<void>;
   /** Signals every process of container `name` (this one or a member of this sandbox); the agent's answer. */
   signalAll?(name: string, signal: string): Promise<unknown>;
+  /** New limits for the guest cgroup of container `name` (this one or a member): only the VM's owner. */
+  update?(name: string, r: ResourceUpdate): Promise<void>;
+  /** The usage and limits of container `name`'s guest cgroup: only the VM's owner. */
+  stats?(name: string): Promise<CgroupStats>;
 }
 
 /** Listens on `shim`'s control socket (under the state root and run directory of `deps`). */
@@ -79,6 +84,18 @@ export function controlHandler(shim: ControlledShim): ControlHandler {
             `container ${shim.id} does not hold a VM: ask its sandbox ${shim.sandboxId}`,
           );
         reply({ t: 'ok', result: await shim.signalAll(req.name, req.signal) });
+        return 'replied';
+      }
+      case 'update':
+      case 'stats': {
+        const owner = `container ${shim.id} does not hold a VM: ask its sandbox ${shim.sandboxId}`;
+        if (req.t === 'update') {
+          if (!shim.update) throw new VmcError('VMC_ERR_INVALID_STATE', owner);
+          await shim.update(req.name, req.resources);
+          return;
+        }
+        if (!shim.stats) throw new VmcError('VMC_ERR_INVALID_STATE', owner);
+        reply({ t: 'ok', result: await shim.stats(req.name) });
         return 'replied';
       }
       case 'exec':

@@ -7,11 +7,12 @@ import type { ContainerConfig } from '../oci/bundle.js';
 import { ended, relayStdin } from '../platform/streams.js';
 import { UndoStack } from '../platform/undo-stack.js';
 import type { AgentProcess, ExitStatus } from '../protocol/agent/client.js';
-import type { ContainerExec } from '../protocol/agent/messages.js';
-import type { ControlReply } from '../protocol/control/messages.js';
+import type { CgroupStats, ContainerExec } from '../protocol/agent/messages.js';
+import type { ControlReply, ResourceUpdate } from '../protocol/control/messages.js';
 import type { ControlServer, ExecSession } from '../protocol/control/server.js';
 import { currentShape, grow } from '../vm/resize.js';
 import type { Vm } from '../vm/vm.js';
+import { type CgroupLimitFiles, cgroupUpdate } from './cgroup-update.js';
 import { type ControlledShim, type ExecControlRequest, serveControl } from './control-handler.js';
 import { relayExec } from './exec-session.js';
 import { runCreateHooks, runPoststartHooks } from './hooks.js';
@@ -20,7 +21,7 @@ import { type MountPlan, planMounts } from './mounts.js';
 import { namespacesToShare } from './namespaces.js';
 import { checkPodNetns, connectPodNetwork, disconnectPodNetwork, type PodNetwork } from './network.js';
 import { containerExecOf, execProcessOf, startError, terminalOf } from './process.js';
-import { sizeForContainer } from './resources.js';
+import { cgroupLimits, sizeForContainer } from './resources.js';
 import { shareInto } from './share.js';
 import type { SandboxDeps, Stdio } from './shim-interface.js';
 
@@ -39,6 +40,8 @@ export class SandboxShim implements ControlledShim {
   readonly #members = new Set<number>();
   /** Memory hot-plugs for members, one at a time (members of a pod may start at once). */
   #growth: Promise<unknown> = Promise.resolve();
+  /** The limit files of each container's guest cgroup (this one's, its members'), as last written. */
+  readonly #limits = new Map<string, CgroupLimitFiles>();
   #proc: AgentProcess | null = null;
   #server: ControlServer | null = null;
   #resolveStopped!: (s: ExitStatus) => void;
@@ -53,6 +56,7 @@ export class SandboxShim implements ControlledShim {
     private readonly deps: SandboxDeps,
   ) {
     this.#life = new ShimLifecycle(id, deps);
+    this.#limits.set(id, cgroupLimits(cfg.resources) ?? {});
     this.stopped = new Promise((r) => {
       this.#resolveStopped = r;
     });
@@ -180,10 +184,35 @@ export class SandboxShim implements ControlledShim {
 
   /** Signals every process of this container or of a member of its pod, through its guest cgroup. */
   async signalAll(name: string, signal: string): Promise<unknown> {
+    this.#needInPod(name, 'signal-all');
+    return this.vm.agent.request({ op: 'signal-cgroup', name, signal });
+  }
+
+  /**
+   * New limits for the guest cgroup of this container or a member (`update`): a higher memory limit grows the
+   * VM first (hot-plug), then the files are written. Only while it runs (before start there is no cgroup).
+   */
+  async update(name: string, r: ResourceUpdate): Promise<void> {
+    this.#needInPod(name, 'update');
+    this.#life.need('update', ['running', 'paused'], `container ${this.id} is not running`);
+    const { files, next, growBytes } = cgroupUpdate(this.#limits.get(name) ?? {}, r);
+    await this.#growBy(growBytes);
+    await this.vm.agent.request({ op: 'update-cgroup', name, limits: files });
+    this.#limits.set(name, next);
+  }
+
+  /** The usage and limits of the guest cgroup of this container or a member (`events`). */
+  async stats(name: string): Promise<CgroupStats> {
+    this.#needInPod(name, 'stats');
+    this.#life.need('stats', ['running', 'paused'], `container ${this.id} is not running`);
+    return (await this.vm.agent.request({ op: 'cgroup-stats', name })) as CgroupStats;
+  }
+
+  /** `name` is this container or a member of its pod, and the VM is still there. */
+  #needInPod(name: string, what: string): void {
     if (name !== this.id && this.deps.store.read(name).sandboxId !== this.id)
       throw new VmcError('VMC_ERR_INVALID_STATE', `container ${name} is not in sandbox ${this.id}`);
-    this.#life.need('signal-all', LIVE, `sandbox ${this.id} is stopped`);
-    return this.vm.agent.request({ op: 'signal-cgroup', name, signal });
+    this.#life.need(what, LIVE, `sandbox ${this.id} is stopped`);
   }
 
   /**
@@ -222,7 +251,11 @@ export class SandboxShim implements ControlledShim {
     } catch (err) {
       throw startError(this.id, err);
     }
-    if (member) this.#members.add(proc.pid);
+    if (member) {
+      this.#members.add(proc.pid);
+      const name = container.cgroup?.name;
+      if (name) this.#limits.set(name, { ...container.cgroup?.limits });
+    }
     this.#execs.add(req.pid);
     reply({ t: 'ok', result: { guestPid: proc.pid } });
     return relayExec(proc, reply, end, this.stopped, () => {
@@ -236,7 +269,11 @@ export class SandboxShim implements ControlledShim {
    * for each container (the VM never shrinks while the pod lives). vCPUs are not added: see resources.ts.
    */
   #growForMember(container: ContainerExec): Promise<void> {
-    const bytes = Number(container.cgroup?.limits?.['memory.max'] ?? 0);
+    return this.#growBy(Number(container.cgroup?.limits?.['memory.max'] ?? 0));
+  }
+
+  /** Hot-plugs `bytes` more memory into the VM (rounded up to MiB), one growth after another. */
+  #growBy(bytes: number): Promise<void> {
     if (!(bytes > 0)) return Promise.resolve();
     const grown = this.#growth.then(() => {
       const now = currentShape(this.vm);

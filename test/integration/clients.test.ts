@@ -210,7 +210,7 @@ describe('containerd and podman drive vmcache as their OCI runtime (real QEMU)',
       30,
       100,
     );
-    await t.expect(/# $/m);
+    await t.expect(/\/ # /);
     t.send('tty; stty size\r');
     await t.expect(/\/dev\/pts\/\d+\r?\n30 100/);
     t.resize(40, 120);
@@ -226,7 +226,7 @@ describe('containerd and podman drive vmcache as their OCI runtime (real QEMU)',
     t.send('sleep 100\r');
     await sleep(1_000);
     t.send('\x03');
-    await t.expect(/# $/m, 30_000);
+    await t.expect(/\/ # /, 30_000);
     t.send('exit 3\r');
     assert.equal(await t.exited, 3, t.output());
     assert.deepEqual(await containerVms(), []);
@@ -249,7 +249,7 @@ describe('containerd and podman drive vmcache as their OCI runtime (real QEMU)',
     assert.equal(d.code, 0, d.stderr);
     try {
       const t = onPty(['podman', ...podmanArgs(['exec', '-it', 'pd2', 'sh'])], cliEnv, 25, 90);
-      await t.expect(/# $/m);
+      await t.expect(/\/ # /);
       t.send('stty size; test -t 0 && echo on-a-tty\r');
       await t.expect(/25 90\r?\non-a-tty/);
       t.send('exit 4\r');

@@ -203,6 +203,70 @@ describe('OCI runtime (runc-compatible CLI, busybox bundles, real QEMU)', () => 
     assert.deepEqual(containersLeft(), []);
   });
 
+  it('update: new cgroup limits seen inside the container, more memory hot-plugged; events --stats reports them', async () => {
+    const b = bundle('upd', {
+      args: ['sh', '-c', 'while :; do sleep 1; done'],
+      resources: { memory: { limit: 64 * 2 ** 20 } },
+    });
+    const out = join(env.runDir, 'u1.out');
+    assert.equal(await vmcToFile(['run', '-d', '--bundle', b, 'u1'], out), 0, readFileSync(out, 'utf8'));
+    const inside = async () =>
+      (
+        await vmc([
+          'exec',
+          'u1',
+          '--',
+          'sh',
+          '-c',
+          'cat /sys/fs/cgroup/memory.max /sys/fs/cgroup/pids.max /sys/fs/cgroup/cpu.max; grep MemTotal /proc/meminfo',
+        ])
+      ).stdout.split('\n');
+    const [mem0, , , total0] = await inside();
+    assert.equal(mem0, String(64 * 2 ** 20));
+    const up = await vmc(['update', '--memory', '192m', '--pids-limit', '50', 'u1']);
+    assert.equal(up.code, 0, up.stderr);
+    const r = await vmc(
+      ['update', '-r', '-', 'u1'],
+      JSON.stringify({ cpu: { quota: 50_000, period: 100_000, shares: 512 } }),
+    );
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stderr, /not applied by vmcache.*cpu.shares/);
+    const [mem, pids, cpu, total] = await inside();
+    assert.deepEqual([mem, pids, cpu], [String(192 * 2 ** 20), '50', '50000 100000']);
+    const kb = (line: string) => Number(/(\d+) kB/.exec(line)![1]);
+    // 128 MiB more (192 - 64) was hot-plugged before the limit was raised.
+    assert.ok(kb(total!) - kb(total0!) >= 120 * 1024, `${total0} → ${total}`);
+    const ev = await vmc(['events', '--stats', 'u1']);
+    assert.equal(ev.code, 0, ev.stderr);
+    const line = JSON.parse(ev.stdout) as {
+      type: string;
+      id: string;
+      data: {
+        memory: { usage: { limit: number; usage: number } };
+        pids: { limit: number; current: number };
+        cpu: { usage: { total: number } };
+      };
+    };
+    assert.equal(line.type, 'stats');
+    assert.equal(line.id, 'u1');
+    assert.equal(line.data.memory.usage.limit, 192 * 2 ** 20);
+    assert.ok(line.data.memory.usage.usage > 0);
+    assert.equal(line.data.pids.limit, 50);
+    assert.ok(line.data.pids.current >= 2, 'sh and sleep');
+    assert.ok(line.data.cpu.usage.total > 0);
+    // Without --stats: a line per interval until the container stops.
+    const stream = vmc(['events', '--interval', '200ms', 'u1']);
+    await sleep(1_500);
+    assert.equal((await vmc(['kill', 'u1', 'KILL'])).code, 0);
+    const streamed = await stream;
+    assert.equal(streamed.code, 0, streamed.stderr);
+    assert.ok(streamed.stdout.trim().split('\n').length >= 3, streamed.stdout);
+    await waitStatus('u1', 'stopped');
+    const late = await vmc(['update', '--memory', '100m', 'u1']);
+    assert.match(late.stderr, /container u1 is stopped; update needs running or paused/);
+    assert.equal((await vmc(['delete', 'u1'])).code, 0);
+  });
+
   it('a program that does not exist: start fails naming it; delete leaves nothing', async () => {
     const b = bundle('nope', { args: ['nope-not-here'] });
     const out = join(env.runDir, 'nope.out');
@@ -241,10 +305,24 @@ describe('OCI runtime (runc-compatible CLI, busybox bundles, real QEMU)', () => 
         () => busyboxBundle(bad, join(env.runDir, 'missing-rootfs'), { args: ['true'] }),
       ],
       [
-        'a terminal',
+        'a terminal without a console socket',
         ['create', '--bundle', bad, 'x1'],
-        /process.terminal: true is not supported.*VMC_ERR_OCI_UNSUPPORTED/,
+        /process.terminal is true: give --console-socket.*VMC_ERR_CLI_USAGE/,
         () => busyboxBundle(bad, rootfs, { args: ['sh'], terminal: true }),
+      ],
+      [
+        'file descriptors to preserve',
+        ['run', '--preserve-fds', '2', '--bundle', bad, 'x1'],
+        /--preserve-fds "2": the container's process runs in a VM.*VMC_ERR_OCI_UNSUPPORTED/,
+        () => busyboxBundle(bad, rootfs, { args: ['true'] }),
+      ],
+      ['an update of an unknown id', ['update', '--memory', '64m', 'ghost'], /does not exist/, () => {}],
+      ['an update without a limit', ['update', 'ghost'], /update needs --memory/, () => {}],
+      [
+        'a bad --interval',
+        ['events', '--interval', '5 parsecs', 'ghost'],
+        /--interval must be a duration/,
+        () => {},
       ],
       [
         'a bind mount of a source that does not exist',

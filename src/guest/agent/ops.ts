@@ -13,6 +13,9 @@ export const HELPER = '/opt/vmcache/vmc-helper';
 /** Where the guest mounts the VM's shared directory (the 9p tag SHARED_TAG). */
 export const SHARED_MOUNT = '/run/vmcache/shared';
 
+/** Where the containers' cgroups are (vmc-helper's `enter -c NAME` makes `vmcache/NAME`). */
+const CGROUPS = '/sys/fs/cgroup/vmcache';
+
 function read(path: string): string {
   return readFileSync(path, 'utf8').trim();
 }
@@ -188,7 +191,7 @@ export const linuxOps: GuestOps = {
     await once('/bin/true', [], 3);
   },
   async signalCgroup(name, signal) {
-    const dir = `/sys/fs/cgroup/vmcache/${name}`;
+    const dir = `${CGROUPS}/${name}`;
     let pids: number[];
     try {
       pids = read(`${dir}/cgroup.procs`).split('\n').filter(Boolean).map(Number);
@@ -210,6 +213,53 @@ export const linuxOps: GuestOps = {
       } catch {} // gone in between
     }
     return n;
+  },
+  async updateCgroup(name, limits) {
+    const dir = `${CGROUPS}/${name}`;
+    try {
+      read(`${dir}/cgroup.procs`);
+    } catch {
+      return false;
+    }
+    // The kernel checks each value (an EINVAL names the file in the agent's error).
+    for (const [file, value] of Object.entries(limits)) writeFileSync(`${dir}/${file}`, value);
+    return true;
+  },
+  async cgroupStats(name) {
+    const dir = `${CGROUPS}/${name}`;
+    let current: string;
+    try {
+      current = read(`${dir}/memory.current`);
+    } catch {
+      return null;
+    }
+    const opt = (file: string) => {
+      try {
+        return read(`${dir}/${file}`).trim();
+      } catch {
+        return '';
+      }
+    };
+    const limit = (v: string) => (v === '' || v === 'max' ? null : Number(v));
+    const flat = (text: string) => {
+      const m: Record<string, number> = {};
+      for (const line of text.split('\n')) {
+        const [k, v] = line.split(' ');
+        if (k && v !== undefined) m[k] = Number(v);
+      }
+      return m;
+    };
+    return {
+      memory: {
+        current: Number(current.trim()),
+        max: limit(opt('memory.max')),
+        peak: limit(opt('memory.peak')),
+        stat: flat(opt('memory.stat')),
+        events: flat(opt('memory.events')),
+      },
+      cpu: flat(opt('cpu.stat')),
+      pids: { current: Number(opt('pids.current') || 0), max: limit(opt('pids.max')) },
+    };
   },
   async configureNic(nic) {
     // A hot-plugged NIC appears asynchronously (PCIe hot-plug, then the driver binds): wait for its MAC.

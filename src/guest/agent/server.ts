@@ -6,6 +6,7 @@ import type { GuestErrorCode } from '../../protocol/agent/guest-codes.js';
 import {
   AGENT_PROTOCOL_VERSION,
   type AgentRequest,
+  type CgroupStats,
   type ExecRequest,
   type GuestMessage,
   type NicConfig,
@@ -31,6 +32,10 @@ export interface GuestOps {
    * many were signalled.
    */
   signalCgroup(name: string, signal: NodeJS.Signals): Promise<number>;
+  /** Writes limit files of container cgroup `name`; false when it does not exist. */
+  updateCgroup(name: string, limits: Record<string, string>): Promise<boolean>;
+  /** Usage and limits of container cgroup `name`, or null when it does not exist. */
+  cgroupStats(name: string): Promise<CgroupStats | null>;
   /** Configures a (hot-plugged) NIC found by its MAC. */
   configureNic(nic: NicConfig): Promise<{ name: string }>;
   /** Runs the process and container start paths once, and mounts the share if asked (see `warm`). */
@@ -198,6 +203,15 @@ export class AgentServer {
       }
       case 'signal-cgroup':
         return { signalled: await this.ops.signalCgroup(req.name, signalOf(req.signal)) };
+      case 'update-cgroup':
+        if (!(await this.ops.updateCgroup(req.name, req.limits)))
+          throw new RequestError('NO_CGROUP', `no container cgroup ${req.name}`);
+        return null;
+      case 'cgroup-stats': {
+        const stats = await this.ops.cgroupStats(req.name);
+        if (!stats) throw new RequestError('NO_CGROUP', `no container cgroup ${req.name}`);
+        return stats;
+      }
       case 'reseed':
         await this.ops.reseed(req.data);
         return null;

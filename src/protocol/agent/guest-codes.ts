@@ -11,6 +11,7 @@ export const GuestErrorCodes = {
   NO_STDIN: 'the process has no open stdin',
   NO_PROCESS: 'no running process has that id',
   NO_TERMINAL: 'the process was not started with a terminal',
+  NO_CGROUP: 'no container cgroup has that name',
   SPAWN_FAILED: 'the process could not be started',
   FAILED: 'the request failed otherwise',
 } as const;

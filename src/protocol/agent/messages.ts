@@ -30,6 +30,20 @@ export interface ExecRequest {
 
 export type { WindowSize };
 
+/** Usage and limits of a container's guest cgroup (cgroup v2 files, parsed; null for "max"). */
+export interface CgroupStats {
+  memory: {
+    current: number;
+    max: number | null;
+    peak: number | null;
+    stat: Record<string, number>;
+    events: Record<string, number>;
+  };
+  /** `cpu.stat`: usage_usec, user_usec, system_usec, nr_periods, nr_throttled, throttled_usec. */
+  cpu: Record<string, number>;
+  pids: { current: number; max: number | null };
+}
+
 /** Why `v` is not a window size (1 to 65535 rows and columns), or null. */
 export function windowSizeError(v: unknown, at: string): string | null {
   if (!isObj(v)) return `${at} must be an object with rows and cols`;
@@ -146,6 +160,10 @@ export type AgentRequest =
   | { op: 'proc-status'; proc: number }
   /** Signals every process in the container cgroup `/sys/fs/cgroup/vmcache/<name>` (what `kill --all` needs). */
   | { op: 'signal-cgroup'; name: string; signal: string }
+  /** Writes limit files of a container's cgroup (`update`): `memory.max`, `cpu.max`, `pids.max`. */
+  | { op: 'update-cgroup'; name: string; limits: Record<string, string> }
+  /** Reads a container cgroup's usage and limits (`events --stats`); the answer is a CgroupStats. */
+  | { op: 'cgroup-stats'; name: string }
   | { op: 'reseed'; data: string }
   | { op: 'set-time'; epochNs: string }
   /** Ensure at least `cpus` vCPUs are online (0: leave CPUs alone), waiting for hot-added ones to appear. */
@@ -187,6 +205,8 @@ const OPS: ReadonlySet<string> = new Set([
   'resize',
   'proc-status',
   'signal-cgroup',
+  'update-cgroup',
+  'cgroup-stats',
   'reseed',
   'set-time',
   'online',
@@ -241,6 +261,17 @@ function isCgroupName(v: unknown): v is string {
   return typeof v === 'string' && /^[\w.+-]{1,200}$/.test(v) && !v.startsWith('.');
 }
 
+/** Why `limits` is not a set of cgroup limit files and values, or null. */
+function cgroupLimitsError(limits: unknown, at: string): string | null {
+  if (!isObj(limits)) return `${at} must be an object`;
+  for (const [k, v] of Object.entries(limits)) {
+    if (!isOneOf(CGROUP_LIMIT_FILES, k))
+      return `${at}: ${shownValue(k)} is not one of ${CGROUP_LIMIT_FILES.join(', ')}`;
+    if (typeof v !== 'string' || !/^[0-9a-z ]{1,40}$/.test(v)) return `${at}.${k} must be a cgroup value`;
+  }
+  return null;
+}
+
 /** Validates `exec.container`; returns the faulty field and what it must be, or null. */
 export function containerError(c: unknown): string | null {
   if (!isObj(c)) return 'container must be an object';
@@ -260,13 +291,8 @@ export function containerError(c: unknown): string | null {
     const g = c.cgroup;
     if (!isObj(g) || !isCgroupName(g.name)) return 'cgroup.name must be a container id';
     if (g.limits !== undefined) {
-      if (!isObj(g.limits)) return 'cgroup.limits must be an object';
-      for (const [k, v] of Object.entries(g.limits)) {
-        if (!isOneOf(CGROUP_LIMIT_FILES, k))
-          return `cgroup.limits: ${shownValue(k)} is not one of ${CGROUP_LIMIT_FILES.join(', ')}`;
-        if (typeof v !== 'string' || !/^[0-9a-z ]{1,40}$/.test(v))
-          return `cgroup.limits.${k} must be a cgroup value`;
-      }
+      const err = cgroupLimitsError(g.limits, 'cgroup.limits');
+      if (err) return err;
     }
   }
   const extra = containerExtrasError(c);
@@ -411,6 +437,16 @@ export function parseHostMessage(v: unknown): Parsed<HostMessage> {
       if (!isCgroupName(v.name) || typeof v.signal !== 'string')
         return bad('signal-cgroup needs name (a container id) and signal (name)');
       return { ok: true, msg: { t: 'req', id, op: 'signal-cgroup', name: v.name, signal: v.signal } };
+    case 'update-cgroup': {
+      if (!isCgroupName(v.name)) return bad('update-cgroup needs name (a container id)');
+      const err = cgroupLimitsError(v.limits, 'update-cgroup.limits');
+      if (err) return bad(err);
+      const limits = v.limits as Record<string, string>;
+      return { ok: true, msg: { t: 'req', id, op: 'update-cgroup', name: v.name, limits } };
+    }
+    case 'cgroup-stats':
+      if (!isCgroupName(v.name)) return bad('cgroup-stats needs name (a container id)');
+      return { ok: true, msg: { t: 'req', id, op: 'cgroup-stats', name: v.name } };
     case 'reseed':
       if (typeof v.data !== 'string' || !/^[0-9a-f]{2,1024}$/.test(v.data) || v.data.length % 2 !== 0)
         return bad('reseed.data must be 1–512 bytes of lowercase hex');

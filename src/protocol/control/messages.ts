@@ -3,6 +3,8 @@
  * send a container's host-side process (the "shim"), and what it answers. Frames are the agent's (`VMC1` +
  * length + JSON, see ../agent/framing.ts); every frame is validated here, at the boundary, by both ends.
  */
+
+import { CPU_PERIOD_RANGE, CPU_QUOTA_RANGE, MAX_PIDS_LIMIT, MIN_MEMORY_LIMIT } from '../../oci/bundle.js';
 import {
   type ContainerExec,
   containerError,
@@ -13,6 +15,37 @@ import {
   windowSizeError,
 } from '../agent/messages.js';
 import { isContainerId, isObj, isOneOf, isUint, shownValue } from '../guards.js';
+
+/**
+ * New limits for a container's guest cgroup (`update`): a field left out stays as it is, null removes the
+ * limit. Memory in bytes, CPU quota and period in µs (cgroup v2 `cpu.max`).
+ */
+export interface ResourceUpdate {
+  memory?: number | null;
+  cpuQuota?: number | null;
+  cpuPeriod?: number;
+  pids?: number | null;
+}
+
+/** Why `v` is not a ResourceUpdate (naming the field), or null. */
+export function resourceUpdateError(v: unknown, at: string): string | null {
+  if (!isObj(v)) return `${at} must be an object`;
+  const known = ['memory', 'cpuQuota', 'cpuPeriod', 'pids'];
+  for (const k of Object.keys(v)) if (!known.includes(k)) return `${at}: unknown field ${shownValue(k)}`;
+  const int = (k: string, [lo, hi]: readonly [number, number], nullable: boolean): string | null => {
+    const x = v[k];
+    if (x === undefined || (nullable && x === null)) return null;
+    return typeof x === 'number' && Number.isSafeInteger(x) && x >= lo && x <= hi
+      ? null
+      : `${at}.${k} must be an integer from ${lo} to ${hi}${nullable ? ' or null (no limit)' : ''}`;
+  };
+  return (
+    int('memory', [MIN_MEMORY_LIMIT, Number.MAX_SAFE_INTEGER], true) ??
+    int('cpuQuota', CPU_QUOTA_RANGE, true) ??
+    int('cpuPeriod', CPU_PERIOD_RANGE, false) ??
+    int('pids', [1, MAX_PIDS_LIMIT], true)
+  );
+}
 
 /** Requests a client sends. */
 export type ControlRequest =
@@ -26,6 +59,10 @@ export type ControlRequest =
    * its guest cgroup, including what its main process left behind: `kill --all`. Only the VM's owner does it.
    */
   | { t: 'signal-all'; name: string; signal: string }
+  /** New limits for container `name`'s guest cgroup (this one, or a member): `update`. Only the VM's owner. */
+  | { t: 'update'; name: string; resources: ResourceUpdate }
+  /** The usage and limits of container `name`'s guest cgroup (a CgroupStats): `events`. Only the VM's owner. */
+  | { t: 'stats'; name: string }
   /**
    * `pid`: the host process standing for the exec'd process (listed by `ps`). Without `container`, the process
    * joins the sandbox's own container process; with it, it joins the process `container.join` names (a member
@@ -80,6 +117,15 @@ export function parseControlRequest(
       if (!isSignal(v.signal))
         return { ok: false, error: 'signal-all.signal must be a signal name such as SIGTERM' };
       return { ok: true, req: { t: 'signal-all', name: v.name, signal: v.signal } };
+    case 'update': {
+      if (!isContainerId(v.name)) return { ok: false, error: 'update.name must be a container id' };
+      const err = resourceUpdateError(v.resources, 'update.resources');
+      if (err) return { ok: false, error: err };
+      return { ok: true, req: { t: 'update', name: v.name, resources: v.resources as ResourceUpdate } };
+    }
+    case 'stats':
+      if (!isContainerId(v.name)) return { ok: false, error: 'stats.name must be a container id' };
+      return { ok: true, req: { t: 'stats', name: v.name } };
     case 'stdin':
       if (typeof v.data !== 'string') return { ok: false, error: 'stdin.data must be base64' };
       return { ok: true, req: { t: 'stdin', data: v.data } };

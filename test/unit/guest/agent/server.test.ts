@@ -25,6 +25,18 @@ function fakeOps() {
       calls.push(`signal-cgroup ${name} ${signal}`);
       return 2;
     },
+    updateCgroup: async (name, limits) => {
+      calls.push(`update-cgroup ${name} ${JSON.stringify(limits)}`);
+      return name === 'c1';
+    },
+    cgroupStats: async (name) =>
+      name === 'c1'
+        ? {
+            memory: { current: 1, max: null, peak: 2, stat: { anon: 3 }, events: { oom_kill: 0 } },
+            cpu: { usage_usec: 5 },
+            pids: { current: 1, max: 10 },
+          }
+        : null,
     configureNic: async (nic) => {
       calls.push(`nic ${nic.mac}`);
       return { name: 'eth0' };
@@ -192,6 +204,28 @@ describe('AgentServer (the in-guest agent engine, run on the host)', () => {
       /unknown signal/,
     );
     assert.deepEqual(calls, ['reseed abcd', 'settime 1700000000000000000', 'signal-cgroup c1 SIGTERM']);
+    client.close();
+  });
+
+  it('updates and reads a container cgroup, and names one that does not exist', async () => {
+    const { ops, calls } = fakeOps();
+    const { client } = await pair(new AgentServer(ops));
+    assert.equal(
+      await client.request({ op: 'update-cgroup', name: 'c1', limits: { 'pids.max': '10' } }),
+      null,
+    );
+    await assert.rejects(
+      client.request({ op: 'update-cgroup', name: 'c2', limits: { 'pids.max': '10' } }),
+      (e) => isVmcError(e, 'VMC_ERR_AGENT_REQUEST') && /no container cgroup c2/.test(e.message),
+    );
+    await assert.rejects(
+      client.request({ op: 'update-cgroup', name: 'c1', limits: { 'cgroup.procs': '1' } }),
+      /cgroup.procs.*is not one of memory.max/,
+    );
+    const stats = (await client.request({ op: 'cgroup-stats', name: 'c1' })) as { pids: { max: number } };
+    assert.equal(stats.pids.max, 10);
+    await assert.rejects(client.request({ op: 'cgroup-stats', name: 'c2' }), /no container cgroup c2/);
+    assert.deepEqual(calls, ['update-cgroup c1 {"pids.max":"10"}', 'update-cgroup c2 {"pids.max":"10"}']);
     client.close();
   });
 
