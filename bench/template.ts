@@ -28,7 +28,7 @@ export async function templateRows(
       unit: 's',
       summary: summarize([(performance.now() - t) / 1000]),
     });
-    const { factory } = await TemplateFactory.open(spec, dir, deps, { create: false });
+    const { factory } = await TemplateFactory.open(spec, dir, deps, { create: 'no' });
     const f = new VmFactory(factory, deps);
     const clones: number[] = [];
     for (let i = 0; i < 5; i++) {

@@ -51,6 +51,7 @@ export const ErrorCodes = {
   VMC_ERR_CONTROL_PROTOCOL:
     "a peer on a container's control socket sent a frame or request that is not valid",
   VMC_ERR_VM_RECORD_INVALID: 'a VM record on disk (or in a hand-off) is not valid',
+  VMC_ERR_LOCK_TIMEOUT: 'another process held a lock for longer than the wait allows',
   VMC_ERR_CONSOLE_SOCKET: 'the terminal could not be handed to --console-socket',
 } as const;
 

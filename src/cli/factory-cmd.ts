@@ -39,7 +39,7 @@ export async function factoryInit(ctx: CliContext): Promise<number> {
   });
   if (factory.template) {
     const { factory: tf, created } = await TemplateFactory.open(spec, factory.templatePath, ctx, {
-      create: true,
+      create: 'strict',
     });
     const st = templateState(factory.templatePath);
     const size = st.exists ? `${Math.round(st.sizeBytes / MiB)} MiB` : '?';

@@ -13,9 +13,9 @@ export type FactoryKind = 'cache' | 'template' | 'direct';
 
 /**
  * The factory a client (`vm run`, `create`, `run`) uses, as Kata's runtime picks one from `[factory]`: the
- * cache server when `vm_cache_number > 0` and it answers; clones of the template when `enable_template` and a
- * template exists; a direct boot otherwise. A missing server or template is not fatal (Kata's behaviour): it
- * warns and boots directly. `useCache: false` forces a direct boot.
+ * cache server when `vm_cache_number > 0` and it answers; clones of the template when `enable_template` (the
+ * first client makes the template when there is none); a direct boot otherwise. A missing server is not fatal
+ * (Kata's behaviour): it warns and boots directly. `useCache: false` forces a direct boot.
  */
 export async function selectFactory(
   config: RuntimeConfig,
@@ -47,17 +47,12 @@ export async function selectFactory(
     }
   }
   if (f.template) {
-    try {
-      const { factory } = await TemplateFactory.open(spec, f.templatePath, deps, { create: false });
-      return { factory: new VmFactory(factory, composer), kind: 'template' };
-    } catch (err) {
-      if (!isVmcError(err, 'VMC_ERR_TEMPLATE_MISSING')) throw err;
-      deps.logger.warn(
-        { templatePath: f.templatePath },
-        "no VM template (create it with 'vmcache factory init'); booting a VM directly",
-      );
-      return direct();
-    }
+    // The first client creates the template when there is none, as Kata's runtime does (one at a time).
+    const { factory, created } = await TemplateFactory.open(spec, f.templatePath, deps, {
+      create: 'first-use',
+    });
+    if (created) deps.logger.warn({ templatePath: f.templatePath }, 'created the VM template (first use)');
+    return { factory: new VmFactory(factory, composer), kind: 'template' };
   }
   return direct();
 }

@@ -5,6 +5,7 @@ import { messageOf, VmcError } from '../errors.js';
 import { saveState } from '../hypervisor/qemu/migration.js';
 import { BOOT_RELEVANT_FIELDS, type VmSpec } from '../hypervisor/types.js';
 import { mountsUnder } from '../platform/mounts.js';
+import { withPidLock } from '../platform/pid-lock.js';
 import { UndoStack } from '../platform/undo-stack.js';
 import { Vm, type VmDeps } from '../vm/vm.js';
 import type { FactoryBase } from './base.js';
@@ -100,25 +101,42 @@ export class TemplateFactory implements FactoryBase {
     this.#deps = deps;
   }
 
-  /** Uses the template in `dir`, creating it when there is none (and `create`). An existing one is reused, never overwritten. */
+  /**
+   * Uses the template in `dir`. `create`: `no` (it must exist), `strict` (`factory init`: made when missing, and
+   * an existing one must match `spec`), `first-use` (a client, as Kata's runtime: made when missing). Creation
+   * holds `<dir>.lock`, so clients starting at once make one template and the others wait for it; an existing
+   * template is reused, never overwritten.
+   */
   static async open(
     spec: VmSpec,
     dir: string,
     deps: VmDeps,
-    opts: { create: boolean },
+    opts: { create: 'no' | 'strict' | 'first-use' },
   ): Promise<{ factory: TemplateFactory; created: boolean }> {
-    // Creating (factory init) is strict: an existing template must match the configuration. Using one (a
-    // client) is not: the composer compares the request with the template's own spec and, on a mismatch,
-    // boots directly with a warning naming the fields.
-    const existing = readTemplate(dir, opts.create ? spec : undefined);
+    // Using a template (a client) is not strict: the composer compares the request with the template's own
+    // spec and, on a mismatch, boots directly with a warning naming the fields.
+    const strict = opts.create === 'strict' ? spec : undefined;
+    const existing = readTemplate(dir, strict);
     if (existing) return { factory: new TemplateFactory(existing.spec, dir, deps), created: false };
-    if (!opts.create)
+    if (opts.create === 'no')
       throw new VmcError(
         'VMC_ERR_TEMPLATE_MISSING',
         `no VM template in ${dir}; create it with 'vmcache factory init'`,
       );
-    await createTemplate(spec, dir, deps);
-    return { factory: new TemplateFactory(spec, dir, deps), created: true };
+    return withPidLock(
+      `${dir}.lock`,
+      deps.clock,
+      TEMPLATE_LOCK_WAIT_MS,
+      async () => {
+        // Made by the process that held the lock before this one.
+        const made = readTemplate(dir, strict);
+        if (made) return { factory: new TemplateFactory(made.spec, dir, deps), created: false };
+        await createTemplate(spec, dir, deps);
+        return { factory: new TemplateFactory(spec, dir, deps), created: true };
+      },
+      (owner) =>
+        deps.logger.info({ dir, pid: owner.pid }, 'waiting for another process to create the VM template'),
+    );
   }
 
   config(): VmSpec {
@@ -137,6 +155,9 @@ export class TemplateFactory implements FactoryBase {
 
   async close(): Promise<void> {}
 }
+
+/** How long a client waits for another to create the template (a boot, a park and a save; minutes at most). */
+const TEMPLATE_LOCK_WAIT_MS = 300_000;
 
 /**
  * Creates the template: tmpfs, boot with shared file-backed RAM, park, save, stop. A failure leaves no mount

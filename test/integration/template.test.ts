@@ -37,7 +37,7 @@ describe('VM templating', () => {
   });
 
   it('clones are distinct machines: different RNG output and boot ids, their own agent session', async () => {
-    const { factory } = await TemplateFactory.open(env.spec, tpl, env.deps, { create: false });
+    const { factory } = await TemplateFactory.open(env.spec, tpl, env.deps, { create: 'no' });
     const f = new VmFactory(factory, env.deps);
     const [a, b] = [await f.getVM(env.spec), await f.getVM(env.spec)];
     try {
@@ -61,7 +61,7 @@ describe('VM templating', () => {
   it("sets a clone's clock although the template was saved earlier", async () => {
     // The template was saved during the first test; wait so that an unfixed clock would be visibly behind.
     await new Promise((r) => setTimeout(r, 4_000));
-    const { factory } = await TemplateFactory.open(env.spec, tpl, env.deps, { create: false });
+    const { factory } = await TemplateFactory.open(env.spec, tpl, env.deps, { create: 'no' });
     const got = await new VmFactory(factory, env.deps).getVM(env.spec);
     try {
       const guest = Number((await got.vm.run(['date', '+%s'])).stdout.toString());
@@ -129,6 +129,29 @@ describe('VM templating', () => {
       r.stderr,
       /template .* is damaged \(state file is 100 bytes, expected \d+\).*factory destroy.*VMC_ERR_TEMPLATE_DAMAGED/,
     );
+  });
+
+  it('the first clients create the template when there is none: two at once make one, both get clones', async () => {
+    const tpl2 = `${env.runDir}/template2`;
+    const cfg2 = `${env.runDir}/first-use.toml`;
+    writeFileSync(cfg2, `[factory]\nenable_template = true\ntemplate_path = "${tpl2}"\n`);
+    const e = { ...cliEnv, VMCACHE_CONFIG: cfg2 };
+    try {
+      const [a, b] = await Promise.all(
+        ['one', 'two'].map((w) => run(VMCACHE, ['vm', 'run', '--verbose', '--', 'echo', w], e)),
+      );
+      assert.equal(a!.stdout, 'one\n', a!.stderr);
+      assert.equal(b!.stdout, 'two\n', b!.stderr);
+      for (const r of [a!, b!]) assert.match(r.stderr, /cloned from the VM template/);
+      const made = [a!, b!].filter((r) => /created the VM template \(first use\)/.test(r.stderr));
+      assert.equal(made.length, 1, 'one template for both');
+      assert.deepEqual(mountsUnder(tpl2), [tpl2]);
+      assert.equal(existsSync(`${tpl2}.lock`), false, 'the creation lock is released');
+    } finally {
+      const d = await run(VMCACHE, ['factory', 'destroy'], e);
+      assert.equal(d.code, 0, d.stderr);
+    }
+    assert.deepEqual(mountsUnder(tpl2), []);
   });
 
   it('factory destroy unmounts and removes the template and leaves no process', async () => {

@@ -11,6 +11,7 @@ import { selectFactory } from '../../../src/factory/select.js';
 import { templateFiles } from '../../../src/factory/template.js';
 import { systemClock } from '../../../src/platform/clock.js';
 import type { Logger } from '../../../src/platform/logger.js';
+import { identify } from '../../../src/platform/process.js';
 import { CacheServiceService, type GrpcVMConfig } from '../../../src/protocol/cache/generated/cache.js';
 import type { VmDeps } from '../../../src/vm/vm.js';
 
@@ -156,17 +157,25 @@ describe('selectFactory (which base a client uses)', () => {
     assert.deepEqual(warnings, []);
   });
 
-  it('warns naming the path and boots directly when templating is on but there is no template', async () => {
+  it('waits while another process creates the template on first use, then clones the one it made', async () => {
     const { deps: d, warnings } = deps();
     const templatePath = fresh('template');
-    const got = await selectFactory(
+    // A live process (this one) holds the creation lock: selectFactory must wait, not create a second one.
+    writeFileSync(`${templatePath}.lock`, JSON.stringify(identify(process.pid)));
+    const got = selectFactory(
       config(`enable_template = true\ntemplate_path = "${templatePath}"`),
       spec,
       d,
       true,
     );
-    assert.equal(got.kind, 'direct');
-    assert.deepEqual(warnings, [{ templatePath }]);
+    await new Promise((r) => setTimeout(r, 500));
+    const made = { ...spec, kernel: '/made/by/the/other' };
+    fakeTemplate(templatePath, made);
+    rmSync(`${templatePath}.lock`);
+    const r = await got;
+    assert.equal(r.kind, 'template');
+    assert.deepEqual(r.factory.config(), made);
+    assert.deepEqual(warnings, [], 'nothing created here');
   });
 
   it('does not hide a damaged template', async () => {
