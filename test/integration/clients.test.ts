@@ -232,6 +232,36 @@ describe('containerd and podman drive vmcache as their OCI runtime (real QEMU)',
     assert.deepEqual(await containerVms(), []);
   });
 
+  it('containerd: ctr run -t (through its runc shim and the console socket) gets a terminal', async () => {
+    const t = onPty(
+      [
+        'ctr',
+        '--address',
+        `${ctd}/c.sock`,
+        '-n',
+        ns,
+        'run',
+        '-t',
+        '--rm',
+        '--runc-binary',
+        LAUNCHER,
+        '--rootfs',
+        rootfs,
+        'ct3',
+        'sh',
+      ],
+      cliEnv,
+      33,
+      77,
+    );
+    await t.expect(/\/ # /);
+    t.send('stty size; tty\r');
+    await t.expect(/33 77\r*\n\/dev\/pts\/\d+/);
+    t.send('exit 5\r');
+    assert.equal(await t.exited, 5, t.output());
+    assert.deepEqual(await containerVms(), []);
+  });
+
   it('podman: exec -it gets a terminal of its own in a running container', async () => {
     const d = await podman([
       'run',
