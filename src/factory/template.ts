@@ -1,7 +1,7 @@
 import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { isDeepStrictEqual } from 'node:util';
-import { messageOf, VmcError } from '../errors.js';
+import { isVmcError, messageOf, VmcError } from '../errors.js';
 import { saveState } from '../hypervisor/qemu/migration.js';
 import { BOOT_RELEVANT_FIELDS, type VmSpec } from '../hypervisor/types.js';
 import { mountsUnder } from '../platform/mounts.js';
@@ -116,7 +116,15 @@ export class TemplateFactory implements FactoryBase {
     // Using a template (a client) is not strict: the composer compares the request with the template's own
     // spec and, on a mismatch, boots directly with a warning naming the fields.
     const strict = opts.create === 'strict' ? spec : undefined;
-    const existing = readTemplate(dir, strict);
+    let existing: ReturnType<typeof readTemplate>;
+    try {
+      existing = readTemplate(dir, strict);
+    } catch (err) {
+      // Half made: another process may be creating it right now. Under the lock, a template that still reads
+      // as damaged is one (its creator died mid-way), and the error says how to recreate it.
+      if (opts.create === 'no' || !isVmcError(err, 'VMC_ERR_TEMPLATE_DAMAGED')) throw err;
+      existing = null;
+    }
     if (existing) return { factory: new TemplateFactory(existing.spec, dir, deps), created: false };
     if (opts.create === 'no')
       throw new VmcError(

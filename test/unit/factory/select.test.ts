@@ -160,8 +160,11 @@ describe('selectFactory (which base a client uses)', () => {
   it('waits while another process creates the template on first use, then clones the one it made', async () => {
     const { deps: d, warnings } = deps();
     const templatePath = fresh('template');
-    // A live process (this one) holds the creation lock: selectFactory must wait, not create a second one.
+    // A live process (this one) holds the creation lock and has begun: the memory file is there, the rest
+    // not yet. selectFactory must wait, neither create a second one nor call this one damaged.
     writeFileSync(`${templatePath}.lock`, JSON.stringify(identify(process.pid)));
+    mkdirSync(templatePath, { recursive: true });
+    writeFileSync(templateFiles(templatePath).memory, Buffer.alloc(4096));
     const got = selectFactory(
       config(`enable_template = true\ntemplate_path = "${templatePath}"`),
       spec,

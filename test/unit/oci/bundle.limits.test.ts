@@ -1,12 +1,12 @@
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, rmSync, statfsSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { after, describe, it } from 'node:test';
+import { statfsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { describe, it } from 'node:test';
 import { isVmcError } from '../../../src/errors.js';
 import { readBundle, type StatFs } from '../../../src/oci/bundle.js';
 import { MAX_DEPTH } from '../../../src/oci/validate.js';
 import { containerError } from '../../../src/protocol/agent/messages.js';
+import { bundleDirs, minimalConfig } from '../../helpers/bundle-json.js';
 
 /**
  * What fuzzing config.json through the CLI found: inputs that crashed (stack overflow, ENOENT as UNEXPECTED) or
@@ -14,11 +14,7 @@ import { containerError } from '../../../src/protocol/agent/messages.js';
  */
 
 const fakeStatfs: StatFs = () => ({ bsize: 4096, blocks: 16 });
-const base = () => ({
-  ociVersion: '1.0.2',
-  root: { path: 'rootfs' },
-  process: { args: ['/bin/true'], cwd: '/', user: { uid: 0, gid: 0 } },
-});
+const base = minimalConfig;
 const withProcess = (p: Record<string, unknown>) => ({ ...base(), process: { ...base().process, ...p } });
 const withUser = (u: Record<string, unknown>) => withProcess({ user: { uid: 0, gid: 0, ...u } });
 const withMounts = (mounts: unknown) => ({ ...base(), mounts });
@@ -27,15 +23,7 @@ const withResources = (resources: unknown) => ({ ...base(), linux: { resources }
 const nested = (d: number) => `${'['.repeat(d)}${']'.repeat(d)}`;
 
 describe('config.json limits found by fuzzing, checked by readBundle (at create)', () => {
-  const root = mkdtempSync(join(tmpdir(), 'vmc-limits-'));
-  after(() => rmSync(root, { recursive: true, force: true }));
-  let n = 0;
-  const dirOf = (text: string) => {
-    const dir = join(root, `b${n++}`);
-    mkdirSync(join(dir, 'rootfs'), { recursive: true });
-    writeFileSync(join(dir, 'config.json'), text);
-    return dir;
-  };
+  const dirOf = bundleDirs('vmc-limits-');
   const read = (config: unknown, statfs = fakeStatfs) => readBundle(dirOf(JSON.stringify(config)), statfs);
   const refused = (dir: string, re: RegExp, statfs = fakeStatfs) =>
     assert.throws(
@@ -85,6 +73,7 @@ describe('config.json limits found by fuzzing, checked by readBundle (at create)
       },
     ];
     const real: StatFs = (p) => statfsSync(p);
+    const root = dirname(dirOf('{}'));
     rejects(withMounts(shm('relative/shm')), /mounts\[0\]\.source must be an absolute path/, real);
     rejects(withMounts(shm(join(root, 'no-such-shm'))), /mounts\[0\]\.source .*does not exist/, real);
     rejects(withMounts(shm()), /mounts\[0\]\.source must be an absolute path/, real);

@@ -1,30 +1,17 @@
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { after, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { isVmcError } from '../../../src/errors.js';
 import { readBundle } from '../../../src/oci/bundle.js';
 import { containerError } from '../../../src/protocol/agent/messages.js';
 import { containerExecOf } from '../../../src/sandbox/process.js';
+import { bundleDirs, minimalConfig } from '../../helpers/bundle-json.js';
 
 const statfs = () => ({ bsize: 4096, blocks: 0 });
-const base = () => ({
-  ociVersion: '1.0.2',
-  root: { path: 'rootfs' },
-  process: { args: ['/bin/true'], cwd: '/', user: { uid: 0, gid: 0 } },
-});
+const base = minimalConfig;
 
 describe('OCI hooks (read by readBundle, run on the host or in the guest)', () => {
-  const root = mkdtempSync(join(tmpdir(), 'vmc-hooks-'));
-  after(() => rmSync(root, { recursive: true, force: true }));
-  let n = 0;
-  const read = (config: unknown) => {
-    const dir = join(root, `b${n++}`);
-    mkdirSync(join(dir, 'rootfs'), { recursive: true });
-    writeFileSync(join(dir, 'config.json'), JSON.stringify(config));
-    return readBundle(dir, statfs);
-  };
+  const dirOf = bundleDirs('vmc-hooks-');
+  const read = (config: unknown) => readBundle(dirOf(JSON.stringify(config)), statfs);
   const rejects = (config: unknown, re: RegExp) =>
     assert.throws(
       () => read(config),

@@ -1,34 +1,21 @@
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { after, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { isVmcError } from '../../../src/errors.js';
 import { readBundle } from '../../../src/oci/bundle.js';
 import { RLIMITS, sysctlNamespace } from '../../../src/oci/linux.js';
 import { containerError } from '../../../src/protocol/agent/messages.js';
 import { containerExecOf } from '../../../src/sandbox/process.js';
+import { bundleDirs, minimalConfig } from '../../helpers/bundle-json.js';
 
 const statfs = () => ({ bsize: 4096, blocks: 0 });
 /** Namespace files as a fake kernel names them: `/ns/<kind>/…` is a namespace of that kind. */
 const kindOf = (p: string) =>
   /^\/proc\/\d+\/ns\/([a-z]+)$/.exec(p)?.[1] ?? /^\/ns\/([a-z]+)/.exec(p)?.[1] ?? null;
-const base = () => ({
-  ociVersion: '1.0.2',
-  root: { path: 'rootfs' },
-  process: { args: ['/bin/true'], cwd: '/', user: { uid: 0, gid: 0 } },
-});
+const base = minimalConfig;
 
 describe('OCI spec fields applied in the guest or refused (linux.*, process.rlimits)', () => {
-  const root = mkdtempSync(join(tmpdir(), 'vmc-linux-'));
-  after(() => rmSync(root, { recursive: true, force: true }));
-  let n = 0;
-  const read = (config: unknown) => {
-    const dir = join(root, `b${n++}`);
-    mkdirSync(join(dir, 'rootfs'), { recursive: true });
-    writeFileSync(join(dir, 'config.json'), JSON.stringify(config));
-    return readBundle(dir, statfs, kindOf);
-  };
+  const dirOf = bundleDirs('vmc-linux-');
+  const read = (config: unknown) => readBundle(dirOf(JSON.stringify(config)), statfs, kindOf);
   const rejects = (config: unknown, re: RegExp) =>
     assert.throws(
       () => read(config),
