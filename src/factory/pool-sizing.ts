@@ -4,13 +4,14 @@ import type { Clock } from '../platform/clock.js';
  * Demand-driven pool sizing (issue 15): how many ready VMs one pool should keep, from what it measures.
  *
  * A pool is a stock refilled with a lead time: a VM handed out is replaced by a boot that takes `T` (the
- * measured refill time). By Little's law the VMs "in the pipe" during one refill are λ·T (λ: hand-out requests
- * per second), so a pool holding λ·T ready VMs just covers the average demand over one refill. The demand in a
- * refill time is roughly Poisson with mean λ·T, so the mean alone misses about half the time a refill is
- * outrun; the safety margin is the square-root staffing term z·√(λ·T) (the base-stock level that covers the
- * demand over the lead time with probability ≈ Φ(z)). z = 1.65 aims at ~95 % of refill periods covered; it
- * costs one or two VMs at the rates a node sees (λ·T of 0.5–5), which is "small" next to a miss that waits a
- * whole cold boot. The result is rounded up to whole VMs and clamped to the pool's [min, max].
+ * measured refill time, queueing included). By Little's law the VMs being refilled at any moment are λ·T on
+ * average (λ: hand-out requests per second), so a pool of ⌈λ·T⌉ covers the mean demand. A request misses when
+ * the VMs still being refilled, i.e. the requests of the last `T`, are ≥ the pool's size; for Poisson arrivals
+ * that count is Poisson(λ·T). So the target is the smallest size whose miss probability P(Poisson(λ·T) ≥ size)
+ * is at most `missProbability` (5 %): ⌈λ·T⌉ plus the margin the Poisson tail asks for, which for large λ·T is
+ * the square-root staffing term 1.65·√(λ·T), and for the small λ·T of one node (0.1–2 under TCG) is one or two
+ * VMs. (The normal approximation alone, ⌈λ·T + 1.65·√(λ·T)⌉, keeps one VM at λ·T = 0.1 and misses 10 % there:
+ * the simulation showed it.) Then it is clamped to the pool's [min, max].
  */
 export interface DemandSizerOptions {
   /** Floor: never fewer ready VMs than this (the operator's `min`). */
@@ -22,8 +23,8 @@ export interface DemandSizerOptions {
    * sustained 5/s, short enough that a real change of load shows within a minute (about 7 refills under TCG).
    */
   windowMs?: number;
-  /** Safety factor z of the margin z·√(λ·T) (see above). 0 gives bare Little's law. */
-  safetyZ?: number;
+  /** Miss probability the size aims at (see above): 0.05. Larger gives smaller pools. */
+  missProbability?: number;
   /**
    * The target grows at once but shrinks at most once per this many ms (and not sooner than this after a
    * growth), and then only to the highest size wanted during the last cool-down (as Kubernetes' HPA
@@ -47,7 +48,7 @@ export interface DemandSizerOptions {
 /** The defaults of the options above, with the reason for each given there. */
 export const SIZER_DEFAULTS = {
   windowMs: 60_000,
-  safetyZ: 1.65,
+  missProbability: 0.05,
   cooldownMs: 120_000,
   idleTtlMs: 600_000,
   initialRefillMs: 8_400, // bench: cold boot to agent-ready p50 under TCG, 8376 ms
@@ -134,7 +135,7 @@ export class DemandSizer {
     this.max = opts.max;
     this.#o = {
       windowMs: opts.windowMs ?? SIZER_DEFAULTS.windowMs,
-      safetyZ: opts.safetyZ ?? SIZER_DEFAULTS.safetyZ,
+      missProbability: opts.missProbability ?? SIZER_DEFAULTS.missProbability,
       cooldownMs: opts.cooldownMs ?? SIZER_DEFAULTS.cooldownMs,
       idleTtlMs: opts.idleTtlMs ?? SIZER_DEFAULTS.idleTtlMs,
       initialRefillMs: opts.initialRefillMs ?? SIZER_DEFAULTS.initialRefillMs,
@@ -181,10 +182,8 @@ export class DemandSizer {
 
   /** Little's law plus the margin, whole VMs, clamped to [min, max]; no cool-down or TTL applied. */
   desired(): number {
-    const load = this.ratePerSecond() * (this.refillMs() / 1000); // λ·T: VMs consumed during one refill
-    const raw = load + this.#o.safetyZ * Math.sqrt(load);
-    // 1e-9: a load decayed to 1e-12 is no demand, not one VM
-    return Math.min(this.max, Math.max(this.min, Math.ceil(raw - 1e-9)));
+    const load = this.ratePerSecond() * (this.refillMs() / 1000); // λ·T: VMs being refilled, on average
+    return Math.min(this.max, Math.max(this.min, poissonSize(load, this.#o.missProbability, this.max)));
   }
 
   /**
@@ -240,6 +239,23 @@ export class DemandSizer {
       reason: this.#reason,
     };
   }
+}
+
+/**
+ * The smallest n with P(Poisson(mean) ≥ n) ≤ `miss`, searched up to `cap`. Past a mean of 500 (500 VMs booting
+ * at once: no real pool) e^−mean heads for underflow, so a 3σ bound stands in.
+ */
+export function poissonSize(mean: number, miss: number, cap: number): number {
+  if (!(mean > 1e-9)) return 0; // no demand at all
+  if (mean > 500) return Math.min(cap, Math.ceil(mean + 3 * Math.sqrt(mean)));
+  let p = Math.exp(-mean); // P(D = 0)
+  let below = 0; // P(D < n)
+  for (let n = 0; n < cap; n++) {
+    if (1 - below <= miss) return n;
+    below += p;
+    p *= mean / (n + 1);
+  }
+  return cap;
 }
 
 /** One pool as the memory budget sees it. */

@@ -6,6 +6,7 @@ import {
   DemandSizer,
   type DemandSizerOptions,
   jitteredMaxAge,
+  poissonSize,
   shareBudget,
 } from '../../../src/factory/pool-sizing.js';
 import { ManualClock } from '../../helpers/manual-clock.js';
@@ -34,7 +35,7 @@ describe('DemandSizer', () => {
     const s = sizer(clock, { max: 10 });
     assert.equal(s.target(), 1);
     for (let i = 0; i < 5; i++) s.onArrival();
-    // λ = 5 / 60 s; λ·T = 0.0833 × 8.4 = 0.70; + 1.65 × √0.70 = 2.08 → 3
+    // λ = 5 / 60 s; λ·T = 0.0833 × 8.4 = 0.70; P(Poisson(0.7) ≥ 2) = 16 %, ≥ 3 = 3.4 % → 3
     assert.ok(Math.abs(s.ratePerSecond() - 5 / 60) < 1e-9);
     assert.equal(s.target(), 3);
     assert.equal(s.reason, 'demand-grow');
@@ -43,30 +44,30 @@ describe('DemandSizer', () => {
   it('a large burst is bounded by max', () => {
     const clock = new ManualClock();
     const s = sizer(clock, { max: 4 });
-    s.onArrival(50); // λ·T = 7, + 4.4 → 12, clamped
+    s.onArrival(50); // λ·T = 7 → 12, clamped
     assert.equal(s.desired(), 4);
     assert.equal(s.target(), 4);
   });
 
-  it('a steady rate gives ceil(λ·T + z·√(λ·T)): 0.5/s with 8 s boots keeps 8', async () => {
+  it('a steady rate: 0.5/s with 10 s boots (λ·T = 5) keeps 10', async () => {
     const clock = new ManualClock();
     const s = new DemandSizer({ min: 0, max: 20 }, clock);
-    s.onRefill(8000);
+    s.onRefill(10_000);
     for (let i = 0; i < 300; i++) {
       s.onArrival();
       await clock.advance(2000);
     }
     assert.ok(Math.abs(s.ratePerSecond() - 0.5) < 0.02, `rate ${s.ratePerSecond()}`);
-    assert.equal(s.target(), 8); // 4 + 1.65 × 2 = 7.3
+    assert.equal(s.target(), 10); // P(Poisson(5) ≥ 9) = 6.8 %, ≥ 10 = 3.2 %
   });
 
   it('follows the measured refill time: slower boots need a larger pool', () => {
     const clock = new ManualClock();
     const s = new DemandSizer({ min: 0, max: 50, refillAlpha: 1 }, clock);
     s.onArrival(30); // 0.5/s
-    s.onRefill(2000); // λ·T = 1 → 2.65 → 3
-    assert.equal(s.desired(), 3);
-    s.onRefill(20_000); // λ·T = 10 → 15.2 → 16
+    s.onRefill(2000); // λ·T = 1: P(≥ 3) = 8 %, P(≥ 4) = 1.9 %
+    assert.equal(s.desired(), 4);
+    s.onRefill(20_000); // λ·T = 10: P(≥ 15) = 8.3 %, P(≥ 16) = 4.9 %
     assert.equal(s.desired(), 16);
     s.onRefill(Number.NaN); // a broken measurement is ignored
     assert.equal(s.refillMs(), 20_000);
@@ -77,16 +78,16 @@ describe('DemandSizer', () => {
     const s = sizer(clock, { min: 0, max: 10 });
     s.onArrival(5);
     assert.equal(s.target(), 3);
-    await clock.advance(30_000); // desired fell to 2 (λ decayed by e^-0.5)
+    await clock.advance(60_000); // λ decayed by e^-1: λ·T = 0.26 → 2
     assert.equal(s.desired(), 2);
     assert.equal(s.target(), 3, 'no shrink within the cool-down');
-    await clock.advance(91_000); // 121 s since the growth: desired is 1, but 2 was wanted at 30 s
-    assert.equal(s.desired(), 1);
+    await clock.advance(61_000); // 121 s since the growth
     assert.equal(s.target(), 2);
     assert.equal(s.reason, 'demand-shrink');
-    await clock.advance(60_000);
+    await clock.advance(60_000); // λ·T = 0.03 → 1
+    assert.equal(s.desired(), 1);
     assert.equal(s.target(), 2, 'one shrink per cool-down');
-    await clock.advance(60_000);
+    await clock.advance(61_000);
     assert.equal(s.target(), 1);
     s.onArrival(5);
     assert.equal(s.target(), 3, 'growth does not wait for the cool-down');
@@ -99,7 +100,7 @@ describe('DemandSizer', () => {
       const s = sizer(clock, { min: 0, max: 10, cooldownMs });
       let n = 0;
       let last = s.target();
-      // a burst of 4 every 40 s for 20 min: the wanted size swings between 2 and 3 within each 40 s
+      // a burst of 4 every 40 s for 20 min: the wanted size swings between 3 and 4 within each 40 s
       for (let t = 0; t < 1_200_000; t += 5_000) {
         if (t % 40_000 === 0) s.onArrival(4);
         const now = s.target();
@@ -109,7 +110,7 @@ describe('DemandSizer', () => {
       }
       return n;
     };
-    assert.ok((await changes(120_000)) <= 2); // grows to 2, then 3, and stays
+    assert.ok((await changes(120_000)) <= 2); // grows to 3, then 4, and stays
     assert.ok((await changes(0)) >= 20);
   });
 
@@ -142,6 +143,18 @@ describe('DemandSizer', () => {
     const clock = new ManualClock();
     assert.throws(() => new DemandSizer({ min: 3, max: 2 }, clock), RangeError);
     assert.throws(() => new DemandSizer({ min: 0.5, max: 2 }, clock), RangeError);
+  });
+});
+
+describe('poissonSize', () => {
+  it('is the smallest size whose miss probability is at most the bound', () => {
+    assert.equal(poissonSize(0, 0.05, 10), 0);
+    assert.equal(poissonSize(0.04, 0.05, 10), 1); // P(≥ 1) = 3.9 %
+    assert.equal(poissonSize(0.1, 0.05, 10), 2); // P(≥ 1) = 9.5 %: one VM is not enough
+    assert.equal(poissonSize(0.84, 0.05, 10), 4); // P(≥ 3) = 5.3 %, P(≥ 4) = 1.1 %
+    assert.equal(poissonSize(0.84, 0.1, 10), 3);
+    assert.equal(poissonSize(50, 0.05, 20), 20); // capped
+    assert.equal(poissonSize(10_000, 0.05, 1e9), 10_300); // past the exact range: mean + 3σ
   });
 });
 
