@@ -34,8 +34,8 @@ export interface DemandSizerOptions {
    */
   cooldownMs?: number;
   /**
-   * After this many ms without a request the pool goes back to `min` at once: the decayed rate alone never
-   * reaches 0 and ceil() would keep one VM forever. 10 min, as warm pools elsewhere (agent-sandbox, kubeswift)
+   * After this many ms without a request the pool goes back to `min` at once: the decayed rate takes ~20 min
+   * to read as no demand at all, and until then the rule keeps one VM for it. 10 min, as warm pools elsewhere (agent-sandbox, kubeswift)
    * default to minutes; an idle VM costs ~270 MiB of host memory (bench: idle paused VM PSS).
    */
   idleTtlMs?: number;
