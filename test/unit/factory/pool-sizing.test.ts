@@ -120,7 +120,7 @@ describe('DemandSizer', () => {
     s.onArrival(5);
     assert.equal(s.target(), 3);
     await clock.advance(300_000);
-    // the averaged rate never reaches 0, and ceil keeps one VM: only the TTL takes it to min
+    // the decayed rate still reads as some demand, so the rule keeps one VM: only the TTL takes it to min
     assert.equal(s.target(), 1);
     await clock.advance(300_000);
     assert.equal(s.target(), 0);
