@@ -29,8 +29,9 @@ export async function factoryInit(ctx: CliContext): Promise<number> {
     );
   }
   const spec = hostVmSpec(ctx);
-  // VMs of a previous server that crashed (kill -9) have a dead owner: stop them before serving.
-  const swept = await sweepOrphans(ctx);
+  // VMs of a previous server that crashed (kill -9) have a dead owner: stop them before serving, except the
+  // ones it had idle in its pool, which the server's start adopts (or stops, if they fail its checks).
+  const swept = await sweepOrphans(ctx, { leavePooled: factory.vmCacheNumber > 0 });
   if (swept.reaped.length)
     ctx.say(`factory: stopped ${swept.reaped.length} VM(s) orphaned by a previous server`);
   let base: FactoryBase = new DirectFactory(spec, ctx, {
@@ -75,6 +76,8 @@ export async function factoryInit(ctx: CliContext): Promise<number> {
     metrics,
   );
   await server.start();
+  const adopted = server.adoption?.adopted.length ?? 0;
+  if (adopted) ctx.say(`factory: adopted ${adopted} idle VM(s) of a previous server (no reboot)`);
   ctx.say(
     `factory: VM cache serving ${factory.vmCacheEndpoint} (pid ${process.pid}), keeping ${factory.vmCacheNumber} ${factory.template ? 'template clone(s)' : 'VM(s)'} ready${cache.metricsEndpoint ? `, metrics on ${cache.metricsEndpoint}` : ''}`,
   );

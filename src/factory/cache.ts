@@ -3,6 +3,7 @@ import { queryStatus } from '../hypervisor/qemu/qmp-commands.js';
 import type { VmSpec } from '../hypervisor/types.js';
 import type { Clock } from '../platform/clock.js';
 import type { Logger } from '../platform/logger.js';
+import { markPooled } from '../vm/record.js';
 import type { Vm } from '../vm/vm.js';
 import type { FactoryBase, FactoryStatus } from './base.js';
 import { type FactoryMetrics, nullMetrics } from './metrics.js';
@@ -192,6 +193,29 @@ export class CachingFactory implements FactoryBase {
     return { ...s, idle: s.idle.filter((v) => idle.has(v.id)) };
   }
 
+  /**
+   * Takes VMs that a dead server's pool had idle, adopted by this process (vm/adopt.ts), into the ready list, up
+   * to the pool size; returns those it did not take (the caller stops them). Called before `start()`, so that
+   * the fill boots only what is still missing.
+   */
+  adopt(vms: Vm[]): Vm[] {
+    const room = Math.max(0, this.#opts.size - this.#ready.length);
+    for (const vm of vms.slice(0, room)) this.#shelve(vm);
+    this.#report();
+    return vms.slice(room);
+  }
+
+  /** Puts a VM into the ready list, marked on disk as idle in this pool: what a successor may adopt. */
+  #shelve(vm: Vm): void {
+    try {
+      markPooled(vm.record);
+    } catch (err) {
+      // Only adoption after a crash depends on the mark: without it the VM would be reaped instead.
+      this.#log.warn({ vmId: vm.id, err: messageOf(err) }, 'could not mark the VM idle in its record');
+    }
+    this.#ready.push({ vm, readyAt: this.#clock.now() });
+  }
+
   /** Stops filling, fails waiters, stops every idle VM and every VM still booting. Idempotent. */
   async close(): Promise<void> {
     if (this.#state === 'closed' || this.#state === 'closing') return;
@@ -260,7 +284,7 @@ export class CachingFactory implements FactoryBase {
             this.#hits++;
             waiter.resolve(vm);
           } else {
-            this.#ready.push({ vm, readyAt: this.#clock.now() });
+            this.#shelve(vm);
           }
         },
         (err: unknown) => {

@@ -1,10 +1,12 @@
 import { createServer, type Server as NetServer } from 'node:net';
+import { isDeepStrictEqual } from 'node:util';
 import { type ChannelOptions, type ConnectionInjector, Server, ServerCredentials } from '@grpc/grpc-js';
 import type { CachingFactory } from '../factory/cache.js';
 import { identify } from '../platform/process.js';
 import { UndoStack } from '../platform/undo-stack.js';
 import { listenUnixSocket, type UnixSocketFile } from '../platform/unix-socket.js';
 import { CacheServiceService } from '../protocol/cache/generated/cache.js';
+import { type AdoptionResult, adoptIdleVms, findIdleOrphans } from '../vm/adopt.js';
 import type { VmDeps } from '../vm/vm.js';
 import { cacheService } from './cache-service.js';
 import { LeaseTable } from './leases.js';
@@ -39,6 +41,7 @@ export class CacheServer {
   #socket: UnixSocketFile | null = null;
   #metricsListener: MetricsListener | null = null;
   #stopping: Promise<void> | null = null;
+  #adoption: AdoptionResult | null = null;
   #resolveClosed!: () => void;
   /** Resolves once the server has stopped completely. */
   readonly closed = new Promise<void>((r) => {
@@ -56,13 +59,17 @@ export class CacheServer {
   }
 
   /**
-   * Binds the socket (replacing a stale one, refusing a live one or any other file) and the metrics endpoint,
-   * then starts filling the pool. On failure everything started is undone, so nothing keeps the process alive.
+   * Adopts the idle VMs a previous server left when it died (see `#adopt`), binds the socket (replacing a
+   * stale one, refusing a live one or any other file) and the metrics endpoint, then starts filling the pool
+   * with what adoption did not provide. On failure everything started is undone (adopted VMs are stopped, as
+   * the orphans they were), so nothing keeps the process alive.
    */
   async start(): Promise<void> {
     const ep = this.#opts.endpoint;
     const undo = new UndoStack();
     try {
+      const adopted = await this.#adopt();
+      undo.push('adopted VMs', () => Promise.all(adopted.map((vm) => vm.destroy())));
       this.#grpc.addService(
         tolerantService(CacheServiceService),
         cacheService(this.#pool, this.#leases, this.#deps.logger.child({ subsystem: 'server' }), {
@@ -100,12 +107,41 @@ export class CacheServer {
       });
       if (this.#opts.metricsEndpoint && this.#metrics)
         this.#metricsListener = await this.#metrics.serve(this.#opts.metricsEndpoint);
+      if (adopted.length)
+        for (const vm of this.#pool.adopt(adopted)) void vm.destroy().catch(() => undefined);
       this.#pool.start();
       undo.release();
     } catch (err) {
       await undo.unwind();
       throw err;
     }
+  }
+
+  /**
+   * Re-adoption: the VMs of the pool's shape that a server killed with `kill -9` had idle (and, at most, the
+   * pool's size of them) are taken over rather than stopped and booted again (vm/adopt.ts says which are
+   * adopted, reaped or left alone). Before the socket is bound: a client meanwhile finds no server, as when
+   * the old one died, rather than a pool that is not started yet.
+   */
+  async #adopt() {
+    if (findIdleOrphans(this.#deps.paths.runDir).length === 0) return []; // the usual start: nothing to look at
+    const spec = this.#pool.config();
+    const r = await adoptIdleVms(this.#deps, {
+      accepts: (rec) => isDeepStrictEqual(rec.spec, spec),
+      limit: this.#pool.status().target,
+    });
+    this.#adoption = r;
+    if (r.adopted.length || r.reaped.length || r.left.length)
+      this.#deps.logger.info(
+        { adopted: r.adopted.map((vm) => vm.id), reaped: r.reaped, left: r.left },
+        'idle VMs of a previous server: adopted, reaped, left alone',
+      );
+    return r.adopted;
+  }
+
+  /** What `start()` found of a previous server's idle VMs (null before `start()`). */
+  get adoption(): AdoptionResult | null {
+    return this.#adoption;
   }
 
   /**

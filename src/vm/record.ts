@@ -24,6 +24,34 @@ export interface VmRecord {
   owner: ProcessIdentity | null;
   /** Hot-plugged resources beyond the boot shape. */
   hotplug: { cpus: number; memoryMiB: number };
+  /**
+   * The process that put the VM, paused and parked, into its pool of idle VMs (see `markPooled`). While it is
+   * still the owner, the VM is idle in that pool; once anyone else took it, `owner` differs. Absent in records
+   * written before re-adoption existed: such VMs are never adopted.
+   */
+  pooledBy?: ProcessIdentity | null;
+}
+
+/** True when `a` and `b` name the same process (pid and start time). */
+export function sameProcess(
+  a: ProcessIdentity | null | undefined,
+  b: ProcessIdentity | null | undefined,
+): boolean {
+  return !!a && !!b && a.pid === b.pid && a.startTime === b.startTime;
+}
+
+/**
+ * Records that the VM now waits idle in its owner's pool. If the owner dies, a successor may adopt the VM
+ * (vm/adopt.ts): the mark, with the owner unchanged since, is what tells an idle VM from one a client took.
+ */
+export function markPooled(r: VmRecord): void {
+  r.pooledBy = r.owner;
+  writeRecord(r);
+}
+
+/** True when the VM was idle in its owner's pool (`markPooled`) and nobody has taken it since. */
+export function isIdleInPool(r: VmRecord): boolean {
+  return r.owner !== null && sameProcess(r.pooledBy, r.owner);
 }
 
 /** Writes a record atomically (tmp + rename), so a crash never leaves a half-written file. */

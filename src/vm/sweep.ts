@@ -1,6 +1,6 @@
 import { rmSync, statSync } from 'node:fs';
 import { isAlive } from '../platform/process.js';
-import { listVmDirs } from './record.js';
+import { isIdleInPool, listVmDirs } from './record.js';
 import { destroyRecord, type VmDeps } from './vm.js';
 
 /** What a sweep did. */
@@ -21,7 +21,14 @@ const UNRECORDED_GRACE_MS = 60_000;
  */
 export async function sweepOrphans(
   deps: VmDeps,
-  opts: { includeUnowned?: boolean } = {},
+  opts: {
+    includeUnowned?: boolean;
+    /**
+     * Leaves orphans that were idle in their dead owner's pool (`isIdleInPool`) to a cache server about to
+     * start, which adopts or reaps each of them (vm/adopt.ts).
+     */
+    leavePooled?: boolean;
+  } = {},
 ): Promise<SweepResult> {
   const result: SweepResult = { reaped: [], removed: [] };
   for (const { id, dir, record } of listVmDirs(deps.paths.runDir)) {
@@ -43,6 +50,7 @@ export async function sweepOrphans(
     if (qemuAlive && ownerAlive) continue;
     // Explicitly unowned (released for adoption, or handed to a Kata-style client): kept unless asked.
     if (qemuAlive && record.owner === null && !opts.includeUnowned) continue;
+    if (qemuAlive && opts.leavePooled && isIdleInPool(record)) continue;
     deps.logger.warn(
       { vmId: id, qemuPid: record.qemu.pid, qemuAlive, owner: record.owner },
       qemuAlive ? 'reaping orphaned VM' : 'removing record of exited VM',

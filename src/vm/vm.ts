@@ -193,11 +193,21 @@ export class Vm {
     return Vm.attachRecord(record, deps, { ...opts, t0 });
   }
 
-  /** Like `attach`, from a record received from elsewhere (e.g. over the cache protocol). */
+  /**
+   * Like `attach`, from a record received from elsewhere (e.g. over the cache protocol). `pausedOnly`: the VM
+   * must be paused (VMC_ERR_INVALID_STATE otherwise, before any agent wait): the entry point of re-adoption,
+   * whose agent check is the resume that follows (vm/adopt.ts).
+   */
   static async attachRecord(
     record: VmRecord,
     deps: VmDeps,
-    opts: { takeOwnership?: boolean; agentTimeoutMs?: number; t0?: number } = {},
+    opts: {
+      takeOwnership?: boolean;
+      agentTimeoutMs?: number;
+      t0?: number;
+      pausedOnly?: boolean;
+      qmpTimeoutMs?: number;
+    } = {},
   ): Promise<Vm> {
     const { clock } = deps;
     const t0 = opts.t0 ?? clock.monotonic();
@@ -209,10 +219,14 @@ export class Vm {
     }
     const qmp = new QmpClient(await connectUnix(record.files.qmpSocket), { clock });
     try {
-      await qmp.connect();
+      await qmp.connect(opts.qmpTimeoutMs);
       const qmpMs = clock.monotonic() - t0;
       // A paused guest cannot answer the handshake: connect to its agent when it is resumed.
-      const status = await queryStatus(qmp);
+      const status = await queryStatus(qmp, opts.qmpTimeoutMs);
+      if (opts.pausedOnly && status !== 'paused')
+        throw new VmcError('VMC_ERR_INVALID_STATE', `VM ${record.id} is ${status}, not paused`, {
+          details: { status },
+        });
       const agent =
         status === 'paused'
           ? null

@@ -14,7 +14,7 @@ import {
   type GrpcVM,
 } from '../../src/protocol/cache/generated/cache.js';
 import { decodeHandoff } from '../../src/vm/handoff.js';
-import { readRecord } from '../../src/vm/record.js';
+import { listVmDirs, readRecord } from '../../src/vm/record.js';
 import { Vm } from '../../src/vm/vm.js';
 import { finished, run, VMCACHE } from '../helpers/cli.js';
 import { IMAGE_DIR, vmEnv } from '../helpers/vm-env.js';
@@ -234,6 +234,49 @@ describe('VM cache server (vmcache factory init, real QEMU)', () => {
     assert.match(r.stderr, /already serving.*VMC_ERR_CACHE_ENDPOINT_IN_USE/);
   });
 
+  it('kill -9 of the server with idle VMs, restart: they are adopted (same VM ids, same QEMU, no reboot), 0 leaked', async () => {
+    const before = await waitFor('2 ready VMs', (x) => x.vmstatus.length === 2 && x.booting === 0);
+    const ids = before.vmstatus.map((v) => v.id).sort();
+    const old = new Map(ids.map((id) => [id, readRecord(`${env.runDir}/vm/${id}`)]));
+    await remote.close();
+    server.kill('SIGKILL');
+    await serverDone;
+    for (const r of old.values()) assert.ok(isAlive(r.qemu), `idle VM ${r.id} outlived the killed server`);
+    startServer(); // adopts before it binds the socket: once it answers, adoption is done
+    remote = await connected();
+    const s = await status();
+    assert.deepEqual(s.vmstatus.map((v) => v.id).sort(), ids, 'the same VMs are ready in the new server');
+    assert.equal(s.booting, 0, 'nothing booted: the pool is full with the adopted VMs');
+    for (const v of s.vmstatus) {
+      const was = old.get(v.id)!;
+      const now = readRecord(`${env.runDir}/vm/${v.id}`);
+      assert.equal(v.state, 'paused');
+      assert.equal(v.pid, was.qemu.pid);
+      // QEMU runs with -no-reboot: a guest reboot would have ended this very process (pid and start time).
+      assert.deepEqual(now.qemu, was.qemu, 'the same QEMU process');
+      assert.equal(now.createdAt, was.createdAt, 'the same VM, its age going on');
+      assert.equal(now.owner?.pid, server.pid, 'owned by the new server');
+    }
+    // An adopted VM serves a client as any other (its resume is the hand-out's agent check too).
+    const vm = await remote.getBaseVM();
+    assert.ok(ids.includes(vm.id), `handed out an adopted VM (${vm.id})`);
+    await vm.resume();
+    const info = (await vm.agent.request({ op: 'info' })) as { uptimeSec: number; bootId: string };
+    assert.ok(info.uptimeSec > 0 && info.bootId.length > 0, JSON.stringify(info));
+    assert.equal((await vm.run(['echo', 'adopted'])).stdout.toString(), 'adopted\n');
+    await vm.destroy();
+    await waitFor('the pool to refill', (x) => x.vmstatus.length === 2 && x.booting === 0);
+    // 0 leaked: no live QEMU under the run directory lacks a live owner.
+    const leaked = listVmDirs(env.runDir).filter(
+      (d) => d.record && isAlive(d.record.qemu) && !(d.record.owner && isAlive(d.record.owner)),
+    );
+    assert.deepEqual(
+      leaked.map((d) => d.id),
+      [],
+      'no orphan',
+    );
+  });
+
   it('kill -9 of the server leaves no orphan once it restarts; destroy stops idle VMs and spares handed-out ones', async () => {
     const s = await waitFor('2 ready VMs', (x) => x.vmstatus.length === 2);
     const held = await remote.getBaseVM(); // a VM a client owns
@@ -246,6 +289,12 @@ describe('VM cache server (vmcache factory init, real QEMU)', () => {
     assert.ok(
       orphans.some((o) => isAlive(o)),
       'idle VMs outlived the killed server',
+    );
+    // Restarted with another shape, so that the idle VMs fail adoption's check and are reaped (adoption of the
+    // same shape: the test before). The last test: the configuration is not restored.
+    writeFileSync(
+      cfg,
+      `[factory]\nvm_cache_number = 2\nvm_cache_endpoint = "${endpoint}"\n[cache]\nlease_timeout = 2\nhealth_interval = 1\nmetrics_endpoint = "${env.runDir}/metrics.sock"\n[hypervisor.qemu]\ndefault_memory = 640\n`,
     );
     startServer(); // replaces the stale socket, reaps the orphans
     remote = await connected();

@@ -31,7 +31,12 @@ describe('orphan sweep', () => {
     rmSync(runDir, { recursive: true, force: true });
   });
 
-  function fakeVm(id: string, owner: ProcessIdentity | null, qemuAlive = true): ProcessIdentity {
+  function fakeVm(
+    id: string,
+    owner: ProcessIdentity | null,
+    qemuAlive = true,
+    pooledBy: ProcessIdentity | null = null,
+  ): ProcessIdentity {
     const files = vmFiles(join(runDir, 'vm', id));
     mkdirSync(files.dir, { recursive: true });
     let qemu: ProcessIdentity;
@@ -51,6 +56,7 @@ describe('orphan sweep', () => {
       files,
       qemu,
       owner,
+      pooledBy,
       hotplug: { cpus: 0, memoryMiB: 0 },
     });
     return qemu;
@@ -77,6 +83,23 @@ describe('orphan sweep', () => {
     assert.deepEqual(again.reaped, ['waiting'], 'unowned VMs are stopped only when asked');
     assert.equal(isAlive(waiting), false);
     assert.equal(isAlive(owned), true);
+  });
+
+  it('leaves the idle VMs of a dead server to its successor when asked, and nothing a client took', async () => {
+    const self = identify(process.pid)!;
+    const deadServer = { pid: self.pid, startTime: self.startTime + 777 };
+    const deadClient = { pid: self.pid, startTime: self.startTime + 778 };
+    const idle = fakeVm('pooled-idle', deadServer, true, deadServer);
+    const taken = fakeVm('pooled-taken', deadClient, true, deadServer);
+
+    const r = await sweepOrphans(deps, { leavePooled: true });
+    assert.deepEqual(r.reaped, ['pooled-taken'], 'a VM a client took and left behind is an orphan as before');
+    assert.equal(isAlive(taken), false);
+    assert.equal(isAlive(idle), true, 'left for the next server to adopt');
+
+    const again = await sweepOrphans(deps);
+    assert.deepEqual(again.reaped, ['pooled-idle'], 'any other sweep reaps it as today');
+    assert.equal(isAlive(idle), false);
   });
 
   it('treats a pid with another start time as a different process', () => {
