@@ -53,6 +53,7 @@ export const ErrorCodes = {
   VMC_ERR_VM_RECORD_INVALID: 'a VM record on disk (or in a hand-off) is not valid',
   VMC_ERR_LOCK_TIMEOUT: 'another process held a lock for longer than the wait allows',
   VMC_ERR_CONSOLE_SOCKET: 'the terminal could not be handed to --console-socket',
+  VMC_ERR_CACHE_MISS: 'the VM cache had no ready VM and the request asked not to wait (miss policy fail)',
 } as const;
 
 /** A stable error code. */

@@ -61,6 +61,8 @@ export async function factoryInit(ctx: CliContext): Promise<number> {
       acquireTimeoutMs: cache.acquireTimeoutMs,
       retryInitialMs: cache.retryInitialMs,
       retryMaxMs: cache.retryMaxMs,
+      // Clones come up paused without their agent ever having answered: gate them before they enter the pool.
+      agentGate: factory.template,
     },
     { clock: ctx.clock, logger: ctx.logger, metrics },
   );
@@ -71,6 +73,7 @@ export async function factoryInit(ctx: CliContext): Promise<number> {
       leaseTimeoutMs: cache.leaseTimeoutMs,
       agentDialTimeoutMs: ctx.config.agentDialTimeoutMs,
       metricsEndpoint: cache.metricsEndpoint,
+      missPolicy: cache.missPolicy,
     },
     ctx,
     metrics,

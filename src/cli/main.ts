@@ -1,5 +1,6 @@
 /** vmcache command-line entry point. The only module that calls process.exit. */
 import { Command, CommanderError, Option } from 'commander';
+import { MISS_POLICIES } from '../config/schema.js';
 import { isVmcError, messageOf, VmcError } from '../errors.js';
 import { positiveInt } from './common.js';
 import { ExitCode, type GlobalOptions, makeContext } from './context.js';
@@ -111,6 +112,12 @@ vm.command('run')
   .option('--timings', 'print boot/command/destroy timings to stderr')
   .option('--no-cache', 'boot a VM directly even when the configuration enables the VM cache')
   .option('--verbose', 'say where the VM came from (cache or cold boot) and how long it took')
+  .addOption(
+    new Option(
+      '--miss-policy <policy>',
+      "when the cache has no VM ready: wait, fail at once, or cold-boot one (default: the server's [cache] miss_policy)",
+    ).choices(MISS_POLICIES),
+  )
   .argument('<cmd...>', 'command and arguments (put them after --)')
   .action(run(async (g, cmd) => vmRun(makeContext(g), cmd.args, cmd.opts()), ExitCode.RuntimeError));
 vm.command('list')

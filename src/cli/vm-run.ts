@@ -1,3 +1,4 @@
+import type { MissPolicy } from '../config/schema.js';
 import { isVmcError } from '../errors.js';
 import type { ObtainedVm } from '../factory/factory.js';
 import { selectFactory } from '../factory/select.js';
@@ -17,6 +18,8 @@ interface VmRunOptions {
   /** commander's negation of --no-cache */
   cache?: boolean;
   verbose?: boolean;
+  /** What the cache server does when it has no VM ready (absent: its `[cache] miss_policy`). */
+  missPolicy?: MissPolicy;
 }
 
 /**
@@ -64,7 +67,9 @@ export async function vmRun(ctx: CliContext, argv: string[], opts: VmRunOptions)
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
   try {
-    const { factory, kind } = await selectFactory(ctx.config, spec, ctx, opts.cache !== false);
+    const { factory, kind } = await selectFactory(ctx.config, spec, ctx, opts.cache !== false, {
+      missPolicy: opts.missPolicy,
+    });
     let got: ObtainedVm;
     try {
       got = await factory.getVM(spec, abort.signal);

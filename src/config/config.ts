@@ -12,7 +12,7 @@ import { defaultVmSpec } from './defaults.js';
 import { metricsEndpointProblem } from './endpoint.js';
 import { type IgnoredReason, ignoredReason, KATA_IGNORED, REASON_TEXT } from './kata-keys.js';
 import { LineIndex } from './lines.js';
-import { type KeySpec, SCHEMA } from './schema.js';
+import { type KeySpec, type MissPolicy, SCHEMA } from './schema.js';
 
 /** The factory part (Kata's `factory.Config`). */
 interface FactoryConfig {
@@ -28,6 +28,8 @@ interface CacheTuning {
   maxAgeMs: number;
   healthIntervalMs: number;
   acquireTimeoutMs: number;
+  /** The server's default for requests that do not choose (Kata's clients never do). */
+  missPolicy: MissPolicy;
   leaseTimeoutMs: number;
   retryInitialMs: number;
   retryMaxMs: number;
@@ -495,6 +497,7 @@ export function toRuntimeConfig(
       maxAgeMs: (c.max_age as number) * 1000,
       healthIntervalMs: (c.health_interval as number) * 1000,
       acquireTimeoutMs: (c.acquire_timeout as number) * 1000,
+      missPolicy: c.miss_policy as MissPolicy,
       leaseTimeoutMs: (c.lease_timeout as number) * 1000,
       retryInitialMs: (c.retry_initial as number) * 1000,
       retryMaxMs: (c.retry_max as number) * 1000,

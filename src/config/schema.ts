@@ -7,6 +7,13 @@ import { DEFAULT_SHAPE } from './defaults.js';
  * (`config.ts` turns them into Maps): a key such as `constructor` or `__proto__` must not find a prototype's member.
  */
 
+/**
+ * What a cache server does for a request that finds no VM ready: `wait` up to `[cache] acquire_timeout` (Kata's
+ * behaviour), `fail` at once (VMC_ERR_CACHE_MISS), or `cold`: boot one for this request outside the pool.
+ */
+export const MISS_POLICIES = ['wait', 'fail', 'cold'] as const;
+export type MissPolicy = (typeof MISS_POLICIES)[number];
+
 /** A key's type and constraints. */
 export type KeySpec =
   | { type: 'bool'; default: boolean; doc: string }
@@ -157,6 +164,12 @@ export const SCHEMA = {
         min: 0,
         max: 3600,
         doc: 'seconds GetBaseVM waits on an empty cache',
+      },
+      miss_policy: {
+        type: 'string',
+        default: 'wait',
+        pattern: new RegExp(`^(${MISS_POLICIES.join('|')})$`),
+        doc: 'what a request that finds no VM ready gets unless it asks otherwise: wait, fail or cold',
       },
       lease_timeout: {
         type: 'int',

@@ -1,3 +1,4 @@
+import type { MissPolicy } from '../config/schema.js';
 import type { VmSpec } from '../hypervisor/types.js';
 import type { Vm } from '../vm/vm.js';
 
@@ -17,7 +18,14 @@ export interface FactoryStatus {
   idle: IdleVmStatus[];
   booting: number;
   hits: number;
+  /** Requests that found no VM ready (all policies)... */
   misses: number;
+  /** ...and by the miss policy they got. */
+  missesByPolicy: Record<MissPolicy, number>;
+  /** Boots for `cold` requests in flight (outside `booting` and the pool's size). */
+  coldBooting: number;
+  /** VMs discarded at hand-out: QEMU dead or silent (the server's check), the agent silent (a client's). */
+  handoutDiscards: { qemu: number; agent: number };
   bootFailures: number;
   consecutiveFailures: number;
   lastError: string | null;

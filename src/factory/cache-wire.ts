@@ -16,6 +16,17 @@ import type { VmRecord } from '../vm/record.js';
 
 /** Metadata key by which a client asks for a lease (and promises to call AckVM). */
 export const LEASE_METADATA = 'vmcache-lease';
+/**
+ * Metadata key by which a GetBaseVM chooses its miss policy (`wait`, `fail` or `cold`: config/schema.ts
+ * MISS_POLICIES); absent, the server's `[cache] miss_policy` applies (Kata's clients send none).
+ */
+export const MISS_POLICY_METADATA = 'vmcache-miss-policy';
+/**
+ * Metadata key by which a GetBaseVM reports the VM this client got just before from this server and discarded
+ * because its agent did not answer right after resume (the hand-out health gate, remote-cache.ts): the server
+ * counts it. The id only: the server counts a VM it handed out, once.
+ */
+export const UNREADY_METADATA = 'vmcache-unready';
 /** Metadata key of a failed call's trailers: the server's VmcError code, so the client raises the same one. */
 export const ERROR_CODE_METADATA = 'vmcache-error-code';
 
@@ -120,6 +131,8 @@ const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[
 /** The status of each error code that has its own; every other error is INTERNAL. */
 const STATUS_OF: Partial<Record<ErrorCode, GrpcCode>> = {
   VMC_ERR_CACHE_TIMEOUT: GrpcCode.DEADLINE_EXCEEDED,
+  // Not UNAVAILABLE: a client without our metadata (Kata's) would take that for "no server" and boot directly.
+  VMC_ERR_CACHE_MISS: GrpcCode.RESOURCE_EXHAUSTED,
   VMC_ERR_CACHE_CLOSED: GrpcCode.UNAVAILABLE,
   VMC_ERR_CACHE_LEASE: GrpcCode.FAILED_PRECONDITION,
   VMC_ERR_CACHE_PROTOCOL: GrpcCode.INVALID_ARGUMENT,

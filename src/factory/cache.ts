@@ -1,4 +1,5 @@
-import { messageOf, VmcError } from '../errors.js';
+import type { MissPolicy } from '../config/schema.js';
+import { isVmcError, messageOf, VmcError } from '../errors.js';
 import { queryStatus } from '../hypervisor/qemu/qmp-commands.js';
 import type { VmSpec } from '../hypervisor/types.js';
 import type { Clock } from '../platform/clock.js';
@@ -23,7 +24,17 @@ export interface PoolOptions {
   /** Backoff after a failed boot: initial delay, doubled per consecutive failure, capped. */
   retryInitialMs: number;
   retryMaxMs: number;
+  /**
+   * Readiness gate before a VM enters the pool: resume it, wait for its agent's handshake, park it again. For
+   * bases whose VMs come up paused without their agent ever having answered: template clones (a direct boot
+   * has waited for the handshake already). Costs a park per VM (~0.3 s for the guest to see its host leave),
+   * off the request path; a clone that fails it counts as a failed boot and never enters the pool.
+   */
+  agentGate?: boolean;
 }
+
+/** How many handed-out VM ids are remembered, so that a client's report of one is counted once (and only ours). */
+const HANDED_OUT_REMEMBERED = 256;
 
 /** Dependencies of the pool. */
 export interface PoolDeps {
@@ -54,7 +65,12 @@ type PoolState = 'new' | 'running' | 'closing' | 'closed';
  *   exponential backoff while the rest of the pool keeps serving.
  * - Idle VMs are checked every `healthIntervalMs`: dead or unresponsive ones, and ones older than `maxAgeMs`,
  *   are stopped and replaced. A VM is checked again right before it is handed out, so a dead one never is.
- * - A VM handed out never comes back. `getBaseVM` on an empty pool waits up to `acquireTimeoutMs`.
+ * - A VM handed out never comes back. On an empty pool, `getBaseVM` applies the request's miss policy: `wait` up
+ *   to `acquireTimeoutMs` (the default), `fail` at once (VMC_ERR_CACHE_MISS), or `cold`: one boot from the
+ *   same base for this request alone, outside the pool's size and its parallelism bound (the request asked
+ *   to pay for it), handed over as a pool VM is.
+ * - The agent of a paused VM cannot answer, so the agent part of the hand-out check is the client's, right
+ *   after its resume (remote-cache.ts); it reports a VM that failed there, and {@link reportUnready} counts it.
  */
 export class CachingFactory implements FactoryBase {
   readonly #base: FactoryBase;
@@ -67,7 +83,11 @@ export class CachingFactory implements FactoryBase {
   #booting = 0;
   readonly #waiters: Waiter[] = [];
   #hits = 0;
-  #misses = 0;
+  readonly #misses: Record<MissPolicy, number> = { wait: 0, fail: 0, cold: 0 };
+  #coldBooting = 0;
+  readonly #handoutDiscards = { qemu: 0, agent: 0 };
+  /** Ids handed out lately, oldest first (bounded): see {@link reportUnready}. */
+  readonly #handedOut = new Set<string>();
   #bootFailures = 0;
   #consecutiveFailures = 0;
   #lastError: string | null = null;
@@ -113,8 +133,13 @@ export class CachingFactory implements FactoryBase {
     }
   }
 
-  async getBaseVM(): Promise<Vm> {
+  /**
+   * A paused VM from the pool; on a miss, `missPolicy` (default `wait`) decides. `_signal` is not used: what
+   * a request starts (a cold boot) is aborted by `close`, and the server stops a VM whose requester left.
+   */
+  async getBaseVM(_signal?: AbortSignal, opts: { missPolicy?: MissPolicy } = {}): Promise<Vm> {
     if (this.#state !== 'running') throw new VmcError('VMC_ERR_CACHE_CLOSED', `VM cache is ${this.#state}`);
+    const policy = opts.missPolicy ?? 'wait';
     const t0 = this.#clock.monotonic();
     while (this.#ready.length > 0) {
       const entry = this.#ready.shift()!; // oldest first: it is the closest to its max age
@@ -123,12 +148,52 @@ export class CachingFactory implements FactoryBase {
       if (await this.#healthy(entry)) {
         this.#hits++;
         this.#metrics.acquireSeconds((this.#clock.monotonic() - t0) / 1000, true);
-        return entry.vm;
+        return this.#handOut(entry.vm);
       }
+      this.#handoutDiscards.qemu++;
+      this.#metrics.handoutDiscard('qemu');
       this.#discard(entry, 'dead');
     }
-    this.#misses++;
-    const vm = await new Promise<Vm>((resolve, reject) => {
+    this.#misses[policy]++;
+    this.#metrics.miss(policy);
+    if (policy === 'fail') {
+      throw new VmcError('VMC_ERR_CACHE_MISS', `no VM ready in the cache (miss policy fail)${this.#why()}`);
+    }
+    const vm = policy === 'cold' ? await this.#bootCold() : await this.#wait(t0);
+    this.#metrics.acquireSeconds((this.#clock.monotonic() - t0) / 1000, false);
+    return this.#handOut(vm);
+  }
+
+  /**
+   * Counts a VM this pool handed out and a client then discarded because its agent did not answer right after
+   * resume. Only an id handed out lately, and each once: a client cannot inflate the count. Returns whether
+   * it counted.
+   */
+  reportUnready(vmId: string): boolean {
+    if (!this.#handedOut.delete(vmId)) return false;
+    this.#handoutDiscards.agent++;
+    this.#metrics.handoutDiscard('agent');
+    this.#log.warn({ vmId }, 'a client discarded a VM from the cache: its agent did not answer after resume');
+    return true;
+  }
+
+  #handOut(vm: Vm): Vm {
+    this.#handedOut.add(vm.id);
+    if (this.#handedOut.size > HANDED_OUT_REMEMBERED)
+      this.#handedOut.delete(this.#handedOut.values().next().value!);
+    return vm;
+  }
+
+  /** Why no VM is ready, for the miss errors. */
+  #why(): string {
+    return this.#lastError
+      ? `; boots are failing (${this.#consecutiveFailures} in a row), last error: ${this.#lastError}`
+      : `; ${this.#booting} boot(s) in progress`;
+  }
+
+  /** Policy `wait`: the next boot that completes serves this request, unless `acquireTimeoutMs` passes first. */
+  #wait(t0: number): Promise<Vm> {
+    return new Promise<Vm>((resolve, reject) => {
       const waiter: Waiter = {
         resolve,
         reject,
@@ -136,13 +201,10 @@ export class CachingFactory implements FactoryBase {
         cancel: this.#clock.setTimeout(() => {
           this.#waiters.splice(this.#waiters.indexOf(waiter), 1);
           this.#metrics.acquireTimeout();
-          const why = this.#lastError
-            ? `; boots are failing (${this.#consecutiveFailures} in a row), last error: ${this.#lastError}`
-            : `; ${this.#booting} boot(s) in progress`;
           reject(
             new VmcError(
               'VMC_ERR_CACHE_TIMEOUT',
-              `no VM ready in the cache within ${this.#opts.acquireTimeoutMs} ms${why}`,
+              `no VM ready in the cache within ${this.#opts.acquireTimeoutMs} ms${this.#why()}`,
             ),
           );
         }, this.#opts.acquireTimeoutMs),
@@ -150,8 +212,43 @@ export class CachingFactory implements FactoryBase {
       this.#waiters.push(waiter);
       this.#fill();
     });
-    this.#metrics.acquireSeconds((this.#clock.monotonic() - t0) / 1000, false);
-    return vm;
+  }
+
+  /**
+   * Policy `cold`: boots one VM from the base for this request (no entry gate: the client's check at resume
+   * covers it, and the request should not pay for a park). A failure is this request's error, not the pool's:
+   * no backoff. `close` aborts it and waits for it.
+   */
+  #bootCold(): Promise<Vm> {
+    this.#coldBooting++;
+    const t0 = this.#clock.monotonic();
+    const boot = (async () => {
+      try {
+        const vm = await this.#base.getBaseVM(this.#abort.signal);
+        if (this.#state !== 'running') {
+          await vm.destroy().catch(() => undefined);
+          throw new VmcError('VMC_ERR_CACHE_CLOSED', 'VM cache closed during a cold boot');
+        }
+        this.#log.info(
+          { vmId: vm.id, ms: Math.round(this.#clock.monotonic() - t0) },
+          'VM booted cold for a request (miss policy cold)',
+        );
+        return vm;
+      } catch (err) {
+        if (this.#state !== 'running' && !isVmcError(err, 'VMC_ERR_CACHE_CLOSED'))
+          throw new VmcError('VMC_ERR_CACHE_CLOSED', 'VM cache closed during a cold boot', { cause: err });
+        throw err;
+      } finally {
+        this.#coldBooting--;
+      }
+    })();
+    const settled = boot.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.#inflight.add(settled);
+    void settled.finally(() => this.#inflight.delete(settled));
+    return boot;
   }
 
   status(): FactoryStatus {
@@ -169,7 +266,10 @@ export class CachingFactory implements FactoryBase {
       })),
       booting: this.#booting,
       hits: this.#hits,
-      misses: this.#misses,
+      misses: this.#misses.wait + this.#misses.fail + this.#misses.cold,
+      missesByPolicy: { ...this.#misses },
+      coldBooting: this.#coldBooting,
+      handoutDiscards: { ...this.#handoutDiscards },
       bootFailures: this.#bootFailures,
       consecutiveFailures: this.#consecutiveFailures,
       lastError: this.#lastError,
@@ -264,6 +364,7 @@ export class CachingFactory implements FactoryBase {
     const t0 = this.#clock.monotonic();
     const p = this.#base
       .getBaseVM(this.#abort.signal)
+      .then((vm) => (this.#opts.agentGate ? agentGate(vm) : vm))
       .then(
         async (vm) => {
           this.#booting--;
@@ -348,6 +449,26 @@ export class CachingFactory implements FactoryBase {
       }
     }
     this.#fill();
+  }
+}
+
+/**
+ * The readiness gate (see {@link PoolOptions.agentGate}): `resume` connects to the agent and waits for its
+ * handshake (bounded by the VM's own handshake timeout), `park` pauses it again with the agent waiting for
+ * its next owner. A VM that fails it is stopped; the error says which gate it failed.
+ */
+async function agentGate(vm: Vm): Promise<Vm> {
+  try {
+    await vm.resume();
+    await vm.park();
+    return vm;
+  } catch (err) {
+    await vm.destroy().catch(() => undefined);
+    throw new VmcError(
+      isVmcError(err) ? err.code : 'VMC_ERR_AGENT_TIMEOUT',
+      `VM ${vm.id} failed the readiness gate (its agent must answer before it enters the pool): ${messageOf(err).split('\n')[0]}`,
+      { cause: err },
+    );
   }
 }
 

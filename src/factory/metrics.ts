@@ -1,3 +1,8 @@
+import type { MissPolicy } from '../config/schema.js';
+
+/** Which hand-out check found a VM unfit: the server's (QEMU dead or not answering) or a client's (the agent). */
+export type HandoutCheck = 'qemu' | 'agent';
+
 /**
  * What the factories report. The server implements it with prom-client (server/metrics.ts); a client-side
  * composer gets a {@link FallbackCounter}; tests and the bench use `nullMetrics`.
@@ -7,6 +12,10 @@ export interface FactoryMetrics {
   bootFailure(): void;
   acquireSeconds(seconds: number, hit: boolean): void;
   acquireTimeout(): void;
+  /** A request found no VM ready; `policy` is what it got (wait for a boot, a failure, a cold boot). */
+  miss(policy: MissPolicy): void;
+  /** A VM was discarded at hand-out instead of being used (the requester got another, or the miss policy). */
+  handoutDiscard(check: HandoutCheck): void;
   poolSize(ready: number, booting: number): void;
   replaced(reason: 'dead' | 'age' | 'unhealthy'): void;
   fallback(fields: string[]): void;
@@ -18,6 +27,8 @@ export const nullMetrics: FactoryMetrics = {
   bootFailure() {},
   acquireSeconds() {},
   acquireTimeout() {},
+  miss() {},
+  handoutDiscard() {},
   poolSize() {},
   replaced() {},
   fallback() {},
@@ -41,6 +52,8 @@ export class FallbackCounter implements FactoryMetrics {
   bootFailure(): void {}
   acquireSeconds(): void {}
   acquireTimeout(): void {}
+  miss(): void {}
+  handoutDiscard(): void {}
   poolSize(): void {}
   replaced(): void {}
   fallback(fields: string[]): void {

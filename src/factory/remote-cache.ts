@@ -1,5 +1,6 @@
 import { credentials, Metadata, type ServiceError } from '@grpc/grpc-js';
-import { VmcError } from '../errors.js';
+import type { MissPolicy } from '../config/schema.js';
+import { messageOf, VmcError } from '../errors.js';
 import type { VmSpec } from '../hypervisor/types.js';
 import {
   CacheServiceClient,
@@ -7,15 +8,44 @@ import {
   type GrpcVM,
   type GrpcVMConfig,
 } from '../protocol/cache/generated/cache.js';
+import type { VmRecord } from '../vm/record.js';
 import { Vm, type VmDeps } from '../vm/vm.js';
 import type { FactoryBase } from './base.js';
-import { decodeConfig, decodeVm, fromGrpcError, LEASE_METADATA } from './cache-wire.js';
+import {
+  decodeConfig,
+  decodeVm,
+  fromGrpcError,
+  LEASE_METADATA,
+  MISS_POLICY_METADATA,
+  UNREADY_METADATA,
+} from './cache-wire.js';
 
 /** Re-exported for the tests, the bench and the reliability suite, which import it from here. */
 export { LEASE_METADATA };
 
 /** Deadline of the short RPCs (Config, AckVM, Status, Quit): the server answers them without waiting on a VM. */
 const SHORT_RPC_MS = 5_000;
+
+/**
+ * VMs taken in a row whose agent did not answer after resume before giving up: one bad VM is an accident (a
+ * guest that crashed on resume), several in a row mean the pool's VMs are all bad, and more would drain it.
+ */
+const HANDOUT_ATTEMPTS = 3;
+
+/** Options of a client. */
+export interface RemoteCacheOptions {
+  /** Deadline of GetBaseVM (it waits for a boot on a miss under `wait`). */
+  rpcTimeoutMs?: number;
+  /** The miss policy every GetBaseVM asks for unless the call chooses; absent, the server's default applies. */
+  missPolicy?: MissPolicy;
+  /**
+   * How long the agent of a VM just taken has to answer after resume (the hand-out health gate). A parked
+   * agent answers in milliseconds; a VM that misses this is stopped and another is taken.
+   */
+  readyTimeoutMs?: number;
+  /** How a taken VM is adopted (tests replace it: the gate is about what happens after). */
+  attach?: (record: VmRecord, deps: VmDeps) => Promise<Vm>;
+}
 
 /** A generated unary method, as called here (the generated overloads do not narrow to this by themselves). */
 type Unary<Req, Res> = (
@@ -35,6 +65,9 @@ interface Channel {
 interface Connection extends Channel {
   spec: VmSpec;
   rpcTimeoutMs: number;
+  missPolicy: MissPolicy | undefined;
+  readyTimeoutMs: number;
+  attach: (record: VmRecord, deps: VmDeps) => Promise<Vm>;
 }
 
 /** One unary call, deadline `timeoutMs` from now on the injected clock; a failure becomes the wire's VmcError. */
@@ -58,6 +91,15 @@ function call<Req, Res>(
  * pool, adopts it (connects to its QMP and agent sockets and records itself as owner), then acknowledges it,
  * ending the server's lease. If this process dies before the acknowledgement, the lease expires and the server
  * stops the VM: nothing leaks.
+ *
+ * Health at hand-out: then it resumes the VM and waits for its agent's handshake (bounded), and pauses it again.
+ * A VM whose agent does not answer is stopped and another one taken, its id sent along (`vmcache-unready`) so
+ * that the server counts it; the miss policy applies to that request as to any. Why here and not in the
+ * server: the agent of a paused VM cannot answer, so a server-side check would have to resume, ping and park
+ * every VM it hands out, and a park costs ~0.3 s (the guest must see its host leave; QEMU reports it at most
+ * once a second), a hundred times a hit's cost. Here the handshake is the one the composer would do on its
+ * resume anyway, moved ahead; what the gate adds is one QMP `stop` now and the composer's `cont` later, well
+ * under a millisecond. On the bad path it costs `readyTimeoutMs` and one more GetBaseVM.
  */
 export class RemoteCacheFactory implements FactoryBase {
   readonly #c: Connection;
@@ -70,7 +112,7 @@ export class RemoteCacheFactory implements FactoryBase {
   static async connect(
     endpoint: string,
     deps: VmDeps,
-    opts: { rpcTimeoutMs?: number } = {},
+    opts: RemoteCacheOptions = {},
   ): Promise<RemoteCacheFactory> {
     const ch: Channel = {
       client: new CacheServiceClient(`unix://${endpoint}`, credentials.createInsecure()),
@@ -87,6 +129,9 @@ export class RemoteCacheFactory implements FactoryBase {
         ...ch,
         spec: decodeConfig(cfg),
         rpcTimeoutMs: opts.rpcTimeoutMs ?? 60_000,
+        missPolicy: opts.missPolicy,
+        readyTimeoutMs: opts.readyTimeoutMs ?? 5_000,
+        attach: opts.attach ?? ((record, d) => Vm.attachRecord(record, d, { takeOwnership: true })),
       });
     } catch (err) {
       ch.client.close();
@@ -105,9 +150,41 @@ export class RemoteCacheFactory implements FactoryBase {
     return this.#c.spec;
   }
 
-  async getBaseVM(): Promise<Vm> {
+  /**
+   * A paused VM from the server's pool whose agent has answered; on a miss, `missPolicy` (else the client's,
+   * else the server's default) decides. `_signal` is not used: the RPC has its deadline.
+   */
+  async getBaseVM(_signal?: AbortSignal, opts: { missPolicy?: MissPolicy } = {}): Promise<Vm> {
+    const missPolicy = opts.missPolicy ?? this.#c.missPolicy;
+    let unready: string | null = null;
+    for (let attempt = 1; ; attempt++) {
+      const vm = await this.#take(missPolicy, unready);
+      try {
+        await this.#ready(vm);
+        return vm;
+      } catch (err) {
+        await vm.destroy().catch(() => undefined);
+        this.#c.deps.logger.warn(
+          { vmId: vm.id, attempt, err: messageOf(err).split('\n')[0] },
+          'VM from the cache did not answer after resume; stopped it',
+        );
+        if (attempt >= HANDOUT_ATTEMPTS)
+          throw new VmcError(
+            'VMC_ERR_AGENT_TIMEOUT',
+            `${attempt} VMs in a row from the cache had an agent that did not answer after resume; last: ${messageOf(err)}`,
+            { cause: err },
+          );
+        unready = vm.id;
+      }
+    }
+  }
+
+  /** One GetBaseVM, adopted and acknowledged: the VM is this process's from here on. */
+  async #take(missPolicy: MissPolicy | undefined, unready: string | null): Promise<Vm> {
     const md = new Metadata();
     md.set(LEASE_METADATA, '1');
+    if (missPolicy) md.set(MISS_POLICY_METADATA, missPolicy);
+    if (unready) md.set(UNREADY_METADATA, unready);
     const g = await call<object, GrpcVM>(
       this.#c,
       'GetBaseVM',
@@ -116,7 +193,7 @@ export class RemoteCacheFactory implements FactoryBase {
       { timeoutMs: this.#c.rpcTimeoutMs, md },
     );
     const { record, leaseId } = decodeVm(g);
-    const vm = await Vm.attachRecord(record, this.#c.deps, { takeOwnership: true });
+    const vm = await this.#c.attach(record, this.#c.deps);
     try {
       await call(this.#c, 'AckVM', (c) => c.ackVm as Unary<object, object>, { id: record.id, leaseId });
     } catch (err) {
@@ -125,6 +202,32 @@ export class RemoteCacheFactory implements FactoryBase {
       throw err;
     }
     return vm;
+  }
+
+  /** The hand-out gate: the agent answers within `readyTimeoutMs` of resume; the VM is paused again after. */
+  async #ready(vm: Vm): Promise<void> {
+    const ms = this.#c.readyTimeoutMs;
+    const resumed = vm.resume();
+    resumed.catch(() => undefined); // when the deadline wins, the caller stops the VM and this rejects
+    let cancel = () => {};
+    const deadline = new Promise<never>((_, reject) => {
+      cancel = this.#c.deps.clock.setTimeout(
+        () =>
+          reject(
+            new VmcError(
+              'VMC_ERR_AGENT_TIMEOUT',
+              `VM ${vm.id}: the agent did not answer within ${ms} ms of resume`,
+            ),
+          ),
+        ms,
+      );
+    });
+    try {
+      await Promise.race([resumed, deadline]);
+    } finally {
+      cancel();
+    }
+    await vm.pause();
   }
 
   /** The server's status. */

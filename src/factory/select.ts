@@ -1,4 +1,5 @@
 import type { RuntimeConfig } from '../config/config.js';
+import type { MissPolicy } from '../config/schema.js';
 import { isVmcError } from '../errors.js';
 import type { VmSpec } from '../hypervisor/types.js';
 import type { VmDeps } from '../vm/vm.js';
@@ -15,13 +16,16 @@ export type FactoryKind = 'cache' | 'template' | 'direct';
  * The factory a client (`vm run`, `create`, `run`) uses, as Kata's runtime picks one from `[factory]`: the
  * cache server when `vm_cache_number > 0` and it answers; clones of the template when `enable_template` (the
  * first client makes the template when there is none); a direct boot otherwise. A missing server is not fatal
- * (Kata's behaviour): it warns and boots directly. `useCache: false` forces a direct boot.
+ * (Kata's behaviour): it warns and boots directly, except under `missPolicy: 'fail'`, which asked never to wait
+ * for a boot. `useCache: false` forces a direct boot. `missPolicy` is what the cache server's GetBaseVM asks
+ * for (absent: the server's `[cache] miss_policy`); it means nothing without a cache server.
  */
 export async function selectFactory(
   config: RuntimeConfig,
   spec: VmSpec,
   deps: VmDeps & { metrics?: FactoryMetrics },
   useCache: boolean,
+  opts: { missPolicy?: MissPolicy } = {},
 ): Promise<{ factory: VmFactory; kind: FactoryKind }> {
   // The composer's sink (see FallbackCounter): the caller's when it has one.
   const composer = { ...deps, metrics: deps.metrics ?? new FallbackCounter() };
@@ -37,11 +41,14 @@ export async function selectFactory(
   if (f.vmCacheNumber > 0) {
     try {
       return {
-        factory: new VmFactory(await RemoteCacheFactory.connect(f.vmCacheEndpoint, deps), composer),
+        factory: new VmFactory(
+          await RemoteCacheFactory.connect(f.vmCacheEndpoint, deps, { missPolicy: opts.missPolicy }),
+          composer,
+        ),
         kind: 'cache',
       };
     } catch (err) {
-      if (!isVmcError(err, 'VMC_ERR_CACHE_UNAVAILABLE')) throw err;
+      if (!isVmcError(err, 'VMC_ERR_CACHE_UNAVAILABLE') || opts.missPolicy === 'fail') throw err;
       deps.logger.warn({ endpoint: f.vmCacheEndpoint }, 'VM cache server unreachable; booting a VM directly');
       return direct();
     }

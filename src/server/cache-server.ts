@@ -1,6 +1,7 @@
 import { createServer, type Server as NetServer } from 'node:net';
 import { isDeepStrictEqual } from 'node:util';
 import { type ChannelOptions, type ConnectionInjector, Server, ServerCredentials } from '@grpc/grpc-js';
+import type { MissPolicy } from '../config/schema.js';
 import type { CachingFactory } from '../factory/cache.js';
 import { identify } from '../platform/process.js';
 import { UndoStack } from '../platform/undo-stack.js';
@@ -19,6 +20,8 @@ export interface CacheServerOptions {
   leaseTimeoutMs: number;
   agentDialTimeoutMs: number;
   metricsEndpoint: string;
+  /** What a GetBaseVM that does not choose gets on a miss (`[cache] miss_policy`); default `wait` (Kata's). */
+  missPolicy?: MissPolicy;
   /** grpc-js options over {@link SERVER_OPTIONS} (tests shorten the keepalive with it). */
   grpcOptions?: ChannelOptions;
 }
@@ -75,6 +78,7 @@ export class CacheServer {
         cacheService(this.#pool, this.#leases, this.#deps.logger.child({ subsystem: 'server' }), {
           leaseTimeoutMs: this.#opts.leaseTimeoutMs,
           agentDialTimeoutMs: this.#opts.agentDialTimeoutMs,
+          missPolicy: this.#opts.missPolicy ?? 'wait',
           onQuit: () => void this.stop(),
         }),
       );

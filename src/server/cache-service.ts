@@ -1,4 +1,5 @@
 import type { handleUnaryCall, ServerUnaryCall, sendUnaryData } from '@grpc/grpc-js';
+import type { MissPolicy } from '../config/schema.js';
 import { VmcError } from '../errors.js';
 import type { FactoryStatus } from '../factory/base.js';
 import type { CachingFactory } from '../factory/cache.js';
@@ -14,7 +15,13 @@ import type {
 import type { Empty } from '../protocol/cache/generated/google/protobuf/empty.js';
 import { writeRecord } from '../vm/record.js';
 import type { LeaseTable } from './leases.js';
-import { checkAckVm, checkEmpty, checkLeaseMetadata } from './requests.js';
+import {
+  checkAckVm,
+  checkEmpty,
+  checkLeaseMetadata,
+  checkMissPolicyMetadata,
+  checkUnreadyMetadata,
+} from './requests.js';
 
 /**
  * How long Status waits for each idle VM's QEMU to tell its run state (in parallel): a live QEMU answers in
@@ -49,6 +56,8 @@ function statusReply(s: FactoryStatus, leased: number): GrpcStatus {
 export interface CacheServiceOptions {
   leaseTimeoutMs: number;
   agentDialTimeoutMs: number;
+  /** What a GetBaseVM that does not choose gets on a miss (`[cache] miss_policy`). */
+  missPolicy: MissPolicy;
   /** Called after Quit has been answered. */
   onQuit: () => void;
 }
@@ -84,13 +93,18 @@ export function cacheService(
 
   const getBaseVm: handleUnaryCall<Empty, GrpcVM> = (call: ServerUnaryCall<Empty, GrpcVM>, cb) => {
     let wantsLease: boolean;
+    let missPolicy: MissPolicy;
+    let unready: string | null;
     try {
       checkEmpty('GetBaseVM', call.request);
       wantsLease = checkLeaseMetadata(call.metadata);
+      missPolicy = checkMissPolicyMetadata(call.metadata) ?? opts.missPolicy;
+      unready = checkUnreadyMetadata(call.metadata);
     } catch (err) {
       return fail(cb as sendUnaryData<unknown>, err);
     }
-    pool.getBaseVM().then(
+    if (unready !== null) pool.reportUnready(unready);
+    pool.getBaseVM(undefined, { missPolicy }).then(
       (vm) => {
         if (call.cancelled) {
           // The client gave up while waiting: it never saw this VM, so nobody else can have it.

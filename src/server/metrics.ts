@@ -1,8 +1,9 @@
 import { createServer } from 'node:http';
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { parseMetricsEndpoint } from '../config/endpoint.js';
+import { MISS_POLICIES, type MissPolicy } from '../config/schema.js';
 import { VmcError } from '../errors.js';
-import type { FactoryMetrics } from '../factory/metrics.js';
+import type { FactoryMetrics, HandoutCheck } from '../factory/metrics.js';
 import { listenUnixSocket } from '../platform/unix-socket.js';
 
 /** The metrics listener {@link PromMetrics.serve} started. */
@@ -51,7 +52,14 @@ export class PromMetrics implements FactoryMetrics {
   });
   readonly #misses = new Counter({
     name: 'vmcache_misses_total',
-    help: 'GetBaseVM that had to wait for a boot (cold fallback inside the cache)',
+    help: 'GetBaseVM that found no VM ready, by the miss policy applied (wait for a boot, fail, boot cold)',
+    labelNames: ['policy'],
+    registers: [this.registry],
+  });
+  readonly #handoutDiscards = new Counter({
+    name: 'vmcache_handout_discards_total',
+    help: 'VMs discarded at hand-out: QEMU dead or silent (server check), agent silent after resume (client report)',
+    labelNames: ['check'],
     registers: [this.registry],
   });
   readonly #timeouts = new Counter({
@@ -72,6 +80,12 @@ export class PromMetrics implements FactoryMetrics {
     registers: [this.registry],
   });
 
+  constructor() {
+    // Every label value exported from the start (at 0): a rate over a series that appears late reads wrong.
+    for (const policy of MISS_POLICIES) this.#misses.inc({ policy }, 0);
+    for (const check of ['qemu', 'agent'] as const) this.#handoutDiscards.inc({ check }, 0);
+  }
+
   bootSeconds(s: number): void {
     this.#boot.observe(s);
   }
@@ -80,7 +94,13 @@ export class PromMetrics implements FactoryMetrics {
   }
   acquireSeconds(s: number, hit: boolean): void {
     this.#acquire.observe({ result: hit ? 'hit' : 'miss' }, s);
-    (hit ? this.#hits : this.#misses).inc();
+    if (hit) this.#hits.inc();
+  }
+  miss(policy: MissPolicy): void {
+    this.#misses.inc({ policy });
+  }
+  handoutDiscard(check: HandoutCheck): void {
+    this.#handoutDiscards.inc({ check });
   }
   acquireTimeout(): void {
     this.#timeouts.inc();

@@ -1,6 +1,7 @@
 import type { ChannelOptions, Metadata, MethodDefinition, ServiceDefinition } from '@grpc/grpc-js';
+import { MISS_POLICIES, type MissPolicy } from '../config/schema.js';
 import { messageOf, VmcError } from '../errors.js';
-import { LEASE_METADATA } from '../factory/cache-wire.js';
+import { LEASE_METADATA, MISS_POLICY_METADATA, UNREADY_METADATA } from '../factory/cache-wire.js';
 import type { AckVMRequest } from '../protocol/cache/generated/cache.js';
 
 /**
@@ -122,4 +123,25 @@ export function checkLeaseMetadata(md: Metadata): boolean {
       `metadata ${LEASE_METADATA} must be "1" (or "0"), once; got ${values.length > 1 ? `${values.length} values` : received(String(v))}`,
     );
   return v === '1';
+}
+
+/** The miss policy a GetBaseVM asks for in `vmcache-miss-policy`: null when absent (the server's default). */
+export function checkMissPolicyMetadata(md: Metadata): MissPolicy | null {
+  const values = md.get(MISS_POLICY_METADATA);
+  if (values.length === 0) return null;
+  const v = values[0];
+  if (values.length > 1 || typeof v !== 'string' || !(MISS_POLICIES as readonly string[]).includes(v))
+    throw invalid(
+      `metadata ${MISS_POLICY_METADATA} must be one of ${MISS_POLICIES.join(', ')}, once; got ${values.length > 1 ? `${values.length} values` : received(String(v))}`,
+    );
+  return v as MissPolicy;
+}
+
+/** The VM id a GetBaseVM reports as discarded in `vmcache-unready` (see cache-wire.ts), or null. */
+export function checkUnreadyMetadata(md: Metadata): string | null {
+  const values = md.get(UNREADY_METADATA);
+  if (values.length === 0) return null;
+  if (values.length > 1)
+    throw invalid(`metadata ${UNREADY_METADATA} must be one VM id; got ${values.length} values`);
+  return checkId(`metadata ${UNREADY_METADATA}`, values[0]);
 }

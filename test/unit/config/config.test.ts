@@ -77,6 +77,7 @@ vm_cache_endpoint = "/run/vc/cache.sock"
       /:3: \[hypervisor.qemu\] default_maxvcpus \(2\) must be at least default_vcpus \(4\)/,
     ],
     ['invalid TOML', '[factory\nx = 1', /configuration.toml:1:\d+:/],
+    ['an unknown miss policy', '[cache]\nmiss_policy = "later"', /miss_policy .*one of wait, fail, cold/],
   ];
   for (const [name, text, re] of bad) {
     it(`rejects ${name}, naming the file, line and key`, () => {
@@ -86,6 +87,12 @@ vm_cache_endpoint = "/run/vc/cache.sock"
       );
     });
   }
+
+  it('reads [cache] miss_policy, the server default for requests that do not choose (wait unless set)', () => {
+    assert.equal(loadConfig(null, '/img').cache.missPolicy, 'wait');
+    for (const p of ['wait', 'fail', 'cold'] as const)
+      assert.equal(parse(`[cache]\nmiss_policy = "${p}"`).cache.missPolicy, p);
+  });
 
   it('reports the Kata keys it ignores and unknown keys in one warning, grouped by why', () => {
     const c = parse(

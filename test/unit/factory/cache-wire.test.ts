@@ -92,6 +92,8 @@ describe('cache wire: errors', () => {
   it('sends a VmcError as its status and code, and the client raises that same code', () => {
     for (const [code, status] of [
       ['VMC_ERR_CACHE_TIMEOUT', Code.DEADLINE_EXCEEDED],
+      // Not UNAVAILABLE, which a client without the metadata would take for "no server" and boot directly.
+      ['VMC_ERR_CACHE_MISS', Code.RESOURCE_EXHAUSTED],
       ['VMC_ERR_CACHE_CLOSED', Code.UNAVAILABLE],
       ['VMC_ERR_CACHE_LEASE', Code.FAILED_PRECONDITION],
       ['VMC_ERR_CACHE_PROTOCOL', Code.INVALID_ARGUMENT],
@@ -112,6 +114,8 @@ describe('cache wire: errors', () => {
     assert.equal(from(Code.DEADLINE_EXCEEDED), 'VMC_ERR_CACHE_TIMEOUT');
     assert.equal(from(Code.FAILED_PRECONDITION), 'VMC_ERR_CACHE_LEASE');
     assert.equal(from(Code.UNKNOWN), 'VMC_ERR_CACHE_PROTOCOL');
+    // grpc-js raises RESOURCE_EXHAUSTED itself (a message too large): a miss only when the server says so.
+    assert.equal(from(Code.RESOURCE_EXHAUSTED), 'VMC_ERR_CACHE_PROTOCOL');
     assert.equal(from(Code.INTERNAL), 'VMC_ERR_CACHE_PROTOCOL');
     const unknown = new Metadata();
     unknown.set(ERROR_CODE_METADATA, 'VMC_ERR_NO_SUCH_THING');

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { beforeEach, describe, it } from 'node:test';
 import { defaultVmSpec } from '../../../src/config/defaults.js';
-import { isVmcError } from '../../../src/errors.js';
+import { isVmcError, VmcError } from '../../../src/errors.js';
 import type { FactoryBase } from '../../../src/factory/base.js';
 import { CachingFactory, type PoolOptions } from '../../../src/factory/cache.js';
 import { nullLogger } from '../../../src/platform/logger.js';
@@ -12,6 +12,9 @@ import { ManualClock, observe } from '../../helpers/manual-clock.js';
 class FakeVm {
   alive_ = true;
   destroyed = false;
+  /** Whether the agent answers after resume (the readiness gate's question). */
+  agentAnswers = true;
+  readonly gate: string[] = [];
   readonly record;
   constructor(
     readonly id: string,
@@ -26,6 +29,13 @@ class FakeVm {
   readonly qmp = { execute: async () => ({ status: this.alive_ ? 'paused' : 'dead' }) };
   alive() {
     return this.alive_;
+  }
+  async resume() {
+    this.gate.push('resume');
+    if (!this.agentAnswers) throw new VmcError('VMC_ERR_AGENT_TIMEOUT', 'guest agent not ready');
+  }
+  async park() {
+    this.gate.push('park');
   }
   async destroy() {
     this.destroyed = true;
@@ -43,6 +53,8 @@ class FakeBase implements FactoryBase {
   inFlight = 0;
   peak = 0;
   failing = false;
+  /** Boots whose VM's agent will not answer (1-based boot numbers). */
+  readonly silent = new Set<number>();
   readonly made: FakeVm[] = [];
   constructor(
     readonly clock: ManualClock,
@@ -62,6 +74,7 @@ class FakeBase implements FactoryBase {
     }
     if (this.failing) throw new Error(`boot ${n} failed: bad kernel`);
     const vm = new FakeVm(`vm${n}`, this.clock.now());
+    vm.agentAnswers = !this.silent.has(n);
     this.made.push(vm);
     return vm as unknown as Vm;
   }
@@ -210,5 +223,153 @@ describe('CachingFactory (pool state machine, on a manual clock)', () => {
       'VMs that finished booting after close are stopped',
     );
     assert.equal(clock.pending, 0, 'no retry, health or acquire timer left');
+  });
+  describe('miss policy', () => {
+    it('wait (the default): a request on an empty pool is served by the next boot, counted as a wait miss', async () => {
+      const base = new FakeBase(clock, 20);
+      const p = pool(base, { size: 1 });
+      await run(p.waitReady(1, 1000));
+      await run(p.getBaseVM()); // the only one; the refill is booting
+      const waiting = observe(p.getBaseVM(undefined, { missPolicy: 'wait' }));
+      await clock.advance(10);
+      assert.equal(waiting.state, 'pending', 'waits for the refill');
+      await clock.advance(20);
+      assert.equal(waiting.state, 'resolved');
+      const s = p.status();
+      assert.deepEqual(s.missesByPolicy, { wait: 1, fail: 0, cold: 0 });
+      assert.equal(s.misses, 1);
+      await run(p.close());
+    });
+
+    it('wait: times out after acquireTimeoutMs with VMC_ERR_CACHE_TIMEOUT, counted', async () => {
+      const base = new FakeBase(clock, 1_000);
+      const p = pool(base, { size: 1, acquireTimeoutMs: 50 });
+      const waiting = observe(p.getBaseVM(undefined, { missPolicy: 'wait' }));
+      await clock.advance(49);
+      assert.equal(waiting.state, 'pending');
+      await clock.advance(1);
+      assert.ok(isVmcError(waiting.error, 'VMC_ERR_CACHE_TIMEOUT'), `got ${waiting.error}`);
+      assert.equal(p.status().missesByPolicy.wait, 1);
+      await clock.advance(2_000);
+      await run(p.close());
+    });
+
+    it('fail: rejects at once with VMC_ERR_CACHE_MISS on an empty pool, which keeps filling', async () => {
+      const base = new FakeBase(clock, 20);
+      const p = pool(base, { size: 1 });
+      const got = observe(p.getBaseVM(undefined, { missPolicy: 'fail' }));
+      await new Promise((r) => setImmediate(r)); // no clock time passes
+      assert.equal(got.state, 'rejected');
+      const e = got.error;
+      assert.ok(isVmcError(e, 'VMC_ERR_CACHE_MISS') && /miss policy fail/.test(e.message), `got ${e}`);
+      assert.equal(clock.monotonic(), 0);
+      assert.deepEqual(p.status().missesByPolicy, { wait: 0, fail: 1, cold: 0 });
+      await run(p.waitReady(1, 1000));
+      const vm = await run(p.getBaseVM(undefined, { missPolicy: 'fail' }));
+      assert.ok(vm.id, 'a ready VM is handed out whatever the policy');
+      assert.equal(p.status().hits, 1);
+      await run(p.close());
+    });
+
+    it('cold: boots one for the request outside the pool, which keeps its own size', async () => {
+      const base = new FakeBase(clock, 30);
+      const p = pool(base, { size: 1, maxParallelBoots: 1 });
+      await clock.advance(1); // the pool's own boot is under way
+      assert.equal(base.boots, 1);
+      const got = observe(p.getBaseVM(undefined, { missPolicy: 'cold' }));
+      await clock.advance(1);
+      assert.equal(base.boots, 2, 'a boot of its own, beyond maxParallelBoots: the request pays for it');
+      assert.equal(p.status().coldBooting, 1);
+      assert.equal(p.status().booting, 1, "the pool's count is unchanged");
+      await run(p.waitReady(1, 1000));
+      await clock.advance(10);
+      assert.equal(got.state, 'resolved');
+      const vm = got.value!;
+      assert.equal(vm.id, 'vm2', 'the request got its own boot, not the pool VM that was ready first');
+      const s = p.status();
+      assert.deepEqual(s.missesByPolicy, { wait: 0, fail: 0, cold: 1 });
+      assert.equal(s.coldBooting, 0);
+      assert.deepEqual(
+        s.idle.map((v) => v.id),
+        ['vm1'],
+        'the pool keeps its VM',
+      );
+      assert.equal(base.boots, 2, 'no refill for a VM that never was in the pool');
+      await run(p.close());
+    });
+
+    it('cold: close during the boot fails the request with VMC_ERR_CACHE_CLOSED and stops the VM', async () => {
+      const base = new FakeBase(clock, 30);
+      const p = pool(base, { size: 0 });
+      const got = observe(p.getBaseVM(undefined, { missPolicy: 'cold' }));
+      await clock.advance(5);
+      const closing = p.close();
+      await run(closing);
+      assert.ok(isVmcError(got.error, 'VMC_ERR_CACHE_CLOSED'), `got ${got.error}`);
+      assert.ok(base.made.every((v) => v.destroyed));
+      assert.equal(clock.pending, 0);
+    });
+  });
+
+  describe('health at hand-out', () => {
+    it('discards a VM whose QEMU died, hands out the next one, and counts it', async () => {
+      const base = new FakeBase(clock);
+      const p = pool(base, { healthIntervalMs: 10_000 });
+      await run(p.waitReady(2, 1000));
+      base.made[0]!.alive_ = false;
+      const vm = await run(p.getBaseVM(undefined, { missPolicy: 'fail' }));
+      assert.equal(vm.id, base.made[1]!.id);
+      assert.deepEqual(p.status().handoutDiscards, { qemu: 1, agent: 0 });
+      assert.equal(p.status().missesByPolicy.fail, 0, 'not a miss: another VM was ready');
+      await run(p.close());
+    });
+
+    it('applies the miss policy when the only VM fails the check', async () => {
+      const base = new FakeBase(clock);
+      const p = pool(base, { size: 1, healthIntervalMs: 10_000 });
+      await run(p.waitReady(1, 1000));
+      base.made[0]!.alive_ = false;
+      await assert.rejects(p.getBaseVM(undefined, { missPolicy: 'fail' }), (e) =>
+        isVmcError(e, 'VMC_ERR_CACHE_MISS'),
+      );
+      assert.deepEqual(p.status().handoutDiscards, { qemu: 1, agent: 0 });
+      await run(p.close());
+    });
+
+    it("counts a client's report of an unready VM once, and only for a VM it handed out", async () => {
+      const base = new FakeBase(clock);
+      const p = pool(base);
+      await run(p.waitReady(2, 1000));
+      const vm = await run(p.getBaseVM());
+      assert.equal(p.reportUnready('vm999'), false, 'not one of ours');
+      assert.equal(p.reportUnready(base.made[1]!.id), false, 'still idle: not handed out');
+      assert.equal(p.reportUnready(vm.id), true);
+      assert.equal(p.reportUnready(vm.id), false, 'once');
+      assert.deepEqual(p.status().handoutDiscards, { qemu: 0, agent: 1 });
+      await run(p.close());
+    });
+  });
+
+  describe('readiness gate on entry (agentGate: template clones)', () => {
+    it('lets in only VMs whose agent answered, parked again; a silent one is stopped and counts as a failed boot', async () => {
+      const base = new FakeBase(clock);
+      base.silent.add(1);
+      const p = pool(base, { agentGate: true });
+      await run(p.waitReady(2, 1000));
+      const [silent, ...rest] = base.made;
+      assert.ok(silent!.destroyed, 'the silent clone was stopped');
+      assert.ok(!p.status().idle.some((v) => v.id === silent!.id), 'and never entered the pool');
+      assert.ok(p.status().bootFailures >= 1);
+      for (const vm of rest.filter((v) => !v.destroyed)) assert.deepEqual(vm.gate, ['resume', 'park']);
+      await run(p.close());
+    });
+
+    it('is off by default: a direct boot has waited for its agent already', async () => {
+      const base = new FakeBase(clock);
+      const p = pool(base);
+      await run(p.waitReady(2, 1000));
+      assert.ok(base.made.every((v) => v.gate.length === 0));
+      await run(p.close());
+    });
   });
 });

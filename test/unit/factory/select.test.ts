@@ -128,6 +128,28 @@ describe('selectFactory (which base a client uses)', () => {
     assert.deepEqual(warnings, [{ endpoint }]);
   });
 
+  it('under miss policy fail, an unreachable cache server is an error, not a cold boot', async () => {
+    const { deps: d, warnings } = deps();
+    const endpoint = fresh('nobody.sock');
+    await assert.rejects(
+      selectFactory(config(`vm_cache_number = 1\nvm_cache_endpoint = "${endpoint}"`), spec, d, true, {
+        missPolicy: 'fail',
+      }),
+      (e) => isVmcError(e, 'VMC_ERR_CACHE_UNAVAILABLE'),
+    );
+    assert.deepEqual(warnings, []);
+    for (const missPolicy of ['wait', 'cold'] as const) {
+      const got = await selectFactory(
+        config(`vm_cache_number = 1\nvm_cache_endpoint = "${endpoint}"`),
+        spec,
+        d,
+        true,
+        { missPolicy },
+      );
+      assert.equal(got.kind, 'direct', `${missPolicy}: falls back as before`);
+    }
+  });
+
   it('does not hide a cache server that answers with an error', async () => {
     const server = await fakeCacheServer({ error: status.INTERNAL });
     try {
