@@ -5,6 +5,7 @@ import { connect } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { credentials, Metadata } from '@grpc/grpc-js';
 import { connectCache } from '../../src/api.js';
+import { isVmcError } from '../../src/errors.js';
 import { VmFactory } from '../../src/factory/factory.js';
 import { LEASE_METADATA, RemoteCacheFactory } from '../../src/factory/remote-cache.js';
 import { isAlive } from '../../src/platform/process.js';
@@ -138,6 +139,32 @@ describe('VM cache server (vmcache factory init, real QEMU)', () => {
     const vms = await Promise.all([remote.getBaseVM(), remote.getBaseVM(), remote.getBaseVM()]);
     assert.equal(new Set(vms.map((v) => v.id)).size, 3);
     await Promise.all(vms.map((v) => v.destroy()));
+  });
+
+  it('miss policies on a drained pool: fail answers at once with its code, cold boots one outside the pool', async () => {
+    await waitFor('2 ready VMs', (x) => x.vmstatus.length === 2);
+    const held = [await remote.getBaseVM(), await remote.getBaseVM()];
+    try {
+      const t0 = Date.now();
+      await assert.rejects(remote.getBaseVM(undefined, { missPolicy: 'fail' }), (e) =>
+        isVmcError(e, 'VMC_ERR_CACHE_MISS'),
+      );
+      assert.ok(Date.now() - t0 < 2_000, `fail took ${Date.now() - t0} ms`);
+      const f = await run(VMCACHE, ['vm', 'run', '--miss-policy', 'fail', '--', 'true'], cliEnv);
+      assert.notEqual(f.code, 0);
+      assert.match(f.stderr, /VMC_ERR_CACHE_MISS/);
+      const c = await run(
+        VMCACHE,
+        ['vm', 'run', '--verbose', '--miss-policy', 'cold', '--', 'echo', 'cold'],
+        cliEnv,
+      );
+      assert.equal(c.stdout, 'cold\n', c.stderr);
+      assert.match(c.stderr, /from the VM cache/);
+      const s = await status();
+      assert.ok(s.target === 2, 'the cold boot is outside the pool');
+    } finally {
+      await Promise.all(held.map((v) => v.destroy()));
+    }
   });
 
   it('grows a cached VM through the API: hot-plugged vCPU and memory are online in the guest', async () => {
