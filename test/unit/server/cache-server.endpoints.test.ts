@@ -1,7 +1,6 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { existsSync, lstatSync, readFileSync, statSync, writeFileSync } from 'node:fs';
-import { request } from 'node:http';
 import { createServer, type Server } from 'node:net';
 import { dirname, join } from 'node:path';
 import { describe, it } from 'node:test';
@@ -14,19 +13,6 @@ import { PromMetrics } from '../../../src/server/metrics.js';
 import { socketPaths, staleSocket, withUmask } from '../../helpers/endpoints.js';
 
 const fresh = socketPaths('vmc-ep-');
-
-function _scrape(socketPath: string): Promise<{ status: number; body: string }> {
-  return new Promise((resolve, reject) => {
-    const req = request({ socketPath, path: '/metrics' }, (res) => {
-      let body = '';
-      res.setEncoding('utf8').on('data', (d: string) => {
-        body += d;
-      });
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
-    });
-    req.on('error', reject).end();
-  });
-}
 
 /** A pool stand-in: the server only starts and closes it here. */
 const pool = { start() {}, async close() {}, config: () => ({}) } as unknown as CachingFactory;
