@@ -1,10 +1,12 @@
 import { existsSync } from 'node:fs';
+import type { PoolConfig } from '../config/pools.js';
 import { VmcError } from '../errors.js';
 import type { FactoryBase } from '../factory/base.js';
-import { CachingFactory } from '../factory/cache.js';
 import { DirectFactory } from '../factory/direct.js';
+import { type PoolEntry, PoolSet } from '../factory/pool-set.js';
 import { RemoteCacheFactory } from '../factory/remote-cache.js';
 import { destroyTemplate, TemplateFactory, templateState } from '../factory/template.js';
+import type { VmSpec } from '../hypervisor/types.js';
 import { identify, isAlive } from '../platform/process.js';
 import { CacheServer } from '../server/cache-server.js';
 import { PromMetrics } from '../server/metrics.js';
@@ -34,35 +36,32 @@ export async function factoryInit(ctx: CliContext): Promise<number> {
   const swept = await sweepOrphans(ctx, { leavePooled: factory.vmCacheNumber > 0 });
   if (swept.reaped.length)
     ctx.say(`factory: stopped ${swept.reaped.length} VM(s) orphaned by a previous server`);
-  let base: FactoryBase = new DirectFactory(spec, ctx, {
-    agentTimeoutMs: ctx.config.agentDialTimeoutMs,
-    warm: true,
-  });
-  if (factory.template) {
-    const { factory: tf, created } = await TemplateFactory.open(spec, factory.templatePath, ctx, {
-      create: 'strict',
-    });
-    const st = templateState(factory.templatePath);
-    const size = st.exists ? `${Math.round(st.sizeBytes / MiB)} MiB` : '?';
-    ctx.say(
-      `factory: ${created ? 'created the' : 'using the existing'} VM template in ${factory.templatePath} (${size})`,
-    );
-    if (factory.vmCacheNumber === 0) return 0;
-    base = tf;
+  if (factory.vmCacheNumber === 0) {
+    // Templating alone: make the template (or reuse an intact one) and exit, as Kata does.
+    await (await openTemplate(ctx, spec, factory.templatePath)).close();
+    return 0;
   }
   const metrics = new PromMetrics();
-  const pool = new CachingFactory(
-    base,
+  const entries: PoolEntry[] = [];
+  try {
+    for (const [i, p] of ctx.config.cache.pools.entries())
+      entries.push(await poolEntry(ctx, spec, p, i === 0));
+  } catch (err) {
+    await Promise.all(entries.map((e) => e.base.close()));
+    throw err;
+  }
+  const pool = new PoolSet(
+    entries,
     {
-      size: factory.vmCacheNumber,
-      maxParallelBoots: cache.maxParallelBoots,
-      maxAgeMs: cache.maxAgeMs,
-      healthIntervalMs: cache.healthIntervalMs,
-      acquireTimeoutMs: cache.acquireTimeoutMs,
-      retryInitialMs: cache.retryInitialMs,
-      retryMaxMs: cache.retryMaxMs,
-      // Clones come up paused without their agent ever having answered: gate them before they enter the pool.
-      agentGate: factory.template,
+      pool: {
+        maxParallelBoots: cache.maxParallelBoots,
+        maxAgeMs: cache.maxAgeMs,
+        healthIntervalMs: cache.healthIntervalMs,
+        acquireTimeoutMs: cache.acquireTimeoutMs,
+        retryInitialMs: cache.retryInitialMs,
+        retryMaxMs: cache.retryMaxMs,
+      },
+      budgetMiB: cache.memoryBudgetMiB,
     },
     { clock: ctx.clock, logger: ctx.logger, metrics },
   );
@@ -81,8 +80,9 @@ export async function factoryInit(ctx: CliContext): Promise<number> {
   await server.start();
   const adopted = server.adoption?.adopted.length ?? 0;
   if (adopted) ctx.say(`factory: adopted ${adopted} idle VM(s) of a previous server (no reboot)`);
+  const pools = ctx.config.cache.pools;
   ctx.say(
-    `factory: VM cache serving ${factory.vmCacheEndpoint} (pid ${process.pid}), keeping ${factory.vmCacheNumber} ${factory.template ? 'template clone(s)' : 'VM(s)'} ready${cache.metricsEndpoint ? `, metrics on ${cache.metricsEndpoint}` : ''}`,
+    `factory: VM cache serving ${factory.vmCacheEndpoint} (pid ${process.pid}), ${pools.map(poolLine).join('; ')}${cache.memoryBudgetMiB ? `; memory budget ${cache.memoryBudgetMiB} MiB` : ''}${cache.metricsEndpoint ? `; metrics on ${cache.metricsEndpoint}` : ''}`,
   );
   const onSignal = (sig: string) => {
     ctx.say(`factory: ${sig}: stopping (idle VMs are stopped, handed-out VMs are left alone)`);
@@ -95,6 +95,43 @@ export async function factoryInit(ctx: CliContext): Promise<number> {
   process.off('SIGTERM', onSignal);
   ctx.say('factory: stopped');
   return 0;
+}
+
+/** How `factory init` describes a pool. */
+function poolLine(p: PoolConfig): string {
+  const size = p.min === p.max ? `${p.min}` : `${p.min}–${p.max} (by demand)`;
+  return `pool ${p.name}: ${size} ${p.template ? 'template clone(s)' : 'VM(s)'} of ${p.cpus} vCPU/${p.memoryMiB} MiB`;
+}
+
+/**
+ * The template of `path` (made now when there is none, or reused when intact), as a factory of clones. A
+ * half-made one is an error here (`strict`), as Kata's `factory init` makes it.
+ */
+async function openTemplate(ctx: CliContext, spec: VmSpec, path: string): Promise<FactoryBase> {
+  const { factory, created } = await TemplateFactory.open(spec, path, ctx, { create: 'strict' });
+  const st = templateState(path);
+  const size = st.exists ? `${Math.round(st.sizeBytes / MiB)} MiB` : '?';
+  ctx.say(`factory: ${created ? 'created the' : 'using the existing'} VM template in ${path} (${size})`);
+  return factory;
+}
+
+/**
+ * One pool's base: clones of a template of the pool's shape, or direct boots. The default pool's template is
+ * `[factory] template_path` (Kata's); another pool's is beside it, named after the pool (a template is one
+ * shape: its memory size is in the snapshot).
+ */
+async function poolEntry(
+  ctx: CliContext,
+  host: VmSpec,
+  p: PoolConfig,
+  isDefault: boolean,
+): Promise<PoolEntry> {
+  const spec: VmSpec = { ...host, cpus: p.cpus, memoryMiB: p.memoryMiB };
+  const path = isDefault ? ctx.config.factory.templatePath : `${ctx.config.factory.templatePath}-${p.name}`;
+  const base = p.template
+    ? await openTemplate(ctx, spec, path)
+    : new DirectFactory(spec, ctx, { agentTimeoutMs: ctx.config.agentDialTimeoutMs, warm: true });
+  return { name: p.name, base, kind: p.template ? 'template' : 'direct', min: p.min, max: p.max };
 }
 
 /** `vmcache factory status [--json]`: the template (when enabled) and the cache server (when enabled). */
@@ -116,12 +153,22 @@ export async function factoryStatus(ctx: CliContext, opts: { json?: boolean }): 
     }
     if (template) process.stdout.write(templateLine(template));
     process.stdout.write(
-      `server pid ${s.pid} on ${f.vmCacheEndpoint}: ${s.vmstatus.length}/${s.target} ready, ${s.booting} booting, ${s.leased} handing off, ${s.hits} served, ${s.bootFailures} failed boots\n`,
+      `server pid ${s.pid} on ${f.vmCacheEndpoint}: ${s.vmstatus.length}/${s.target} ready, ${s.booting} booting, ${s.leased} handing off, ${s.hits} served, ${s.missesWait + s.missesFail + s.missesCold} missed (wait ${s.missesWait}, fail ${s.missesFail}, cold ${s.missesCold}), ${s.bootFailures} failed boots${s.memoryBudgetMiB ? `, memory budget ${s.memoryBudgetMiB} MiB` : ''}\n`,
     );
     if (s.consecutiveFailures > 0) {
       process.stdout.write(
         `boots failing (${s.consecutiveFailures} in a row), next retry ${new Date(s.nextRetryUnixMs).toISOString()}: ${s.lastError}\n`,
       );
+    }
+    if (s.pools.length > 1 || s.pools.some((p) => p.min !== p.max)) {
+      process.stdout.write(
+        `${'POOL'.padEnd(14)}${'SHAPE'.padEnd(12)}${'BASE'.padEnd(10)}${'READY'.padEnd(7)}${'BOOT'.padEnd(6)}${'TARGET'.padEnd(16)}${'MIN-MAX'.padEnd(9)}${'HITS'.padEnd(6)}${'MISS w/f/c'.padEnd(12)}${'EVICT d/a/s'.padEnd(13)}${'DEMAND'.padEnd(9)}BOOT-MS\n`,
+      );
+      for (const p of s.pools) {
+        process.stdout.write(
+          `${p.name.padEnd(14)}${`${p.cpu}x${p.memory}`.padEnd(12)}${p.base.padEnd(10)}${String(p.ready).padEnd(7)}${String(p.booting).padEnd(6)}${`${p.target} (${p.targetReason})`.padEnd(16)}${`${p.min}-${p.max}`.padEnd(9)}${String(p.hits).padEnd(6)}${`${p.missesWait}/${p.missesFail}/${p.missesCold}`.padEnd(12)}${`${p.evictedDead}/${p.evictedAge}/${p.evictedShrink}`.padEnd(13)}${`${p.ratePerSecond.toFixed(3)}/s`.padEnd(9)}${Math.round(p.bootMs)}\n`,
+        );
+      }
     }
     process.stdout.write(
       `${'ID'.padEnd(14)}${'PID'.padEnd(9)}${'CPUS'.padEnd(6)}${'MEM'.padEnd(7)}${'AGE'.padEnd(8)}STATE\n`,

@@ -12,6 +12,7 @@ import { defaultVmSpec } from './defaults.js';
 import { metricsEndpointProblem } from './endpoint.js';
 import { type IgnoredReason, ignoredReason, KATA_IGNORED, REASON_TEXT } from './kata-keys.js';
 import { LineIndex } from './lines.js';
+import { type ListedPool, type PoolConfig, resolvePools, validatePools } from './pools.js';
 import { type KeySpec, type MissPolicy, SCHEMA } from './schema.js';
 
 /** The factory part (Kata's `factory.Config`). */
@@ -30,6 +31,13 @@ interface CacheTuning {
   acquireTimeoutMs: number;
   /** The server's default for requests that do not choose (Kata's clients never do). */
   missPolicy: MissPolicy;
+  /**
+   * The pools a cache server runs, default pool (the `[hypervisor.qemu]` shape) first; empty when the cache is
+   * off (`vm_cache_number` 0). See pools.ts.
+   */
+  pools: PoolConfig[];
+  /** `[cache] memory_budget`, MiB over all pools' ready and booting VMs (0: none). */
+  memoryBudgetMiB: number;
   leaseTimeoutMs: number;
   retryInitialMs: number;
   retryMaxMs: number;
@@ -111,6 +119,11 @@ class Locator {
   at(section: string, key?: string): string {
     return `${this.file(this.line(section, key))}: [${shownSection(section)}]${key === undefined ? '' : ` ${shown(key)}`}`;
   }
+  /** The Nth `[[cache.pool]]` table (1-based; lines.ts indexes it as section `cache.pool[N]`), or a key of it. */
+  atPool(n: number, key?: string): string {
+    const line = this.line(`cache.pool[${n}]`, key) ?? this.line('cache', 'pool');
+    return `${this.file(line)}: [[cache.pool]] #${n}${key === undefined ? '' : ` ${shown(key)}`}`;
+  }
 }
 
 function hostRange(spec: Extract<KeySpec, { type: 'int' }>): string {
@@ -147,10 +160,11 @@ function checkValue(spec: KeySpec, v: unknown, at: string): unknown {
       if (v.includes('\0')) throw bad('a string without NUL characters');
       if (spec.pattern && !spec.pattern.test(v))
         throw bad(
-          `one of ${spec.pattern.source
-            .replace(/[\^$()]/g, '')
-            .split('|')
-            .join(', ')}`,
+          spec.patternText ??
+            `one of ${spec.pattern.source
+              .replace(/[\^$()]/g, '')
+              .split('|')
+              .join(', ')}`,
         );
       if (spec.absolute && !v.startsWith('/')) throw bad('an absolute path');
       const problem =
@@ -268,7 +282,7 @@ export function validateConfig(
   doc: Record<string, unknown>,
   file: string,
   text: string,
-): { values: Values; warnings: string[] } {
+): { values: Values; warnings: string[]; loc: Locator } {
   const loc = new Locator(file, text);
   const values: Values = Object.create(null);
   for (const [name, keys] of SECTIONS) {
@@ -276,6 +290,7 @@ export function validateConfig(
     for (const [k, spec] of keys) v[k] = spec.default;
     values[name] = v;
   }
+  values.cache!.pool = [] satisfies ListedPool[];
   const notActedOn: NotActedOn[] = [];
   /** Where each key was set, so that a key set under both spellings of a section is refused. */
   const setIn = new Map<string, string>();
@@ -300,6 +315,13 @@ export function validateConfig(
     }
     if (!isTable(body)) throw new VmcError('VMC_ERR_CONFIG_INVALID', `${loc.at(section)} must be a table`);
     for (const [key, v] of Object.entries(body)) {
+      if (target === 'cache' && key === 'pool') {
+        values.cache!.pool = validatePools(v, {
+          at: (n, k) => loc.atPool(n, k),
+          check: checkValue,
+        });
+        continue;
+      }
       const spec = keys.get(key);
       if (spec) {
         const other = setIn.get(`${target}\0${key}`);
@@ -365,7 +387,7 @@ export function validateConfig(
       `${loc.at('cache', 'metrics_endpoint')} must differ from [factory] vm_cache_endpoint (both are ${JSON.stringify(metrics)})`,
     );
   }
-  return { values, warnings };
+  return { values, warnings, loc };
 }
 
 /** What the host offers, for Kata's "0 means the host's maximum" values. */
@@ -451,6 +473,7 @@ export function toRuntimeConfig(
   imageDir: string,
   warnings: string[],
   host: HostLimits = hostLimits(),
+  loc: Locator = new Locator(source ?? '(defaults)', ''),
 ): RuntimeConfig {
   const f = values.factory!;
   const h = values['hypervisor.qemu']!;
@@ -481,6 +504,17 @@ export function toRuntimeConfig(
   };
   warnings = [...warnings, ...[qemu.warning, assets.warning].filter((w): w is string => w !== undefined)];
   const parallel = (c.max_parallel_boots as number) || Math.max(1, Math.floor(cpus().length / 2));
+  const pools = resolvePools(c.pool as ListedPool[], {
+    vmCacheNumber: f.vm_cache_number as number,
+    cpus: vm.cpus,
+    memoryMiB: vm.memoryMiB,
+    maxCpus: vm.maxCpus,
+    maxMemoryMiB: vm.maxMemoryMiB,
+    template: f.enable_template as boolean,
+    budgetMiB: c.memory_budget as number,
+    at: (n, k) => loc.atPool(n, k),
+    atKey: (section, k) => loc.at(section, k),
+  });
   const cfg: RuntimeConfig = {
     source,
     factory: {
@@ -498,6 +532,8 @@ export function toRuntimeConfig(
       healthIntervalMs: (c.health_interval as number) * 1000,
       acquireTimeoutMs: (c.acquire_timeout as number) * 1000,
       missPolicy: c.miss_policy as MissPolicy,
+      pools,
+      memoryBudgetMiB: c.memory_budget as number,
       leaseTimeoutMs: (c.lease_timeout as number) * 1000,
       retryInitialMs: (c.retry_initial as number) * 1000,
       retryMaxMs: (c.retry_max as number) * 1000,
@@ -528,8 +564,8 @@ export function parseConfigText(
     }
     throw e;
   }
-  const { values, warnings } = validateConfig(doc, file, text);
-  return toRuntimeConfig(values, file, imageDir, warnings, host);
+  const { values, warnings, loc } = validateConfig(doc, file, text);
+  return toRuntimeConfig(values, file, imageDir, warnings, host, loc);
 }
 
 /** Loads `file`, or the built-in defaults when `file` is null. */

@@ -19,7 +19,8 @@ function split(path: string[]): { section: string; key: string | undefined } {
     section = `hypervisor.${rest[0]}`;
     rest = rest.slice(1);
   }
-  if (rest.length > 0 && SUBSECTIONS.get(section) === rest[0]) {
+  if (rest.length > 0 && (SUBSECTIONS.get(section) === rest[0] || rest[0]!.endsWith(']'))) {
+    // A sub-section, or one table of an array of tables (`pool[2]`, see #scan).
     section = `${section}.${rest[0]}`;
     rest = rest.slice(1);
   }
@@ -47,6 +48,8 @@ export class LineIndex {
   readonly #sections = new Map<string, number>();
   readonly #keys = new Map<string, Map<string, number>>();
   readonly #text: string;
+  /** How many `[[x]]` headers of each path were seen: the Nth table of an array is section `x[N]`. */
+  readonly #arrays = new Map<string, number>();
   #i = 0;
   #line = 1;
 
@@ -86,8 +89,14 @@ export class LineIndex {
       }
       const line = this.#line;
       if (c === '[') {
-        this.#i += t[this.#i + 1] === '[' ? 2 : 1;
-        const path = this.#keyPath();
+        const array = t[this.#i + 1] === '[';
+        this.#i += array ? 2 : 1;
+        let path = this.#keyPath();
+        if (path && array) {
+          const n = (this.#arrays.get(path.join('.')) ?? 0) + 1;
+          this.#arrays.set(path.join('.'), n);
+          path = [...path.slice(0, -1), `${path[path.length - 1]}[${n}]`];
+        }
         if (path) {
           table = path;
           this.#record(path, line);

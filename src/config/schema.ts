@@ -31,6 +31,8 @@ export type KeySpec =
       default: string;
       doc: string;
       pattern?: RegExp;
+      /** What `pattern` accepts, in words (without it, the pattern is read as a list of alternatives). */
+      patternText?: string;
       absolute?: boolean;
       /** `unix`: a Unix socket path (absolute, at most 107 bytes); `metrics`: "", a socket path or 127.0.0.1:PORT. */
       endpoint?: 'unix' | 'metrics';
@@ -165,6 +167,13 @@ export const SCHEMA = {
         max: 3600,
         doc: 'seconds GetBaseVM waits on an empty cache',
       },
+      memory_budget: {
+        type: 'int',
+        default: 0,
+        min: 0,
+        max: 16777216,
+        doc: 'MiB all pools together may keep ready or booting (0: no budget); demand shares it',
+      },
       miss_policy: {
         type: 'string',
         default: 'wait',
@@ -201,3 +210,35 @@ export const SCHEMA = {
     },
   },
 } satisfies Record<string, { keys: Record<string, KeySpec> }>;
+
+/**
+ * The keys of one `[[cache.pool]]` table: a pool of VMs of one shape (vmcache's own; Kata has one pool of the
+ * `[hypervisor.qemu]` shape). Its size follows demand between `min` and `max` (pool-sizing.ts).
+ */
+export const POOL_KEYS = {
+  name: {
+    type: 'string',
+    default: '',
+    pattern: /^[a-z0-9][a-z0-9-]{0,31}$/,
+    patternText: 'up to 32 lower-case letters, digits and -, starting with a letter or digit',
+    doc: 'name in status and metrics (default: <vcpus>x<memory>), lower-case letters, digits and -',
+  },
+  vcpus: { type: 'int', default: 0, min: 1, max: 64, doc: 'vCPUs of the pool’s VMs (required)' },
+  memory: { type: 'int', default: 0, min: 128, max: 65536, doc: 'memory of the pool’s VMs, MiB (required)' },
+  min: { type: 'int', default: 0, min: 0, max: 64, doc: 'VMs always kept ready' },
+  max: {
+    type: 'int',
+    default: 0,
+    min: 0,
+    max: 64,
+    doc: 'most VMs kept ready when demand is high (default: min)',
+  },
+  template: {
+    type: 'bool',
+    default: false,
+    doc: 'fill it with template clones (default: [factory] enable_template)',
+  },
+} satisfies Record<string, KeySpec>;
+
+/** The keys a `[[cache.pool]]` table must set. */
+export const POOL_REQUIRED = ['vcpus', 'memory'] as const;

@@ -12,6 +12,17 @@ export interface IdleVmStatus {
   state: string;
 }
 
+/** Why an idle VM was stopped: QEMU dead or silent, past its max age, or the pool's target lowered. */
+export type EvictReason = 'dead' | 'age' | 'shrink';
+
+/** What a request asks of a base: its shape (a server of several pools routes by it) and its miss policy. */
+export interface BaseVmRequest {
+  /** vCPUs and MiB wanted; absent: the base's own (`config()`). */
+  shape?: { cpus: number; memoryMiB: number };
+  /** On an empty pool: wait (default), fail or boot cold. Only bases that keep VMs read it. */
+  missPolicy?: MissPolicy;
+}
+
 /** The state of a factory that keeps VMs (the cache pool). */
 export interface FactoryStatus {
   target: number;
@@ -26,6 +37,11 @@ export interface FactoryStatus {
   coldBooting: number;
   /** VMs discarded at hand-out: QEMU dead or silent (the server's check), the agent silent (a client's). */
   handoutDiscards: { qemu: number; agent: number };
+  /** Idle VMs stopped, by reason. */
+  evicted: Record<EvictReason, number>;
+  /** Moving averages (ms) of a boot for the pool (queueing included) and of the server's part of a hand-out. */
+  bootMs: number | null;
+  acquireMs: number | null;
   bootFailures: number;
   consecutiveFailures: number;
   lastError: string | null;
@@ -41,8 +57,8 @@ export interface FactoryStatus {
 export interface FactoryBase {
   /** The boot configuration of the VMs this factory produces. */
   config(): VmSpec;
-  /** A paused VM booted from `config()`; the caller owns it from now on. */
-  getBaseVM(signal?: AbortSignal): Promise<Vm>;
+  /** A paused VM booted from `config()` (of `want.shape`, or smaller, where a base can); the caller owns it. */
+  getBaseVM(signal?: AbortSignal, want?: BaseVmRequest): Promise<Vm>;
   /** Idle VMs and counters, for factories that keep VMs. */
   status?(): FactoryStatus;
   /** Releases the factory's resources (idle VMs are stopped; VMs already handed out are not touched). */

@@ -27,6 +27,24 @@ export const MISS_POLICY_METADATA = 'vmcache-miss-policy';
  * counts it. The id only: the server counts a VM it handed out, once.
  */
 export const UNREADY_METADATA = 'vmcache-unready';
+/**
+ * Metadata key by which a GetBaseVM names the shape it wants, `<vCPUs>x<MiB>` (e.g. `2x1024`): a server of
+ * several pools serves it from that shape's pool, or routes it (factory/pool-set.ts). Absent (Kata's clients):
+ * the default pool's shape.
+ */
+export const SHAPE_METADATA = 'vmcache-shape';
+/** The `vmcache-shape` value of a shape. */
+export function formatShape(s: { cpus: number; memoryMiB: number }): string {
+  return `${s.cpus}x${s.memoryMiB}`;
+}
+/** A `vmcache-shape` value, or null when it is not one (vCPUs 1–1024, MiB 1–16777216, decimal, no sign). */
+export function parseShape(v: string): { cpus: number; memoryMiB: number } | null {
+  const m = /^([1-9][0-9]{0,3})x([1-9][0-9]{0,7})$/.exec(v);
+  if (!m) return null;
+  const cpus = Number(m[1]);
+  const memoryMiB = Number(m[2]);
+  return cpus <= 1024 && memoryMiB <= 16_777_216 ? { cpus, memoryMiB } : null;
+}
 /** Metadata key of a failed call's trailers: the server's VmcError code, so the client raises the same one. */
 export const ERROR_CODE_METADATA = 'vmcache-error-code';
 

@@ -6,16 +6,21 @@ import type { Clock } from '../platform/clock.js';
 import type { Logger } from '../platform/logger.js';
 import { markPooled } from '../vm/record.js';
 import type { Vm } from '../vm/vm.js';
-import type { FactoryBase, FactoryStatus } from './base.js';
+import type { BaseVmRequest, EvictReason, FactoryBase, FactoryStatus } from './base.js';
+import { BootSlots } from './boot-slots.js';
 import { type FactoryMetrics, nullMetrics } from './metrics.js';
+import { jitteredMaxAge, SampleEwma } from './pool-sizing.js';
 
 /** Pool tuning. */
 export interface PoolOptions {
-  /** VMs kept ready (vm_cache_number). */
+  /** VMs kept ready at first (vm_cache_number); {@link CachingFactory.setTarget} changes it. */
   size: number;
-  /** Boots in flight at once while filling: more than the cores only makes each boot slower. */
+  /**
+   * This pool's boots in flight at once (queued for a slot or running) while filling: more than the cores only
+   * makes each boot slower. The host-wide bound is {@link PoolDeps.slots}.
+   */
   maxParallelBoots: number;
-  /** An idle VM older than this is replaced (0: never). */
+  /** An idle VM older than this, ±10 % per VM (so a pool filled at once does not expire at once), is replaced (0: never). */
   maxAgeMs: number;
   /** Period of the liveness check of idle VMs. */
   healthIntervalMs: number;
@@ -41,11 +46,25 @@ export interface PoolDeps {
   clock: Clock;
   logger: Logger;
   metrics?: FactoryMetrics;
+  /** Boot slots of refills, shared with the server's other pools; default: this pool's own. */
+  slots?: BootSlots;
+  /**
+   * Boot slots of `cold` requests, shared likewise; default: this pool's own. Apart from the refills' so that a
+   * cold request does not queue behind the pool's refills (a `wait` would get that VM sooner), yet a burst of
+   * cold requests boots a bounded number at once.
+   */
+  coldSlots?: BootSlots;
+  /** Source of the max-age jitter (0 ≤ r < 1); default Math.random. */
+  random?: () => number;
+  /** Told each VM that became ready, with ms from asking for it (queueing included): the demand sizer's refill time. */
+  onBooted?: (ms: number) => void;
 }
 
 interface Entry {
   vm: Vm;
   readyAt: number;
+  /** This VM's own max age (jittered), ms; 0: never. */
+  maxAgeMs: number;
 }
 
 interface Waiter {
@@ -67,8 +86,11 @@ type PoolState = 'new' | 'running' | 'closing' | 'closed';
  *   are stopped and replaced. A VM is checked again right before it is handed out, so a dead one never is.
  * - A VM handed out never comes back. On an empty pool, `getBaseVM` applies the request's miss policy: `wait` up
  *   to `acquireTimeoutMs` (the default), `fail` at once (VMC_ERR_CACHE_MISS), or `cold`: one boot from the
- *   same base for this request alone, outside the pool's size and its parallelism bound (the request asked
- *   to pay for it), handed over as a pool VM is.
+ *   same base for this request alone, outside the pool's size and its refills' boot slots (the request asked
+ *   to pay for it; cold boots have slots of their own, so a burst of them is bounded too), handed over as a
+ *   pool VM is.
+ * - Its size is a target that {@link setTarget} moves (the server's demand sizer, pool-set.ts); an idle VM's
+ *   max age is jittered ±10 % so that a pool filled at once does not expire at once.
  * - The agent of a paused VM cannot answer, so the agent part of the hand-out check is the client's, right
  *   after its resume (remote-cache.ts); it reports a VM that failed there, and {@link reportUnready} counts it.
  */
@@ -78,6 +100,11 @@ export class CachingFactory implements FactoryBase {
   readonly #clock: Clock;
   readonly #log: Logger;
   readonly #metrics: FactoryMetrics;
+  readonly #slots: BootSlots;
+  readonly #coldSlots: BootSlots;
+  readonly #random: () => number;
+  readonly #onBooted: (ms: number) => void;
+  #target: number;
   #state: PoolState = 'new';
   readonly #ready: Entry[] = [];
   #booting = 0;
@@ -86,6 +113,9 @@ export class CachingFactory implements FactoryBase {
   readonly #misses: Record<MissPolicy, number> = { wait: 0, fail: 0, cold: 0 };
   #coldBooting = 0;
   readonly #handoutDiscards = { qemu: 0, agent: 0 };
+  readonly #evicted: Record<EvictReason, number> = { dead: 0, age: 0, shrink: 0 };
+  readonly #bootMs = new SampleEwma(0, 0.25);
+  readonly #acquireMs = new SampleEwma(0, 0.25);
   /** Ids handed out lately, oldest first (bounded): see {@link reportUnready}. */
   readonly #handedOut = new Set<string>();
   #bootFailures = 0;
@@ -103,6 +133,11 @@ export class CachingFactory implements FactoryBase {
     this.#clock = deps.clock;
     this.#log = deps.logger.child({ subsystem: 'factory.cache' });
     this.#metrics = deps.metrics ?? nullMetrics;
+    this.#slots = deps.slots ?? new BootSlots(Math.max(1, opts.maxParallelBoots));
+    this.#coldSlots = deps.coldSlots ?? new BootSlots(Math.max(1, opts.maxParallelBoots));
+    this.#random = deps.random ?? Math.random;
+    this.#onBooted = deps.onBooted ?? (() => {});
+    this.#target = opts.size;
   }
 
   /** Starts filling the pool and the health checks. */
@@ -117,8 +152,41 @@ export class CachingFactory implements FactoryBase {
     return this.#base.config();
   }
 
+  /** VMs ready to hand out now. */
+  get ready(): number {
+    return this.#ready.length;
+  }
+
+  /** What the pool keeps ready now. */
+  get target(): number {
+    return this.#target;
+  }
+
+  /**
+   * Changes what the pool keeps ready (the demand sizer's answer). Growing starts boots; shrinking stops the
+   * idle VMs beyond it, those closest to their max age first (metric reason `shrink`). Booting VMs are let
+   * finish: a VM half-booted is most of its cost spent, and demand may be back by then.
+   */
+  setTarget(n: number): void {
+    if (!(Number.isInteger(n) && n >= 0))
+      throw new RangeError(`pool target must be a whole number, got ${n}`);
+    if (n === this.#target) return;
+    this.#log.info({ from: this.#target, to: n }, 'pool target changed');
+    this.#target = n;
+    if (this.#state !== 'running') return;
+    const excess = this.#ready.length - n;
+    if (excess > 0) {
+      const byAge = [...this.#ready].sort((a, b) => a.vm.record.createdAt - b.vm.record.createdAt);
+      for (const entry of byAge.slice(0, excess)) {
+        this.#ready.splice(this.#ready.indexOf(entry), 1);
+        this.#discard(entry, 'shrink');
+      }
+    }
+    this.#fill();
+  }
+
   /** Resolves once `n` VMs are ready (for tests and `factory init --wait`), or rejects after `timeoutMs`. */
-  async waitReady(n = this.#opts.size, timeoutMs = 300_000): Promise<void> {
+  async waitReady(n = this.#target, timeoutMs = 300_000): Promise<void> {
     const deadline = this.#clock.monotonic() + timeoutMs;
     while (this.#ready.length < n) {
       if (this.#state !== 'running')
@@ -137,9 +205,23 @@ export class CachingFactory implements FactoryBase {
    * A paused VM from the pool; on a miss, `missPolicy` (default `wait`) decides. `_signal` is not used: what
    * a request starts (a cold boot) is aborted by `close`, and the server stops a VM whose requester left.
    */
-  async getBaseVM(_signal?: AbortSignal, opts: { missPolicy?: MissPolicy } = {}): Promise<Vm> {
+  async getBaseVM(_signal?: AbortSignal, opts: BaseVmRequest = {}): Promise<Vm> {
     if (this.#state !== 'running') throw new VmcError('VMC_ERR_CACHE_CLOSED', `VM cache is ${this.#state}`);
     const policy = opts.missPolicy ?? 'wait';
+    const t0 = this.#clock.monotonic();
+    if (this.#ready.length > 0) {
+      const hit = await this.tryTake();
+      if (hit) return hit;
+    }
+    return this.miss(policy, t0);
+  }
+
+  /**
+   * A ready VM that passed the hand-out check (counted as this pool's hit), or null when none is ready. Dead
+   * ones found on the way are discarded and counted.
+   */
+  async tryTake(): Promise<Vm | null> {
+    if (this.#state !== 'running') throw new VmcError('VMC_ERR_CACHE_CLOSED', `VM cache is ${this.#state}`);
     const t0 = this.#clock.monotonic();
     while (this.#ready.length > 0) {
       const entry = this.#ready.shift()!; // oldest first: it is the closest to its max age
@@ -147,20 +229,36 @@ export class CachingFactory implements FactoryBase {
       this.#fill();
       if (await this.#healthy(entry)) {
         this.#hits++;
-        this.#metrics.acquireSeconds((this.#clock.monotonic() - t0) / 1000, true);
+        this.#acquired(t0, true);
         return this.#handOut(entry.vm);
       }
       this.#handoutDiscards.qemu++;
       this.#metrics.handoutDiscard('qemu');
       this.#discard(entry, 'dead');
     }
+    return null;
+  }
+
+  #acquired(t0: number, hit: boolean): void {
+    const ms = this.#clock.monotonic() - t0;
+    this.#acquireMs.add(ms);
+    this.#metrics.acquireSeconds(ms / 1000, hit);
+  }
+
+  /**
+   * A request that found no VM ready (here or, for a server of several pools, anywhere it could be served):
+   * counted as this pool's miss, then the policy: `fail` throws VMC_ERR_CACHE_MISS, `cold` boots one, `wait`
+   * takes the next boot that completes. `t0`: when the request arrived (monotonic), for the wait's metrics.
+   */
+  async miss(policy: MissPolicy, t0 = this.#clock.monotonic()): Promise<Vm> {
+    if (this.#state !== 'running') throw new VmcError('VMC_ERR_CACHE_CLOSED', `VM cache is ${this.#state}`);
     this.#misses[policy]++;
     this.#metrics.miss(policy);
     if (policy === 'fail') {
       throw new VmcError('VMC_ERR_CACHE_MISS', `no VM ready in the cache (miss policy fail)${this.#why()}`);
     }
     const vm = policy === 'cold' ? await this.#bootCold() : await this.#wait(t0);
-    this.#metrics.acquireSeconds((this.#clock.monotonic() - t0) / 1000, false);
+    this.#acquired(t0, false);
     return this.#handOut(vm);
   }
 
@@ -223,7 +321,9 @@ export class CachingFactory implements FactoryBase {
     this.#coldBooting++;
     const t0 = this.#clock.monotonic();
     const boot = (async () => {
+      let release = () => {};
       try {
+        release = await this.#coldSlots.acquire(this.#abort.signal);
         const vm = await this.#base.getBaseVM(this.#abort.signal);
         if (this.#state !== 'running') {
           await vm.destroy().catch(() => undefined);
@@ -239,6 +339,7 @@ export class CachingFactory implements FactoryBase {
           throw new VmcError('VMC_ERR_CACHE_CLOSED', 'VM cache closed during a cold boot', { cause: err });
         throw err;
       } finally {
+        release();
         this.#coldBooting--;
       }
     })();
@@ -254,7 +355,7 @@ export class CachingFactory implements FactoryBase {
   status(): FactoryStatus {
     const now = this.#clock.now();
     return {
-      target: this.#opts.size,
+      target: this.#target,
       idle: this.#ready.map(({ vm }) => ({
         id: vm.id,
         pid: vm.record.qemu.pid,
@@ -270,6 +371,9 @@ export class CachingFactory implements FactoryBase {
       missesByPolicy: { ...this.#misses },
       coldBooting: this.#coldBooting,
       handoutDiscards: { ...this.#handoutDiscards },
+      evicted: { ...this.#evicted },
+      bootMs: this.#bootMs.count ? this.#bootMs.value : null,
+      acquireMs: this.#acquireMs.count ? this.#acquireMs.value : null,
       bootFailures: this.#bootFailures,
       consecutiveFailures: this.#consecutiveFailures,
       lastError: this.#lastError,
@@ -299,7 +403,7 @@ export class CachingFactory implements FactoryBase {
    * the fill boots only what is still missing.
    */
   adopt(vms: Vm[]): Vm[] {
-    const room = Math.max(0, this.#opts.size - this.#ready.length);
+    const room = Math.max(0, this.#target - this.#ready.length);
     for (const vm of vms.slice(0, room)) this.#shelve(vm);
     this.#report();
     return vms.slice(room);
@@ -313,7 +417,11 @@ export class CachingFactory implements FactoryBase {
       // Only adoption after a crash depends on the mark: without it the VM would be reaped instead.
       this.#log.warn({ vmId: vm.id, err: messageOf(err) }, 'could not mark the VM idle in its record');
     }
-    this.#ready.push({ vm, readyAt: this.#clock.now() });
+    this.#ready.push({
+      vm,
+      readyAt: this.#clock.now(),
+      maxAgeMs: jitteredMaxAge(this.#opts.maxAgeMs, this.#random),
+    });
   }
 
   /** Stops filling, fails waiters, stops every idle VM and every VM still booting. Idempotent. */
@@ -352,7 +460,7 @@ export class CachingFactory implements FactoryBase {
       return;
     }
     // Waiters count as demand beyond the pool size: each is served by the next boot that completes.
-    const wanted = this.#opts.size + this.#waiters.length;
+    const wanted = this.#target + this.#waiters.length;
     while (this.#ready.length + this.#booting < wanted && this.#booting < this.#opts.maxParallelBoots) {
       this.#bootOne();
     }
@@ -362,15 +470,23 @@ export class CachingFactory implements FactoryBase {
     this.#booting++;
     this.#report();
     const t0 = this.#clock.monotonic();
-    const p = this.#base
-      .getBaseVM(this.#abort.signal)
+    let release = () => {};
+    const p = this.#slots
+      .acquire(this.#abort.signal)
+      .then((r) => {
+        release = r;
+        return this.#base.getBaseVM(this.#abort.signal);
+      })
       .then((vm) => (this.#opts.agentGate ? agentGate(vm) : vm))
       .then(
         async (vm) => {
+          release();
           this.#booting--;
           this.#consecutiveFailures = 0;
           this.#lastError = null;
-          this.#metrics.bootSeconds((this.#clock.monotonic() - t0) / 1000);
+          const ms = this.#clock.monotonic() - t0;
+          this.#bootMs.add(ms);
+          this.#metrics.bootSeconds(ms / 1000);
           if (this.#state !== 'running') {
             await vm.destroy().catch(() => undefined);
             return;
@@ -387,8 +503,10 @@ export class CachingFactory implements FactoryBase {
           } else {
             this.#shelve(vm);
           }
+          this.#onBooted(ms);
         },
         (err: unknown) => {
+          release();
           this.#booting--;
           if (this.#state !== 'running') return;
           this.#bootFailures++;
@@ -419,8 +537,10 @@ export class CachingFactory implements FactoryBase {
     return (await runState(entry.vm, 2_000)) === 'paused';
   }
 
-  #discard(entry: Entry, reason: 'dead' | 'age' | 'unhealthy'): void {
-    this.#log.warn({ vmId: entry.vm.id, reason }, 'replacing idle VM');
+  #discard(entry: Entry, reason: EvictReason): void {
+    this.#evicted[reason]++;
+    if (reason === 'shrink') this.#log.info({ vmId: entry.vm.id }, 'stopping an idle VM: the pool shrank');
+    else this.#log.warn({ vmId: entry.vm.id, reason }, 'replacing idle VM');
     this.#metrics.replaced(reason);
     const p = entry.vm.destroy().catch(() => undefined);
     this.#inflight.add(p);
@@ -439,7 +559,7 @@ export class CachingFactory implements FactoryBase {
   async #checkIdle(): Promise<void> {
     const now = this.#clock.now();
     for (const entry of [...this.#ready]) {
-      const old = this.#opts.maxAgeMs > 0 && now - entry.vm.record.createdAt > this.#opts.maxAgeMs;
+      const old = entry.maxAgeMs > 0 && now - entry.vm.record.createdAt > entry.maxAgeMs;
       const healthy = !old && (await this.#healthy(entry));
       if (old || !healthy) {
         const i = this.#ready.indexOf(entry);

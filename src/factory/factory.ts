@@ -61,7 +61,10 @@ export class VmFactory {
       this.#metrics.fallback(mismatched);
       vm = await new DirectFactory(requested, this.#deps).getBaseVM(signal);
     } else {
-      vm = await this.#base.getBaseVM(signal);
+      // The shape goes along: a server of several pools serves it from that shape's pool (or a close one).
+      vm = await this.#base.getBaseVM(signal, {
+        shape: { cpus: requested.cpus, memoryMiB: requested.memoryMiB },
+      });
     }
     const t1 = this.#deps.clock.monotonic();
     try {

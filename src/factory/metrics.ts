@@ -1,4 +1,5 @@
 import type { MissPolicy } from '../config/schema.js';
+import type { EvictReason } from './base.js';
 
 /** Which hand-out check found a VM unfit: the server's (QEMU dead or not answering) or a client's (the agent). */
 export type HandoutCheck = 'qemu' | 'agent';
@@ -17,8 +18,20 @@ export interface FactoryMetrics {
   /** A VM was discarded at hand-out instead of being used (the requester got another, or the miss policy). */
   handoutDiscard(check: HandoutCheck): void;
   poolSize(ready: number, booting: number): void;
-  replaced(reason: 'dead' | 'age' | 'unhealthy'): void;
+  /** The pool's target (what it keeps ready) changed. */
+  poolTarget(target: number): void;
+  replaced(reason: EvictReason): void;
   fallback(fields: string[]): void;
+}
+
+/** How a request was served by a server of several pools (pool-routing.ts), or not at all (a miss). */
+export type RouteKind = 'exact' | 'larger' | 'grow' | 'miss';
+
+/** A server's metrics: one labelled view per pool, and the router's choices. */
+export interface PoolSetMetrics {
+  /** The metrics of the pool named `name` (every series labelled with it). */
+  pool(name: string): FactoryMetrics;
+  route(kind: RouteKind): void;
 }
 
 /** Metrics that go nowhere. */
@@ -30,6 +43,7 @@ export const nullMetrics: FactoryMetrics = {
   miss() {},
   handoutDiscard() {},
   poolSize() {},
+  poolTarget() {},
   replaced() {},
   fallback() {},
 };
@@ -55,9 +69,16 @@ export class FallbackCounter implements FactoryMetrics {
   miss(): void {}
   handoutDiscard(): void {}
   poolSize(): void {}
+  poolTarget(): void {}
   replaced(): void {}
   fallback(fields: string[]): void {
     this.total++;
     for (const f of fields) this.byField.set(f, (this.byField.get(f) ?? 0) + 1);
   }
 }
+
+/** Pool-set metrics that go nowhere. */
+export const nullPoolSetMetrics: PoolSetMetrics = {
+  pool: () => nullMetrics,
+  route() {},
+};

@@ -10,13 +10,15 @@ import {
 } from '../protocol/cache/generated/cache.js';
 import type { VmRecord } from '../vm/record.js';
 import { Vm, type VmDeps } from '../vm/vm.js';
-import type { FactoryBase } from './base.js';
+import type { BaseVmRequest, FactoryBase } from './base.js';
 import {
   decodeConfig,
   decodeVm,
+  formatShape,
   fromGrpcError,
   LEASE_METADATA,
   MISS_POLICY_METADATA,
+  SHAPE_METADATA,
   UNREADY_METADATA,
 } from './cache-wire.js';
 
@@ -151,14 +153,21 @@ export class RemoteCacheFactory implements FactoryBase {
   }
 
   /**
-   * A paused VM from the server's pool whose agent has answered; on a miss, `missPolicy` (else the client's,
-   * else the server's default) decides. `_signal` is not used: the RPC has its deadline.
+   * A paused VM from the server's pools whose agent has answered; on a miss, `missPolicy` (else the client's,
+   * else the server's default) decides. `want.shape` is sent (`vmcache-shape`) when it differs from the
+   * server's default pool, whose shape a request without it gets (Kata's clients). `_signal` is not used: the
+   * RPC has its deadline.
    */
-  async getBaseVM(_signal?: AbortSignal, opts: { missPolicy?: MissPolicy } = {}): Promise<Vm> {
-    const missPolicy = opts.missPolicy ?? this.#c.missPolicy;
+  async getBaseVM(_signal?: AbortSignal, want: BaseVmRequest = {}): Promise<Vm> {
+    const missPolicy = want.missPolicy ?? this.#c.missPolicy;
+    const d = this.#c.spec;
+    const shape =
+      want.shape && (want.shape.cpus !== d.cpus || want.shape.memoryMiB !== d.memoryMiB)
+        ? formatShape(want.shape)
+        : null;
     let unready: string | null = null;
     for (let attempt = 1; ; attempt++) {
-      const vm = await this.#take(missPolicy, unready);
+      const vm = await this.#take(missPolicy, unready, shape);
       try {
         await this.#ready(vm);
         return vm;
@@ -180,9 +189,10 @@ export class RemoteCacheFactory implements FactoryBase {
   }
 
   /** One GetBaseVM, adopted and acknowledged: the VM is this process's from here on. */
-  async #take(missPolicy: MissPolicy | undefined, unready: string | null): Promise<Vm> {
+  async #take(missPolicy: MissPolicy | undefined, unready: string | null, shape: string | null): Promise<Vm> {
     const md = new Metadata();
     md.set(LEASE_METADATA, '1');
+    if (shape) md.set(SHAPE_METADATA, shape);
     if (missPolicy) md.set(MISS_POLICY_METADATA, missPolicy);
     if (unready) md.set(UNREADY_METADATA, unready);
     const g = await call<object, GrpcVM>(

@@ -1,8 +1,7 @@
 import { createServer, type Server as NetServer } from 'node:net';
-import { isDeepStrictEqual } from 'node:util';
 import { type ChannelOptions, type ConnectionInjector, Server, ServerCredentials } from '@grpc/grpc-js';
 import type { MissPolicy } from '../config/schema.js';
-import type { CachingFactory } from '../factory/cache.js';
+import type { PoolSet } from '../factory/pool-set.js';
 import { identify } from '../platform/process.js';
 import { UndoStack } from '../platform/undo-stack.js';
 import { listenUnixSocket, type UnixSocketFile } from '../platform/unix-socket.js';
@@ -28,11 +27,11 @@ export interface CacheServerOptions {
 
 /**
  * The VM cache server: the CacheService on a Unix socket (mode 0600: only the owner, as Kata does), in front of
- * a CachingFactory. `stop()` (SIGINT/SIGTERM or Quit) stops idle VMs, resolves open leases, removes the socket,
+ * a PoolSet (one pool per VM shape; Kata's configuration gives one). `stop()` (SIGINT/SIGTERM or Quit) stops idle VMs, resolves open leases, removes the socket,
  * and never touches VMs already owned by clients.
  */
 export class CacheServer {
-  readonly #pool: CachingFactory;
+  readonly #pool: PoolSet;
   readonly #opts: CacheServerOptions;
   readonly #deps: VmDeps;
   readonly #metrics: PromMetrics | null;
@@ -51,7 +50,7 @@ export class CacheServer {
     this.#resolveClosed = r;
   });
 
-  constructor(pool: CachingFactory, opts: CacheServerOptions, deps: VmDeps, metrics: PromMetrics | null) {
+  constructor(pool: PoolSet, opts: CacheServerOptions, deps: VmDeps, metrics: PromMetrics | null) {
     this.#pool = pool;
     this.#opts = opts;
     this.#deps = deps;
@@ -122,16 +121,15 @@ export class CacheServer {
   }
 
   /**
-   * Re-adoption: the VMs of the pool's shape that a server killed with `kill -9` had idle (and, at most, the
-   * pool's size of them) are taken over rather than stopped and booted again (vm/adopt.ts says which are
+   * Re-adoption: the VMs of the pools' shapes that a server killed with `kill -9` had idle (and, at most, the
+   * pools' targets of them) are taken over rather than stopped and booted again (vm/adopt.ts says which are
    * adopted, reaped or left alone). Before the socket is bound: a client meanwhile finds no server, as when
    * the old one died, rather than a pool that is not started yet.
    */
   async #adopt() {
     if (findIdleOrphans(this.#deps.paths.runDir).length === 0) return []; // the usual start: nothing to look at
-    const spec = this.#pool.config();
     const r = await adoptIdleVms(this.#deps, {
-      accepts: (rec) => isDeepStrictEqual(rec.spec, spec),
+      accepts: (rec) => this.#pool.accepts(rec.spec),
       limit: this.#pool.status().target,
     });
     this.#adoption = r;

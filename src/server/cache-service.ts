@@ -1,9 +1,8 @@
 import type { handleUnaryCall, ServerUnaryCall, sendUnaryData } from '@grpc/grpc-js';
 import type { MissPolicy } from '../config/schema.js';
 import { VmcError } from '../errors.js';
-import type { FactoryStatus } from '../factory/base.js';
-import type { CachingFactory } from '../factory/cache.js';
 import { encodeConfig, encodeVm, toGrpcError } from '../factory/cache-wire.js';
+import type { PoolSet, PoolSetStatus } from '../factory/pool-set.js';
 import type { Logger } from '../platform/logger.js';
 import type {
   AckVMRequest,
@@ -20,6 +19,7 @@ import {
   checkEmpty,
   checkLeaseMetadata,
   checkMissPolicyMetadata,
+  checkShapeMetadata,
   checkUnreadyMetadata,
 } from './requests.js';
 
@@ -29,8 +29,8 @@ import {
  */
 const STATE_QUERY_MS = 500;
 
-/** The Status reply (Kata's pid and vmstatus, then vmcache's counters). */
-function statusReply(s: FactoryStatus, leased: number): GrpcStatus {
+/** The Status reply (Kata's pid and vmstatus, then vmcache's counters, summed and per pool). */
+function statusReply(s: PoolSetStatus, leased: number): GrpcStatus {
   return {
     pid: process.pid,
     vmstatus: s.idle.map((v) => ({
@@ -49,6 +49,37 @@ function statusReply(s: FactoryStatus, leased: number): GrpcStatus {
     consecutiveFailures: s.consecutiveFailures,
     lastError: s.lastError ?? '',
     nextRetryUnixMs: s.nextRetryAt ?? 0,
+    missesWait: s.missesByPolicy.wait,
+    missesFail: s.missesByPolicy.fail,
+    missesCold: s.missesByPolicy.cold,
+    coldBooting: s.coldBooting,
+    handoutDiscardsQemu: s.handoutDiscards.qemu,
+    handoutDiscardsAgent: s.handoutDiscards.agent,
+    memoryBudgetMiB: s.memoryBudgetMiB,
+    pools: s.pools.map((p) => ({
+      name: p.name,
+      cpu: p.cpus,
+      memory: p.memoryMiB,
+      base: p.kind,
+      ready: p.status.idle.length,
+      booting: p.status.booting,
+      target: p.target,
+      min: p.min,
+      max: p.max,
+      targetReason: p.targetReason,
+      ratePerSecond: p.ratePerSecond ?? 0,
+      refillMs: p.refillMs ?? 0,
+      hits: p.status.hits,
+      missesWait: p.status.missesByPolicy.wait,
+      missesFail: p.status.missesByPolicy.fail,
+      missesCold: p.status.missesByPolicy.cold,
+      evictedDead: p.status.evicted.dead,
+      evictedAge: p.status.evicted.age,
+      evictedShrink: p.status.evicted.shrink,
+      bootMs: p.status.bootMs ?? 0,
+      acquireMs: p.status.acquireMs ?? 0,
+      bootFailures: p.status.bootFailures,
+    })),
   };
 }
 
@@ -69,7 +100,7 @@ export interface CacheServiceOptions {
  * gets INVALID_ARGUMENT, and no value a client sent is logged, stored or echoed beyond a short prefix.
  */
 export function cacheService(
-  pool: CachingFactory,
+  pool: PoolSet,
   leases: LeaseTable,
   log: Logger,
   opts: CacheServiceOptions,
@@ -95,16 +126,18 @@ export function cacheService(
     let wantsLease: boolean;
     let missPolicy: MissPolicy;
     let unready: string | null;
+    let shape: { cpus: number; memoryMiB: number } | null;
     try {
       checkEmpty('GetBaseVM', call.request);
       wantsLease = checkLeaseMetadata(call.metadata);
       missPolicy = checkMissPolicyMetadata(call.metadata) ?? opts.missPolicy;
       unready = checkUnreadyMetadata(call.metadata);
+      shape = checkShapeMetadata(call.metadata);
     } catch (err) {
       return fail(cb as sendUnaryData<unknown>, err);
     }
     if (unready !== null) pool.reportUnready(unready);
-    pool.getBaseVM(undefined, { missPolicy }).then(
+    pool.getBaseVM(undefined, { missPolicy, shape: shape ?? undefined }).then(
       (vm) => {
         if (call.cancelled) {
           // The client gave up while waiting: it never saw this VM, so nobody else can have it.

@@ -1,7 +1,13 @@
 import type { ChannelOptions, Metadata, MethodDefinition, ServiceDefinition } from '@grpc/grpc-js';
 import { MISS_POLICIES, type MissPolicy } from '../config/schema.js';
 import { messageOf, VmcError } from '../errors.js';
-import { LEASE_METADATA, MISS_POLICY_METADATA, UNREADY_METADATA } from '../factory/cache-wire.js';
+import {
+  LEASE_METADATA,
+  MISS_POLICY_METADATA,
+  parseShape,
+  SHAPE_METADATA,
+  UNREADY_METADATA,
+} from '../factory/cache-wire.js';
 import type { AckVMRequest } from '../protocol/cache/generated/cache.js';
 
 /**
@@ -135,6 +141,19 @@ export function checkMissPolicyMetadata(md: Metadata): MissPolicy | null {
       `metadata ${MISS_POLICY_METADATA} must be one of ${MISS_POLICIES.join(', ')}, once; got ${values.length > 1 ? `${values.length} values` : received(String(v))}`,
     );
   return v as MissPolicy;
+}
+
+/** The shape a GetBaseVM asks for in `vmcache-shape` (see cache-wire.ts), or null (the default pool's). */
+export function checkShapeMetadata(md: Metadata): { cpus: number; memoryMiB: number } | null {
+  const values = md.get(SHAPE_METADATA);
+  if (values.length === 0) return null;
+  const v = values[0];
+  const shape = values.length === 1 && typeof v === 'string' ? parseShape(v) : null;
+  if (!shape)
+    throw invalid(
+      `metadata ${SHAPE_METADATA} must be <vCPUs>x<MiB> (e.g. 2x1024; vCPUs 1–1024, MiB 1–16777216), once; got ${values.length > 1 ? `${values.length} values` : received(String(v))}`,
+    );
+  return shape;
 }
 
 /** The VM id a GetBaseVM reports as discarded in `vmcache-unready` (see cache-wire.ts), or null. */

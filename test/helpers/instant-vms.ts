@@ -2,7 +2,8 @@ import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { defaultVmSpec } from '../../src/config/defaults.js';
 import type { FactoryBase } from '../../src/factory/base.js';
-import { CachingFactory } from '../../src/factory/cache.js';
+import type { PoolSetMetrics } from '../../src/factory/metrics.js';
+import { PoolSet } from '../../src/factory/pool-set.js';
 import { vmFiles } from '../../src/hypervisor/types.js';
 import { systemClock } from '../../src/platform/clock.js';
 import { nullLogger } from '../../src/platform/logger.js';
@@ -49,19 +50,29 @@ export function instantVms(dir: string, counts: InstantVmCounts = { handed: 0, s
   };
 }
 
-/** A cache pool of `size` instant VMs from `base`, refilled `parallel` at a time, never aged or health-checked. */
-export function instantPool(base: FactoryBase, size: number, parallel = 2): CachingFactory {
-  return new CachingFactory(
-    base,
+/**
+ * A server's pool set of one pool (`default`, fixed at `size`, as Kata's) of instant VMs from `base`, refilled
+ * `parallel` at a time, never aged or health-checked.
+ */
+export function instantPool(
+  base: FactoryBase,
+  size: number,
+  parallel = 2,
+  metrics?: PoolSetMetrics,
+): PoolSet {
+  return new PoolSet(
+    [{ name: 'default', base, kind: 'direct', min: size, max: size }],
     {
-      size,
-      maxParallelBoots: parallel,
-      maxAgeMs: 0,
-      healthIntervalMs: 60_000,
-      acquireTimeoutMs: 5_000,
-      retryInitialMs: 10,
-      retryMaxMs: 100,
+      pool: {
+        maxParallelBoots: parallel,
+        maxAgeMs: 0,
+        healthIntervalMs: 60_000,
+        acquireTimeoutMs: 5_000,
+        retryInitialMs: 10,
+        retryMaxMs: 100,
+      },
+      budgetMiB: 0,
     },
-    { clock: systemClock, logger: nullLogger },
+    { clock: systemClock, logger: nullLogger, metrics },
   );
 }

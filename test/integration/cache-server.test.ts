@@ -249,10 +249,10 @@ describe('VM cache server (vmcache factory init, real QEMU)', () => {
       s.on('end', () => resolve(out));
       s.on('error', reject);
     });
-    assert.match(body, /^vmcache_hits_total \d+/m);
-    assert.match(body, /^vmcache_pool_ready \d/m);
+    assert.match(body, /^vmcache_hits_total\{pool="default"\} [1-9]/m);
+    assert.match(body, /^vmcache_pool_ready\{pool="default"\} \d/m);
     assert.match(body, /vmcache_handoffs_total\{outcome="reclaimed"\} 1/);
-    assert.match(body, /vmcache_boot_seconds_count \d+/);
+    assert.match(body, /vmcache_boot_seconds_count\{pool="default"\} [1-9]/);
   });
 
   it('refuses a second server on a live socket', async () => {

@@ -1,85 +1,11 @@
 import assert from 'node:assert/strict';
 import { beforeEach, describe, it } from 'node:test';
-import { defaultVmSpec } from '../../../src/config/defaults.js';
-import { isVmcError, VmcError } from '../../../src/errors.js';
+import { isVmcError } from '../../../src/errors.js';
 import type { FactoryBase } from '../../../src/factory/base.js';
 import { CachingFactory, type PoolOptions } from '../../../src/factory/cache.js';
 import { nullLogger } from '../../../src/platform/logger.js';
-import type { Vm } from '../../../src/vm/vm.js';
+import { FakeBase } from '../../helpers/fake-base.js';
 import { ManualClock, observe } from '../../helpers/manual-clock.js';
-
-/** A VM stand-in: just what the pool looks at. */
-class FakeVm {
-  alive_ = true;
-  destroyed = false;
-  /** Whether the agent answers after resume (the readiness gate's question). */
-  agentAnswers = true;
-  readonly gate: string[] = [];
-  readonly record;
-  constructor(
-    readonly id: string,
-    createdAt: number,
-  ) {
-    this.record = {
-      qemu: { pid: 1, startTime: 1 },
-      spec: defaultVmSpec('/img', 'tcg'),
-      createdAt,
-    };
-  }
-  readonly qmp = { execute: async () => ({ status: this.alive_ ? 'paused' : 'dead' }) };
-  alive() {
-    return this.alive_;
-  }
-  async resume() {
-    this.gate.push('resume');
-    if (!this.agentAnswers) throw new VmcError('VMC_ERR_AGENT_TIMEOUT', 'guest agent not ready');
-  }
-  async park() {
-    this.gate.push('park');
-  }
-  async destroy() {
-    this.destroyed = true;
-    this.alive_ = false;
-  }
-}
-
-/**
- * A base whose boots take `bootMs` of the manual clock and fail while `failing` is true. It counts the boots in
- * flight at every moment and keeps the peak, so a parallelism bound is checked over a whole run, not sampled.
- * Like a real boot past its spawn, a boot here finishes even when the pool aborts it.
- */
-class FakeBase implements FactoryBase {
-  boots = 0;
-  inFlight = 0;
-  peak = 0;
-  failing = false;
-  /** Boots whose VM's agent will not answer (1-based boot numbers). */
-  readonly silent = new Set<number>();
-  readonly made: FakeVm[] = [];
-  constructor(
-    readonly clock: ManualClock,
-    readonly bootMs = 5,
-  ) {}
-  config() {
-    return defaultVmSpec('/img', 'tcg');
-  }
-  async getBaseVM(): Promise<Vm> {
-    const n = ++this.boots;
-    this.inFlight++;
-    this.peak = Math.max(this.peak, this.inFlight);
-    try {
-      await this.clock.sleep(this.bootMs);
-    } finally {
-      this.inFlight--;
-    }
-    if (this.failing) throw new Error(`boot ${n} failed: bad kernel`);
-    const vm = new FakeVm(`vm${n}`, this.clock.now());
-    vm.agentAnswers = !this.silent.has(n);
-    this.made.push(vm);
-    return vm as unknown as Vm;
-  }
-  async close() {}
-}
 
 const OPTS: PoolOptions = {
   size: 2,

@@ -4,7 +4,7 @@ import { existsSync, lstatSync, readFileSync, statSync, writeFileSync } from 'no
 import { createServer, type Server } from 'node:net';
 import { dirname, join } from 'node:path';
 import { describe, it } from 'node:test';
-import type { CachingFactory } from '../../../src/factory/cache.js';
+import type { PoolSet } from '../../../src/factory/pool-set.js';
 import { systemClock } from '../../../src/platform/clock.js';
 import { runCommand } from '../../../src/platform/command.js';
 import { nullLogger } from '../../../src/platform/logger.js';
@@ -15,7 +15,7 @@ import { socketPaths, staleSocket, withUmask } from '../../helpers/endpoints.js'
 const fresh = socketPaths('vmc-ep-');
 
 /** A pool stand-in: the server only starts and closes it here. */
-const pool = { start() {}, async close() {}, config: () => ({}) } as unknown as CachingFactory;
+const pool = { start() {}, async close() {}, config: () => ({}) } as unknown as PoolSet;
 const deps = {
   paths: { runDir: dirname(fresh('run')), imageDir: '/img', cacheDir: '/c' },
   clock: systemClock,

@@ -8,7 +8,6 @@ import { connectCache } from '../../../src/api.js';
 import type { MissPolicy } from '../../../src/config/schema.js';
 import { isVmcError } from '../../../src/errors.js';
 import type { FactoryBase } from '../../../src/factory/base.js';
-import { CachingFactory } from '../../../src/factory/cache.js';
 import {
   ERROR_CODE_METADATA,
   LEASE_METADATA,
@@ -24,7 +23,7 @@ import { CacheServer } from '../../../src/server/cache-server.js';
 import { PromMetrics } from '../../../src/server/metrics.js';
 import type { VmRecord } from '../../../src/vm/record.js';
 import type { Vm } from '../../../src/vm/vm.js';
-import { type InstantVmCounts, instantVms } from '../../helpers/instant-vms.js';
+import { type InstantVmCounts, instantPool, instantVms } from '../../helpers/instant-vms.js';
 
 /** Socket paths must stay under 107 bytes: a short directory under the system temp directory. */
 const dir = mkdtempSync(join(tmpdir(), 'vmc-mp-'));
@@ -41,20 +40,8 @@ const deps = {
 async function serve(size: number, missPolicy?: MissPolicy, base?: FactoryBase) {
   const counts: InstantVmCounts = { handed: 0, stopped: 0 };
   const metrics = new PromMetrics();
-  // As instantPool, with the server's metrics (the pool reports into them, as `factory init` wires it).
-  const pool = new CachingFactory(
-    base ?? instantVms(dir, counts),
-    {
-      size,
-      maxParallelBoots: 2,
-      maxAgeMs: 0,
-      healthIntervalMs: 60_000,
-      acquireTimeoutMs: 5_000,
-      retryInitialMs: 10,
-      retryMaxMs: 100,
-    },
-    { clock: systemClock, logger: nullLogger, metrics },
-  );
+  // The server's metrics, as `factory init` wires them: the pool reports into its labelled view.
+  const pool = instantPool(base ?? instantVms(dir, counts), size, 2, metrics);
   const endpoint = join(dir, `s${++n}.sock`);
   const server = new CacheServer(
     pool,

@@ -5,24 +5,24 @@
 // source: cache.proto
 
 /* eslint-disable */
-import { BinaryReader, BinaryWriter } from '@bufbuild/protobuf/wire';
+import { BinaryReader, BinaryWriter } from "@bufbuild/protobuf/wire";
 import {
   type CallOptions,
   type ChannelCredentials,
-  type Client,
+  Client,
   type ClientOptions,
   type ClientUnaryCall,
   type handleUnaryCall,
-  type Metadata,
   makeGenericClientConstructor,
+  type Metadata,
   type ServiceError,
   type UntypedServiceImplementation,
-} from '@grpc/grpc-js';
-import { Empty } from './google/protobuf/empty.js';
+} from "@grpc/grpc-js";
+import { Empty } from "./google/protobuf/empty.js";
 
-export const protobufPackage = 'cache';
+export const protobufPackage = "cache";
 
-export const protobufFileName = 'cache.proto';
+export const protobufFileName = "cache.proto";
 
 /**
  * vmcache's VM cache protocol. Wire-compatible with Kata Containers' protocols/cache/cache.proto: the package,
@@ -61,6 +61,48 @@ export interface GrpcStatus {
   consecutiveFailures: number;
   lastError: string;
   nextRetryUnixMs: number;
+  /** Requests that found no VM ready, by the miss policy they got. */
+  missesWait: number;
+  missesFail: number;
+  missesCold: number;
+  coldBooting: number;
+  handoutDiscardsQemu: number;
+  handoutDiscardsAgent: number;
+  /** One entry per pool (per VM shape); the fields above sum over them. */
+  pools: GrpcPoolStatus[];
+  /** The global memory budget over all pools, MiB (0: none). */
+  memoryBudgetMiB: number;
+}
+
+/** vmcache extension: one pool of one VM shape. */
+export interface GrpcPoolStatus {
+  name: string;
+  cpu: number;
+  memory: number;
+  /** "template" (clones) or "direct" (boots). */
+  base: string;
+  ready: number;
+  booting: number;
+  /** What the pool keeps now (demand-sized between min and max), and why it has that value. */
+  target: number;
+  min: number;
+  max: number;
+  targetReason: string;
+  /** The demand the sizer measured: requests per second, and the refill (boot) time it uses, ms. */
+  ratePerSecond: number;
+  refillMs: number;
+  hits: number;
+  missesWait: number;
+  missesFail: number;
+  missesCold: number;
+  /** Idle VMs stopped, by reason: dead (QEMU gone or silent), age (max_age), shrink (target lowered). */
+  evictedDead: number;
+  evictedAge: number;
+  evictedShrink: number;
+  /** Moving averages, ms: boot of a VM for the pool, and the server's part of a hand-out. */
+  bootMs: number;
+  acquireMs: number;
+  bootFailures: number;
 }
 
 export interface GrpcVMStatus {
@@ -97,7 +139,7 @@ export const GrpcVMConfig: MessageFns<GrpcVMConfig> = {
     const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
     const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
     if (previousRecursionDepth >= 100) {
-      throw new globalThis.Error('protobuf decode recursion limit exceeded');
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
     }
     (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
     try {
@@ -137,9 +179,7 @@ export const GrpcVMConfig: MessageFns<GrpcVMConfig> = {
   fromJSON(object: any): GrpcVMConfig {
     return {
       Data: isSet(object.Data) ? Buffer.from(bytesFromBase64(object.Data)) : Buffer.alloc(0),
-      AgentConfig: isSet(object.AgentConfig)
-        ? Buffer.from(bytesFromBase64(object.AgentConfig))
-        : Buffer.alloc(0),
+      AgentConfig: isSet(object.AgentConfig) ? Buffer.from(bytesFromBase64(object.AgentConfig)) : Buffer.alloc(0),
     };
   },
 
@@ -167,21 +207,21 @@ export const GrpcVMConfig: MessageFns<GrpcVMConfig> = {
 
 function createBaseGrpcVM(): GrpcVM {
   return {
-    id: '',
+    id: "",
     hypervisor: Buffer.alloc(0),
     proxyPid: 0,
-    proxyURL: '',
+    proxyURL: "",
     cpu: 0,
     memory: 0,
     cpuDelta: 0,
-    leaseId: '',
+    leaseId: "",
     leaseExpiresUnixMs: 0,
   };
 }
 
 export const GrpcVM: MessageFns<GrpcVM> = {
   encode(message: GrpcVM, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
-    if (message.id !== '') {
+    if (message.id !== "") {
       writer.uint32(10).string(message.id);
     }
     if (message.hypervisor.length !== 0) {
@@ -190,7 +230,7 @@ export const GrpcVM: MessageFns<GrpcVM> = {
     if (message.proxyPid !== 0) {
       writer.uint32(24).int64(message.proxyPid);
     }
-    if (message.proxyURL !== '') {
+    if (message.proxyURL !== "") {
       writer.uint32(34).string(message.proxyURL);
     }
     if (message.cpu !== 0) {
@@ -202,7 +242,7 @@ export const GrpcVM: MessageFns<GrpcVM> = {
     if (message.cpuDelta !== 0) {
       writer.uint32(56).uint32(message.cpuDelta);
     }
-    if (message.leaseId !== '') {
+    if (message.leaseId !== "") {
       writer.uint32(802).string(message.leaseId);
     }
     if (message.leaseExpiresUnixMs !== 0) {
@@ -215,7 +255,7 @@ export const GrpcVM: MessageFns<GrpcVM> = {
     const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
     const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
     if (previousRecursionDepth >= 100) {
-      throw new globalThis.Error('protobuf decode recursion limit exceeded');
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
     }
     (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
     try {
@@ -310,23 +350,21 @@ export const GrpcVM: MessageFns<GrpcVM> = {
 
   fromJSON(object: any): GrpcVM {
     return {
-      id: isSet(object.id) ? globalThis.String(object.id) : '',
-      hypervisor: isSet(object.hypervisor)
-        ? Buffer.from(bytesFromBase64(object.hypervisor))
-        : Buffer.alloc(0),
+      id: isSet(object.id) ? globalThis.String(object.id) : "",
+      hypervisor: isSet(object.hypervisor) ? Buffer.from(bytesFromBase64(object.hypervisor)) : Buffer.alloc(0),
       proxyPid: isSet(object.proxyPid) ? globalThis.Number(object.proxyPid) : 0,
-      proxyURL: isSet(object.proxyURL) ? globalThis.String(object.proxyURL) : '',
+      proxyURL: isSet(object.proxyURL) ? globalThis.String(object.proxyURL) : "",
       cpu: isSet(object.cpu) ? globalThis.Number(object.cpu) : 0,
       memory: isSet(object.memory) ? globalThis.Number(object.memory) : 0,
       cpuDelta: isSet(object.cpuDelta) ? globalThis.Number(object.cpuDelta) : 0,
-      leaseId: isSet(object.leaseId) ? globalThis.String(object.leaseId) : '',
+      leaseId: isSet(object.leaseId) ? globalThis.String(object.leaseId) : "",
       leaseExpiresUnixMs: isSet(object.leaseExpiresUnixMs) ? globalThis.Number(object.leaseExpiresUnixMs) : 0,
     };
   },
 
   toJSON(message: GrpcVM): unknown {
     const obj: any = {};
-    if (message.id !== '') {
+    if (message.id !== "") {
       obj.id = message.id;
     }
     if (message.hypervisor.length !== 0) {
@@ -335,7 +373,7 @@ export const GrpcVM: MessageFns<GrpcVM> = {
     if (message.proxyPid !== 0) {
       obj.proxyPid = Math.round(message.proxyPid);
     }
-    if (message.proxyURL !== '') {
+    if (message.proxyURL !== "") {
       obj.proxyURL = message.proxyURL;
     }
     if (message.cpu !== 0) {
@@ -347,7 +385,7 @@ export const GrpcVM: MessageFns<GrpcVM> = {
     if (message.cpuDelta !== 0) {
       obj.cpuDelta = Math.round(message.cpuDelta);
     }
-    if (message.leaseId !== '') {
+    if (message.leaseId !== "") {
       obj.leaseId = message.leaseId;
     }
     if (message.leaseExpiresUnixMs !== 0) {
@@ -361,14 +399,14 @@ export const GrpcVM: MessageFns<GrpcVM> = {
   },
   fromPartial(object: DeepPartial<GrpcVM>): GrpcVM {
     const message = createBaseGrpcVM();
-    message.id = object.id ?? '';
+    message.id = object.id ?? "";
     message.hypervisor = object.hypervisor ?? Buffer.alloc(0);
     message.proxyPid = object.proxyPid ?? 0;
-    message.proxyURL = object.proxyURL ?? '';
+    message.proxyURL = object.proxyURL ?? "";
     message.cpu = object.cpu ?? 0;
     message.memory = object.memory ?? 0;
     message.cpuDelta = object.cpuDelta ?? 0;
-    message.leaseId = object.leaseId ?? '';
+    message.leaseId = object.leaseId ?? "";
     message.leaseExpiresUnixMs = object.leaseExpiresUnixMs ?? 0;
     return message;
   },
@@ -384,8 +422,16 @@ function createBaseGrpcStatus(): GrpcStatus {
     hits: 0,
     bootFailures: 0,
     consecutiveFailures: 0,
-    lastError: '',
+    lastError: "",
     nextRetryUnixMs: 0,
+    missesWait: 0,
+    missesFail: 0,
+    missesCold: 0,
+    coldBooting: 0,
+    handoutDiscardsQemu: 0,
+    handoutDiscardsAgent: 0,
+    pools: [],
+    memoryBudgetMiB: 0,
   };
 }
 
@@ -415,11 +461,35 @@ export const GrpcStatus: MessageFns<GrpcStatus> = {
     if (message.consecutiveFailures !== 0) {
       writer.uint32(840).uint32(message.consecutiveFailures);
     }
-    if (message.lastError !== '') {
+    if (message.lastError !== "") {
       writer.uint32(850).string(message.lastError);
     }
     if (message.nextRetryUnixMs !== 0) {
       writer.uint32(856).int64(message.nextRetryUnixMs);
+    }
+    if (message.missesWait !== 0) {
+      writer.uint32(864).uint64(message.missesWait);
+    }
+    if (message.missesFail !== 0) {
+      writer.uint32(872).uint64(message.missesFail);
+    }
+    if (message.missesCold !== 0) {
+      writer.uint32(880).uint64(message.missesCold);
+    }
+    if (message.coldBooting !== 0) {
+      writer.uint32(888).uint32(message.coldBooting);
+    }
+    if (message.handoutDiscardsQemu !== 0) {
+      writer.uint32(896).uint64(message.handoutDiscardsQemu);
+    }
+    if (message.handoutDiscardsAgent !== 0) {
+      writer.uint32(904).uint64(message.handoutDiscardsAgent);
+    }
+    for (const v of message.pools) {
+      GrpcPoolStatus.encode(v!, writer.uint32(914).fork()).join();
+    }
+    if (message.memoryBudgetMiB !== 0) {
+      writer.uint32(920).uint32(message.memoryBudgetMiB);
     }
     return writer;
   },
@@ -428,7 +498,7 @@ export const GrpcStatus: MessageFns<GrpcStatus> = {
     const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
     const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
     if (previousRecursionDepth >= 100) {
-      throw new globalThis.Error('protobuf decode recursion limit exceeded');
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
     }
     (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
     try {
@@ -517,6 +587,70 @@ export const GrpcStatus: MessageFns<GrpcStatus> = {
             message.nextRetryUnixMs = longToNumber(reader.int64());
             continue;
           }
+          case 108: {
+            if (tag !== 864) {
+              break;
+            }
+
+            message.missesWait = longToNumber(reader.uint64());
+            continue;
+          }
+          case 109: {
+            if (tag !== 872) {
+              break;
+            }
+
+            message.missesFail = longToNumber(reader.uint64());
+            continue;
+          }
+          case 110: {
+            if (tag !== 880) {
+              break;
+            }
+
+            message.missesCold = longToNumber(reader.uint64());
+            continue;
+          }
+          case 111: {
+            if (tag !== 888) {
+              break;
+            }
+
+            message.coldBooting = reader.uint32();
+            continue;
+          }
+          case 112: {
+            if (tag !== 896) {
+              break;
+            }
+
+            message.handoutDiscardsQemu = longToNumber(reader.uint64());
+            continue;
+          }
+          case 113: {
+            if (tag !== 904) {
+              break;
+            }
+
+            message.handoutDiscardsAgent = longToNumber(reader.uint64());
+            continue;
+          }
+          case 114: {
+            if (tag !== 914) {
+              break;
+            }
+
+            message.pools.push(GrpcPoolStatus.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 115: {
+            if (tag !== 920) {
+              break;
+            }
+
+            message.memoryBudgetMiB = reader.uint32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -540,11 +674,17 @@ export const GrpcStatus: MessageFns<GrpcStatus> = {
       leased: isSet(object.leased) ? globalThis.Number(object.leased) : 0,
       hits: isSet(object.hits) ? globalThis.Number(object.hits) : 0,
       bootFailures: isSet(object.bootFailures) ? globalThis.Number(object.bootFailures) : 0,
-      consecutiveFailures: isSet(object.consecutiveFailures)
-        ? globalThis.Number(object.consecutiveFailures)
-        : 0,
-      lastError: isSet(object.lastError) ? globalThis.String(object.lastError) : '',
+      consecutiveFailures: isSet(object.consecutiveFailures) ? globalThis.Number(object.consecutiveFailures) : 0,
+      lastError: isSet(object.lastError) ? globalThis.String(object.lastError) : "",
       nextRetryUnixMs: isSet(object.nextRetryUnixMs) ? globalThis.Number(object.nextRetryUnixMs) : 0,
+      missesWait: isSet(object.missesWait) ? globalThis.Number(object.missesWait) : 0,
+      missesFail: isSet(object.missesFail) ? globalThis.Number(object.missesFail) : 0,
+      missesCold: isSet(object.missesCold) ? globalThis.Number(object.missesCold) : 0,
+      coldBooting: isSet(object.coldBooting) ? globalThis.Number(object.coldBooting) : 0,
+      handoutDiscardsQemu: isSet(object.handoutDiscardsQemu) ? globalThis.Number(object.handoutDiscardsQemu) : 0,
+      handoutDiscardsAgent: isSet(object.handoutDiscardsAgent) ? globalThis.Number(object.handoutDiscardsAgent) : 0,
+      pools: globalThis.Array.isArray(object?.pools) ? object.pools.map((e: any) => GrpcPoolStatus.fromJSON(e)) : [],
+      memoryBudgetMiB: isSet(object.memoryBudgetMiB) ? globalThis.Number(object.memoryBudgetMiB) : 0,
     };
   },
 
@@ -574,11 +714,35 @@ export const GrpcStatus: MessageFns<GrpcStatus> = {
     if (message.consecutiveFailures !== 0) {
       obj.consecutiveFailures = Math.round(message.consecutiveFailures);
     }
-    if (message.lastError !== '') {
+    if (message.lastError !== "") {
       obj.lastError = message.lastError;
     }
     if (message.nextRetryUnixMs !== 0) {
       obj.nextRetryUnixMs = Math.round(message.nextRetryUnixMs);
+    }
+    if (message.missesWait !== 0) {
+      obj.missesWait = Math.round(message.missesWait);
+    }
+    if (message.missesFail !== 0) {
+      obj.missesFail = Math.round(message.missesFail);
+    }
+    if (message.missesCold !== 0) {
+      obj.missesCold = Math.round(message.missesCold);
+    }
+    if (message.coldBooting !== 0) {
+      obj.coldBooting = Math.round(message.coldBooting);
+    }
+    if (message.handoutDiscardsQemu !== 0) {
+      obj.handoutDiscardsQemu = Math.round(message.handoutDiscardsQemu);
+    }
+    if (message.handoutDiscardsAgent !== 0) {
+      obj.handoutDiscardsAgent = Math.round(message.handoutDiscardsAgent);
+    }
+    if (message.pools?.length) {
+      obj.pools = message.pools.map((e) => GrpcPoolStatus.toJSON(e));
+    }
+    if (message.memoryBudgetMiB !== 0) {
+      obj.memoryBudgetMiB = Math.round(message.memoryBudgetMiB);
     }
     return obj;
   },
@@ -596,14 +760,450 @@ export const GrpcStatus: MessageFns<GrpcStatus> = {
     message.hits = object.hits ?? 0;
     message.bootFailures = object.bootFailures ?? 0;
     message.consecutiveFailures = object.consecutiveFailures ?? 0;
-    message.lastError = object.lastError ?? '';
+    message.lastError = object.lastError ?? "";
     message.nextRetryUnixMs = object.nextRetryUnixMs ?? 0;
+    message.missesWait = object.missesWait ?? 0;
+    message.missesFail = object.missesFail ?? 0;
+    message.missesCold = object.missesCold ?? 0;
+    message.coldBooting = object.coldBooting ?? 0;
+    message.handoutDiscardsQemu = object.handoutDiscardsQemu ?? 0;
+    message.handoutDiscardsAgent = object.handoutDiscardsAgent ?? 0;
+    message.pools = object.pools?.map((e) => GrpcPoolStatus.fromPartial(e)) || [];
+    message.memoryBudgetMiB = object.memoryBudgetMiB ?? 0;
+    return message;
+  },
+};
+
+function createBaseGrpcPoolStatus(): GrpcPoolStatus {
+  return {
+    name: "",
+    cpu: 0,
+    memory: 0,
+    base: "",
+    ready: 0,
+    booting: 0,
+    target: 0,
+    min: 0,
+    max: 0,
+    targetReason: "",
+    ratePerSecond: 0,
+    refillMs: 0,
+    hits: 0,
+    missesWait: 0,
+    missesFail: 0,
+    missesCold: 0,
+    evictedDead: 0,
+    evictedAge: 0,
+    evictedShrink: 0,
+    bootMs: 0,
+    acquireMs: 0,
+    bootFailures: 0,
+  };
+}
+
+export const GrpcPoolStatus: MessageFns<GrpcPoolStatus> = {
+  encode(message: GrpcPoolStatus, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    if (message.cpu !== 0) {
+      writer.uint32(16).uint32(message.cpu);
+    }
+    if (message.memory !== 0) {
+      writer.uint32(24).uint32(message.memory);
+    }
+    if (message.base !== "") {
+      writer.uint32(34).string(message.base);
+    }
+    if (message.ready !== 0) {
+      writer.uint32(40).uint32(message.ready);
+    }
+    if (message.booting !== 0) {
+      writer.uint32(48).uint32(message.booting);
+    }
+    if (message.target !== 0) {
+      writer.uint32(56).uint32(message.target);
+    }
+    if (message.min !== 0) {
+      writer.uint32(64).uint32(message.min);
+    }
+    if (message.max !== 0) {
+      writer.uint32(72).uint32(message.max);
+    }
+    if (message.targetReason !== "") {
+      writer.uint32(82).string(message.targetReason);
+    }
+    if (message.ratePerSecond !== 0) {
+      writer.uint32(89).double(message.ratePerSecond);
+    }
+    if (message.refillMs !== 0) {
+      writer.uint32(97).double(message.refillMs);
+    }
+    if (message.hits !== 0) {
+      writer.uint32(104).uint64(message.hits);
+    }
+    if (message.missesWait !== 0) {
+      writer.uint32(112).uint64(message.missesWait);
+    }
+    if (message.missesFail !== 0) {
+      writer.uint32(120).uint64(message.missesFail);
+    }
+    if (message.missesCold !== 0) {
+      writer.uint32(128).uint64(message.missesCold);
+    }
+    if (message.evictedDead !== 0) {
+      writer.uint32(136).uint64(message.evictedDead);
+    }
+    if (message.evictedAge !== 0) {
+      writer.uint32(144).uint64(message.evictedAge);
+    }
+    if (message.evictedShrink !== 0) {
+      writer.uint32(152).uint64(message.evictedShrink);
+    }
+    if (message.bootMs !== 0) {
+      writer.uint32(161).double(message.bootMs);
+    }
+    if (message.acquireMs !== 0) {
+      writer.uint32(169).double(message.acquireMs);
+    }
+    if (message.bootFailures !== 0) {
+      writer.uint32(176).uint64(message.bootFailures);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GrpcPoolStatus {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGrpcPoolStatus();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.cpu = reader.uint32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.memory = reader.uint32();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.base = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.ready = reader.uint32();
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.booting = reader.uint32();
+            continue;
+          }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.target = reader.uint32();
+            continue;
+          }
+          case 8: {
+            if (tag !== 64) {
+              break;
+            }
+
+            message.min = reader.uint32();
+            continue;
+          }
+          case 9: {
+            if (tag !== 72) {
+              break;
+            }
+
+            message.max = reader.uint32();
+            continue;
+          }
+          case 10: {
+            if (tag !== 82) {
+              break;
+            }
+
+            message.targetReason = reader.string();
+            continue;
+          }
+          case 11: {
+            if (tag !== 89) {
+              break;
+            }
+
+            message.ratePerSecond = reader.double();
+            continue;
+          }
+          case 12: {
+            if (tag !== 97) {
+              break;
+            }
+
+            message.refillMs = reader.double();
+            continue;
+          }
+          case 13: {
+            if (tag !== 104) {
+              break;
+            }
+
+            message.hits = longToNumber(reader.uint64());
+            continue;
+          }
+          case 14: {
+            if (tag !== 112) {
+              break;
+            }
+
+            message.missesWait = longToNumber(reader.uint64());
+            continue;
+          }
+          case 15: {
+            if (tag !== 120) {
+              break;
+            }
+
+            message.missesFail = longToNumber(reader.uint64());
+            continue;
+          }
+          case 16: {
+            if (tag !== 128) {
+              break;
+            }
+
+            message.missesCold = longToNumber(reader.uint64());
+            continue;
+          }
+          case 17: {
+            if (tag !== 136) {
+              break;
+            }
+
+            message.evictedDead = longToNumber(reader.uint64());
+            continue;
+          }
+          case 18: {
+            if (tag !== 144) {
+              break;
+            }
+
+            message.evictedAge = longToNumber(reader.uint64());
+            continue;
+          }
+          case 19: {
+            if (tag !== 152) {
+              break;
+            }
+
+            message.evictedShrink = longToNumber(reader.uint64());
+            continue;
+          }
+          case 20: {
+            if (tag !== 161) {
+              break;
+            }
+
+            message.bootMs = reader.double();
+            continue;
+          }
+          case 21: {
+            if (tag !== 169) {
+              break;
+            }
+
+            message.acquireMs = reader.double();
+            continue;
+          }
+          case 22: {
+            if (tag !== 176) {
+              break;
+            }
+
+            message.bootFailures = longToNumber(reader.uint64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): GrpcPoolStatus {
+    return {
+      name: isSet(object.name) ? globalThis.String(object.name) : "",
+      cpu: isSet(object.cpu) ? globalThis.Number(object.cpu) : 0,
+      memory: isSet(object.memory) ? globalThis.Number(object.memory) : 0,
+      base: isSet(object.base) ? globalThis.String(object.base) : "",
+      ready: isSet(object.ready) ? globalThis.Number(object.ready) : 0,
+      booting: isSet(object.booting) ? globalThis.Number(object.booting) : 0,
+      target: isSet(object.target) ? globalThis.Number(object.target) : 0,
+      min: isSet(object.min) ? globalThis.Number(object.min) : 0,
+      max: isSet(object.max) ? globalThis.Number(object.max) : 0,
+      targetReason: isSet(object.targetReason) ? globalThis.String(object.targetReason) : "",
+      ratePerSecond: isSet(object.ratePerSecond) ? globalThis.Number(object.ratePerSecond) : 0,
+      refillMs: isSet(object.refillMs) ? globalThis.Number(object.refillMs) : 0,
+      hits: isSet(object.hits) ? globalThis.Number(object.hits) : 0,
+      missesWait: isSet(object.missesWait) ? globalThis.Number(object.missesWait) : 0,
+      missesFail: isSet(object.missesFail) ? globalThis.Number(object.missesFail) : 0,
+      missesCold: isSet(object.missesCold) ? globalThis.Number(object.missesCold) : 0,
+      evictedDead: isSet(object.evictedDead) ? globalThis.Number(object.evictedDead) : 0,
+      evictedAge: isSet(object.evictedAge) ? globalThis.Number(object.evictedAge) : 0,
+      evictedShrink: isSet(object.evictedShrink) ? globalThis.Number(object.evictedShrink) : 0,
+      bootMs: isSet(object.bootMs) ? globalThis.Number(object.bootMs) : 0,
+      acquireMs: isSet(object.acquireMs) ? globalThis.Number(object.acquireMs) : 0,
+      bootFailures: isSet(object.bootFailures) ? globalThis.Number(object.bootFailures) : 0,
+    };
+  },
+
+  toJSON(message: GrpcPoolStatus): unknown {
+    const obj: any = {};
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    if (message.cpu !== 0) {
+      obj.cpu = Math.round(message.cpu);
+    }
+    if (message.memory !== 0) {
+      obj.memory = Math.round(message.memory);
+    }
+    if (message.base !== "") {
+      obj.base = message.base;
+    }
+    if (message.ready !== 0) {
+      obj.ready = Math.round(message.ready);
+    }
+    if (message.booting !== 0) {
+      obj.booting = Math.round(message.booting);
+    }
+    if (message.target !== 0) {
+      obj.target = Math.round(message.target);
+    }
+    if (message.min !== 0) {
+      obj.min = Math.round(message.min);
+    }
+    if (message.max !== 0) {
+      obj.max = Math.round(message.max);
+    }
+    if (message.targetReason !== "") {
+      obj.targetReason = message.targetReason;
+    }
+    if (message.ratePerSecond !== 0) {
+      obj.ratePerSecond = floatToJson(message.ratePerSecond);
+    }
+    if (message.refillMs !== 0) {
+      obj.refillMs = floatToJson(message.refillMs);
+    }
+    if (message.hits !== 0) {
+      obj.hits = Math.round(message.hits);
+    }
+    if (message.missesWait !== 0) {
+      obj.missesWait = Math.round(message.missesWait);
+    }
+    if (message.missesFail !== 0) {
+      obj.missesFail = Math.round(message.missesFail);
+    }
+    if (message.missesCold !== 0) {
+      obj.missesCold = Math.round(message.missesCold);
+    }
+    if (message.evictedDead !== 0) {
+      obj.evictedDead = Math.round(message.evictedDead);
+    }
+    if (message.evictedAge !== 0) {
+      obj.evictedAge = Math.round(message.evictedAge);
+    }
+    if (message.evictedShrink !== 0) {
+      obj.evictedShrink = Math.round(message.evictedShrink);
+    }
+    if (message.bootMs !== 0) {
+      obj.bootMs = floatToJson(message.bootMs);
+    }
+    if (message.acquireMs !== 0) {
+      obj.acquireMs = floatToJson(message.acquireMs);
+    }
+    if (message.bootFailures !== 0) {
+      obj.bootFailures = Math.round(message.bootFailures);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<GrpcPoolStatus>): GrpcPoolStatus {
+    return GrpcPoolStatus.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<GrpcPoolStatus>): GrpcPoolStatus {
+    const message = createBaseGrpcPoolStatus();
+    message.name = object.name ?? "";
+    message.cpu = object.cpu ?? 0;
+    message.memory = object.memory ?? 0;
+    message.base = object.base ?? "";
+    message.ready = object.ready ?? 0;
+    message.booting = object.booting ?? 0;
+    message.target = object.target ?? 0;
+    message.min = object.min ?? 0;
+    message.max = object.max ?? 0;
+    message.targetReason = object.targetReason ?? "";
+    message.ratePerSecond = object.ratePerSecond ?? 0;
+    message.refillMs = object.refillMs ?? 0;
+    message.hits = object.hits ?? 0;
+    message.missesWait = object.missesWait ?? 0;
+    message.missesFail = object.missesFail ?? 0;
+    message.missesCold = object.missesCold ?? 0;
+    message.evictedDead = object.evictedDead ?? 0;
+    message.evictedAge = object.evictedAge ?? 0;
+    message.evictedShrink = object.evictedShrink ?? 0;
+    message.bootMs = object.bootMs ?? 0;
+    message.acquireMs = object.acquireMs ?? 0;
+    message.bootFailures = object.bootFailures ?? 0;
     return message;
   },
 };
 
 function createBaseGrpcVMStatus(): GrpcVMStatus {
-  return { pid: 0, cpu: 0, memory: 0, id: '', ageMs: 0, state: '' };
+  return { pid: 0, cpu: 0, memory: 0, id: "", ageMs: 0, state: "" };
 }
 
 export const GrpcVMStatus: MessageFns<GrpcVMStatus> = {
@@ -617,13 +1217,13 @@ export const GrpcVMStatus: MessageFns<GrpcVMStatus> = {
     if (message.memory !== 0) {
       writer.uint32(24).uint32(message.memory);
     }
-    if (message.id !== '') {
+    if (message.id !== "") {
       writer.uint32(802).string(message.id);
     }
     if (message.ageMs !== 0) {
       writer.uint32(808).int64(message.ageMs);
     }
-    if (message.state !== '') {
+    if (message.state !== "") {
       writer.uint32(818).string(message.state);
     }
     return writer;
@@ -633,7 +1233,7 @@ export const GrpcVMStatus: MessageFns<GrpcVMStatus> = {
     const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
     const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
     if (previousRecursionDepth >= 100) {
-      throw new globalThis.Error('protobuf decode recursion limit exceeded');
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
     }
     (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
     try {
@@ -707,9 +1307,9 @@ export const GrpcVMStatus: MessageFns<GrpcVMStatus> = {
       pid: isSet(object.pid) ? globalThis.Number(object.pid) : 0,
       cpu: isSet(object.cpu) ? globalThis.Number(object.cpu) : 0,
       memory: isSet(object.memory) ? globalThis.Number(object.memory) : 0,
-      id: isSet(object.id) ? globalThis.String(object.id) : '',
+      id: isSet(object.id) ? globalThis.String(object.id) : "",
       ageMs: isSet(object.ageMs) ? globalThis.Number(object.ageMs) : 0,
-      state: isSet(object.state) ? globalThis.String(object.state) : '',
+      state: isSet(object.state) ? globalThis.String(object.state) : "",
     };
   },
 
@@ -724,13 +1324,13 @@ export const GrpcVMStatus: MessageFns<GrpcVMStatus> = {
     if (message.memory !== 0) {
       obj.memory = Math.round(message.memory);
     }
-    if (message.id !== '') {
+    if (message.id !== "") {
       obj.id = message.id;
     }
     if (message.ageMs !== 0) {
       obj.ageMs = Math.round(message.ageMs);
     }
-    if (message.state !== '') {
+    if (message.state !== "") {
       obj.state = message.state;
     }
     return obj;
@@ -744,23 +1344,23 @@ export const GrpcVMStatus: MessageFns<GrpcVMStatus> = {
     message.pid = object.pid ?? 0;
     message.cpu = object.cpu ?? 0;
     message.memory = object.memory ?? 0;
-    message.id = object.id ?? '';
+    message.id = object.id ?? "";
     message.ageMs = object.ageMs ?? 0;
-    message.state = object.state ?? '';
+    message.state = object.state ?? "";
     return message;
   },
 };
 
 function createBaseAckVMRequest(): AckVMRequest {
-  return { id: '', leaseId: '' };
+  return { id: "", leaseId: "" };
 }
 
 export const AckVMRequest: MessageFns<AckVMRequest> = {
   encode(message: AckVMRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
-    if (message.id !== '') {
+    if (message.id !== "") {
       writer.uint32(10).string(message.id);
     }
-    if (message.leaseId !== '') {
+    if (message.leaseId !== "") {
       writer.uint32(18).string(message.leaseId);
     }
     return writer;
@@ -770,7 +1370,7 @@ export const AckVMRequest: MessageFns<AckVMRequest> = {
     const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
     const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
     if (previousRecursionDepth >= 100) {
-      throw new globalThis.Error('protobuf decode recursion limit exceeded');
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
     }
     (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
     try {
@@ -809,17 +1409,17 @@ export const AckVMRequest: MessageFns<AckVMRequest> = {
 
   fromJSON(object: any): AckVMRequest {
     return {
-      id: isSet(object.id) ? globalThis.String(object.id) : '',
-      leaseId: isSet(object.leaseId) ? globalThis.String(object.leaseId) : '',
+      id: isSet(object.id) ? globalThis.String(object.id) : "",
+      leaseId: isSet(object.leaseId) ? globalThis.String(object.leaseId) : "",
     };
   },
 
   toJSON(message: AckVMRequest): unknown {
     const obj: any = {};
-    if (message.id !== '') {
+    if (message.id !== "") {
       obj.id = message.id;
     }
-    if (message.leaseId !== '') {
+    if (message.leaseId !== "") {
       obj.leaseId = message.leaseId;
     }
     return obj;
@@ -830,8 +1430,8 @@ export const AckVMRequest: MessageFns<AckVMRequest> = {
   },
   fromPartial(object: DeepPartial<AckVMRequest>): AckVMRequest {
     const message = createBaseAckVMRequest();
-    message.id = object.id ?? '';
-    message.leaseId = object.leaseId ?? '';
+    message.id = object.id ?? "";
+    message.leaseId = object.leaseId ?? "";
     return message;
   },
 };
@@ -840,7 +1440,7 @@ export type CacheServiceService = typeof CacheServiceService;
 export const CacheServiceService = {
   /** The base VM configuration of the cache, as JSON (Data) plus the agent configuration (AgentConfig). */
   config: {
-    path: '/cache.CacheService/Config' as const,
+    path: "/cache.CacheService/Config" as const,
     requestStream: false as const,
     responseStream: false as const,
     requestSerialize: (value: Empty): Buffer => Buffer.from(Empty.encode(value).finish()),
@@ -851,9 +1451,11 @@ export const CacheServiceService = {
   /**
    * Takes a ready, paused VM out of the cache. Clients that send the metadata "vmcache-lease: 1" get a lease
    * and must call AckVM once they own the VM; otherwise the server stops the VM when the lease expires.
+   * vmcache metadata: "vmcache-shape: <vCPUs>x<MiB>" (the shape wanted; absent: the default pool's),
+   * "vmcache-miss-policy: wait|fail|cold", "vmcache-unready: <VM id>" (a VM from here whose agent was silent).
    */
   getBaseVm: {
-    path: '/cache.CacheService/GetBaseVM' as const,
+    path: "/cache.CacheService/GetBaseVM" as const,
     requestStream: false as const,
     responseStream: false as const,
     requestSerialize: (value: Empty): Buffer => Buffer.from(Empty.encode(value).finish()),
@@ -863,7 +1465,7 @@ export const CacheServiceService = {
   },
   /** The server pid and the idle VMs. */
   status: {
-    path: '/cache.CacheService/Status' as const,
+    path: "/cache.CacheService/Status" as const,
     requestStream: false as const,
     responseStream: false as const,
     requestSerialize: (value: Empty): Buffer => Buffer.from(Empty.encode(value).finish()),
@@ -873,7 +1475,7 @@ export const CacheServiceService = {
   },
   /** Stops the server gracefully (idle VMs are stopped; VMs already handed out are left alone). */
   quit: {
-    path: '/cache.CacheService/Quit' as const,
+    path: "/cache.CacheService/Quit" as const,
     requestStream: false as const,
     responseStream: false as const,
     requestSerialize: (value: Empty): Buffer => Buffer.from(Empty.encode(value).finish()),
@@ -883,7 +1485,7 @@ export const CacheServiceService = {
   },
   /** vmcache extension: the client owns the VM it got (ends the lease). */
   ackVm: {
-    path: '/cache.CacheService/AckVM' as const,
+    path: "/cache.CacheService/AckVM" as const,
     requestStream: false as const,
     responseStream: false as const,
     requestSerialize: (value: AckVMRequest): Buffer => Buffer.from(AckVMRequest.encode(value).finish()),
@@ -899,6 +1501,8 @@ export interface CacheServiceServer extends UntypedServiceImplementation {
   /**
    * Takes a ready, paused VM out of the cache. Clients that send the metadata "vmcache-lease: 1" get a lease
    * and must call AckVM once they own the VM; otherwise the server stops the VM when the lease expires.
+   * vmcache metadata: "vmcache-shape: <vCPUs>x<MiB>" (the shape wanted; absent: the default pool's),
+   * "vmcache-miss-policy: wait|fail|cold", "vmcache-unready: <VM id>" (a VM from here whose agent was silent).
    */
   getBaseVm: handleUnaryCall<Empty, GrpcVM>;
   /** The server pid and the idle VMs. */
@@ -911,10 +1515,7 @@ export interface CacheServiceServer extends UntypedServiceImplementation {
 
 export interface CacheServiceClient extends Client {
   /** The base VM configuration of the cache, as JSON (Data) plus the agent configuration (AgentConfig). */
-  config(
-    request: Empty,
-    callback: (error: ServiceError | null, response: GrpcVMConfig) => void,
-  ): ClientUnaryCall;
+  config(request: Empty, callback: (error: ServiceError | null, response: GrpcVMConfig) => void): ClientUnaryCall;
   config(
     request: Empty,
     metadata: Metadata,
@@ -929,11 +1530,10 @@ export interface CacheServiceClient extends Client {
   /**
    * Takes a ready, paused VM out of the cache. Clients that send the metadata "vmcache-lease: 1" get a lease
    * and must call AckVM once they own the VM; otherwise the server stops the VM when the lease expires.
+   * vmcache metadata: "vmcache-shape: <vCPUs>x<MiB>" (the shape wanted; absent: the default pool's),
+   * "vmcache-miss-policy: wait|fail|cold", "vmcache-unready: <VM id>" (a VM from here whose agent was silent).
    */
-  getBaseVm(
-    request: Empty,
-    callback: (error: ServiceError | null, response: GrpcVM) => void,
-  ): ClientUnaryCall;
+  getBaseVm(request: Empty, callback: (error: ServiceError | null, response: GrpcVM) => void): ClientUnaryCall;
   getBaseVm(
     request: Empty,
     metadata: Metadata,
@@ -946,10 +1546,7 @@ export interface CacheServiceClient extends Client {
     callback: (error: ServiceError | null, response: GrpcVM) => void,
   ): ClientUnaryCall;
   /** The server pid and the idle VMs. */
-  status(
-    request: Empty,
-    callback: (error: ServiceError | null, response: GrpcStatus) => void,
-  ): ClientUnaryCall;
+  status(request: Empty, callback: (error: ServiceError | null, response: GrpcStatus) => void): ClientUnaryCall;
   status(
     request: Empty,
     metadata: Metadata,
@@ -975,10 +1572,7 @@ export interface CacheServiceClient extends Client {
     callback: (error: ServiceError | null, response: Empty) => void,
   ): ClientUnaryCall;
   /** vmcache extension: the client owns the VM it got (ends the lease). */
-  ackVm(
-    request: AckVMRequest,
-    callback: (error: ServiceError | null, response: Empty) => void,
-  ): ClientUnaryCall;
+  ackVm(request: AckVMRequest, callback: (error: ServiceError | null, response: Empty) => void): ClientUnaryCall;
   ackVm(
     request: AckVMRequest,
     metadata: Metadata,
@@ -994,44 +1588,40 @@ export interface CacheServiceClient extends Client {
 
 export const CacheServiceClient = makeGenericClientConstructor(
   CacheServiceService,
-  'cache.CacheService',
+  "cache.CacheService",
 ) as unknown as {
-  new (
-    address: string,
-    credentials: ChannelCredentials,
-    options?: Partial<ClientOptions>,
-  ): CacheServiceClient;
+  new (address: string, credentials: ChannelCredentials, options?: Partial<ClientOptions>): CacheServiceClient;
   service: typeof CacheServiceService;
   serviceName: string;
 };
 
 function bytesFromBase64(b64: string): Uint8Array {
-  return Uint8Array.from(globalThis.Buffer.from(b64, 'base64'));
+  return Uint8Array.from(globalThis.Buffer.from(b64, "base64"));
 }
 
 function base64FromBytes(arr: Uint8Array): string {
-  return globalThis.Buffer.from(arr).toString('base64');
+  return globalThis.Buffer.from(arr).toString("base64");
+}
+
+function floatToJson(value: number | null | undefined): number | string | null | undefined {
+  return typeof value === "number" && !globalThis.Number.isFinite(value) ? globalThis.String(value) : value;
 }
 
 type Builtin = Date | Function | Uint8Array | string | number | boolean | undefined;
 
-export type DeepPartial<T> = T extends Builtin
-  ? T
-  : T extends globalThis.Array<infer U>
-    ? globalThis.Array<DeepPartial<U>>
-    : T extends ReadonlyArray<infer U>
-      ? ReadonlyArray<DeepPartial<U>>
-      : T extends {}
-        ? { [K in keyof T]?: DeepPartial<T[K]> }
-        : Partial<T>;
+export type DeepPartial<T> = T extends Builtin ? T
+  : T extends globalThis.Array<infer U> ? globalThis.Array<DeepPartial<U>>
+  : T extends ReadonlyArray<infer U> ? ReadonlyArray<DeepPartial<U>>
+  : T extends {} ? { [K in keyof T]?: DeepPartial<T[K]> }
+  : Partial<T>;
 
 function longToNumber(int64: { toString(): string }): number {
   const num = globalThis.Number(int64.toString());
   if (num > globalThis.Number.MAX_SAFE_INTEGER) {
-    throw new globalThis.Error('Value is larger than Number.MAX_SAFE_INTEGER');
+    throw new globalThis.Error("Value is larger than Number.MAX_SAFE_INTEGER");
   }
   if (num < globalThis.Number.MIN_SAFE_INTEGER) {
-    throw new globalThis.Error('Value is smaller than Number.MIN_SAFE_INTEGER');
+    throw new globalThis.Error("Value is smaller than Number.MIN_SAFE_INTEGER");
   }
   return num;
 }
