@@ -186,13 +186,46 @@ export type HostMessage =
   | { t: 'hello'; nonce: string; version: number }
   | ({ t: 'req'; id: number } & AgentRequest);
 
+/**
+ * When the guest saw a host connection and its hello (`hello-ok.gt`), in microseconds of the guest's monotonic
+ * clock (CLOCK_MONOTONIC: comparable only with other guest times, never with the host's clock).
+ */
+export interface HelloTimes {
+  /** The connection was seen: the guest's blocking write of `ready` returned. */
+  conn: number;
+  /** The chunk holding the hello that this answers arrived. */
+  rx: number;
+  /** The answer was written. */
+  tx: number;
+}
+
+/**
+ * When the guest received and answered a request (`res.gt`), in microseconds of its monotonic clock, and what
+ * it spent on the steps of an `exec` (durations in µs, each within `tx - rx`).
+ */
+export interface ReplyTimes {
+  /** The chunk holding the request arrived. */
+  rx: number;
+  /** The answer was written. */
+  tx: number;
+  /** Mounting the VM's share (a container's first process only). */
+  share?: number;
+  /** fork + exec of the process (Node's spawn, which returns once the child has exec'd). */
+  spawn?: number;
+  /** A container process: the helper's namespaces, cgroup, mounts and chroot, until it exec'd the program. */
+  enter?: number;
+}
+
+/** The optional step durations of ReplyTimes. */
+const REPLY_STEPS = ['share', 'spawn', 'enter'] as const;
+
 /** Messages sent by the guest. */
 export type GuestMessage =
   | { t: 'ready'; version: number }
   // No boot id here: reading it would make the kernel generate it, and a template would pass it to every clone.
-  | { t: 'hello-ok'; nonce: string; version: number; session: number; agentPid: number }
-  | { t: 'res'; id: number; ok: true; result: unknown }
-  | { t: 'res'; id: number; ok: false; error: { code: string; message: string } }
+  | { t: 'hello-ok'; nonce: string; version: number; session: number; agentPid: number; gt?: HelloTimes }
+  | { t: 'res'; id: number; ok: true; result: unknown; gt?: ReplyTimes }
+  | { t: 'res'; id: number; ok: false; error: { code: string; message: string }; gt?: ReplyTimes }
   | { t: 'out'; proc: number; fd: 1 | 2; data: string }
   | { t: 'exit'; proc: number; code: number | null; signal: string | null };
 
@@ -492,6 +525,43 @@ export function parseHostMessage(v: unknown): Parsed<HostMessage> {
   }
 }
 
+/** Why `gt` is not a HelloTimes (non-negative integers, conn ≤ rx ≤ tx, nothing else), or null. */
+export function helloTimesError(gt: unknown): string | null {
+  const what =
+    'hello-ok.gt must be {conn, rx, tx}: guest monotonic µs, non-negative integers, conn ≤ rx ≤ tx';
+  if (!isObj(gt)) return `${what}; got ${shownValue(gt)}`;
+  for (const k of Object.keys(gt))
+    if (k !== 'conn' && k !== 'rx' && k !== 'tx') return `${what}; unknown field ${shownValue(k)}`;
+  const { conn, rx, tx } = gt;
+  if (!isUint(conn) || !isUint(rx) || !isUint(tx)) return `${what}; got ${shownValue(gt)}`;
+  if (conn > rx || rx > tx) return `${what}; got conn ${conn}, rx ${rx}, tx ${tx}`;
+  return null;
+}
+
+/**
+ * Why `gt` is not a ReplyTimes (non-negative integers, rx ≤ tx, the steps within tx - rx, nothing else), or
+ * null.
+ */
+export function replyTimesError(gt: unknown): string | null {
+  const what = `res.gt must be {rx, tx, ${REPLY_STEPS.map((k) => `${k}?`).join(', ')}}: guest µs, non-negative integers`;
+  if (!isObj(gt)) return `${what}; got ${shownValue(gt)}`;
+  for (const k of Object.keys(gt))
+    if (k !== 'rx' && k !== 'tx' && !isOneOf(REPLY_STEPS, k))
+      return `${what}; unknown field ${shownValue(k)}`;
+  const { rx, tx } = gt;
+  if (!isUint(rx) || !isUint(tx)) return `${what}; got rx ${shownValue(rx)}, tx ${shownValue(tx)}`;
+  if (rx > tx) return `${what}; rx ${rx} is after tx ${tx}`;
+  let steps = 0;
+  for (const k of REPLY_STEPS) {
+    const d = gt[k];
+    if (d === undefined) continue;
+    if (!isUint(d)) return `${what}; got ${k} ${shownValue(d)}`;
+    steps += d;
+  }
+  if (steps > tx - rx) return `${what}; its steps (${steps} µs) exceed tx - rx (${tx - rx} µs)`;
+  return null;
+}
+
 /** Validates a frame received by the host. */
 export function parseGuestMessage(v: unknown): Parsed<GuestMessage> {
   if (!isObj(v)) return { ok: false, error: 'frame is not an object' };
@@ -500,20 +570,28 @@ export function parseGuestMessage(v: unknown): Parsed<GuestMessage> {
       return isUint(v.version)
         ? { ok: true, msg: { t: 'ready', version: v.version } }
         : { ok: false, error: 'ready.version' };
-    case 'hello-ok':
+    case 'hello-ok': {
       if (typeof v.nonce !== 'string' || !isUint(v.version) || !isUint(v.session) || !isUint(v.agentPid)) {
         return { ok: false, error: 'hello-ok is missing nonce, version, session or agentPid' };
       }
+      const err = v.gt === undefined ? null : helloTimesError(v.gt);
+      if (err) return { ok: false, error: err };
       return { ok: true, msg: v as unknown as GuestMessage };
-    case 'res':
+    }
+    case 'res': {
       if (!isUint(v.id) || typeof v.ok !== 'boolean') return { ok: false, error: 'res needs id and ok' };
+      // From here the request is known: the client fails it with the error instead of letting it time out.
+      const id = v.id;
       if (
         !v.ok &&
         !(isObj(v.error) && typeof v.error.code === 'string' && typeof v.error.message === 'string')
       ) {
-        return { ok: false, error: 'res.error needs code and message' };
+        return { ok: false, error: 'res.error needs code and message', id };
       }
+      const err = v.gt === undefined ? null : replyTimesError(v.gt);
+      if (err) return { ok: false, error: err, id };
       return { ok: true, msg: v as unknown as GuestMessage };
+    }
     case 'out':
       if (!isUint(v.proc) || (v.fd !== 1 && v.fd !== 2) || typeof v.data !== 'string')
         return { ok: false, error: 'out needs proc, fd 1|2, data' };
