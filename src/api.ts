@@ -89,7 +89,7 @@ export async function connectCache(
 function withMissPolicy(remote: RemoteCacheFactory, missPolicy: MissPolicy): FactoryBase {
   return {
     config: () => remote.config(),
-    getBaseVM: (signal) => remote.getBaseVM(signal, { missPolicy }),
+    getBaseVM: (signal, opts) => remote.getBaseVM(signal, { ...opts, missPolicy }),
     close: async () => {},
   };
 }

@@ -1,5 +1,6 @@
 import type { MissPolicy } from '../config/schema.js';
 import type { VmSpec } from '../hypervisor/types.js';
+import type { PhaseRecorder } from '../platform/phases.js';
 import type { Vm } from '../vm/vm.js';
 
 /** One idle VM as reported by a factory that keeps some. */
@@ -32,6 +33,15 @@ export interface FactoryStatus {
   nextRetryAt: number | null;
 }
 
+/** Options of one `getBaseVM`. */
+export interface BaseVmOptions {
+  /**
+   * Where a strategy that has phases worth telling apart laps them (the remote cache: RPC, attach, AckVM,
+   * hand-out gate); the others leave it alone and the composer laps their whole call.
+   */
+  trace?: PhaseRecorder;
+}
+
 /**
  * A source of paused VMs booted from one configuration (Kata's `base.FactoryBase`). Strategies: DirectFactory
  * (boots), CachingFactory (a pool around another base), RemoteCacheFactory (a cache server's pool), and
@@ -42,7 +52,7 @@ export interface FactoryBase {
   /** The boot configuration of the VMs this factory produces. */
   config(): VmSpec;
   /** A paused VM booted from `config()`; the caller owns it from now on. */
-  getBaseVM(signal?: AbortSignal): Promise<Vm>;
+  getBaseVM(signal?: AbortSignal, opts?: BaseVmOptions): Promise<Vm>;
   /** Idle VMs and counters, for factories that keep VMs. */
   status?(): FactoryStatus;
   /** Releases the factory's resources (idle VMs are stopped; VMs already handed out are not touched). */

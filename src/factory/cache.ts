@@ -6,7 +6,7 @@ import type { Clock } from '../platform/clock.js';
 import type { Logger } from '../platform/logger.js';
 import { markPooled } from '../vm/record.js';
 import type { Vm } from '../vm/vm.js';
-import type { FactoryBase, FactoryStatus } from './base.js';
+import type { BaseVmOptions, FactoryBase, FactoryStatus } from './base.js';
 import { type FactoryMetrics, nullMetrics } from './metrics.js';
 
 /** Pool tuning. */
@@ -137,7 +137,10 @@ export class CachingFactory implements FactoryBase {
    * A paused VM from the pool; on a miss, `missPolicy` (default `wait`) decides. `_signal` is not used: what
    * a request starts (a cold boot) is aborted by `close`, and the server stops a VM whose requester left.
    */
-  async getBaseVM(_signal?: AbortSignal, opts: { missPolicy?: MissPolicy } = {}): Promise<Vm> {
+  async getBaseVM(
+    _signal?: AbortSignal,
+    opts: BaseVmOptions & { missPolicy?: MissPolicy } = {},
+  ): Promise<Vm> {
     if (this.#state !== 'running') throw new VmcError('VMC_ERR_CACHE_CLOSED', `VM cache is ${this.#state}`);
     const policy = opts.missPolicy ?? 'wait';
     const t0 = this.#clock.monotonic();
