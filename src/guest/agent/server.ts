@@ -176,6 +176,8 @@ export class AgentServer {
           version: AGENT_PROTOCOL_VERSION,
           session: this.#session,
           agentPid: process.pid,
+          // The host refuses a hello-ok whose times are out of order, and a refused hello-ok is a failed
+          // hand-off: `conn` from another clock than `rx` (a caller's mistake) must not cost the session.
           gt: { conn: Math.min(this.#connUs, rx), rx, tx: this.#nowUs() },
         });
         continue;
