@@ -4,10 +4,12 @@ import { mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { credentials, Metadata } from '@grpc/grpc-js';
 import { VmFactory } from '../src/factory/factory.js';
 import { LEASE_METADATA } from '../src/factory/remote-cache.js';
+import type { PhaseReport } from '../src/platform/phases.js';
 import { CacheServiceClient, type GrpcVM } from '../src/protocol/cache/generated/cache.js';
 import { CacheServer } from '../src/server/cache-server.js';
 import type { VmDeps } from '../src/vm/vm.js';
 import { instantPool, instantVms } from '../test/helpers/instant-vms.js';
+import { type PhaseRow, phaseTable, readPhaseFile } from './phases.js';
 import { startBenchCache } from './server.js';
 import { pssMiB, type Summary, summarize } from './stats.js';
 
@@ -16,6 +18,8 @@ export interface Row {
   name: string;
   unit: string;
   summary: Summary;
+  /** Where the time went (getVM, `vmcache run`): printed under the table and kept in the JSON. */
+  phases?: PhaseRow[];
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -109,15 +113,18 @@ export async function realCache(
     const factory = new VmFactory(remote, deps);
     const base = remote.config();
     const plain: number[] = [];
+    const breakdowns: PhaseReport[] = [];
     for (let i = 0; i < size - 4; i++) {
       const got = await factory.getVM(base);
       plain.push(got.timings.totalMs);
+      breakdowns.push(got.phases);
       await got.vm.destroy();
     }
     rows.push({
       name: 'getVM from the cache to a usable VM (resume, reseed, clock)',
       unit: 'ms',
       summary: summarize(plain),
+      phases: phaseTable(breakdowns),
     });
     const grown: number[] = [];
     for (let i = 0; i < 2; i++) {
@@ -131,19 +138,28 @@ export async function realCache(
       summary: summarize(grown),
     });
     const runs: number[] = [];
+    const phaseFile = `${dir}/vm-run.phases`;
     for (let i = 0; i < 2; i++) {
       const t = performance.now();
-      await new Promise<void>((res, rej) =>
-        spawn(`${repo}bin/vmcache`, ['vm', 'run', '--', 'true'], { env, stdio: 'ignore' }).on('exit', (c) =>
-          c === 0 ? res() : rej(new Error(`vm run exited ${c}`)),
-        ),
-      );
+      await new Promise<void>((res, rej) => {
+        const c = spawn(`${repo}bin/vmcache`, ['vm', 'run', '--', 'true'], {
+          env: { ...env, VMCACHE_PHASES: phaseFile },
+          stdio: 'ignore',
+        });
+        // A from-the-cache run takes about a second; a minute means it hangs.
+        const timer = setTimeout(() => c.kill('SIGKILL'), 60_000);
+        c.on('exit', (code) => {
+          clearTimeout(timer);
+          code === 0 ? res() : rej(new Error(`vm run exited ${code}`));
+        });
+      });
       runs.push(performance.now() - t);
     }
     rows.push({
       name: '`vmcache vm run -- true` end to end (from the cache)',
       unit: 'ms',
       summary: summarize(runs),
+      phases: phaseTable(await readPhaseFile(phaseFile, 'vm run')),
     });
   } finally {
     await server.stop();

@@ -16,6 +16,7 @@ import { defaultPaths } from '../src/platform/paths.js';
 import { Vm } from '../src/vm/vm.js';
 import { realCache, rpcLatency } from './cache.js';
 import { criRows } from './cri.js';
+import { formatPhaseTable, type PhaseRow } from './phases.js';
 import { podRows } from './pod.js';
 import { runtimeRows } from './runtime.js';
 import { pssMiB, type Summary, summarize } from './stats.js';
@@ -35,6 +36,7 @@ interface Row {
   unit: string;
   summary: Summary;
   note?: string;
+  phases?: PhaseRow[];
 }
 const rows: Row[] = [];
 let step = 'start';
@@ -149,6 +151,11 @@ const table = [
       `| ${r.name} (${r.unit}) | ${r.summary.n} | ${fmt(r.summary.p50)} | ${fmt(r.summary.p99)} | ${fmt(r.summary.min)} | ${fmt(r.summary.max)} |`,
   ),
 ].join('\n');
+// The breakdowns (getVM, `vmcache run`...): where the next change to the fast path shows.
+const phaseTables = rows
+  .filter((r) => r.phases?.length)
+  .map((r) => formatPhaseTable(r.name, r.phases!))
+  .join('\n\n');
 const result = {
   date: new Date().toISOString(),
   host: {
@@ -174,5 +181,5 @@ process.stdout.write(
     .map((l) => l.toFixed(1))
     .join(
       ' ',
-    )}\n\n${table}\n\ncold boot / cache getVM (p50): ${ratios.coldBootOverCacheGetVM.toFixed(0)}x; cold boot / template clone (p50): ${ratios.coldBootOverClone.toFixed(0)}x; PSS of 4 clones / 4 cold VMs: ${(ratios.clonePssOverColdPss * 100).toFixed(0)}%; vmcache run cold / cached (p50): ${ratios.runtimeRunColdOverCached.toFixed(0)}x; CRI pod start cold / cached (p50): ${ratios.criPodStartColdOverCached.toFixed(1)}x\nJSON: bench/results/latest.json\n`,
+    )}\n\n${table}\n\n${phaseTables ? `${phaseTables}\n\n` : ''}cold boot / cache getVM (p50): ${ratios.coldBootOverCacheGetVM.toFixed(0)}x; cold boot / template clone (p50): ${ratios.coldBootOverClone.toFixed(0)}x; PSS of 4 clones / 4 cold VMs: ${(ratios.clonePssOverColdPss * 100).toFixed(0)}%; vmcache run cold / cached (p50): ${ratios.runtimeRunColdOverCached.toFixed(0)}x; CRI pod start cold / cached (p50): ${ratios.criPodStartColdOverCached.toFixed(1)}x\nJSON: bench/results/latest.json\n`,
 );

@@ -4,6 +4,7 @@ import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import type { VmDeps } from '../src/vm/vm.js';
 import { busyboxBundle, busyboxRootfs } from '../test/helpers/bundle.js';
 import type { Row } from './cache.js';
+import { phaseTable, readPhaseFile } from './phases.js';
 import { startBenchCache } from './server.js';
 import { summarize } from './stats.js';
 
@@ -74,15 +75,18 @@ export async function runtimeRows(
   const cachedEnv = server.env;
   try {
     const hot: number[] = [];
+    // Each run appends its phase breakdown (process start to exit, host and guest) here.
+    const phaseFile = `${dir}/hot.phases`;
     for (let i = 0; i < n; i++) {
       await poolFull();
       log(`vmcache run (from the cache) ${i + 1}`);
-      hot.push(await run(cachedEnv, `hot${i}`));
+      hot.push(await run({ ...cachedEnv, VMCACHE_PHASES: phaseFile }, `hot${i}`));
     }
     rows.push({
       name: '`vmcache run` busybox /bin/true, from the cache (pool full)',
       unit: 'ms',
       summary: summarize(hot),
+      phases: phaseTable(await readPhaseFile(phaseFile, 'run')),
     });
     // The cost of the share's cache mode (cache=mmap: writes reach the host as they return, reads are not
     // cached in the guest): a write-heavy and a read-heavy container, each from process start to exit.

@@ -46,6 +46,11 @@ export interface CliContext extends VmDeps {
   configError?: Error;
   /** The configuration file looked at, or null when there is none. */
   configFile: string | null;
+  /**
+   * `VMCACHE_PHASES`: a file to which `vmcache run` (foreground) and `vm run` append their phase breakdown, one
+   * JSON line each (the bench reads it); null when unset.
+   */
+  phasesFile: string | null;
   /** Prints a human-readable line to stderr. */
   say(line: string): void;
 }
@@ -92,6 +97,7 @@ export function makeContext(
     config,
     ...(configError ? { configError } : {}),
     configFile: file,
+    phasesFile: process.env.VMCACHE_PHASES || null,
     clock: systemClock,
     logger,
     run: runCommand,

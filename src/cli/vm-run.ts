@@ -2,13 +2,16 @@ import type { MissPolicy } from '../config/schema.js';
 import { isVmcError } from '../errors.js';
 import type { ObtainedVm } from '../factory/factory.js';
 import { selectFactory } from '../factory/select.js';
+import { PhaseRecorder } from '../platform/phases.js';
 import { signalExitCode } from '../platform/signals.js';
 import { relayStdin } from '../platform/streams.js';
+import { requestFigures } from '../protocol/agent/figures.js';
 import { sweepOrphans } from '../vm/sweep.js';
 import type { Vm } from '../vm/vm.js';
 import { hostVmSpec } from './common.js';
 import type { CliContext } from './context.js';
 import { exitNow, type VerbResult } from './exit.js';
+import { writePhases } from './phases-file.js';
 
 /** Options of `vm run`. */
 interface VmRunOptions {
@@ -28,6 +31,9 @@ interface VmRunOptions {
  * at once with 128 + that signal's number.
  */
 export async function vmRun(ctx: CliContext, argv: string[], opts: VmRunOptions): Promise<VerbResult> {
+  // Phases from this process's start (performance.now() is 0 at its time origin), for VMCACHE_PHASES.
+  const rec = new PhaseRecorder(ctx.clock, 0);
+  rec.lap('CLI start-up (Node, bundle load, options)');
   const spec = hostVmSpec(ctx);
   if (opts.cpus) {
     spec.cpus = opts.cpus;
@@ -38,6 +44,7 @@ export async function vmRun(ctx: CliContext, argv: string[], opts: VmRunOptions)
     spec.maxMemoryMiB = Math.max(spec.maxMemoryMiB, opts.memory);
   }
   await sweepOrphans(ctx);
+  rec.lap('sweep orphans');
   const t0 = ctx.clock.monotonic();
   let vm: Vm | null = null;
   let interrupted: NodeJS.Signals | null = null;
@@ -70,12 +77,14 @@ export async function vmRun(ctx: CliContext, argv: string[], opts: VmRunOptions)
     const { factory, kind } = await selectFactory(ctx.config, spec, ctx, opts.cache !== false, {
       missPolicy: opts.missPolicy,
     });
+    rec.lap('connect to the factory');
     let got: ObtainedVm;
     try {
-      got = await factory.getVM(spec, abort.signal);
+      got = await factory.getVM(spec, abort.signal, { trace: rec });
     } finally {
       await factory.close();
     }
+    rec.lap('close the factory client');
     vm = got.vm;
     if (interrupted) {
       await vm.destroy();
@@ -106,6 +115,8 @@ export async function vmRun(ctx: CliContext, argv: string[], opts: VmRunOptions)
       }),
     );
     if (!proc) return await destroyAndExit(vm);
+    rec.lap('exec of the command');
+    if (proc.startTrace) requestFigures(rec, 'exec of the command', proc.startTrace);
     proc.stdout.pipe(process.stdout, { end: false });
     proc.stderr.pipe(process.stderr, { end: false });
     if (forwardStdin) relayStdin(process.stdin, proc);
@@ -113,9 +124,12 @@ export async function vmRun(ctx: CliContext, argv: string[], opts: VmRunOptions)
     if (!status) return await destroyAndExit(vm);
     process.stdin.destroy();
     const tExec = ctx.clock.monotonic();
+    rec.lap('the command runs, its exit and output arrive');
     await vm.destroy();
     if (interrupted) return exitNow(signalExitCode(interrupted));
     const tEnd = ctx.clock.monotonic();
+    rec.lap('destroy the VM');
+    writePhases(ctx, 'vm run', rec.report());
     if (opts.timings) {
       ctx.say(
         `timings: vm ready ${Math.round(tBoot - t0)} ms, command ${Math.round(tExec - tBoot)} ms, destroy ${Math.round(tEnd - tExec)} ms, total ${Math.round(tEnd - t0)} ms`,

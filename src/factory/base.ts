@@ -1,5 +1,6 @@
 import type { MissPolicy } from '../config/schema.js';
 import type { VmSpec } from '../hypervisor/types.js';
+import type { PhaseRecorder } from '../platform/phases.js';
 import type { Vm } from '../vm/vm.js';
 
 /** One idle VM as reported by a factory that keeps some. */
@@ -21,6 +22,11 @@ export interface BaseVmRequest {
   shape?: { cpus: number; memoryMiB: number };
   /** On an empty pool: wait (default), fail or boot cold. Only bases that keep VMs read it. */
   missPolicy?: MissPolicy;
+  /**
+   * Where a strategy that has phases worth telling apart laps them (the remote cache: RPC, attach, AckVM,
+   * hand-out gate); the others leave it alone and the composer laps their whole call.
+   */
+  trace?: PhaseRecorder;
 }
 
 /** The state of a factory that keeps VMs (the cache pool). */

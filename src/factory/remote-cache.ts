@@ -2,6 +2,7 @@ import { credentials, Metadata, type ServiceError } from '@grpc/grpc-js';
 import type { MissPolicy } from '../config/schema.js';
 import { messageOf, VmcError } from '../errors.js';
 import type { VmSpec } from '../hypervisor/types.js';
+import type { PhaseRecorder } from '../platform/phases.js';
 import {
   CacheServiceClient,
   type GrpcStatus,
@@ -46,8 +47,11 @@ export interface RemoteCacheOptions {
    */
   readyTimeoutMs?: number;
   /** How a taken VM is adopted (tests replace it: the gate is about what happens after). */
-  attach?: (record: VmRecord, deps: VmDeps) => Promise<Vm>;
+  attach?: Attach;
 }
+
+/** Adopts a VM taken from the server (its phases lapped in `trace`, if given). */
+type Attach = (record: VmRecord, deps: VmDeps, trace?: PhaseRecorder) => Promise<Vm>;
 
 /** A generated unary method, as called here (the generated overloads do not narrow to this by themselves). */
 type Unary<Req, Res> = (
@@ -69,7 +73,7 @@ interface Connection extends Channel {
   rpcTimeoutMs: number;
   missPolicy: MissPolicy | undefined;
   readyTimeoutMs: number;
-  attach: (record: VmRecord, deps: VmDeps) => Promise<Vm>;
+  attach: Attach;
 }
 
 /** One unary call, deadline `timeoutMs` from now on the injected clock; a failure becomes the wire's VmcError. */
@@ -133,7 +137,8 @@ export class RemoteCacheFactory implements FactoryBase {
         rpcTimeoutMs: opts.rpcTimeoutMs ?? 60_000,
         missPolicy: opts.missPolicy,
         readyTimeoutMs: opts.readyTimeoutMs ?? 5_000,
-        attach: opts.attach ?? ((record, d) => Vm.attachRecord(record, d, { takeOwnership: true })),
+        attach:
+          opts.attach ?? ((record, d, trace) => Vm.attachRecord(record, d, { takeOwnership: true, trace })),
       });
     } catch (err) {
       ch.client.close();
@@ -156,10 +161,12 @@ export class RemoteCacheFactory implements FactoryBase {
    * A paused VM from the server's pools whose agent has answered; on a miss, `missPolicy` (else the client's,
    * else the server's default) decides. `want.shape` is sent (`vmcache-shape`) when it differs from the
    * server's default pool, whose shape a request without it gets (Kata's clients). `_signal` is not used: the
-   * RPC has its deadline.
+   * RPC has its deadline. `want.trace` gets the laps `cache: GetBaseVM RPC`, `attach: ...`, `cache: AckVM RPC`
+   * and `gate: ...` (again for each VM taken).
    */
   async getBaseVM(_signal?: AbortSignal, want: BaseVmRequest = {}): Promise<Vm> {
     const missPolicy = want.missPolicy ?? this.#c.missPolicy;
+    const trace = want.trace;
     const d = this.#c.spec;
     const shape =
       want.shape && (want.shape.cpus !== d.cpus || want.shape.memoryMiB !== d.memoryMiB)
@@ -167,9 +174,9 @@ export class RemoteCacheFactory implements FactoryBase {
         : null;
     let unready: string | null = null;
     for (let attempt = 1; ; attempt++) {
-      const vm = await this.#take(missPolicy, unready, shape);
+      const vm = await this.#take(missPolicy, unready, shape, trace);
       try {
-        await this.#ready(vm);
+        await this.#ready(vm, trace);
         return vm;
       } catch (err) {
         await vm.destroy().catch(() => undefined);
@@ -189,7 +196,12 @@ export class RemoteCacheFactory implements FactoryBase {
   }
 
   /** One GetBaseVM, adopted and acknowledged: the VM is this process's from here on. */
-  async #take(missPolicy: MissPolicy | undefined, unready: string | null, shape: string | null): Promise<Vm> {
+  async #take(
+    missPolicy: MissPolicy | undefined,
+    unready: string | null,
+    shape: string | null,
+    trace: PhaseRecorder | undefined,
+  ): Promise<Vm> {
     const md = new Metadata();
     md.set(LEASE_METADATA, '1');
     if (shape) md.set(SHAPE_METADATA, shape);
@@ -202,10 +214,12 @@ export class RemoteCacheFactory implements FactoryBase {
       {},
       { timeoutMs: this.#c.rpcTimeoutMs, md },
     );
+    trace?.lap('cache: GetBaseVM RPC');
     const { record, leaseId } = decodeVm(g);
-    const vm = await this.#c.attach(record, this.#c.deps);
+    const vm = await this.#c.attach(record, this.#c.deps, trace);
     try {
       await call(this.#c, 'AckVM', (c) => c.ackVm as Unary<object, object>, { id: record.id, leaseId });
+      trace?.lap('cache: AckVM RPC');
     } catch (err) {
       // The server may already have given up on us (lease expired and the VM stopped): do not use this VM.
       await vm.destroy().catch(() => undefined);
@@ -215,9 +229,9 @@ export class RemoteCacheFactory implements FactoryBase {
   }
 
   /** The hand-out gate: the agent answers within `readyTimeoutMs` of resume; the VM is paused again after. */
-  async #ready(vm: Vm): Promise<void> {
+  async #ready(vm: Vm, trace: PhaseRecorder | undefined): Promise<void> {
     const ms = this.#c.readyTimeoutMs;
-    const resumed = vm.resume();
+    const resumed = vm.resume(trace, 'gate');
     resumed.catch(() => undefined); // when the deadline wins, the caller stops the VM and this rejects
     let cancel = () => {};
     const deadline = new Promise<never>((_, reject) => {
@@ -238,6 +252,7 @@ export class RemoteCacheFactory implements FactoryBase {
       cancel();
     }
     await vm.pause();
+    trace?.lap('gate: QMP stop');
   }
 
   /** The server's status. */

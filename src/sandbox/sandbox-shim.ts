@@ -4,9 +4,11 @@ import { messageOf, VmcError } from '../errors.js';
 import { selectFactory } from '../factory/select.js';
 import type { VmSpec } from '../hypervisor/types.js';
 import type { ContainerConfig } from '../oci/bundle.js';
+import type { PhaseRecorder } from '../platform/phases.js';
 import { ended, relayStdin } from '../platform/streams.js';
 import { UndoStack } from '../platform/undo-stack.js';
 import type { AgentProcess, ExitStatus } from '../protocol/agent/client.js';
+import { requestFigures } from '../protocol/agent/figures.js';
 import type { CgroupStats, ContainerExec } from '../protocol/agent/messages.js';
 import type { ControlReply, ResourceUpdate } from '../protocol/control/messages.js';
 import type { ControlServer, ExecSession } from '../protocol/control/server.js';
@@ -44,6 +46,8 @@ export class SandboxShim implements ControlledShim {
   readonly #limits = new Map<string, CgroupLimitFiles>();
   #proc: AgentProcess | null = null;
   #server: ControlServer | null = null;
+  /** Where create, start and stop lap their phases (a caller's breakdown, e.g. `vmcache run`'s), if anyone asked. */
+  #trace: PhaseRecorder | undefined;
   #resolveStopped!: (s: ExitStatus) => void;
   /** Resolves with the container process's exit status once it has stopped and the VM is gone. */
   readonly stopped: Promise<ExitStatus>;
@@ -71,14 +75,16 @@ export class SandboxShim implements ControlledShim {
    * Creates the container recorded (as `creating`) under `id`: reads its bundle, takes a VM from the factory
    * the configuration selects, bind-mounts the rootfs (and bind-mount sources) into the VM's share, listens
    * on the control socket and records `created` with this process as the container's pid. Undone on failure.
+   * `trace`: create, the container's start and its stop lap their phases there (getVM's among them).
    */
   static async create(
     id: string,
     cfg: ContainerConfig,
     spec: VmSpec,
     deps: SandboxDeps,
-    opts: { useCache: boolean; signal?: AbortSignal },
+    opts: { useCache: boolean; signal?: AbortSignal; trace?: PhaseRecorder },
   ): Promise<SandboxShim> {
+    const rec = opts.trace;
     const plan = planMounts(cfg.mounts, id, cfg.shmSize, existsSync, join(cfg.bundle, 'config.json'));
     for (const s of plan.skipped) deps.logger.debug({ id, ...s }, 'mount skipped');
     namespacesToShare(cfg, null); // a sandbox joins no host namespace but the network's
@@ -86,21 +92,27 @@ export class SandboxShim implements ControlledShim {
     const undo = new UndoStack();
     try {
       const { factory } = await selectFactory(deps.config, spec, deps, opts.useCache);
+      rec?.lap('create: plan mounts, connect to the factory');
       const got = await factory
-        .getVM(sizeForContainer(spec, cfg.resources), opts.signal)
+        .getVM(sizeForContainer(spec, cfg.resources), opts.signal, { trace: rec })
         .finally(() => factory.close());
+      rec?.lap('create: close the factory client');
       const vm = got.vm;
       // Destroying the VM also unmounts everything under its state directory (the binds below).
       undo.push('destroy VM', () => vm.destroy());
       const network = cfg.netns ? await connectPodNetwork(vm, cfg.netns, deps.run, undo) : null;
+      if (network) rec?.lap('create: pod network');
       await shareInto(vm.record.files.sharedDir, cfg.rootfs, `${id}/rootfs`, deps);
       for (const b of plan.host) await shareInto(vm.record.files.sharedDir, b.source, b.shareRel, deps);
+      rec?.lap('create: bind the rootfs and volumes into the share');
       await runCreateHooks(id, cfg, deps);
       const shim = new SandboxShim(id, cfg, vm, plan, deps);
+      shim.#trace = rec;
       shim.#network = network;
       shim.#server = await serveControl(shim, deps);
       undo.push('close control socket', () => shim.#closeServer());
       await shim.#life.created(vm.id);
+      rec?.lap('create: hooks, control socket, record created');
       deps.logger.debug({ id, vmId: vm.id, ms: Math.round(got.timings.totalMs) }, 'container created');
       undo.release();
       return shim;
@@ -127,18 +139,26 @@ export class SandboxShim implements ControlledShim {
     } catch (err) {
       throw startError(this.id, err);
     }
+    const rec = this.#trace;
+    if (rec) {
+      const phase = 'start: exec of the container process';
+      rec.lap(phase);
+      if (proc.startTrace) requestFigures(rec, phase, proc.startTrace);
+    }
     this.deps.logger.debug(
       { id: this.id, ms: Math.round(this.deps.clock.monotonic() - t0) },
       'process started',
     );
     this.#proc = proc;
     await this.#life.transition('start', ['created'], 'running');
+    rec?.lap('start: record running');
     proc.stdout.pipe(stdio.stdout, { end: false });
     proc.stderr.pipe(stdio.stderr, { end: false });
     relayStdin(stdio.stdin, proc);
     if (this.cfg.process.terminal)
       stdio.terminal?.onResize((size) => void proc.resize(size).catch(() => undefined));
     await runPoststartHooks(this.id, this.cfg, this.deps);
+    rec?.lap('start: stdio relay, poststart hooks');
     const outputDone = Promise.all([ended(proc.stdout), ended(proc.stderr)]);
     proc.wait().then(
       async (st) => {
@@ -290,12 +310,16 @@ export class SandboxShim implements ControlledShim {
   /** Once: records the exit, destroys the VM (and with it the share's mounts), closes the control socket. */
   async #stop(st: ExitStatus): Promise<void> {
     if (!this.#life.stop()) return;
+    const rec = this.#trace;
+    rec?.lap(this.#proc ? 'run: the process runs, its exit and output arrive' : 'stopped before start');
     const t0 = this.deps.clock.monotonic();
     // Members still running go with the VM: what they wrote must reach the host first.
     await this.vm.flushShared();
+    rec?.lap('stop: flush the share');
     await this.vm
       .destroy()
       .catch((e: unknown) => this.deps.logger.error({ err: messageOf(e) }, 'VM destroy'));
+    rec?.lap('stop: destroy the VM');
     this.deps.logger.debug({ id: this.id, ms: Math.round(this.deps.clock.monotonic() - t0) }, 'VM destroyed');
     if (this.#network)
       await disconnectPodNetwork(this.#network, this.deps.run).catch((e: unknown) =>
@@ -303,6 +327,7 @@ export class SandboxShim implements ControlledShim {
       );
     await this.#life.recordStopped(st);
     await this.#closeServer();
+    rec?.lap('stop: record stopped, close the control socket');
     this.#resolveStopped(st);
   }
 

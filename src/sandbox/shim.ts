@@ -1,6 +1,7 @@
 import { statfsSync } from 'node:fs';
 import type { VmSpec } from '../hypervisor/types.js';
 import { readBundle } from '../oci/bundle.js';
+import type { PhaseRecorder } from '../platform/phases.js';
 import { MemberShim } from './member-shim.js';
 import { SandboxShim } from './sandbox-shim.js';
 import type { SandboxDeps, Shim } from './shim-interface.js';
@@ -15,7 +16,7 @@ export function createShim(
   id: string,
   spec: VmSpec,
   deps: SandboxDeps,
-  opts: { useCache: boolean; signal?: AbortSignal },
+  opts: { useCache: boolean; signal?: AbortSignal; trace?: PhaseRecorder },
 ): Promise<Shim> {
   const cfg = readBundle(deps.store.read(id).bundle, (p) => statfsSync(p));
   return cfg.containerType === 'container' && cfg.sandboxId !== id

@@ -17,9 +17,11 @@ import type { CommandRunner } from '../platform/command.js';
 import type { Logger } from '../platform/logger.js';
 import { unmountAllUnder } from '../platform/mounts.js';
 import { type Paths, vmDir } from '../platform/paths.js';
+import type { PhaseRecorder } from '../platform/phases.js';
 import { exitsWithin, identify, isAlive, type ProcessIdentity, signalIfAlive } from '../platform/process.js';
 import { UndoStack } from '../platform/undo-stack.js';
 import { AgentClient, type AgentProcess, type RunResult } from '../protocol/agent/client.js';
+import { handshakeFigures } from '../protocol/agent/figures.js';
 import type { ExecRequest } from '../protocol/agent/messages.js';
 import { QmpClient } from '../protocol/qmp/client.js';
 import { readRecord, VM_RECORD_VERSION, type VmRecord, writeRecord } from './record.js';
@@ -207,9 +209,12 @@ export class Vm {
       t0?: number;
       pausedOnly?: boolean;
       qmpTimeoutMs?: number;
+      /** Laps `attach: QMP connect`, `attach: query-status`, `attach: agent` (a running VM) and `attach: owner`. */
+      trace?: PhaseRecorder;
     } = {},
   ): Promise<Vm> {
     const { clock } = deps;
+    const rec = opts.trace;
     const t0 = opts.t0 ?? clock.monotonic();
     if (!isAlive(record.qemu)) {
       throw new VmcError(
@@ -221,8 +226,10 @@ export class Vm {
     try {
       await qmp.connect(opts.qmpTimeoutMs);
       const qmpMs = clock.monotonic() - t0;
+      rec?.lap('attach: QMP connect');
       // A paused guest cannot answer the handshake: connect to its agent when it is resumed.
       const status = await queryStatus(qmp, opts.qmpTimeoutMs);
+      rec?.lap('attach: query-status');
       if (opts.pausedOnly && status !== 'paused')
         throw new VmcError('VMC_ERR_INVALID_STATE', `VM ${record.id} is ${status}, not paused`, {
           details: { status },
@@ -238,9 +245,11 @@ export class Vm {
               record.id,
             );
       const agentMs = clock.monotonic() - t0;
+      if (agent) rec?.lap('attach: agent');
       if (opts.takeOwnership) {
         record.owner = identify(process.pid);
         writeRecord(record);
+        rec?.lap('attach: owner');
       }
       return new Vm(record, qmp, agent, { qmpMs, agentMs, totalMs: agentMs }, deps);
     } catch (err) {
@@ -310,10 +319,14 @@ export class Vm {
     }
   }
 
-  /** Resumes the vCPUs (QMP `cont`), and connects to the agent if this process has not yet. */
-  async resume(): Promise<void> {
+  /**
+   * Resumes the vCPUs (QMP `cont`), and connects to the agent if this process has not yet. `trace`: laps
+   * `<label>: QMP cont` and, when it connects, `<label>: agent connect + handshake` (with the handshake's figures).
+   */
+  async resume(trace?: PhaseRecorder, label = 'resume'): Promise<void> {
     if (this.#agent) {
       await cont(this.qmp);
+      trace?.lap(`${label}: QMP cont`);
       this.#agent.resumeLiveness();
       return;
     }
@@ -323,7 +336,14 @@ export class Vm {
     const agent = connectAgent(f.agentSocket, this.deps.clock, 10_000, f.consoleLog, this.record.id);
     agent.catch(() => undefined); // observed below; avoids an unhandled rejection if `cont` fails first
     await cont(this.qmp);
+    trace?.lap(`${label}: QMP cont`);
     this.#agent = await agent;
+    if (trace) {
+      // The connect started before `cont`: what is left of it after `cont` returned.
+      const phase = `${label}: agent connect + handshake`;
+      trace.lap(phase);
+      if (this.#agent.session) handshakeFigures(trace, phase, this.#agent.session.trace);
+    }
   }
 
   /** QEMU's run state (`running`, `paused`, ...). */

@@ -3,6 +3,8 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import type { FactoryBase } from '../../src/factory/base.js';
+import { VmFactory } from '../../src/factory/factory.js';
 import { readManifest } from '../../src/guest/image/manifest.js';
 import { isAlive } from '../../src/platform/process.js';
 import { Vm } from '../../src/vm/vm.js';
@@ -122,6 +124,64 @@ describe('a real QEMU guest', () => {
 
   it('reports a program missing in the guest clearly', async () => {
     await assert.rejects(vm.run(['/no/such/program']), /cannot run \/no\/such\/program/);
+  });
+
+  it("reports the guest's own times, and getVM's phases add up to its total (parked, re-attached, composed)", async () => {
+    // The guest's times on a running VM: a plain exec reports its fork + exec within rx..tx.
+    const p = await vm.exec({ args: ['/bin/true'] });
+    const g = p.startTrace?.guest;
+    assert.ok(g, 'the exec reply carries no guest times');
+    assert.ok(g.rx <= g.tx && g.spawn !== undefined && g.spawn <= g.tx - g.rx, JSON.stringify(g));
+    assert.ok(p.startTrace!.sentMs <= p.startTrace!.receivedMs);
+    await p.wait();
+    // The hand-off path with one VM: park it, let go of it, and hand it to the composer through a base that
+    // re-attaches it as a cache client does (QMP, query-status, owner), so it resumes, greets, reseeds, sets time.
+    await vm.park();
+    vm.detach();
+    const record = vm.record;
+    const base: FactoryBase = {
+      config: () => env.spec,
+      getBaseVM: (_signal, opts) =>
+        Vm.attachRecord(record, env.deps, { takeOwnership: true, trace: opts?.trace }),
+      close: async () => {},
+    };
+    const got = await new VmFactory(base, env.deps).getVM(env.spec);
+    vm = got.vm;
+    const { phases, figures, totalMs } = got.phases;
+    assert.deepEqual(
+      phases.map((x) => x.name),
+      [
+        'attach: QMP connect',
+        'attach: query-status',
+        'attach: owner',
+        'getBaseVM: rest',
+        'resume: QMP cont',
+        'resume: agent connect + handshake',
+        'reseed + set-time',
+        'grow',
+      ],
+    );
+    assert.ok(
+      phases.every((x) => x.ms >= 0),
+      JSON.stringify(phases),
+    );
+    // The laps and the composer's own total are read on the same clock, around the same code.
+    assert.ok(Math.abs(totalMs - got.timings.totalMs) <= 1, `${totalMs} vs ${got.timings.totalMs}`);
+    const hello = got.vm.agent.session!.trace.guest;
+    assert.ok(hello && hello.conn <= hello.rx && hello.rx <= hello.tx, JSON.stringify(hello));
+    const guestNames = figures.filter((f) => f.clock === 'guest').map((f) => f.name);
+    for (const name of [
+      'hello: connection seen → hello read',
+      'hello: read → answered',
+      'reseed: handling (read → answered)',
+      'set-time: handling (read → answered)',
+    ])
+      assert.ok(guestNames.includes(name), `no guest figure "${name}" in ${JSON.stringify(figures)}`);
+    assert.ok(
+      figures.every((f) => f.ms >= 0 || f.name.includes('outside the guest')),
+      JSON.stringify(figures),
+    );
+    assert.deepEqual(await vm.agent.request({ op: 'ping' }), { pong: true });
   });
 
   it('leaves no process or socket behind when destroyed (separate VM)', async () => {

@@ -1,9 +1,11 @@
 import { resolve } from 'node:path';
 import { messageOf } from '../../errors.js';
+import { PhaseRecorder } from '../../platform/phases.js';
 import { rawMode, terminalPort } from '../../platform/terminal.js';
 import type { Shim } from '../../sandbox/shim.js';
 import { sweepOrphans } from '../../vm/sweep.js';
 import { exitLike, type VerbResult } from '../exit.js';
+import { writePhases } from '../phases-file.js';
 import { type RuntimeContext, writePidFile } from './common.js';
 import { rerunOnConsole } from './console.js';
 import { bundleWantsTerminal, reserve, spawnShim } from './create.js';
@@ -25,6 +27,10 @@ interface RunOptions {
  * container (as `runc run` does). With `--detach` the container keeps running after this returns.
  */
 export async function run(ctx: RuntimeContext, id: string, opts: RunOptions): Promise<VerbResult> {
+  // From this process's start (the monotonic clock is performance.now(), 0 at the process's time origin):
+  // the first phase is Node's start-up and the loading of the CLI.
+  const rec = new PhaseRecorder(ctx.clock, 0);
+  rec.lap('CLI start-up (Node, bundle load, options)');
   const bundle = resolve(opts.bundle ?? '.');
   const terminal = bundleWantsTerminal(bundle);
   // In the foreground with a terminal for a console socket: this process waits while its copy runs on the pty.
@@ -33,12 +39,14 @@ export async function run(ctx: RuntimeContext, id: string, opts: RunOptions): Pr
     return rerunOnConsole(ctx, opts.consoleSocket, ['run', '--bundle', bundle, ...pidFile, id]);
   }
   await sweepOrphans(ctx);
+  rec.lap('sweep orphans');
   reserve(
     ctx,
     id,
     bundle,
     opts.consoleSocket !== undefined || (!opts.detach && process.stdin.isTTY === true),
   );
+  rec.lap('reserve (read the bundle, checks, record creating)');
   if (opts.detach) {
     const pid = await spawnShim(ctx, id, opts.consoleSocket);
     if (opts.pidFile) writePidFile(opts.pidFile, pid);
@@ -47,7 +55,7 @@ export async function run(ctx: RuntimeContext, id: string, opts: RunOptions): Pr
   }
   let shim: Shim;
   try {
-    shim = await createRelayed(ctx, id);
+    shim = await createRelayed(ctx, id, rec);
   } catch (err) {
     ctx.store.remove(id);
     throw err;
@@ -80,5 +88,7 @@ export async function run(ctx: RuntimeContext, id: string, opts: RunOptions): Pr
   } catch (err) {
     ctx.logger.warn({ id, err: messageOf(err) }, 'removing the container state');
   }
+  rec.lap('poststop hooks, remove the state');
+  writePhases(ctx, 'run', rec.report());
   return exitLike(st);
 }

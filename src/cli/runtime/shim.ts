@@ -1,4 +1,5 @@
 import { isVmcError, messageOf } from '../../errors.js';
+import type { PhaseRecorder } from '../../platform/phases.js';
 import { createShim, type Shim } from '../../sandbox/shim.js';
 import { hostVmSpec } from '../common.js';
 import { exitLike, type VerbResult } from '../exit.js';
@@ -41,10 +42,10 @@ export function relaySignals(abort: AbortController): { attach(shim: Shim): void
  * Creates the container in this process, which then stands for it: a relayed signal during the creation
  * undoes it; afterwards relayed signals go to the container's process.
  */
-export async function createRelayed(ctx: RuntimeContext, id: string): Promise<Shim> {
+export async function createRelayed(ctx: RuntimeContext, id: string, trace?: PhaseRecorder): Promise<Shim> {
   const abort = new AbortController();
   const signals = relaySignals(abort);
-  const shim = await createShim(id, hostVmSpec(ctx), ctx, { useCache: true, signal: abort.signal });
+  const shim = await createShim(id, hostVmSpec(ctx), ctx, { useCache: true, signal: abort.signal, trace });
   signals.attach(shim);
   return shim;
 }

@@ -12,7 +12,7 @@ import { Socket } from 'node:net';
 import { encodeFrame } from '../../protocol/agent/framing.js';
 import { AGENT_PROTOCOL_VERSION } from '../../protocol/agent/messages.js';
 import { linuxOps, prewarm } from './ops.js';
-import { AgentServer } from './server.js';
+import { AgentServer, monotonicUs } from './server.js';
 
 const PORT = process.argv[2] ?? '/dev/virtio-ports/vmcache.agent';
 
@@ -29,18 +29,21 @@ function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }
 
-async function openPort(): Promise<Socket> {
+/** Opens the port and waits for a host; `connUs`: when the host was seen (guest monotonic µs). */
+async function openPort(): Promise<{ sock: Socket; connUs: number }> {
   for (;;) {
     try {
       const fd = openSync(PORT, 'r+');
       const hello = encodeFrame({ t: 'ready', version: AGENT_PROTOCOL_VERSION });
       // Blocks until a host connects.
       await new Promise<void>((resolve, reject) => write(fd, hello, (e) => (e ? reject(e) : resolve())));
+      const connUs = monotonicUs();
       const handle = new Pipe(constants.SOCKET);
       handle.open(fd);
-      return new Socket({ handle, readable: true, writable: true } as unknown as ConstructorParameters<
+      const sock = new Socket({ handle, readable: true, writable: true } as unknown as ConstructorParameters<
         typeof Socket
       >[0]);
+      return { sock, connUs };
     } catch (err) {
       // EBUSY while the previous handle is still closing; anything else is logged and retried.
       if ((err as NodeJS.ErrnoException).code !== 'EBUSY') console.error(`vmcache-agent: ${String(err)}`);
@@ -55,8 +58,8 @@ async function main(): Promise<void> {
   const server = new AgentServer(linuxOps);
   process.on('uncaughtException', (err) => console.error(`vmcache-agent: uncaught ${err.stack ?? err}`));
   for (;;) {
-    const sock = await openPort();
-    await server.serve(sock);
+    const { sock, connUs } = await openPort();
+    await server.serve(sock, connUs);
   }
 }
 

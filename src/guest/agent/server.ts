@@ -11,6 +11,7 @@ import {
   type GuestMessage,
   type NicConfig,
   parseHostMessage,
+  type ReplyTimes,
 } from '../../protocol/agent/messages.js';
 import { shownValue } from '../../protocol/guards.js';
 
@@ -74,6 +75,20 @@ interface Proc {
 /** Grace period for output after a process exits while a grandchild still holds its pipes (e.g. `cmd &`). */
 const OUTPUT_GRACE_MS = 2_000;
 
+/** The guest's monotonic clock in whole microseconds (CLOCK_MONOTONIC, as `process.hrtime` reads it). */
+export function monotonicUs(): number {
+  return Number(process.hrtime.bigint() / 1000n);
+}
+
+/** Options of the agent engine. */
+export interface AgentServerOptions {
+  /** The clock of the `gt` times in replies (µs); injected so tests can check them. */
+  nowUs?: () => number;
+}
+
+/** Durations of an exec's steps (µs), filled in while it runs: they go into its reply's `gt`. */
+type Steps = Pick<ReplyTimes, 'share' | 'spawn' | 'enter'>;
+
 /**
  * The agent's protocol engine. Processes outlive connections: a process keeps running when its owner
  * disconnects, but its output is only delivered within the session (handshake) that started it.
@@ -85,12 +100,24 @@ export class AgentServer {
   #nonce: string | null = null;
   #nextProc = 1;
   readonly #procs = new Map<number, Proc>();
+  readonly #nowUs: () => number;
+  /** When the current connection was seen (µs, guest monotonic). */
+  #connUs = 0;
 
-  constructor(readonly ops: GuestOps) {}
+  constructor(
+    readonly ops: GuestOps,
+    opts: AgentServerOptions = {},
+  ) {
+    this.#nowUs = opts.nowUs ?? monotonicUs;
+  }
 
-  /** Serves one host connection until it ends; resolves when the stream closes. */
-  serve(stream: Duplex): Promise<void> {
+  /**
+   * Serves one host connection until it ends; resolves when the stream closes. `connUs`: when the connection
+   * was seen (the caller's blocking write returned), reported in `hello-ok`; now by default.
+   */
+  serve(stream: Duplex, connUs = this.#nowUs()): Promise<void> {
     this.#stream = stream;
+    this.#connUs = connUs;
     this.#decoder = new FrameDecoder();
     this.#send({ t: 'ready', version: AGENT_PROTOCOL_VERSION });
     return new Promise((resolve) => {
@@ -115,17 +142,24 @@ export class AgentServer {
     s.write(encodeFrame(m));
   }
 
-  /** Refuses request `id` with one of the guest's error codes. */
-  #fail(id: number, code: GuestErrorCode, message: string): void {
-    this.#send({ t: 'res', id, ok: false, error: { code, message } });
+  /** Refuses request `id` with one of the guest's error codes; `rx`: when the request arrived (µs). */
+  #fail(id: number, code: GuestErrorCode, message: string, rx: number, steps: Steps = {}): void {
+    this.#send({ t: 'res', id, ok: false, error: { code, message }, gt: this.#times(rx, steps) });
+  }
+
+  /** The `gt` of a reply written now to a request that arrived at `rx`. */
+  #times(rx: number, steps: Steps): ReplyTimes {
+    return { rx, tx: this.#nowUs(), ...steps };
   }
 
   #onData(chunk: Buffer): void {
+    // One clock read per chunk: every frame in it arrived then.
+    const rx = this.#nowUs();
     for (const f of this.#decoder.push(chunk)) {
       if (!f.ok) continue; // resynchronised on the next marker; nothing to answer
       const parsed = parseHostMessage(f.value);
       if (!parsed.ok) {
-        if (parsed.id !== undefined) this.#fail(parsed.id, 'BAD_REQUEST', parsed.error);
+        if (parsed.id !== undefined) this.#fail(parsed.id, 'BAD_REQUEST', parsed.error, rx);
         continue;
       }
       const m = parsed.msg;
@@ -142,32 +176,39 @@ export class AgentServer {
           version: AGENT_PROTOCOL_VERSION,
           session: this.#session,
           agentPid: process.pid,
+          // The host refuses a hello-ok whose times are out of order, and a refused hello-ok is a failed
+          // hand-off: `conn` from another clock than `rx` (a caller's mistake) must not cost the session.
+          gt: { conn: Math.min(this.#connUs, rx), rx, tx: this.#nowUs() },
         });
         continue;
       }
       if (this.#nonce === null) {
-        this.#fail(m.id, 'NO_SESSION', 'send hello first');
+        this.#fail(m.id, 'NO_SESSION', 'send hello first', rx);
         continue;
       }
       const { t: _t, id, ...req } = m;
-      this.#handle(req as AgentRequest).then(
-        (result) => this.#send({ t: 'res', id, ok: true, result: result ?? null }),
+      const steps: Steps = {};
+      this.#handle(req as AgentRequest, steps).then(
+        (result) =>
+          this.#send({ t: 'res', id, ok: true, result: result ?? null, gt: this.#times(rx, steps) }),
         (err: unknown) =>
           this.#fail(
             id,
             err instanceof RequestError ? err.code : 'FAILED',
             err instanceof Error ? err.message : String(err),
+            rx,
+            steps,
           ),
       );
     }
   }
 
-  async #handle(req: AgentRequest): Promise<unknown> {
+  async #handle(req: AgentRequest, steps: Steps): Promise<unknown> {
     switch (req.op) {
       case 'ping':
         return { pong: true };
       case 'exec':
-        return this.#exec(req.exec);
+        return this.#exec(req.exec, steps);
       case 'stdin': {
         const p = this.#proc(req.proc);
         if (!p.child.stdin || p.child.stdin.destroyed)
@@ -245,7 +286,7 @@ export class AgentServer {
     return p;
   }
 
-  async #exec(e: ExecRequest): Promise<{ proc: number; pid: number }> {
+  async #exec(e: ExecRequest, steps: Steps): Promise<{ proc: number; pid: number }> {
     const id = this.#nextProc++;
     const session = this.#session;
     const env: Record<string, string> = {};
@@ -255,7 +296,11 @@ export class AgentServer {
     }
     // A container process starts as root in the guest (the helper mounts, enters the root, then becomes
     // uid/gid in cwd); its fd 3 tells whether that worked.
+    let t = this.#nowUs();
     const c = e.container ? await this.ops.containerCommand(e) : null;
+    if (c) steps.share = this.#nowUs() - t;
+    t = this.#nowUs();
+    // spawn() returns once the child has exec'd (libuv waits on a close-on-exec pipe): fork + exec.
     const child = spawn(c ? c.file : e.args[0]!, c ? c.args : e.args.slice(1), {
       cwd: c ? '/' : (e.cwd ?? '/'),
       env,
@@ -270,6 +315,7 @@ export class AgentServer {
         ...(c && e.terminal ? ['pipe' as const] : []),
       ],
     });
+    steps.spawn = this.#nowUs() - t;
     let exited: { code: number | null; signal: string | null } | null = null;
     let started = false;
     let sent = false;
@@ -315,12 +361,14 @@ export class AgentServer {
       child.once('spawn', resolve);
     });
     if (c) {
+      t = this.#nowUs();
       const status = child.stdio[3] as NodeJS.ReadableStream;
       let report = '';
       status.on('data', (d: Buffer) => {
         report += d.toString();
       });
       await new Promise((resolve) => status.once('close', resolve));
+      steps.enter = this.#nowUs() - t;
       if (report) {
         sent = true;
         throw new RequestError('SPAWN_FAILED', report);

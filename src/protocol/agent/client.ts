@@ -13,18 +13,38 @@ import {
   type AgentRequest,
   type ExecRequest,
   type GuestMessage,
+  type HelloTimes,
   parseGuestMessage,
 } from './messages.js';
-import { AgentProcess, type ExitStatus, type RunResult } from './process.js';
+import { AgentProcess, type ExitStatus, type RequestTrace, type RunResult } from './process.js';
 
 // The process handle is part of this client's API: importers of the client find it here too.
-export { AgentProcess, type ExitStatus, type RunResult };
+export { AgentProcess, type ExitStatus, type RequestTrace, type RunResult };
+
+/** How the handshake went, on both clocks. */
+export interface HandshakeTrace {
+  /** Host monotonic ms: the first hello was sent. */
+  startedMs: number;
+  /** Host monotonic ms: the chunk holding our hello-ok arrived. */
+  answeredMs: number;
+  /** Hellos sent (the guest may drop the first ones while it reopens its port). */
+  hellos: number;
+  /** The guest's times (µs of its monotonic clock), or null from an agent that does not report them. */
+  guest: HelloTimes | null;
+}
 
 /** The guest session established by the handshake. */
 export interface AgentSession {
   session: number;
   agentPid: number;
   version: number;
+  trace: HandshakeTrace;
+}
+
+/** A request's result with its trace. */
+export interface Traced<T> {
+  result: T;
+  trace: RequestTrace;
 }
 
 /** Options of the agent client. */
@@ -53,11 +73,13 @@ export const DEFAULT_LIVENESS_INTERVAL_MS = 10_000;
 /** What the client keeps of a request while it waits for the reply. */
 interface RequestMeta {
   op: string;
+  /** Host monotonic ms when the request was written. */
+  sentMs: number;
   /**
    * Turns the result into the resolved value synchronously, while the reply is dispatched, so that frames
    * following the reply in the same chunk find what it set up (see `exec`). A throw rejects the request.
    */
-  adopt?: (result: unknown) => unknown;
+  adopt?: (result: unknown, trace: RequestTrace) => unknown;
 }
 
 /** A process the client returned and has not seen end. */
@@ -96,7 +118,7 @@ export class AgentClient extends StreamClient {
   #livenessUnsupported = false;
   #nextId = 1;
   #nonce: string | null = null;
-  #onHello: ((m: AgentSession) => void) | null = null;
+  #onHello: ((m: Extract<GuestMessage, { t: 'hello-ok' }>, at: number) => void) | null = null;
   #greet: (() => void) | null = null;
   /** The session, once the handshake completed. */
   session: AgentSession | null = null;
@@ -127,9 +149,12 @@ export class AgentClient extends StreamClient {
     if (this.closedWith) throw this.closedWith;
     const nonce = randomBytes(12).toString('hex');
     this.#nonce = nonce;
+    let hellos = 0;
+    const startedMs = this.#clock.monotonic();
     const send = () => {
-      if (!this.closed)
-        this.stream.write(encodeFrame({ t: 'hello', nonce, version: AGENT_PROTOCOL_VERSION }));
+      if (this.closed) return;
+      hellos++;
+      this.stream.write(encodeFrame({ t: 'hello', nonce, version: AGENT_PROTOCOL_VERSION }));
     };
     return new Promise<AgentSession>((resolve, reject) => {
       let stopResend = () => {};
@@ -158,8 +183,10 @@ export class AgentClient extends StreamClient {
         this.off('closed', onClosed);
       };
       this.#greet = send;
-      this.#onHello = (s) => {
+      this.#onHello = (m, answeredMs) => {
         cleanup();
+        const trace = { startedMs, answeredMs, hellos, guest: m.gt ?? null };
+        const s = { session: m.session, agentPid: m.agentPid, version: m.version, trace };
         this.session = s;
         resolve(s);
       };
@@ -173,7 +200,16 @@ export class AgentClient extends StreamClient {
     return this.#call<T>(req, timeoutMs);
   }
 
-  #call<T>(req: AgentRequest, timeoutMs: number, adopt?: (result: unknown) => T): Promise<T> {
+  /** As `request`, with the request's trace: when it left and its reply came (host), and the guest's times. */
+  requestTraced<T = unknown>(req: AgentRequest, timeoutMs = this.#timeoutMs): Promise<Traced<T>> {
+    return this.#call<Traced<T>>(req, timeoutMs, (result, trace) => ({ result: result as T, trace }));
+  }
+
+  #call<T>(
+    req: AgentRequest,
+    timeoutMs: number,
+    adopt?: (result: unknown, trace: RequestTrace) => T,
+  ): Promise<T> {
     if (this.closedWith) return Promise.reject(this.closedWith);
     if (!this.session)
       return Promise.reject(new VmcError('VMC_ERR_INVALID_STATE', 'agent request before handshake'));
@@ -187,7 +223,7 @@ export class AgentClient extends StreamClient {
     }
     const reply = this.#pending.add<T>(
       id,
-      { op: req.op, adopt },
+      { op: req.op, sentMs: this.#clock.monotonic(), adopt },
       timeoutMs,
       () =>
         new VmcError('VMC_ERR_AGENT_TIMEOUT', `guest agent did not answer ${req.op} within ${timeoutMs} ms`),
@@ -198,10 +234,15 @@ export class AgentClient extends StreamClient {
 
   /**
    * Starts a process in the guest. The process is registered while its reply is dispatched, not when this
-   * promise's continuation runs: its output and exit can follow the reply in the same chunk.
+   * promise's continuation runs: its output and exit can follow the reply in the same chunk. The exec's trace
+   * is the process's `startTrace`.
    */
   exec(exec: ExecRequest): Promise<AgentProcess> {
-    return this.#call({ op: 'exec', exec }, this.#timeoutMs, (r) => this.#adopt(r));
+    return this.#call({ op: 'exec', exec }, this.#timeoutMs, (r, trace) => {
+      const p = this.#adopt(r);
+      p.startTrace = trace;
+      return p;
+    });
   }
 
   /**
@@ -245,22 +286,29 @@ export class AgentClient extends StreamClient {
   }
 
   #onData(chunk: Buffer): void {
+    // One clock read per chunk: every frame in it arrived then.
+    const at = this.#clock.monotonic();
     for (const f of this.#decoder.push(chunk)) {
       if (!f.ok) continue; // garbage from a previous owner's session; resynchronised by the decoder
       const parsed = parseGuestMessage(f.value);
       if (!parsed.ok) {
         this.emit('protocol-error', parsed.error);
+        // A reply we can name fails its request now, with the reason, rather than by its timeout.
+        const p = this.session && parsed.id !== undefined ? this.#pending.take(parsed.id) : undefined;
+        p?.reject(
+          new VmcError('VMC_ERR_AGENT_PROTOCOL', `guest agent ${p.meta.op}: invalid reply: ${parsed.error}`),
+        );
         continue;
       }
-      this.#dispatch(parsed.msg);
+      this.#dispatch(parsed.msg, at);
     }
   }
 
-  #dispatch(m: GuestMessage): void {
+  #dispatch(m: GuestMessage, at: number): void {
     if (!this.session) {
       // Before the handshake completes, only our own hello-ok counts.
       if (m.t === 'hello-ok' && m.nonce === this.#nonce) {
-        this.#onHello?.({ session: m.session, agentPid: m.agentPid, version: m.version });
+        this.#onHello?.(m, at);
       } else if (m.t === 'ready') {
         // The guest just (re)opened its port, which discards unread input: greet again at once rather than
         // waiting for the resend timer.
@@ -282,7 +330,13 @@ export class AgentClient extends StreamClient {
         }
         let value = m.result;
         try {
-          if (p.meta.adopt) value = p.meta.adopt(m.result);
+          if (p.meta.adopt)
+            value = p.meta.adopt(m.result, {
+              op: p.meta.op,
+              sentMs: p.meta.sentMs,
+              receivedMs: at,
+              guest: m.gt ?? null,
+            });
         } catch (err) {
           p.reject(err as Error);
           return;

@@ -6,6 +6,9 @@
 import { isHelperSafe } from '../../platform/c-string.js';
 import type { WindowSize } from '../../platform/terminal.js';
 import { isObj, isOneOf, isStrings, isUint, type Obj, shownValue } from '../guards.js';
+import { type HelloTimes, helloTimesError, type ReplyTimes, replyTimesError } from './guest-times.js';
+
+export type { HelloTimes, ReplyTimes };
 
 /** Protocol version carried in the handshake; bumped on incompatible changes. */
 export const AGENT_PROTOCOL_VERSION = 1;
@@ -190,9 +193,9 @@ export type HostMessage =
 export type GuestMessage =
   | { t: 'ready'; version: number }
   // No boot id here: reading it would make the kernel generate it, and a template would pass it to every clone.
-  | { t: 'hello-ok'; nonce: string; version: number; session: number; agentPid: number }
-  | { t: 'res'; id: number; ok: true; result: unknown }
-  | { t: 'res'; id: number; ok: false; error: { code: string; message: string } }
+  | { t: 'hello-ok'; nonce: string; version: number; session: number; agentPid: number; gt?: HelloTimes }
+  | { t: 'res'; id: number; ok: true; result: unknown; gt?: ReplyTimes }
+  | { t: 'res'; id: number; ok: false; error: { code: string; message: string }; gt?: ReplyTimes }
   | { t: 'out'; proc: number; fd: 1 | 2; data: string }
   | { t: 'exit'; proc: number; code: number | null; signal: string | null };
 
@@ -500,20 +503,28 @@ export function parseGuestMessage(v: unknown): Parsed<GuestMessage> {
       return isUint(v.version)
         ? { ok: true, msg: { t: 'ready', version: v.version } }
         : { ok: false, error: 'ready.version' };
-    case 'hello-ok':
+    case 'hello-ok': {
       if (typeof v.nonce !== 'string' || !isUint(v.version) || !isUint(v.session) || !isUint(v.agentPid)) {
         return { ok: false, error: 'hello-ok is missing nonce, version, session or agentPid' };
       }
+      const err = v.gt === undefined ? null : helloTimesError(v.gt);
+      if (err) return { ok: false, error: err };
       return { ok: true, msg: v as unknown as GuestMessage };
-    case 'res':
+    }
+    case 'res': {
       if (!isUint(v.id) || typeof v.ok !== 'boolean') return { ok: false, error: 'res needs id and ok' };
+      // From here the request is known: the client fails it with the error instead of letting it time out.
+      const id = v.id;
       if (
         !v.ok &&
         !(isObj(v.error) && typeof v.error.code === 'string' && typeof v.error.message === 'string')
       ) {
-        return { ok: false, error: 'res.error needs code and message' };
+        return { ok: false, error: 'res.error needs code and message', id };
       }
+      const err = v.gt === undefined ? null : replyTimesError(v.gt);
+      if (err) return { ok: false, error: err, id };
       return { ok: true, msg: v as unknown as GuestMessage };
+    }
     case 'out':
       if (!isUint(v.proc) || (v.fd !== 1 && v.fd !== 2) || typeof v.data !== 'string')
         return { ok: false, error: 'out needs proc, fd 1|2, data' };

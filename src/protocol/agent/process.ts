@@ -1,6 +1,6 @@
 import { EventEmitter } from 'node:events';
 import { PassThrough } from 'node:stream';
-import type { AgentRequest, WindowSize } from './messages.js';
+import type { AgentRequest, ReplyTimes, WindowSize } from './messages.js';
 
 /** How a guest process ended. */
 export interface ExitStatus {
@@ -14,6 +14,15 @@ export interface ExitStatus {
 export interface RunResult extends ExitStatus {
   stdout: Buffer;
   stderr: Buffer;
+}
+
+/** How one request went: host monotonic ms when it was sent and its reply arrived; the guest's own times. */
+export interface RequestTrace {
+  op: string;
+  sentMs: number;
+  receivedMs: number;
+  /** µs of the guest's monotonic clock, or null from an agent that does not report them. */
+  guest: ReplyTimes | null;
 }
 
 /** What a process needs of its connection: a way to send requests about it (the agent client). */
@@ -30,6 +39,11 @@ export class AgentProcess extends EventEmitter {
   readonly stderr = new PassThrough();
   /** The process id inside the guest (0 until the exec was answered). */
   pid = 0;
+  /**
+   * How its exec went (set by the client when the reply arrives): host monotonic ms sent and answered, and
+   * the guest's own times, µs (null from an agent that does not report them).
+   */
+  startTrace: RequestTrace | null = null;
   #exit: ExitStatus | null = null;
   #lost: Error | null = null;
   readonly #waiters: Array<{ resolve: (s: ExitStatus) => void; reject: (e: Error) => void }> = [];

@@ -60,6 +60,12 @@ function fakeVm(spec: VmSpec, calls: string[], fail?: string) {
         step(`agent ${req.op}`);
         return {};
       },
+      /** As the client's: the result and a trace, with guest times as an agent reports them. */
+      async requestTraced(req: Record<string, unknown>) {
+        const result = await this.request(req);
+        const guest = { rx: 1_000, tx: req.op === 'reseed' ? 1_250 : 1_500 };
+        return { result, trace: { op: req.op, sentMs: 0, receivedMs: 2, guest } };
+      },
     },
     qmp: {
       async execute(cmd: string) {
@@ -106,6 +112,29 @@ function composer(base: FactoryBase, extra: { spawner?: DetachedSpawner; metrics
 const spec = defaultVmSpec('/img', 'tcg');
 
 describe('VmFactory (the composer)', () => {
+  it("reports its phases in order and the guest's handling of reseed and set-time", async () => {
+    const calls: string[] = [];
+    const { factory } = composer(fakeBase(spec, calls));
+    const got = await factory.getVM({ ...spec, cpus: 2 });
+    // The fake VM's resume laps nothing; a base that laps nothing is lapped whole as getBaseVM.
+    assert.deepEqual(
+      got.phases.phases.map((p) => p.name),
+      ['getBaseVM', 'reseed + set-time', 'grow'],
+    );
+    const guest = got.phases.figures.filter((f) => f.clock === 'guest');
+    assert.deepEqual(
+      guest.map((f) => [f.phase, f.name, f.ms]),
+      [
+        ['reseed + set-time', 'reseed: handling (read → answered)', 0.25],
+        ['reseed + set-time', 'set-time: handling (read → answered)', 0.5],
+      ],
+    );
+    const outside = got.phases.figures.find(
+      (f) => f.name === 'set-time: outside the guest (transport, event loops)',
+    );
+    assert.equal(outside?.ms, 1.5); // round trip 2 ms, of which the guest handled 0.5
+  });
+
   it('lists exactly the boot-relevant fields that differ, comparing values deeply', () => {
     assert.deepEqual(specMismatch(spec, { ...spec }), []);
     assert.deepEqual(specMismatch(spec, { ...spec, kernelParams: [...spec.kernelParams] }), []);

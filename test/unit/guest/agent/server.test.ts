@@ -187,6 +187,44 @@ describe('AgentServer (the in-guest agent engine, run on the host)', () => {
     client.close();
   });
 
+  it('reports its own times: when it saw the connection and the hello, and when each request came and went', async () => {
+    // A guest clock that ticks 10 µs per read: every reading is distinct, so the order is checked exactly.
+    let t = 1_000;
+    const nowUs = () => (t += 10);
+    const { ops } = fakeOps();
+    const server = new AgentServer(ops, { nowUs });
+    const [hostSide, guestSide] = duplexPair();
+    void server.serve(guestSide, 500);
+    const client = new AgentClient(hostSide, { requestTimeoutMs: 5_000 });
+    const session = await client.handshake(2_000, 20);
+    const g = session.trace.guest!;
+    assert.equal(g.conn, 500);
+    assert.ok(g.conn <= g.rx && g.rx < g.tx, JSON.stringify(g));
+    assert.ok(session.trace.hellos >= 1);
+    assert.ok(session.trace.startedMs <= session.trace.answeredMs);
+
+    const ping = await client.requestTraced({ op: 'ping' });
+    assert.deepEqual(ping.result, { pong: true });
+    assert.equal(ping.trace.op, 'ping');
+    assert.ok(ping.trace.guest!.rx > g.tx && ping.trace.guest!.tx > ping.trace.guest!.rx);
+    assert.ok(ping.trace.sentMs <= ping.trace.receivedMs);
+
+    // A plain process reports its fork + exec; a container's also the share and the helper's set-up.
+    const plain = await client.exec({ args: ['/bin/true'] });
+    assert.deepEqual(Object.keys(plain.startTrace!.guest!).sort(), ['rx', 'spawn', 'tx']);
+    await plain.wait();
+    const c = await client.exec({ args: ['exec 3>&-; exit 0'], container: { root: 'c1/rootfs' } });
+    const cg = c.startTrace!.guest!;
+    assert.deepEqual(Object.keys(cg).sort(), ['enter', 'rx', 'share', 'spawn', 'tx']);
+    assert.ok(cg.share! + cg.spawn! + cg.enter! <= cg.tx - cg.rx);
+    await c.wait();
+
+    // A refused request carries them too.
+    const refused = await client.request({ op: 'signal', proc: 12345, signal: 'TERM' }).catch((e) => e);
+    assert.ok(isVmcError(refused, 'VMC_ERR_AGENT_REQUEST'));
+    client.close();
+  });
+
   it('passes privileged operations to the guest ops', async () => {
     const { ops, calls } = fakeOps();
     const { client } = await pair(new AgentServer(ops));

@@ -397,6 +397,56 @@ describe('AgentClient requests', () => {
     assert.equal(clock.live, 0);
   });
 
+  it('fails a request whose reply has invalid guest times with VMC_ERR_AGENT_PROTOCOL at once, naming the field', async () => {
+    const clock = new CountingClock();
+    const errors: string[] = [];
+    const { client } = await connect(
+      (req, reply) => reply({ t: 'res', id: req.id, ok: true, result: 'pong', gt: { rx: 9, tx: 3 } }),
+      { clock, requestTimeoutMs: TIMEOUT },
+    );
+    client.on('protocol-error', (e: string) => errors.push(e));
+    const p = observe(client.request({ op: 'ping' }));
+    await settle();
+    assert.equal(p.state, 'rejected');
+    assert.ok(isVmcError(p.error, 'VMC_ERR_AGENT_PROTOCOL'), String(p.error));
+    assert.match(
+      (p.error as Error).message,
+      /guest agent ping: invalid reply: res\.gt .* rx 9 is after tx 3/,
+    );
+    assert.equal(errors.length, 1);
+    assert.equal(clock.live, 0, 'the failed request left its timer');
+    client.close();
+  });
+
+  it('traces a request: host send and receive times, and the guest times of its reply (null without them)', async () => {
+    const clock = new CountingClock();
+    const { client } = await connect(
+      (req, reply) =>
+        reply(
+          req.op === 'ping'
+            ? { t: 'res', id: req.id, ok: true, result: 'pong', gt: { rx: 100, tx: 180 } }
+            : { t: 'res', id: req.id, ok: true, result: null },
+        ),
+      { clock, requestTimeoutMs: TIMEOUT },
+    );
+    const t = await client.requestTraced({ op: 'ping' });
+    assert.equal(t.result, 'pong');
+    assert.deepEqual(
+      { ...t.trace, sentMs: 0, receivedMs: 0 },
+      {
+        op: 'ping',
+        sentMs: 0,
+        receivedMs: 0,
+        guest: { rx: 100, tx: 180 },
+      },
+    );
+    assert.ok(t.trace.sentMs <= t.trace.receivedMs);
+    assert.equal((await client.requestTraced({ op: 'sync' })).trace.guest, null);
+    // The handshake of this fake agent sends no times either.
+    assert.equal(client.session!.trace.guest, null);
+    client.close();
+  });
+
   it('times a request out with VMC_ERR_AGENT_TIMEOUT naming the op, and ignores its late reply', async () => {
     const clock = new CountingClock();
     let late: (() => void) | undefined;

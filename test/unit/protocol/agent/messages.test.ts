@@ -150,4 +150,61 @@ describe('agent message validation', () => {
     assert.equal(parseGuestMessage({ t: 'out', proc: 1, fd: 3, data: '' }).ok, false);
     assert.equal(parseGuestMessage({ t: 'res', id: 1, ok: false }).ok, false);
   });
+
+  it("accepts the guest's times in hello-ok and res, and frames without them", () => {
+    const hello = { t: 'hello-ok', nonce: 'n', version: 1, session: 1, agentPid: 7 };
+    assert.ok(parseGuestMessage(hello).ok);
+    assert.ok(parseGuestMessage({ ...hello, gt: { conn: 5, rx: 5, tx: 9 } }).ok);
+    const res = { t: 'res', id: 1, ok: true, result: null };
+    assert.ok(parseGuestMessage(res).ok);
+    assert.ok(parseGuestMessage({ ...res, gt: { rx: 10, tx: 10 } }).ok);
+    const exec = { ...res, gt: { rx: 10, tx: 110, share: 20, spawn: 30, enter: 50 } };
+    assert.deepEqual(parseGuestMessage(exec), { ok: true, msg: exec });
+    const failed = { t: 'res', id: 2, ok: false, error: { code: 'X', message: 'y' }, gt: { rx: 1, tx: 2 } };
+    assert.ok(parseGuestMessage(failed).ok);
+  });
+
+  const badTimes: Array<[string, Record<string, unknown>, RegExp]> = [
+    ['hello-ok times not an object', { conn: 1, rx: 2, tx: 3, gt: 'soon' }, /hello-ok\.gt must be/],
+    ['hello-ok rx before the connection', { gt: { conn: 5, rx: 4, tx: 6 } }, /conn 5, rx 4, tx 6/],
+    ['hello-ok answered before read', { gt: { conn: 1, rx: 4, tx: 3 } }, /conn ≤ rx ≤ tx/],
+    ['hello-ok a fractional time', { gt: { conn: 1.5, rx: 2, tx: 3 } }, /non-negative integers/],
+    ['hello-ok an unknown time', { gt: { conn: 1, rx: 2, tx: 3, boot: 0 } }, /unknown field "boot"/],
+  ];
+  for (const [name, extra, re] of badTimes) {
+    it(`rejects ${name} with a message naming the field`, () => {
+      const r = parseGuestMessage({
+        t: 'hello-ok',
+        nonce: 'n',
+        version: 1,
+        session: 1,
+        agentPid: 7,
+        ...extra,
+      });
+      assert.equal(r.ok, false);
+      assert.match((r as { error: string }).error, re);
+    });
+  }
+
+  const badReplyTimes: Array<[string, unknown, RegExp]> = [
+    ['missing tx', { rx: 1 }, /res\.gt must be \{rx, tx, share\?, spawn\?, enter\?\}.*tx undefined/],
+    ['negative rx', { rx: -1, tx: 3 }, /rx -1/],
+    ['rx after tx', { rx: 9, tx: 3 }, /rx 9 is after tx 3/],
+    ['a step that is not a number', { rx: 1, tx: 9, spawn: '2' }, /spawn "2"/],
+    [
+      'steps longer than the request',
+      { rx: 0, tx: 10, spawn: 6, enter: 5 },
+      /steps \(11 µs\) exceed tx - rx \(10 µs\)/,
+    ],
+    ['an unknown step', { rx: 0, tx: 10, fork: 1 }, /unknown field "fork"/],
+    ['an array', [1, 2], /res\.gt must be/],
+  ];
+  for (const [name, gt, re] of badReplyTimes) {
+    it(`rejects reply times with ${name}, keeping the request id`, () => {
+      const r = parseGuestMessage({ t: 'res', id: 4, ok: true, result: null, gt });
+      assert.equal(r.ok, false);
+      assert.match((r as { error: string }).error, re);
+      assert.equal((r as { id?: number }).id, 4);
+    });
+  }
 });
