@@ -18,6 +18,7 @@ import { realCache, rpcLatency } from './cache.js';
 import { criRows } from './cri.js';
 import { formatPhaseTable, type PhaseRow } from './phases.js';
 import { podRows } from './pod.js';
+import { poolRows } from './pools.js';
 import { runtimeRows } from './runtime.js';
 import { pssMiB, type Summary, summarize } from './stats.js';
 import { templateRows } from './template.js';
@@ -119,6 +120,9 @@ rows.push({ name: 'CLI start-up (`vmcache --version`)', unit: 'ms', summary: sum
 // 4. The VM cache.
 rows.push(await rpcLatency(deps, 2000 * scale));
 rows.push(...(await realCache(repo, deps, Number(process.env.BENCH_POOL ?? 8), log)));
+// 4b. Pools per shape against Kata's single pool, on one bursty trace.
+const pools = await poolRows(repo, deps, log);
+rows.push(...pools.map((p) => p.row));
 // 5. The OCI runtime.
 rows.push(...(await runtimeRows(repo, deps, 5 * scale, log)));
 // 6. Pods: the network namespace into a cached VM.
@@ -168,6 +172,7 @@ const result = {
   image: readManifest(paths.imageDir),
   rows,
   ratios,
+  pools: pools.map(({ setup, requests, hitRate, exactRate }) => ({ setup, requests, hitRate, exactRate })),
 };
 rmSync(paths.runDir, { recursive: true, force: true }); // every VM was destroyed; drop the empty state tree
 mkdirSync(join(repo, 'bench/results'), { recursive: true });
@@ -176,10 +181,16 @@ writeFileSync(
   join(repo, `bench/results/${result.date.slice(0, 19).replace(/:/g, '')}.json`),
   `${JSON.stringify(result, null, 2)}\n`,
 );
+const poolLine = pools
+  .map(
+    (p) =>
+      `${p.setup}: ${(p.hitRate * 100).toFixed(0)}% hits, ${(p.exactRate * 100).toFixed(0)}% exact shape`,
+  )
+  .join('; ');
 process.stdout.write(
   `\nvmcache bench — ${result.date}, ${accel.accel}, ${cpus().length} cores, load ${loadavg()
     .map((l) => l.toFixed(1))
     .join(
       ' ',
-    )}\n\n${table}\n\n${phaseTables ? `${phaseTables}\n\n` : ''}cold boot / cache getVM (p50): ${ratios.coldBootOverCacheGetVM.toFixed(0)}x; cold boot / template clone (p50): ${ratios.coldBootOverClone.toFixed(0)}x; PSS of 4 clones / 4 cold VMs: ${(ratios.clonePssOverColdPss * 100).toFixed(0)}%; vmcache run cold / cached (p50): ${ratios.runtimeRunColdOverCached.toFixed(0)}x; CRI pod start cold / cached (p50): ${ratios.criPodStartColdOverCached.toFixed(1)}x\nJSON: bench/results/latest.json\n`,
+    )}\n\n${table}\n\n${phaseTables ? `${phaseTables}\n\n` : ''}cold boot / cache getVM (p50): ${ratios.coldBootOverCacheGetVM.toFixed(0)}x; cold boot / template clone (p50): ${ratios.coldBootOverClone.toFixed(0)}x; PSS of 4 clones / 4 cold VMs: ${(ratios.clonePssOverColdPss * 100).toFixed(0)}%; vmcache run cold / cached (p50): ${ratios.runtimeRunColdOverCached.toFixed(0)}x; CRI pod start cold / cached (p50): ${ratios.criPodStartColdOverCached.toFixed(1)}x\nbursty trace: ${poolLine}\nJSON: bench/results/latest.json\n`,
 );

@@ -1,0 +1,125 @@
+/**
+ * The pools row of `npm run bench` (issue 15): one bursty arrival trace of two shapes, replayed against a fixed
+ * single pool (Kata's: one shape, `vm_cache_number` VMs) and against per-shape demand-sized pools, in the same
+ * memory budget, with real VMs. What a request waits is measured by the client, from its arrival to a usable VM
+ * (the composer's getVM: hand-out, resume, reseed, clock, and growth where the VM is smaller than asked).
+ */
+import { mkdirSync, rmSync } from 'node:fs';
+import { VmFactory } from '../src/factory/factory.js';
+import type { VmDeps } from '../src/vm/vm.js';
+import type { Row } from './cache.js';
+import { startBenchCache } from './server.js';
+import { summarize } from './stats.js';
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+const SMALL = { cpus: 1, memoryMiB: 512 };
+const BIG = { cpus: 2, memoryMiB: 768 };
+/** The budget both setups get: 4 VMs of the default shape. */
+const BUDGET_MIB = 2048;
+
+/**
+ * The trace, written down: 120 s; Poisson arrivals at 1 per 20 s, plus bursts of 5 at once at 20 s and 80 s;
+ * each request is 1 vCPU/512 MiB or 2 vCPU/768 MiB with even odds. Drawn from a fixed seed, so both setups (and
+ * every run) replay the same requests at the same offsets.
+ */
+export function burstyTrace(seed = 15): Array<{ atMs: number; shape: typeof SMALL }> {
+  let s = seed >>> 0;
+  const rand = () => {
+    // mulberry32: a tiny seeded PRNG, enough to draw a trace.
+    s = (s + 0x6d2b79f5) >>> 0;
+    let t = s;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+  const out: Array<{ atMs: number; shape: typeof SMALL }> = [];
+  for (let t = -Math.log(1 - rand()) * 20_000; t < 120_000; t += -Math.log(1 - rand()) * 20_000)
+    out.push({ atMs: Math.round(t), shape: rand() < 0.5 ? SMALL : BIG });
+  for (const at of [20_000, 80_000])
+    for (let i = 0; i < 5; i++) out.push({ atMs: at, shape: rand() < 0.5 ? SMALL : BIG });
+  return out.sort((a, b) => a.atMs - b.atMs);
+}
+
+/** What one setup measured on the trace. */
+export interface PoolsOutcome {
+  setup: string;
+  requests: number;
+  /** Served from a VM ready at arrival (of any shape; the rest waited for a boot). */
+  hitRate: number;
+  /** Given a VM of exactly the shape asked (no hot-plug). */
+  exactRate: number;
+  row: Row;
+}
+
+async function replay(
+  repo: string,
+  deps: VmDeps,
+  setup: string,
+  size: number,
+  toml: string,
+  log: (s: string) => void,
+): Promise<PoolsOutcome> {
+  const dir = deps.paths.runDir;
+  rmSync(dir, { recursive: true, force: true });
+  mkdirSync(dir, { recursive: true });
+  const cache = await startBenchCache(repo, deps, dir, size, toml);
+  try {
+    const s0 = await cache.remote.serverStatus();
+    await cache.waitFull(s0.target);
+    const before = await cache.remote.serverStatus();
+    const factory = new VmFactory(cache.remote, deps);
+    const base = cache.remote.config();
+    const trace = burstyTrace();
+    log(`pools: ${setup}: replaying ${trace.length} requests over 120 s`);
+    const t0 = performance.now();
+    const results = await Promise.all(
+      trace.map(async ({ atMs, shape }) => {
+        await sleep(Math.max(0, atMs - (performance.now() - t0)));
+        const t = performance.now();
+        // Every request has a deadline: the RPC's 60 s (remote-cache.ts), and the composer's agent timeouts.
+        const got = await factory.getVM({ ...base, ...shape });
+        const waitMs = performance.now() - t;
+        const exact =
+          got.vm.record.spec.cpus === shape.cpus && got.vm.record.spec.memoryMiB === shape.memoryMiB;
+        await got.vm.destroy();
+        return { waitMs, exact };
+      }),
+    );
+    const after = await cache.remote.serverStatus();
+    const hits = after.hits - before.hits;
+    return {
+      setup,
+      requests: trace.length,
+      hitRate: hits / trace.length,
+      exactRate: results.filter((r) => r.exact).length / trace.length,
+      row: {
+        name: `bursty trace (${trace.length} requests, 2 shapes, ${BUDGET_MIB} MiB): getVM wait, ${setup}`,
+        unit: 'ms',
+        summary: summarize(results.map((r) => r.waitMs)),
+      },
+    };
+  } finally {
+    await cache.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** Both setups on the same trace, fixed first. */
+export async function poolRows(
+  repo: string,
+  deps: VmDeps,
+  log: (s: string) => void,
+): Promise<PoolsOutcome[]> {
+  const d = { ...deps, paths: { ...deps.paths, runDir: '/tmp/vmc-bench-pools' } };
+  const fixed = await replay(repo, d, 'fixed single pool (4 × 1 vCPU/512 MiB)', BUDGET_MIB / 512, '', log);
+  const perShape = await replay(
+    repo,
+    d,
+    'a pool per shape, sized by demand',
+    1,
+    `[cache]\nmemory_budget = ${BUDGET_MIB}\n\n[[cache.pool]]\nvcpus = 1\nmemory = 512\nmin = 1\nmax = 4\n\n[[cache.pool]]\nname = "big"\nvcpus = 2\nmemory = 768\nmin = 1\nmax = 2\n`,
+    log,
+  );
+  return [fixed, perShape];
+}
