@@ -200,6 +200,35 @@ describe('CachingFactory (pool state machine, on a manual clock)', () => {
       await run(p.close());
     });
 
+    it('lets VMs already booting finish, and stops those the lowered target has no room for', async () => {
+      const base = new FakeBase(clock, 50);
+      const p = pool(base, { size: 2, healthIntervalMs: 10 });
+      await clock.advance(10);
+      assert.equal(p.status().booting, 2);
+      p.setTarget(0);
+      assert.equal(p.status().booting, 2, 'not aborted');
+      await clock.advance(500); // the boots finish, and many health checks pass
+      assert.equal(base.boots, 2, 'nothing more started');
+      assert.equal(base.made.length, 2, 'both boots finished');
+      assert.equal(p.status().idle.length, 0, 'the pool keeps its target, not the VMs it no longer wants');
+      assert.ok(base.made.every((v) => v.destroyed));
+      assert.equal(p.status().evicted.shrink, 2);
+      await run(p.close());
+    });
+
+    it('stops the VM booted for a waiter that timed out, rather than keep it above the size', async () => {
+      const base = new FakeBase(clock, 100);
+      const p = pool(base, { size: 1, acquireTimeoutMs: 50 });
+      const waiting = observe(p.getBaseVM()); // a boot of its own beside the pool's
+      await clock.advance(60);
+      assert.ok(isVmcError(waiting.error, 'VMC_ERR_CACHE_TIMEOUT'), `got ${waiting.error}`);
+      await clock.advance(100);
+      assert.equal(base.made.length, 2);
+      assert.equal(p.status().idle.length, 1, 'the size, not one more');
+      assert.equal(base.made.filter((v) => v.destroyed).length, 1);
+      await run(p.close());
+    });
+
     it('keeps a VM that finishes booting when the target came back up meanwhile', async () => {
       const base = new FakeBase(clock, 50);
       const p = pool(base, { size: 2 });
