@@ -164,8 +164,9 @@ export class CachingFactory implements FactoryBase {
 
   /**
    * Changes what the pool keeps ready (the demand sizer's answer). Growing starts boots; shrinking stops the
-   * idle VMs beyond it, those closest to their max age first (metric reason `shrink`). Booting VMs are let
-   * finish: a VM half-booted is most of its cost spent, and demand may be back by then.
+   * idle VMs beyond it, the oldest first (metric reason `shrink`). Booting VMs are let finish: a VM
+   * half-booted is most of its cost spent, and demand may be back by then; one that finishes with the target
+   * still below it is stopped then (also `shrink`).
    */
   setTarget(n: number): void {
     if (!(Number.isInteger(n) && n >= 0))
@@ -500,6 +501,10 @@ export class CachingFactory implements FactoryBase {
             waiter.cancel();
             this.#hits++;
             waiter.resolve(vm);
+          } else if (this.#ready.length >= this.#target) {
+            // The target fell while it booted (or the waiter it was for gave up) and has not come back up: no
+            // room for it. Kept, it would stay above the target (and the memory budget) until its max age.
+            this.#discard({ vm, readyAt: this.#clock.now(), maxAgeMs: 0 }, 'shrink');
           } else {
             this.#shelve(vm);
           }

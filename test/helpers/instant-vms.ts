@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { defaultVmSpec } from '../../src/config/defaults.js';
 import type { FactoryBase } from '../../src/factory/base.js';
 import type { PoolSetMetrics } from '../../src/factory/metrics.js';
-import { PoolSet } from '../../src/factory/pool-set.js';
+import { type PoolEntry, PoolSet } from '../../src/factory/pool-set.js';
 import { vmFiles } from '../../src/hypervisor/types.js';
 import { systemClock } from '../../src/platform/clock.js';
 import { nullLogger } from '../../src/platform/logger.js';
@@ -18,11 +18,20 @@ export interface InstantVmCounts {
 /**
  * A factory base whose "VMs" are instant fakes with a real state directory under `dir`: just what the cache
  * pool and server touch (record, detach, alive, QMP status, destroy). For the server's own path: RPC latency in
- * the bench, hostile requests in the tests, fuzzing in the reliability suite.
+ * the bench, hostile requests in the tests, fuzzing in the reliability suite. `shape` (default: the built-in
+ * 1 vCPU, 512 MiB) is the base's config and its VMs' spec: one such base per pool of a server of several.
  */
-export function instantVms(dir: string, counts: InstantVmCounts = { handed: 0, stopped: 0 }): FactoryBase {
+export function instantVms(
+  dir: string,
+  counts: InstantVmCounts = { handed: 0, stopped: 0 },
+  shape?: { cpus: number; memoryMiB: number },
+): FactoryBase {
+  const spec = () => ({
+    ...defaultVmSpec('/img', 'tcg'),
+    ...(shape && { cpus: shape.cpus, memoryMiB: shape.memoryMiB }),
+  });
   return {
-    config: () => defaultVmSpec('/img', 'tcg'),
+    config: spec,
     getBaseVM: async () => {
       const id = newVmId();
       const files = vmFiles(join(dir, 'vm', id));
@@ -31,7 +40,7 @@ export function instantVms(dir: string, counts: InstantVmCounts = { handed: 0, s
         version: 1,
         id,
         createdAt: Date.now(),
-        spec: defaultVmSpec('/img', 'tcg'),
+        spec: spec(),
         files,
         qemu: { pid: process.pid, startTime: 0 },
         owner: null,
@@ -60,8 +69,20 @@ export function instantPool(
   parallel = 2,
   metrics?: PoolSetMetrics,
 ): PoolSet {
+  return instantPools([{ name: 'default', base, min: size, max: size }], parallel, metrics);
+}
+
+/**
+ * A server's pool set of `pools` (the first the default; each base of its own shape, see {@link instantVms}),
+ * as {@link instantPool} otherwise: direct boots, no memory budget, never aged or health-checked.
+ */
+export function instantPools(
+  pools: Array<Omit<PoolEntry, 'kind'>>,
+  parallel = 2,
+  metrics?: PoolSetMetrics,
+): PoolSet {
   return new PoolSet(
-    [{ name: 'default', base, kind: 'direct', min: size, max: size }],
+    pools.map((p) => ({ ...p, kind: 'direct' as const })),
     {
       pool: {
         maxParallelBoots: parallel,

@@ -9,8 +9,10 @@ import {
   ERROR_CODE_METADATA,
   encodeConfig,
   encodeVm,
+  formatShape,
   fromGrpcError,
   MAX_DETAILS_CHARS,
+  parseShape,
   toGrpcError,
 } from '../../../src/factory/cache-wire.js';
 import { vmFiles } from '../../../src/hypervisor/types.js';
@@ -85,6 +87,48 @@ describe('cache wire: VM', () => {
     const g = encodeVm(record, { leaseId: '', leaseExpiresUnixMs: 0 });
     protocolError(() => decodeVm({ ...g, id: 'ffffffffffff' }), /does not match its record/);
     protocolError(() => decodeVm({ ...g, hypervisor: Buffer.from('[]') }), /version/);
+  });
+});
+
+describe('cache wire: vmcache-shape', () => {
+  it('formats a shape as <vCPUs>x<MiB>, and parses it back', () => {
+    assert.equal(formatShape({ cpus: 2, memoryMiB: 1024 }), '2x1024');
+    for (const shape of [
+      { cpus: 1, memoryMiB: 1 },
+      { cpus: 1, memoryMiB: 512 },
+      { cpus: 2, memoryMiB: 1024 },
+      { cpus: 16, memoryMiB: 65_536 },
+      { cpus: 1024, memoryMiB: 16_777_216 }, // the largest accepted
+    ])
+      assert.deepEqual(parseShape(formatShape(shape)), shape);
+    // formatShape reads only the two fields: a VmSpec formats as its shape.
+    assert.equal(formatShape(spec), `${spec.cpus}x${spec.memoryMiB}`);
+  });
+
+  it('refuses anything but two decimal numbers in range, without sign, padding, spaces or another case', () => {
+    for (const bad of [
+      '0x512',
+      '2x0',
+      '-1x512',
+      '+1x512',
+      '2x512x1',
+      ' 2x512',
+      '2x512 ',
+      '2x512\n',
+      '2X512',
+      '01x512',
+      '2x0512',
+      '99999x1',
+      '1025x1', // vCPUs over 1024
+      '1x16777217', // MiB over 16777216 (16 TiB)
+      '1x99999999',
+      '2.0x512',
+      '2x',
+      'x512',
+      '2',
+      '',
+    ])
+      assert.equal(parseShape(bad), null, JSON.stringify(bad));
   });
 });
 

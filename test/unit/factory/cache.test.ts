@@ -4,7 +4,8 @@ import { isVmcError } from '../../../src/errors.js';
 import type { FactoryBase } from '../../../src/factory/base.js';
 import { CachingFactory, type PoolOptions } from '../../../src/factory/cache.js';
 import { nullLogger } from '../../../src/platform/logger.js';
-import { FakeBase } from '../../helpers/fake-base.js';
+import type { Vm } from '../../../src/vm/vm.js';
+import { FakeBase, FakeVm } from '../../helpers/fake-base.js';
 import { ManualClock, observe } from '../../helpers/manual-clock.js';
 
 const OPTS: PoolOptions = {
@@ -150,6 +151,151 @@ describe('CachingFactory (pool state machine, on a manual clock)', () => {
     );
     assert.equal(clock.pending, 0, 'no retry, health or acquire timer left');
   });
+
+  describe('setTarget (the demand sizer moves the size)', () => {
+    it('raising the target boots up to it, within maxParallelBoots', async () => {
+      const base = new FakeBase(clock, 10);
+      const p = pool(base, { size: 1 });
+      await run(p.waitReady(1, 1000));
+      assert.equal(base.boots, 1);
+      p.setTarget(4);
+      assert.equal(p.target, 4);
+      assert.equal(p.status().booting, 2, 'boots start at once, two at a time');
+      await run(p.waitReady(4, 1000));
+      await clock.advance(100);
+      assert.equal(base.boots, 4, 'exactly up to the new target');
+      assert.equal(p.status().idle.length, 4);
+      assert.equal(base.peak, 2);
+      await run(p.close());
+    });
+
+    it('lowering it stops the oldest idle VMs beyond it, counted as shrink, and boots nothing', async () => {
+      const base = new FakeBase(clock);
+      const p = new CachingFactory(base, { ...OPTS, size: 3 }, { clock, logger: nullLogger });
+      // Adopted out of age order, so "oldest" is not just "first in the ready list".
+      const [young, oldest, older] = [100, 300, 200].map((age, i) => new FakeVm(`a${i}`, clock.now() - age));
+      assert.deepEqual(p.adopt([young, oldest, older] as unknown as Vm[]), []);
+      p.start();
+      await clock.advance(50);
+      assert.equal(base.boots, 0, 'full already');
+      p.setTarget(1);
+      assert.equal(p.target, 1);
+      assert.deepEqual(
+        p.status().idle.map((v) => v.id),
+        [young!.id],
+      );
+      assert.ok(oldest!.destroyed && older!.destroyed, 'the two oldest are stopped');
+      assert.equal(young!.destroyed, false);
+      assert.deepEqual(p.status().evicted, { dead: 0, age: 0, shrink: 2 });
+      await clock.advance(1_000);
+      assert.equal(base.boots, 0, 'no boot to replace them');
+      assert.equal(p.status().idle.length, 1);
+      // Down to 0, then back up: it boots again.
+      p.setTarget(0);
+      assert.ok(young!.destroyed);
+      assert.equal(p.status().evicted.shrink, 3);
+      p.setTarget(2);
+      await run(p.waitReady(2, 1000));
+      assert.equal(base.boots, 2);
+      await run(p.close());
+    });
+
+    it('lets VMs already booting finish, and stops those the lowered target has no room for', async () => {
+      const base = new FakeBase(clock, 50);
+      const p = pool(base, { size: 2, healthIntervalMs: 10 });
+      await clock.advance(10);
+      assert.equal(p.status().booting, 2);
+      p.setTarget(0);
+      assert.equal(p.status().booting, 2, 'not aborted');
+      await clock.advance(500); // the boots finish, and many health checks pass
+      assert.equal(base.boots, 2, 'nothing more started');
+      assert.equal(base.made.length, 2, 'both boots finished');
+      assert.equal(p.status().idle.length, 0, 'the pool keeps its target, not the VMs it no longer wants');
+      assert.ok(base.made.every((v) => v.destroyed));
+      assert.equal(p.status().evicted.shrink, 2);
+      await run(p.close());
+    });
+
+    it('stops the VM booted for a waiter that timed out, rather than keep it above the size', async () => {
+      const base = new FakeBase(clock, 100);
+      const p = pool(base, { size: 1, acquireTimeoutMs: 50 });
+      const waiting = observe(p.getBaseVM()); // a boot of its own beside the pool's
+      await clock.advance(60);
+      assert.ok(isVmcError(waiting.error, 'VMC_ERR_CACHE_TIMEOUT'), `got ${waiting.error}`);
+      await clock.advance(100);
+      assert.equal(base.made.length, 2);
+      assert.equal(p.status().idle.length, 1, 'the size, not one more');
+      assert.equal(base.made.filter((v) => v.destroyed).length, 1);
+      await run(p.close());
+    });
+
+    it('keeps a VM that finishes booting when the target came back up meanwhile', async () => {
+      const base = new FakeBase(clock, 50);
+      const p = pool(base, { size: 2 });
+      await clock.advance(10);
+      p.setTarget(1);
+      await clock.advance(10);
+      p.setTarget(2);
+      await run(p.waitReady(2, 1000));
+      assert.equal(base.boots, 2, 'the two boots in flight serve the target raised again');
+      assert.equal(p.status().evicted.shrink, 0);
+      await run(p.close());
+    });
+
+    it('refuses a target that is not a whole number ≥ 0, and keeps the old one', async () => {
+      const base = new FakeBase(clock);
+      const p = pool(base);
+      for (const bad of [-1, 1.5, Number.NaN, Number.POSITIVE_INFINITY])
+        assert.throws(() => p.setTarget(bad), RangeError, String(bad));
+      assert.equal(p.target, 2);
+      await run(p.waitReady(2, 1000));
+      assert.equal(base.boots, 2);
+      await run(p.close());
+    });
+  });
+
+  describe('max age jitter (±10 % per VM)', () => {
+    it('with random() = 0 (−10 %) replaces a VM after 0.9 × maxAge, not before', async () => {
+      const base = new FakeBase(clock, 5);
+      const p = new CachingFactory(
+        base,
+        { ...OPTS, size: 1, maxAgeMs: 1_000, healthIntervalMs: 10 },
+        { clock, logger: nullLogger, random: () => 0 },
+      );
+      p.start();
+      await run(p.waitReady(1, 1000));
+      const first = base.made[0]!;
+      const age = () => clock.now() - first.record.createdAt;
+      await clock.advance(899 - age());
+      assert.equal(age(), 899);
+      assert.equal(first.destroyed, false, 'not before 0.9 × maxAge');
+      assert.equal(p.status().evicted.age, 0);
+      await clock.advance(1 + 2 * 10); // past 900 ms, and a health check after it
+      assert.ok(first.destroyed, `replaced by age ${age()} ms, well before the unjittered 1000 ms`);
+      assert.equal(p.status().evicted.age, 1);
+      await run(p.waitReady(1, 1000));
+      assert.notEqual(p.status().idle[0]!.id, first.id);
+      await run(p.close());
+    });
+
+    it('with random() just under 1 (+10 %) keeps it past maxAge, up to 1.1 × maxAge', async () => {
+      const base = new FakeBase(clock, 5);
+      const p = new CachingFactory(
+        base,
+        { ...OPTS, size: 1, maxAgeMs: 1_000, healthIntervalMs: 10 },
+        { clock, logger: nullLogger, random: () => 0.9999 },
+      );
+      p.start();
+      await run(p.waitReady(1, 1000));
+      const first = base.made[0]!;
+      await clock.advance(1_090 - (clock.now() - first.record.createdAt));
+      assert.equal(first.destroyed, false, 'kept past the unjittered 1000 ms');
+      await clock.advance(10 + 2 * 10);
+      assert.ok(first.destroyed, 'replaced past 1.1 × maxAge, at the next health check');
+      await run(p.close());
+    });
+  });
+
   describe('miss policy', () => {
     it('wait (the default): a request on an empty pool is served by the next boot, counted as a wait miss', async () => {
       const base = new FakeBase(clock, 20);
