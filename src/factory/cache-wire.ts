@@ -154,6 +154,8 @@ const STATUS_OF: Partial<Record<ErrorCode, GrpcCode>> = {
   VMC_ERR_CACHE_CLOSED: GrpcCode.UNAVAILABLE,
   VMC_ERR_CACHE_LEASE: GrpcCode.FAILED_PRECONDITION,
   VMC_ERR_CACHE_PROTOCOL: GrpcCode.INVALID_ARGUMENT,
+  // A shape above the hot-plug limits (factory/pool-set.ts): no VM of this cache can be it.
+  VMC_ERR_CONFIG_INVALID: GrpcCode.OUT_OF_RANGE,
 };
 
 /**

@@ -498,8 +498,8 @@ export class CachingFactory implements FactoryBase {
           );
           const waiter = this.#waiters.shift();
           if (waiter) {
+            // A `wait` miss served by this boot: counted as its miss (in `miss`), not as a hit too.
             waiter.cancel();
-            this.#hits++;
             waiter.resolve(vm);
           } else if (this.#ready.length >= this.#target) {
             // The target fell while it booted (or the waiter it was for gave up) and has not come back up: no

@@ -196,6 +196,14 @@ export class PoolSet {
     if (!this.#running) throw new VmcError('VMC_ERR_CACHE_CLOSED', 'VM cache is not running');
     const t0 = this.#clock.monotonic();
     const shape = want.shape ?? this.#pools[0]!.shape;
+    const limits = this.#pools[0]!.entry.base.config();
+    // Every pool shares the hot-plug maxima (config/pools.ts): a shape above them no VM here can become. Refused
+    // before anything is taken, rather than handing out a VM that the client then fails to grow.
+    if (shape.cpus > limits.maxCpus || shape.memoryMiB > limits.maxMemoryMiB)
+      throw new VmcError(
+        'VMC_ERR_CONFIG_INVALID',
+        `shape ${shape.cpus} vCPU/${shape.memoryMiB} MiB is above the cache's hot-plug limits (${limits.maxCpus} vCPUs, ${limits.maxMemoryMiB} MiB: [hypervisor.qemu] default_maxvcpus, default_maxmemory)`,
+      );
     const policy: MissPolicy = want.missPolicy ?? 'wait';
     const exact = this.#pools.find((p) => sameShape(p.shape, shape));
     exact?.sizer?.onArrival();
@@ -223,7 +231,7 @@ export class PoolSet {
    * the router's bounds beats a miss (a slow grow beats waiting for a boot, or an error).
    */
   #route(shape: Shape, home: Managed, policy: MissPolicy) {
-    const views = this.#pools.map((p) => ({ id: p.entry.name, shape: p.shape, ready: p.pool.ready }));
+    const views = this.#views((p) => p.pool.ready);
     const costs = { ...(this.#opts.costs ?? ROUTE_COST_DEFAULTS) };
     const homeBoot = home.pool.status().bootMs;
     if (homeBoot !== null) costs.coldBootMs = homeBoot;
@@ -233,9 +241,23 @@ export class PoolSet {
     return { kind: r.kind, reason: r.reason, pool: this.#pools.find((p) => p.entry.name === r.pool)! };
   }
 
+  /** The pools as the router sees them, with `ready` VMs each and their hot-plug headroom. */
+  #views(ready: (p: Managed) => number) {
+    return this.#pools.map((p) => {
+      const spec = p.entry.base.config();
+      return {
+        id: p.entry.name,
+        shape: p.shape,
+        ready: ready(p),
+        maxCpus: spec.maxCpus,
+        maxMemoryMiB: spec.maxMemoryMiB,
+      };
+    });
+  }
+
   /** For a shape without a pool: the pool the router would take from if every pool had a VM; else the default. */
   #homeFor(shape: Shape): Managed {
-    const views = this.#pools.map((p) => ({ id: p.entry.name, shape: p.shape, ready: 1 }));
+    const views = this.#views(() => 1);
     const r = route(shape, views, { ...ROUTE_COST_DEFAULTS, coldBootMs: Number.POSITIVE_INFINITY });
     return (r.kind !== 'cold' && this.#pools.find((p) => p.entry.name === r.pool)) || this.#pools[0]!;
   }

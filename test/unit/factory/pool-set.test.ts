@@ -115,6 +115,25 @@ describe('PoolSet (pools per shape, on a manual clock)', () => {
     await run(s.close());
   });
 
+  it('refuses a shape above the hot-plug limits at once, taking nothing (no VM could be grown to it)', async () => {
+    const small = new FakeBase(clock, 50, SMALL);
+    const s = set([{ name: 'default', base: small, min: 1, max: 1 }]);
+    await run(s.waitReady());
+    const max = small.config();
+    for (const shape of [
+      { cpus: max.maxCpus + 1, memoryMiB: 512 },
+      { cpus: 1, memoryMiB: max.maxMemoryMiB + 256 },
+    ]) {
+      await assert.rejects(
+        s.getBaseVM(undefined, { shape }),
+        (e) => isVmcError(e, 'VMC_ERR_CONFIG_INVALID') && /above the cache's hot-plug limits/.test(e.message),
+      );
+    }
+    assert.equal(s.pool('default')!.ready, 1, 'nothing taken');
+    assert.deepEqual(routes, []);
+    await run(s.close());
+  });
+
   it('a shape without a pool is served by the closest pool, and misses there', async () => {
     const small = new FakeBase(clock, 10_000, SMALL);
     const big = new FakeBase(clock, 10_000, BIG);

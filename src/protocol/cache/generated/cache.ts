@@ -95,7 +95,10 @@ export interface GrpcPoolStatus {
   missesWait: number;
   missesFail: number;
   missesCold: number;
-  /** Idle VMs stopped, by reason: dead (QEMU gone or silent), age (max_age), shrink (target lowered). */
+  /**
+   * Idle VMs stopped, by reason: dead (QEMU gone or silent), age (max_age), shrink (beyond the target: it was
+   * lowered, or a boot finished for a request that had given up).
+   */
   evictedDead: number;
   evictedAge: number;
   evictedShrink: number;
