@@ -62,6 +62,7 @@ describe('QEMU command line', () => {
     const append = opt(args, '-append')[0]!;
     assert.match(append, /console=ttyS0/);
     assert.match(append, /memhp_default_state=online_movable/);
+    assert.match(append, /(^| )swiotlb=noforce( |$)/); // no 64 MiB bounce buffer in every guest
     assert.ok(append.endsWith('foo=bar'));
     assert.deepEqual(opt(args, '-kernel'), ['/img/vmlinux']);
   });
