@@ -14,7 +14,7 @@ describe('QEMU command line', () => {
   it('uses TCG with a capped translation cache when there is no KVM', () => {
     const args = buildQemuArgs(defaultVmSpec('/img', 'tcg'), files, 'abc');
     assert.deepEqual(opt(args, '-machine'), ['q35']);
-    assert.deepEqual(opt(args, '-accel'), ['tcg,tb-size=32']);
+    assert.deepEqual(opt(args, '-accel'), ['tcg,tb-size=64']);
     assert.deepEqual(opt(args, '-cpu'), ['max']);
   });
 
