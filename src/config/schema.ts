@@ -1,4 +1,4 @@
-import { DEFAULT_SHAPE } from './defaults.js';
+import { DEFAULT_SHAPE, DEFAULT_TCG_TB_SIZE_MIB } from './defaults.js';
 
 /**
  * The configuration vmcache reads from `configuration.toml`: Kata's section and key names (so a Kata user's
@@ -118,7 +118,13 @@ export const SCHEMA = {
       },
       accel: { type: 'string', default: 'auto', pattern: /^(auto|kvm|tcg)$/, doc: 'auto, kvm or tcg' },
       cpu_model: { type: 'string', default: '', doc: 'CPU model (default: max under TCG, host under KVM)' },
-      tcg_tb_size: { type: 'int', default: 32, min: 8, max: 1024, doc: 'TCG translation cache, MiB' },
+      tcg_tb_size: {
+        type: 'int',
+        default: DEFAULT_TCG_TB_SIZE_MIB,
+        min: 8,
+        max: 1024,
+        doc: 'TCG translation cache, MiB',
+      },
     },
   },
   agent: {

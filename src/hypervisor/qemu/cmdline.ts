@@ -42,6 +42,11 @@ export function baseKernelParams(): string[] {
     'i8042.nomux',
     'i8042.nopnp',
     'i8042.dumbkbd', // no PS/2 probing: saves ~0.2 s under TCG
+    // No swiotlb bounce buffer. The kernel reserves (and zeroes) 64 MiB for it once the hot-plug range
+    // reaches past 4 GiB, and nothing here would bounce: virtio devices without VIRTIO_F_ACCESS_PLATFORM use
+    // guest-physical addresses as they are. Measured 2026-12-02 (TCG, one VM at a time): PSS of a parked VM
+    // 332–344 → 272 MiB, the guest's MemTotal 401 → 467 MiB; getVM and boot unchanged within the noise.
+    'swiotlb=noforce',
   ];
 }
 

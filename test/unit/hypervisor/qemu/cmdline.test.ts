@@ -14,7 +14,7 @@ describe('QEMU command line', () => {
   it('uses TCG with a capped translation cache when there is no KVM', () => {
     const args = buildQemuArgs(defaultVmSpec('/img', 'tcg'), files, 'abc');
     assert.deepEqual(opt(args, '-machine'), ['q35']);
-    assert.deepEqual(opt(args, '-accel'), ['tcg,tb-size=32']);
+    assert.deepEqual(opt(args, '-accel'), ['tcg,tb-size=64']);
     assert.deepEqual(opt(args, '-cpu'), ['max']);
   });
 
@@ -62,6 +62,7 @@ describe('QEMU command line', () => {
     const append = opt(args, '-append')[0]!;
     assert.match(append, /console=ttyS0/);
     assert.match(append, /memhp_default_state=online_movable/);
+    assert.match(append, /(^| )swiotlb=noforce( |$)/); // no 64 MiB bounce buffer in every guest
     assert.ok(append.endsWith('foo=bar'));
     assert.deepEqual(opt(args, '-kernel'), ['/img/vmlinux']);
   });
