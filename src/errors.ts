@@ -54,6 +54,11 @@ export const ErrorCodes = {
   VMC_ERR_LOCK_TIMEOUT: 'another process held a lock for longer than the wait allows',
   VMC_ERR_CONSOLE_SOCKET: 'the terminal could not be handed to --console-socket',
   VMC_ERR_CACHE_MISS: 'the VM cache had no ready VM and the request asked not to wait (miss policy fail)',
+  VMC_ERR_TTRPC_PROTOCOL: 'a ttrpc peer sent a frame or message that is not valid ttrpc',
+  VMC_ERR_TTRPC_FRAME_TOO_LARGE: 'a ttrpc message is larger than one frame may carry (4 MiB)',
+  VMC_ERR_TTRPC_CLOSED: 'the ttrpc connection closed',
+  VMC_ERR_TTRPC_TIMEOUT: 'a ttrpc call got no answer before its deadline',
+  VMC_ERR_TTRPC_STATUS: 'a ttrpc call failed with a status (a google.rpc code and message)',
 } as const;
 
 /** A stable error code. */
