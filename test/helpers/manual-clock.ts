@@ -71,3 +71,19 @@ export function observe<T>(p: Promise<T>): {
   );
   return o;
 }
+
+/**
+ * Moves `clock` in steps of `stepMs` until `p` settles, within `limitMs` of clock time (failing the test
+ * otherwise), and returns it: how a test waits for work that runs on a manual clock.
+ */
+export async function runOn<T>(
+  clock: ManualClock,
+  p: Promise<T>,
+  limitMs: number,
+  stepMs: number,
+): Promise<T> {
+  const o = observe(p);
+  for (let t = 0; o.state === 'pending' && t < limitMs; t += stepMs) await clock.advance(stepMs);
+  if (o.state === 'pending') throw new Error(`still pending after ${limitMs} ms of clock time`);
+  return p;
+}

@@ -1,5 +1,4 @@
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync, statSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { after, before, describe, it } from 'node:test';
@@ -7,7 +6,7 @@ import { credentials, Metadata } from '@grpc/grpc-js';
 import { connectCache } from '../../src/api.js';
 import { isVmcError } from '../../src/errors.js';
 import { VmFactory } from '../../src/factory/factory.js';
-import { LEASE_METADATA, RemoteCacheFactory } from '../../src/factory/remote-cache.js';
+import { LEASE_METADATA, type RemoteCacheFactory } from '../../src/factory/remote-cache.js';
 import { isAlive } from '../../src/platform/process.js';
 import {
   CacheServiceClient,
@@ -17,7 +16,8 @@ import {
 import { decodeHandoff } from '../../src/vm/handoff.js';
 import { listVmDirs, readRecord } from '../../src/vm/record.js';
 import { Vm } from '../../src/vm/vm.js';
-import { finished, run, VMCACHE } from '../helpers/cli.js';
+import { FactoryInit } from '../helpers/cache-server.js';
+import { run, VMCACHE } from '../helpers/cli.js';
 import { IMAGE_DIR, vmEnv } from '../helpers/vm-env.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -46,49 +46,21 @@ describe('VM cache server (vmcache factory init, real QEMU)', () => {
     VMCACHE_IMAGE_DIR: IMAGE_DIR,
     VMCACHE_CONFIG: cfg,
   };
-  let server: ChildProcess;
-  let serverDone: ReturnType<typeof finished>;
+  const srv = new FactoryInit(cliEnv, endpoint, env.deps);
   let remote: RemoteCacheFactory;
-
-  const status = (): Promise<GrpcStatus> => remote.serverStatus();
-  async function waitFor(what: string, pred: (s: GrpcStatus) => boolean, ms = 120_000): Promise<GrpcStatus> {
-    const deadline = Date.now() + ms;
-    for (;;) {
-      const s = await status();
-      if (pred(s)) return s;
-      if (Date.now() > deadline) assert.fail(`timed out waiting for ${what}: ${JSON.stringify(s)}`);
-      await sleep(200);
-    }
-  }
-  function startServer(): void {
-    server = spawn(VMCACHE, ['factory', 'init'], { env: cliEnv, stdio: ['ignore', 'pipe', 'pipe'] });
-    serverDone = finished(server);
-  }
-  async function connected(): Promise<RemoteCacheFactory> {
-    for (let i = 0; i < 100; i++) {
-      try {
-        return await RemoteCacheFactory.connect(endpoint, env.deps);
-      } catch {
-        await sleep(100);
-      }
-    }
-    throw new Error(
-      `server never answered: ${(await Promise.race([serverDone, sleep(10).then(() => null)]))?.stderr}`,
-    );
-  }
+  const status = (): Promise<GrpcStatus> => srv.status();
+  const waitFor = srv.waitFor.bind(srv);
 
   before(async () => {
     writeFileSync(
       cfg,
       `[factory]\nvm_cache_number = 2\nvm_cache_endpoint = "${endpoint}"\n[cache]\nlease_timeout = 2\nhealth_interval = 1\nmetrics_endpoint = "${env.runDir}/metrics.sock"\n`,
     );
-    startServer();
-    remote = await connected();
+    remote = await srv.start();
   });
 
   after(async () => {
-    await remote?.close();
-    if (server && server.exitCode === null) server.kill('SIGKILL');
+    await srv.cleanup();
     await run(VMCACHE, ['vm', 'gc'], cliEnv);
     env.cleanup();
   });
@@ -265,12 +237,9 @@ describe('VM cache server (vmcache factory init, real QEMU)', () => {
     const before = await waitFor('2 ready VMs', (x) => x.vmstatus.length === 2 && x.booting === 0);
     const ids = before.vmstatus.map((v) => v.id).sort();
     const old = new Map(ids.map((id) => [id, readRecord(`${env.runDir}/vm/${id}`)]));
-    await remote.close();
-    server.kill('SIGKILL');
-    await serverDone;
+    await srv.kill();
     for (const r of old.values()) assert.ok(isAlive(r.qemu), `idle VM ${r.id} outlived the killed server`);
-    startServer(); // adopts before it binds the socket: once it answers, adoption is done
-    remote = await connected();
+    remote = await srv.start(); // adopts before it binds the socket: once it answers, adoption is done
     const s = await status();
     assert.deepEqual(s.vmstatus.map((v) => v.id).sort(), ids, 'the same VMs are ready in the new server');
     assert.equal(s.booting, 0, 'nothing booted: the pool is full with the adopted VMs');
@@ -282,7 +251,7 @@ describe('VM cache server (vmcache factory init, real QEMU)', () => {
       // QEMU runs with -no-reboot: a guest reboot would have ended this very process (pid and start time).
       assert.deepEqual(now.qemu, was.qemu, 'the same QEMU process');
       assert.equal(now.createdAt, was.createdAt, 'the same VM, its age going on');
-      assert.equal(now.owner?.pid, server.pid, 'owned by the new server');
+      assert.equal(now.owner?.pid, srv.process.pid, 'owned by the new server');
     }
     // An adopted VM serves a client as any other (its resume is the hand-out's agent check too).
     const vm = await remote.getBaseVM();
@@ -307,9 +276,7 @@ describe('VM cache server (vmcache factory init, real QEMU)', () => {
   it('kill -9 of the server leaves no orphan once it restarts; destroy stops idle VMs and spares handed-out ones', async () => {
     const s = await waitFor('2 ready VMs', (x) => x.vmstatus.length === 2);
     const held = await remote.getBaseVM(); // a VM a client owns
-    await remote.close();
-    server.kill('SIGKILL');
-    await serverDone;
+    await srv.kill();
     const orphans = s.vmstatus
       .filter((v) => v.id !== held.id)
       .map((v) => readRecord(`${env.runDir}/vm/${v.id}`).qemu);
@@ -323,14 +290,13 @@ describe('VM cache server (vmcache factory init, real QEMU)', () => {
       cfg,
       `[factory]\nvm_cache_number = 2\nvm_cache_endpoint = "${endpoint}"\n[cache]\nlease_timeout = 2\nhealth_interval = 1\nmetrics_endpoint = "${env.runDir}/metrics.sock"\n[hypervisor.qemu]\ndefault_memory = 640\n`,
     );
-    startServer(); // replaces the stale socket, reaps the orphans
-    remote = await connected();
+    remote = await srv.start(); // replaces the stale socket, reaps the orphans
     for (const o of orphans) assert.equal(isAlive(o), false, `orphan pid ${o.pid} reaped`);
     await waitFor('1 ready VM', (x) => x.vmstatus.length >= 1);
     const idle = (await status()).vmstatus.map((v) => readRecord(`${env.runDir}/vm/${v.id}`).qemu);
     const d = await run(VMCACHE, ['factory', 'destroy'], cliEnv);
     assert.equal(d.code, 0, d.stderr);
-    assert.equal((await serverDone).code, 0);
+    assert.equal((await srv.done).code, 0);
     assert.equal(existsSync(endpoint), false, 'socket removed');
     for (const q of idle) assert.equal(isAlive(q), false, 'idle VMs stopped');
     assert.ok(held.alive(), 'the handed-out VM is untouched');

@@ -1,5 +1,4 @@
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { after, before, describe, it } from 'node:test';
@@ -10,10 +9,10 @@ import { isAlive } from '../../src/platform/process.js';
 import type { GrpcStatus } from '../../src/protocol/cache/generated/cache.js';
 import { listVmDirs, readRecord } from '../../src/vm/record.js';
 import type { Vm } from '../../src/vm/vm.js';
-import { finished, run, VMCACHE } from '../helpers/cli.js';
+import { FactoryInit } from '../helpers/cache-server.js';
+import { run, VMCACHE } from '../helpers/cli.js';
 import { IMAGE_DIR, vmEnv } from '../helpers/vm-env.js';
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const SMALL = { cpus: 1, memoryMiB: 512 };
 const BIG = { cpus: 2, memoryMiB: 768 };
 
@@ -35,38 +34,12 @@ describe('pools per VM shape (vmcache factory init with [[cache.pool]], real QEM
     VMCACHE_IMAGE_DIR: IMAGE_DIR,
     VMCACHE_CONFIG: cfg,
   };
-  let server: ChildProcess;
-  let serverDone: ReturnType<typeof finished>;
+  const srv = new FactoryInit(cliEnv, endpoint, env.deps);
   let remote: RemoteCacheFactory;
-  const status = (): Promise<GrpcStatus> => remote.serverStatus();
+  const status = (): Promise<GrpcStatus> => srv.status();
+  const waitFor = srv.waitFor.bind(srv);
   const pool = (s: GrpcStatus, name: string) => s.pools.find((p) => p.name === name)!;
-
-  async function waitFor(what: string, pred: (s: GrpcStatus) => boolean, ms = 180_000): Promise<GrpcStatus> {
-    const deadline = Date.now() + ms;
-    for (;;) {
-      const s = await status();
-      if (pred(s)) return s;
-      if (Date.now() > deadline) assert.fail(`timed out waiting for ${what}: ${JSON.stringify(s)}`);
-      await sleep(200);
-    }
-  }
   const full = (s: GrpcStatus) => s.pools.every((p) => p.ready === p.target && p.booting === 0);
-
-  function startServer(): void {
-    server = spawn(VMCACHE, ['factory', 'init'], { env: cliEnv, stdio: ['ignore', 'pipe', 'pipe'] });
-    serverDone = finished(server);
-  }
-  async function connected(): Promise<RemoteCacheFactory> {
-    for (let i = 0; i < 300; i++) {
-      try {
-        return await RemoteCacheFactory.connect(endpoint, env.deps);
-      } catch {
-        if (server.exitCode !== null) break;
-        await sleep(100);
-      }
-    }
-    assert.fail(`server never answered: ${(await serverDone).stderr}`);
-  }
 
   before(async () => {
     // Two pools totalling 4 VMs: the default (Kata's: [hypervisor.qemu] shape, vm_cache_number) and a larger one.
@@ -89,13 +62,11 @@ min = 2
 max = 2
 `,
     );
-    startServer();
-    remote = await connected();
+    remote = await srv.start();
   });
 
   after(async () => {
-    await remote?.close();
-    if (server && server.exitCode === null) server.kill('SIGKILL');
+    await srv.cleanup();
     await run(VMCACHE, ['vm', 'gc'], cliEnv);
     env.cleanup();
   });
@@ -256,12 +227,9 @@ max = 2
         .map((v) => v.id)
         .sort();
     const old = new Map(before.vmstatus.map((v) => [v.id, readRecord(`${env.runDir}/vm/${v.id}`)]));
-    await remote.close();
-    server.kill('SIGKILL');
-    await serverDone;
+    await srv.kill();
     for (const r of old.values()) assert.ok(isAlive(r.qemu), `idle VM ${r.id} outlived the killed server`);
-    startServer();
-    remote = await connected();
+    remote = await srv.start();
     const s = await status();
     assert.equal(s.booting, 0, 'nothing booted: both pools are full with the adopted VMs');
     for (const name of ['default', 'big']) assert.deepEqual(ids(name, s), ids(name, before), `pool ${name}`);

@@ -6,7 +6,7 @@ import { CachingFactory, type PoolOptions } from '../../../src/factory/cache.js'
 import { nullLogger } from '../../../src/platform/logger.js';
 import type { Vm } from '../../../src/vm/vm.js';
 import { FakeBase, FakeVm } from '../../helpers/fake-base.js';
-import { ManualClock, observe } from '../../helpers/manual-clock.js';
+import { ManualClock, observe, runOn } from '../../helpers/manual-clock.js';
 
 const OPTS: PoolOptions = {
   size: 2,
@@ -30,13 +30,7 @@ describe('CachingFactory (pool state machine, on a manual clock)', () => {
     return p;
   }
 
-  /** Moves the clock in small steps until `p` settles (within `limitMs` of clock time), then returns it. */
-  async function run<T>(p: Promise<T>, limitMs = 5_000, stepMs = 5): Promise<T> {
-    const o = observe(p);
-    for (let t = 0; o.state === 'pending' && t < limitMs; t += stepMs) await clock.advance(stepMs);
-    assert.notEqual(o.state, 'pending', `still pending after ${limitMs} ms of clock time`);
-    return p;
-  }
+  const run = <T>(p: Promise<T>, limitMs = 5_000, stepMs = 5) => runOn(clock, p, limitMs, stepMs);
 
   it('fills to its size and hands out each VM once, refilling behind it', async () => {
     const base = new FakeBase(clock);

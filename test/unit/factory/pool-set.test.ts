@@ -6,7 +6,7 @@ import { type PoolEntry, PoolSet } from '../../../src/factory/pool-set.js';
 import { nullLogger } from '../../../src/platform/logger.js';
 import type { Vm } from '../../../src/vm/vm.js';
 import { FakeBase, type FakeVm } from '../../helpers/fake-base.js';
-import { ManualClock, observe } from '../../helpers/manual-clock.js';
+import { ManualClock, runOn } from '../../helpers/manual-clock.js';
 
 const SMALL = { cpus: 1, memoryMiB: 512 };
 const BIG = { cpus: 2, memoryMiB: 1024 };
@@ -48,12 +48,7 @@ describe('PoolSet (pools per shape, on a manual clock)', () => {
     return s;
   }
 
-  async function run<T>(p: Promise<T>, limitMs = 60_000, stepMs = 10): Promise<T> {
-    const o = observe(p);
-    for (let t = 0; o.state === 'pending' && t < limitMs; t += stepMs) await clock.advance(stepMs);
-    assert.notEqual(o.state, 'pending', `still pending after ${limitMs} ms of clock time`);
-    return p;
-  }
+  const run = <T>(p: Promise<T>, limitMs = 60_000, stepMs = 10) => runOn(clock, p, limitMs, stepMs);
 
   const shapeOf = (vm: Vm) => {
     const s = (vm as unknown as FakeVm).record.spec;
