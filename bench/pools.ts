@@ -4,7 +4,8 @@
  * memory budget, with real VMs. What a request waits is measured by the client, from its arrival to a usable VM
  * (the composer's getVM: hand-out, resume, reseed, clock, and growth where the VM is smaller than asked).
  */
-import { mkdirSync, rmSync } from 'node:fs';
+import { copyFileSync, mkdirSync, rmSync } from 'node:fs';
+import { messageOf } from '../src/errors.js';
 import { VmFactory } from '../src/factory/factory.js';
 import type { VmDeps } from '../src/vm/vm.js';
 import type { Row } from './cache.js';
@@ -49,6 +50,8 @@ export interface PoolsOutcome {
   hitRate: number;
   /** Given a VM of exactly the shape asked (no hot-plug). */
   exactRate: number;
+  /** Requests that got no VM (the server's wait deadline, 30 s); their time to the error is in the waits. */
+  failed: number;
   row: Row;
 }
 
@@ -63,7 +66,8 @@ async function replay(
   const dir = deps.paths.runDir;
   rmSync(dir, { recursive: true, force: true });
   mkdirSync(dir, { recursive: true });
-  const cache = await startBenchCache(repo, deps, dir, size, toml);
+  const serverLog = `${dir}/server.log`;
+  const cache = await startBenchCache(repo, deps, dir, size, toml, serverLog);
   try {
     const s0 = await cache.remote.serverStatus();
     await cache.waitFull(s0.target);
@@ -77,13 +81,24 @@ async function replay(
       trace.map(async ({ atMs, shape }) => {
         await sleep(Math.max(0, atMs - (performance.now() - t0)));
         const t = performance.now();
-        // Every request has a deadline: the RPC's 60 s (remote-cache.ts), and the composer's agent timeouts.
-        const got = await factory.getVM({ ...base, ...shape });
-        const waitMs = performance.now() - t;
-        const exact =
-          got.vm.record.spec.cpus === shape.cpus && got.vm.record.spec.memoryMiB === shape.memoryMiB;
-        await got.vm.destroy();
-        return { waitMs, exact };
+        // Every request has a deadline: the server's wait (30 s), the RPC's 60 s (remote-cache.ts), and the
+        // composer's agent timeouts. A request that fails is counted, not fatal: the row says how many.
+        try {
+          const got = await factory.getVM({ ...base, ...shape });
+          const waitMs = performance.now() - t;
+          const exact =
+            got.vm.record.spec.cpus === shape.cpus && got.vm.record.spec.memoryMiB === shape.memoryMiB;
+          await got.vm.destroy();
+          log(
+            `pools: ${setup}: +${atMs} ms ${shape.cpus}x${shape.memoryMiB}: ${Math.round(waitMs)} ms${exact ? '' : ' (grown or larger)'}`,
+          );
+          return { waitMs, exact, failed: false };
+        } catch (err) {
+          log(
+            `pools: ${setup}: +${atMs} ms ${shape.cpus}x${shape.memoryMiB}: FAILED: ${messageOf(err).split('\n')[0]}`,
+          );
+          return { waitMs: performance.now() - t, exact: false, failed: true };
+        }
       }),
     );
     const after = await cache.remote.serverStatus();
@@ -93,6 +108,7 @@ async function replay(
       requests: trace.length,
       hitRate: hits / trace.length,
       exactRate: results.filter((r) => r.exact).length / trace.length,
+      failed: results.filter((r) => r.failed).length,
       row: {
         name: `bursty trace (${trace.length} requests, 2 shapes, ${BUDGET_MIB} MiB): getVM wait, ${setup}`,
         unit: 'ms',
@@ -101,6 +117,9 @@ async function replay(
     };
   } finally {
     await cache.stop();
+    // BENCH_KEEP_LOGS=DIR keeps each setup's server log (which pool served whom, boot times) for a look after.
+    const keep = process.env.BENCH_KEEP_LOGS;
+    if (keep) copyFileSync(serverLog, `${keep}/pools-${setup.split(' ')[0]}.log`);
     rmSync(dir, { recursive: true, force: true });
   }
 }

@@ -172,7 +172,13 @@ const result = {
   image: readManifest(paths.imageDir),
   rows,
   ratios,
-  pools: pools.map(({ setup, requests, hitRate, exactRate }) => ({ setup, requests, hitRate, exactRate })),
+  pools: pools.map(({ setup, requests, hitRate, exactRate, failed }) => ({
+    setup,
+    requests,
+    hitRate,
+    exactRate,
+    failed,
+  })),
 };
 rmSync(paths.runDir, { recursive: true, force: true }); // every VM was destroyed; drop the empty state tree
 mkdirSync(join(repo, 'bench/results'), { recursive: true });
@@ -184,7 +190,7 @@ writeFileSync(
 const poolLine = pools
   .map(
     (p) =>
-      `${p.setup}: ${(p.hitRate * 100).toFixed(0)}% hits, ${(p.exactRate * 100).toFixed(0)}% exact shape`,
+      `${p.setup}: ${(p.hitRate * 100).toFixed(0)}% hits, ${(p.exactRate * 100).toFixed(0)}% exact shape, ${p.failed} failed`,
   )
   .join('; ');
 process.stdout.write(

@@ -1,6 +1,6 @@
 /** A `vmcache factory init` process for one section of `npm run bench`, and the client that drives it. */
 import { spawn } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { closeSync, openSync, writeFileSync } from 'node:fs';
 import { RemoteCacheFactory } from '../src/factory/remote-cache.js';
 import type { VmDeps } from '../src/vm/vm.js';
 
@@ -19,7 +19,7 @@ export interface BenchCache {
 
 /**
  * Starts a cache server of `size` VMs whose configuration, socket and state live in `dir` (and `extraToml`
- * appended to its configuration), and connects to it.
+ * appended to its configuration), and connects to it. `logFile`: where the server's log goes (else nowhere).
  */
 export async function startBenchCache(
   repo: string,
@@ -27,12 +27,15 @@ export async function startBenchCache(
   dir: string,
   size: number,
   extraToml = '',
+  logFile?: string,
 ): Promise<BenchCache> {
   const cfg = `${dir}/cache.toml`;
   const socket = `${dir}/cache.sock`;
   writeFileSync(cfg, `[factory]\nvm_cache_number = ${size}\nvm_cache_endpoint = "${socket}"\n${extraToml}`);
   const env = { ...process.env, VMCACHE_CONFIG: cfg, VMCACHE_RUN_DIR: deps.paths.runDir };
-  const server = spawn(`${repo}bin/vmcache`, ['factory', 'init'], { env, stdio: 'ignore' });
+  const log = logFile ? openSync(logFile, 'a') : 'ignore';
+  const server = spawn(`${repo}bin/vmcache`, ['factory', 'init'], { env, stdio: ['ignore', log, log] });
+  if (typeof log === 'number') closeSync(log);
   const exited = new Promise((r) => (server.exitCode !== null ? r(null) : server.on('exit', r)));
   let remote: RemoteCacheFactory | null = null;
   const listenBy = Date.now() + 120_000;

@@ -58,6 +58,30 @@ export interface PoolDeps {
   random?: () => number;
   /** Told each VM that became ready, with ms from asking for it (queueing included): the demand sizer's refill time. */
   onBooted?: (ms: number) => void;
+  /**
+   * Told when a booted VM entered the ready list with none of this pool's waiters to take it: a server of several
+   * pools serves its other pools' waiters from it (pool-set.ts).
+   */
+  onShelved?: () => void;
+  /**
+   * Asked when a boot completes with no waiter here and the pool already at its target: true keeps the VM (the
+   * server has waiters elsewhere that it can serve), false stops it (`shrink`). Default: false.
+   */
+  spareWanted?: () => boolean;
+}
+
+/**
+ * A `wait` miss that a server of several pools may also serve from another pool's VM (pool-set.ts): the
+ * request waits here, and the server withdraws it once it has served it elsewhere.
+ */
+export interface WaitTicket {
+  /**
+   * Asked when a boot here completes for this waiter: false while the server is taking a VM for it elsewhere or
+   * has taken one; the VM then goes to the next waiter or the pool, and this waiter stays queued until withdrawn.
+   */
+  claim(): boolean;
+  /** Aborted once the request is served elsewhere: the waiter leaves the queue (and its demand for a boot). */
+  signal: AbortSignal;
 }
 
 interface Entry {
@@ -72,6 +96,8 @@ interface Waiter {
   reject: (e: Error) => void;
   cancel: () => void;
   startedAt: number;
+  /** See {@link WaitTicket.claim}; absent: always takes the VM. */
+  claim?: () => boolean;
 }
 
 /** Pool life cycle. */
@@ -104,6 +130,8 @@ export class CachingFactory implements FactoryBase {
   readonly #coldSlots: BootSlots;
   readonly #random: () => number;
   readonly #onBooted: (ms: number) => void;
+  readonly #onShelved: () => void;
+  readonly #spareWanted: () => boolean;
   #target: number;
   #state: PoolState = 'new';
   readonly #ready: Entry[] = [];
@@ -137,6 +165,8 @@ export class CachingFactory implements FactoryBase {
     this.#coldSlots = deps.coldSlots ?? new BootSlots(Math.max(1, opts.maxParallelBoots));
     this.#random = deps.random ?? Math.random;
     this.#onBooted = deps.onBooted ?? (() => {});
+    this.#onShelved = deps.onShelved ?? (() => {});
+    this.#spareWanted = deps.spareWanted ?? (() => false);
     this.#target = opts.size;
   }
 
@@ -157,6 +187,11 @@ export class CachingFactory implements FactoryBase {
     return this.#ready.length;
   }
 
+  /** The mean time a VM took to become ready here (slot queueing included), ms; null before the first. */
+  get bootMs(): number | null {
+    return this.#bootMs.count ? this.#bootMs.value : null;
+  }
+
   /** What the pool keeps ready now. */
   get target(): number {
     return this.#target;
@@ -175,15 +210,19 @@ export class CachingFactory implements FactoryBase {
     this.#log.info({ from: this.#target, to: n }, 'pool target changed');
     this.#target = n;
     if (this.#state !== 'running') return;
-    const excess = this.#ready.length - n;
-    if (excess > 0) {
-      const byAge = [...this.#ready].sort((a, b) => a.vm.record.createdAt - b.vm.record.createdAt);
-      for (const entry of byAge.slice(0, excess)) {
-        this.#ready.splice(this.#ready.indexOf(entry), 1);
-        this.#discard(entry, 'shrink');
-      }
-    }
+    this.#trim();
     this.#fill();
+  }
+
+  /** Stops the idle VMs beyond the target, the oldest first (`shrink`). */
+  #trim(): void {
+    const excess = this.#ready.length - this.#target;
+    if (excess <= 0) return;
+    const byAge = [...this.#ready].sort((a, b) => a.vm.record.createdAt - b.vm.record.createdAt);
+    for (const entry of byAge.slice(0, excess)) {
+      this.#ready.splice(this.#ready.indexOf(entry), 1);
+      this.#discard(entry, 'shrink');
+    }
   }
 
   /** Resolves once `n` VMs are ready (for tests and `factory init --wait`), or rejects after `timeoutMs`. */
@@ -219,9 +258,11 @@ export class CachingFactory implements FactoryBase {
 
   /**
    * A ready VM that passed the hand-out check (counted as this pool's hit), or null when none is ready. Dead
-   * ones found on the way are discarded and counted.
+   * ones found on the way are discarded and counted. `waitedSince` (monotonic ms): the VM serves a request that
+   * missed (counted where it missed) and has waited since then; it is not a hit, and its wait is this pool's
+   * acquire time.
    */
-  async tryTake(): Promise<Vm | null> {
+  async tryTake(waitedSince?: number): Promise<Vm | null> {
     if (this.#state !== 'running') throw new VmcError('VMC_ERR_CACHE_CLOSED', `VM cache is ${this.#state}`);
     const t0 = this.#clock.monotonic();
     while (this.#ready.length > 0) {
@@ -229,8 +270,8 @@ export class CachingFactory implements FactoryBase {
       this.#report();
       this.#fill();
       if (await this.#healthy(entry)) {
-        this.#hits++;
-        this.#acquired(t0, true);
+        if (waitedSince === undefined) this.#hits++;
+        this.#acquired(waitedSince ?? t0, waitedSince === undefined);
         return this.#handOut(entry.vm);
       }
       this.#handoutDiscards.qemu++;
@@ -250,15 +291,17 @@ export class CachingFactory implements FactoryBase {
    * A request that found no VM ready (here or, for a server of several pools, anywhere it could be served):
    * counted as this pool's miss, then the policy: `fail` throws VMC_ERR_CACHE_MISS, `cold` boots one, `wait`
    * takes the next boot that completes. `t0`: when the request arrived (monotonic), for the wait's metrics.
+   * `ticket`: a `wait` the server may serve elsewhere (see {@link WaitTicket}); withdrawn, it rejects with
+   * VMC_ERR_CACHE_CLOSED, which that server ignores.
    */
-  async miss(policy: MissPolicy, t0 = this.#clock.monotonic()): Promise<Vm> {
+  async miss(policy: MissPolicy, t0 = this.#clock.monotonic(), ticket?: WaitTicket): Promise<Vm> {
     if (this.#state !== 'running') throw new VmcError('VMC_ERR_CACHE_CLOSED', `VM cache is ${this.#state}`);
     this.#misses[policy]++;
     this.#metrics.miss(policy);
     if (policy === 'fail') {
       throw new VmcError('VMC_ERR_CACHE_MISS', `no VM ready in the cache (miss policy fail)${this.#why()}`);
     }
-    const vm = policy === 'cold' ? await this.#bootCold() : await this.#wait(t0);
+    const vm = policy === 'cold' ? await this.#bootCold() : await this.#wait(t0, ticket);
     this.#acquired(t0, false);
     return this.#handOut(vm);
   }
@@ -290,15 +333,23 @@ export class CachingFactory implements FactoryBase {
       : `; ${this.#booting} boot(s) in progress`;
   }
 
-  /** Policy `wait`: the next boot that completes serves this request, unless `acquireTimeoutMs` passes first. */
-  #wait(t0: number): Promise<Vm> {
+  /**
+   * Policy `wait`: the next boot that completes serves this request, unless `acquireTimeoutMs` passes first or
+   * the ticket is withdrawn.
+   */
+  #wait(t0: number, ticket?: WaitTicket): Promise<Vm> {
     return new Promise<Vm>((resolve, reject) => {
+      const leave = () => {
+        const i = this.#waiters.indexOf(waiter);
+        if (i >= 0) this.#waiters.splice(i, 1);
+      };
       const waiter: Waiter = {
         resolve,
         reject,
         startedAt: t0,
+        claim: ticket ? () => ticket.claim() : undefined,
         cancel: this.#clock.setTimeout(() => {
-          this.#waiters.splice(this.#waiters.indexOf(waiter), 1);
+          leave();
           this.#metrics.acquireTimeout();
           reject(
             new VmcError(
@@ -308,9 +359,29 @@ export class CachingFactory implements FactoryBase {
           );
         }, this.#opts.acquireTimeoutMs),
       };
+      if (ticket?.signal.aborted) {
+        waiter.cancel();
+        reject(new VmcError('VMC_ERR_CACHE_CLOSED', 'wait withdrawn: served by another pool'));
+        return;
+      }
+      ticket?.signal.addEventListener(
+        'abort',
+        () => {
+          leave();
+          waiter.cancel();
+          reject(new VmcError('VMC_ERR_CACHE_CLOSED', 'wait withdrawn: served by another pool'));
+        },
+        { once: true },
+      );
       this.#waiters.push(waiter);
       this.#fill();
     });
+  }
+
+  /** The oldest waiter that takes a VM now (see {@link WaitTicket.claim}), out of the queue; null if none does. */
+  #claimWaiter(): Waiter | null {
+    const i = this.#waiters.findIndex((w) => !w.claim || w.claim());
+    return i < 0 ? null : this.#waiters.splice(i, 1)[0]!;
   }
 
   /**
@@ -496,19 +567,23 @@ export class CachingFactory implements FactoryBase {
             { vmId: vm.id, ms: Math.round(this.#clock.monotonic() - t0) },
             'VM ready in the cache',
           );
-          const waiter = this.#waiters.shift();
+          const waiter = this.#claimWaiter();
+          let shelved = false;
           if (waiter) {
             // A `wait` miss served by this boot: counted as its miss (in `miss`), not as a hit too.
             waiter.cancel();
             waiter.resolve(vm);
-          } else if (this.#ready.length >= this.#target) {
-            // The target fell while it booted (or the waiter it was for gave up) and has not come back up: no
-            // room for it. Kept, it would stay above the target (and the memory budget) until its max age.
+          } else if (this.#ready.length >= this.#target && !this.#spareWanted()) {
+            // The target fell while it booted (or the waiter it was for gave up or was served elsewhere) and
+            // has not come back up: no room for it. Kept, it would stay above the target (and the memory
+            // budget) until its max age.
             this.#discard({ vm, readyAt: this.#clock.now(), maxAgeMs: 0 }, 'shrink');
           } else {
             this.#shelve(vm);
+            shelved = true;
           }
           this.#onBooted(ms);
+          if (shelved) this.#onShelved();
         },
         (err: unknown) => {
           release();
@@ -573,6 +648,8 @@ export class CachingFactory implements FactoryBase {
         this.#discard(entry, old ? 'age' : 'dead');
       }
     }
+    // A spare kept for another pool's waiter (PoolDeps.spareWanted) that none took: back to the target.
+    if (!this.#spareWanted()) this.#trim();
     this.#fill();
   }
 }

@@ -11,6 +11,7 @@ import { CachingFactory, type PoolOptions } from './cache.js';
 import { type FactoryMetrics, nullPoolSetMetrics, type PoolSetMetrics } from './metrics.js';
 import { ROUTE_COST_DEFAULTS, type RouteCosts, route, type Shape } from './pool-routing.js';
 import { DemandSizer, type DemandSizerOptions, shareBudget, type TargetReason } from './pool-sizing.js';
+import { PoolWaits } from './pool-waits.js';
 
 /** One pool of a server: a base of one shape, and the bounds of its size. */
 export interface PoolEntry {
@@ -84,7 +85,8 @@ const sameShape = (a: Shape, b: Shape) => a.cpus === b.cpus && a.memoryMiB === b
  * shape, which Kata's clients get: they send no shape). A request is served from its exact shape's pool; when
  * that has no VM ready, by the fastest measured way the router finds (pool-routing.ts): a larger shape as is,
  * a smaller one the client grows by hot-plug, or, when neither is ready, a miss of the request's home pool
- * (its exact shape's, else the pool it would be routed to), whose miss policy applies. Each pool's target
+ * (its exact shape's, else the pool it would be routed to), whose miss policy applies; a `wait` is then also
+ * served by a VM that becomes ready in any pool within the router's reach first (pool-waits.ts). Each pool's target
  * follows its demand (pool-sizing.ts: arrivals × refill time, cool-down, idle TTL) and the memory budget cuts
  * the targets by demand; boots of every pool and of `cold` requests share one host-wide set of boot slots.
  */
@@ -96,6 +98,7 @@ export class PoolSet {
   readonly #metrics: PoolSetMetrics;
   readonly #slots: BootSlots;
   readonly #coldSlots: BootSlots;
+  readonly #waits: PoolWaits;
   #cancelTick: (() => void) | null = null;
   #running = false;
 
@@ -107,6 +110,10 @@ export class PoolSet {
     this.#metrics = deps.metrics ?? nullPoolSetMetrics;
     this.#slots = new BootSlots(Math.max(1, opts.pool.maxParallelBoots));
     this.#coldSlots = new BootSlots(Math.max(1, opts.pool.maxParallelBoots));
+    this.#waits = new PoolWaits((shape) => {
+      const r = this.#route(shape, 'wait');
+      return r && { pool: r.pool.pool, name: r.pool.entry.name, kind: r.kind };
+    }, this.#log);
     this.#pools = entries.map((entry) => {
       const spec = entry.base.config();
       const sizer =
@@ -128,6 +135,8 @@ export class PoolSet {
             sizer?.onRefill(ms);
             this.#retarget();
           },
+          onShelved: () => this.#waits.serve(),
+          spareWanted: () => this.#waits.wants((want) => this.#reaches(spec, want)),
         },
       );
       metrics.poolTarget(entry.min);
@@ -211,7 +220,7 @@ export class PoolSet {
     const home = exact ?? this.#homeFor(shape);
     // A pool can lose its last ready VM to a concurrent request between the route and the take: route again.
     for (let attempt = 0; attempt <= this.#pools.length; attempt++) {
-      const r = this.#route(shape, home, policy);
+      const r = this.#route(shape, policy, home);
       if (!r) break;
       const vm = await r.pool.pool.tryTake();
       if (vm) {
@@ -222,7 +231,7 @@ export class PoolSet {
       }
     }
     this.#metrics.route('miss');
-    return home.pool.miss(policy, t0);
+    return policy === 'wait' ? this.#waits.wait(home.pool, shape, t0) : home.pool.miss(policy, t0);
   }
 
   /**
@@ -230,10 +239,10 @@ export class PoolSet {
    * when the router measures it faster than a ready VM grown; under `wait` and `fail` any ready VM within
    * the router's bounds beats a miss (a slow grow beats waiting for a boot, or an error).
    */
-  #route(shape: Shape, home: Managed, policy: MissPolicy) {
+  #route(shape: Shape, policy: MissPolicy, home?: Managed) {
     const views = this.#views((p) => p.pool.ready);
     const costs = { ...(this.#opts.costs ?? ROUTE_COST_DEFAULTS) };
-    const homeBoot = home.pool.status().bootMs;
+    const homeBoot = home?.pool.bootMs ?? null;
     if (homeBoot !== null) costs.coldBootMs = homeBoot;
     if (policy !== 'cold') costs.coldBootMs = Number.POSITIVE_INFINITY;
     const r = route(shape, views, costs);
@@ -253,6 +262,16 @@ export class PoolSet {
         maxMemoryMiB: spec.maxMemoryMiB,
       };
     });
+  }
+
+  /** Whether a VM of `spec`'s shape can serve a request of `want` (as is, or grown within its limits). */
+  #reaches(spec: VmSpec, want: Shape): boolean {
+    const view = { id: '', shape: { cpus: spec.cpus, memoryMiB: spec.memoryMiB }, ready: 1 };
+    const r = route(want, [{ ...view, maxCpus: spec.maxCpus, maxMemoryMiB: spec.maxMemoryMiB }], {
+      ...ROUTE_COST_DEFAULTS,
+      coldBootMs: Number.POSITIVE_INFINITY,
+    });
+    return r.kind !== 'cold';
   }
 
   /** For a shape without a pool: the pool the router would take from if every pool had a VM; else the default. */

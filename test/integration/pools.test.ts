@@ -200,6 +200,35 @@ max = 2
     }
   });
 
+  it('a waiting request is served by the first VM to become ready in any pool within reach, not only its own pool’s', async () => {
+    const s0 = await waitFor('both pools full', full);
+    // Drain both pools, the big one first: its refills take the host's boot slots first, so the first VM to
+    // become ready is a big one. A small request waits; it gets that big VM (larger, as is) rather than waiting
+    // for its own pool's boot behind them.
+    const held = [];
+    for (const shape of [BIG, BIG, SMALL, SMALL]) held.push(await remote.getBaseVM(undefined, { shape }));
+    try {
+      const vm = await remote.getBaseVM(undefined, { shape: SMALL });
+      try {
+        assert.deepEqual(
+          [vm.record.spec.cpus, vm.record.spec.memoryMiB],
+          [BIG.cpus, BIG.memoryMiB],
+          'the big refill, ready first, served the small request',
+        );
+        await vm.resume();
+        assert.equal((await vm.run(['echo', 'mine'])).stdout.toString(), 'mine\n');
+      } finally {
+        await vm.destroy();
+      }
+      const s = await status();
+      assert.equal(pool(s, 'default').missesWait, pool(s0, 'default').missesWait + 1, 'a wait of its own pool');
+      assert.equal(pool(s, 'big').hits, pool(s0, 'big').hits + 2, 'the two big takes; serving the wait is no hit');
+    } finally {
+      await Promise.all(held.map((v) => v.destroy()));
+    }
+    await waitFor('both pools full again', full);
+  });
+
   it('exports each pool’s series, labelled with its name', async () => {
     const body = await new Promise<string>((resolve, reject) => {
       const req = request({ socketPath: metricsSock, path: '/metrics' }, (res) => {

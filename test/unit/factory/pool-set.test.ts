@@ -110,6 +110,74 @@ describe('PoolSet (pools per shape, on a manual clock)', () => {
     await run(s.close());
   });
 
+  it('a waiting request is served by the first VM to become ready in any pool within reach, and leaves its own queue', async () => {
+    const small = new FakeBase(clock, 1_000, SMALL);
+    const big = new FakeBase(clock, 10_000, BIG);
+    const s = set([
+      { name: 'default', base: small, min: 1, max: 1 },
+      { name: 'big', base: big, min: 1, max: 1 },
+    ]);
+    await run(s.waitReady());
+    await run(s.getBaseVM(undefined, { shape: SMALL }));
+    await run(s.getBaseVM(undefined, { shape: BIG }));
+    // Nothing ready: two big requests wait. The small pool's refill is ready first (1 s against 10 s) and serves
+    // the older one (grown by its client); the big pool's next boot serves the other.
+    const t0 = clock.monotonic();
+    const first = s.getBaseVM(undefined, { shape: BIG });
+    const second = s.getBaseVM(undefined, { shape: BIG });
+    const a = await run(first);
+    assert.deepEqual(shapeOf(a), SMALL);
+    assert.ok(
+      clock.monotonic() - t0 < 2_000,
+      `served after ${clock.monotonic() - t0} ms, by the small refill`,
+    );
+    // The big pool's refill and its boot for the waiters hold both boot slots, so the small pool's next refill
+    // queues behind them: the big refill (started at the exact take, just before t0) serves it.
+    assert.deepEqual(shapeOf(await run(second)), BIG);
+    assert.ok(clock.monotonic() - t0 >= 9_000, `served after ${clock.monotonic() - t0} ms`);
+    const st = s.status();
+    const [def, bigPool] = st.pools;
+    assert.equal(def!.status.hits, 1, 'serving a wait is not a hit');
+    assert.equal(bigPool!.status.hits, 1);
+    assert.equal(bigPool!.status.missesByPolicy.wait, 2, "both waits are the big pool's misses");
+    assert.equal(st.hits, 2);
+    // The big pool booted for two waiters, and one was served elsewhere: a boot it no longer needs is shelved
+    // while the pool is below its target, stopped (shrink) past it, never kept above the target.
+    await run(s.waitReady());
+    await run(clock.sleep(12_000).then(() => undefined));
+    const after = s.status().pools;
+    assert.deepEqual(
+      after.map((p) => p.status.idle.length),
+      [1, 1],
+    );
+    const live = [...small.made, ...big.made].filter((v) => !v.destroyed).length;
+    assert.equal(live, 2 + 4, 'two idle VMs and the four handed out: nothing else alive');
+    // Big VMs: the first take, the second waiter's, the idle one; any other boot was stopped.
+    assert.equal(after[1]!.status.evicted.shrink, big.boots - 3, 'the big boots nobody took were stopped');
+    await run(s.close());
+  });
+
+  it('a boot for a waiter that another pool served is stopped when its pool is already at its target', async () => {
+    const small = new FakeBase(clock, 1_000, SMALL);
+    const big = new FakeBase(clock, 10_000, BIG);
+    const s = set([
+      { name: 'default', base: small, min: 1, max: 1 },
+      { name: 'big', base: big, min: 1, max: 1 },
+    ]);
+    await run(s.waitReady());
+    await run(s.getBaseVM(undefined, { shape: SMALL })); // the small refill takes a slot at once
+    await run(s.getBaseVM(undefined, { shape: BIG })); // the big refill the other
+    const vm = await run(s.getBaseVM(undefined, { shape: BIG })); // a third big boot queues for a slot
+    assert.deepEqual(shapeOf(vm), SMALL, 'served by the small refill, 1 s in');
+    await run(clock.sleep(15_000).then(() => undefined));
+    const big2 = s.status().pools[1]!.status;
+    assert.equal(big.boots, 3);
+    assert.equal(big2.idle.length, 1, 'the refill');
+    assert.equal(big2.evicted.shrink, 1, 'the boot for the waiter, no longer wanted');
+    assert.equal(big.made.filter((v) => !v.destroyed).length, 2, 'the first take and the idle one');
+    await run(s.close());
+  });
+
   it('refuses a shape above the hot-plug limits at once, taking nothing (no VM could be grown to it)', async () => {
     const small = new FakeBase(clock, 50, SMALL);
     const s = set([{ name: 'default', base: small, min: 1, max: 1 }]);
