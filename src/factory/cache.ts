@@ -1,6 +1,5 @@
 import type { MissPolicy } from '../config/schema.js';
 import { isVmcError, messageOf, VmcError } from '../errors.js';
-import { queryStatus } from '../hypervisor/qemu/qmp-commands.js';
 import type { VmSpec } from '../hypervisor/types.js';
 import type { Clock } from '../platform/clock.js';
 import type { Logger } from '../platform/logger.js';
@@ -10,6 +9,8 @@ import type { BaseVmRequest, EvictReason, FactoryBase, FactoryStatus } from './b
 import { BootSlots } from './boot-slots.js';
 import { type FactoryMetrics, nullMetrics } from './metrics.js';
 import { jitteredMaxAge, SampleEwma } from './pool-sizing.js';
+import { agentGate, runState } from './vm-checks.js';
+import { WaitQueue, type WaitTicket } from './wait-queue.js';
 
 /** Pool tuning. */
 export interface PoolOptions {
@@ -70,34 +71,11 @@ export interface PoolDeps {
   spareWanted?: () => boolean;
 }
 
-/**
- * A `wait` miss that a server of several pools may also serve from another pool's VM (pool-set.ts): the
- * request waits here, and the server withdraws it once it has served it elsewhere.
- */
-export interface WaitTicket {
-  /**
-   * Asked when a boot here completes for this waiter: false while the server is taking a VM for it elsewhere or
-   * has taken one; the VM then goes to the next waiter or the pool, and this waiter stays queued until withdrawn.
-   */
-  claim(): boolean;
-  /** Aborted once the request is served elsewhere: the waiter leaves the queue (and its demand for a boot). */
-  signal: AbortSignal;
-}
-
 interface Entry {
   vm: Vm;
   readyAt: number;
   /** This VM's own max age (jittered), ms; 0: never. */
   maxAgeMs: number;
-}
-
-interface Waiter {
-  resolve: (vm: Vm) => void;
-  reject: (e: Error) => void;
-  cancel: () => void;
-  startedAt: number;
-  /** See {@link WaitTicket.claim}; absent: always takes the VM. */
-  claim?: () => boolean;
 }
 
 /** Pool life cycle. */
@@ -136,7 +114,7 @@ export class CachingFactory implements FactoryBase {
   #state: PoolState = 'new';
   readonly #ready: Entry[] = [];
   #booting = 0;
-  readonly #waiters: Waiter[] = [];
+  readonly #waiters: WaitQueue;
   #hits = 0;
   readonly #misses: Record<MissPolicy, number> = { wait: 0, fail: 0, cold: 0 };
   #coldBooting = 0;
@@ -168,6 +146,7 @@ export class CachingFactory implements FactoryBase {
     this.#onShelved = deps.onShelved ?? (() => {});
     this.#spareWanted = deps.spareWanted ?? (() => false);
     this.#target = opts.size;
+    this.#waiters = new WaitQueue(deps.clock, opts.acquireTimeoutMs, () => this.#metrics.acquireTimeout());
   }
 
   /** Starts filling the pool and the health checks. */
@@ -301,7 +280,7 @@ export class CachingFactory implements FactoryBase {
     if (policy === 'fail') {
       throw new VmcError('VMC_ERR_CACHE_MISS', `no VM ready in the cache (miss policy fail)${this.#why()}`);
     }
-    const vm = policy === 'cold' ? await this.#bootCold() : await this.#wait(t0, ticket);
+    const vm = policy === 'cold' ? await this.#bootCold() : await this.#wait(ticket);
     this.#acquired(t0, false);
     return this.#handOut(vm);
   }
@@ -337,51 +316,10 @@ export class CachingFactory implements FactoryBase {
    * Policy `wait`: the next boot that completes serves this request, unless `acquireTimeoutMs` passes first or
    * the ticket is withdrawn.
    */
-  #wait(t0: number, ticket?: WaitTicket): Promise<Vm> {
-    return new Promise<Vm>((resolve, reject) => {
-      const leave = () => {
-        const i = this.#waiters.indexOf(waiter);
-        if (i >= 0) this.#waiters.splice(i, 1);
-      };
-      const waiter: Waiter = {
-        resolve,
-        reject,
-        startedAt: t0,
-        claim: ticket ? () => ticket.claim() : undefined,
-        cancel: this.#clock.setTimeout(() => {
-          leave();
-          this.#metrics.acquireTimeout();
-          reject(
-            new VmcError(
-              'VMC_ERR_CACHE_TIMEOUT',
-              `no VM ready in the cache within ${this.#opts.acquireTimeoutMs} ms${this.#why()}`,
-            ),
-          );
-        }, this.#opts.acquireTimeoutMs),
-      };
-      if (ticket?.signal.aborted) {
-        waiter.cancel();
-        reject(new VmcError('VMC_ERR_CACHE_CLOSED', 'wait withdrawn: served by another pool'));
-        return;
-      }
-      ticket?.signal.addEventListener(
-        'abort',
-        () => {
-          leave();
-          waiter.cancel();
-          reject(new VmcError('VMC_ERR_CACHE_CLOSED', 'wait withdrawn: served by another pool'));
-        },
-        { once: true },
-      );
-      this.#waiters.push(waiter);
-      this.#fill();
-    });
-  }
-
-  /** The oldest waiter that takes a VM now (see {@link WaitTicket.claim}), out of the queue; null if none does. */
-  #claimWaiter(): Waiter | null {
-    const i = this.#waiters.findIndex((w) => !w.claim || w.claim());
-    return i < 0 ? null : this.#waiters.splice(i, 1)[0]!;
+  #wait(ticket?: WaitTicket): Promise<Vm> {
+    const vm = this.#waiters.add(() => this.#why(), ticket);
+    this.#fill();
+    return vm;
   }
 
   /**
@@ -503,10 +441,7 @@ export class CachingFactory implements FactoryBase {
     this.#abort.abort();
     this.#cancelRetry?.();
     this.#cancelHealth?.();
-    for (const w of this.#waiters.splice(0)) {
-      w.cancel();
-      w.reject(new VmcError('VMC_ERR_CACHE_CLOSED', 'VM cache closed'));
-    }
+    this.#waiters.rejectAll(new VmcError('VMC_ERR_CACHE_CLOSED', 'VM cache closed'));
     const idle = this.#ready.splice(0);
     await Promise.all([...idle.map((e) => e.vm.destroy().catch(() => undefined)), ...this.#inflight]);
     await this.#base.close();
@@ -567,20 +502,18 @@ export class CachingFactory implements FactoryBase {
             { vmId: vm.id, ms: Math.round(this.#clock.monotonic() - t0) },
             'VM ready in the cache',
           );
-          const waiter = this.#claimWaiter();
+          // A `wait` miss served by this boot is counted as its miss (in `miss`), not as a hit too.
           let shelved = false;
-          if (waiter) {
-            // A `wait` miss served by this boot: counted as its miss (in `miss`), not as a hit too.
-            waiter.cancel();
-            waiter.resolve(vm);
-          } else if (this.#ready.length >= this.#target && !this.#spareWanted()) {
-            // The target fell while it booted (or the waiter it was for gave up or was served elsewhere) and
-            // has not come back up: no room for it. Kept, it would stay above the target (and the memory
-            // budget) until its max age.
-            this.#discard({ vm, readyAt: this.#clock.now(), maxAgeMs: 0 }, 'shrink');
-          } else {
-            this.#shelve(vm);
-            shelved = true;
+          if (!this.#waiters.serve(vm)) {
+            if (this.#ready.length >= this.#target && !this.#spareWanted()) {
+              // The target fell while it booted (or the waiter it was for gave up or was served elsewhere)
+              // and has not come back up: no room for it. Kept, it would stay above the target (and the
+              // memory budget) until its max age.
+              this.#discard({ vm, readyAt: this.#clock.now(), maxAgeMs: 0 }, 'shrink');
+            } else {
+              this.#shelve(vm);
+              shelved = true;
+            }
           }
           this.#onBooted(ms);
           if (shelved) this.#onShelved();
@@ -651,35 +584,5 @@ export class CachingFactory implements FactoryBase {
     // A spare kept for another pool's waiter (PoolDeps.spareWanted) that none took: back to the target.
     if (!this.#spareWanted()) this.#trim();
     this.#fill();
-  }
-}
-
-/**
- * The readiness gate (see {@link PoolOptions.agentGate}): `resume` connects to the agent and waits for its
- * handshake (bounded by the VM's own handshake timeout), `park` pauses it again with the agent waiting for
- * its next owner. A VM that fails it is stopped; the error says which gate it failed.
- */
-async function agentGate(vm: Vm): Promise<Vm> {
-  try {
-    await vm.resume();
-    await vm.park();
-    return vm;
-  } catch (err) {
-    await vm.destroy().catch(() => undefined);
-    throw new VmcError(
-      isVmcError(err) ? err.code : 'VMC_ERR_AGENT_TIMEOUT',
-      `VM ${vm.id} failed the readiness gate (its agent must answer before it enters the pool): ${messageOf(err).split('\n')[0]}`,
-      { cause: err },
-    );
-  }
-}
-
-/** QEMU's run state of `vm` (`paused`, `running`, ...), `dead` when its process is gone, `unknown` when QMP fails. */
-async function runState(vm: Vm, timeoutMs: number): Promise<string> {
-  if (!vm.alive()) return 'dead';
-  try {
-    return await queryStatus(vm.qmp, timeoutMs);
-  } catch {
-    return 'unknown';
   }
 }

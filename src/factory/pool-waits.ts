@@ -1,7 +1,8 @@
 import type { Logger } from '../platform/logger.js';
 import type { Vm } from '../vm/vm.js';
-import type { CachingFactory, WaitTicket } from './cache.js';
+import type { CachingFactory } from './cache.js';
 import type { Shape } from './pool-routing.js';
+import type { WaitTicket } from './wait-queue.js';
 
 /** Where a waiting request of `shape` can be served now, as the router sees the ready VMs; null: nowhere yet. */
 export type ReadyRoute = (shape: Shape) => { pool: CachingFactory; name: string; kind: string } | null;

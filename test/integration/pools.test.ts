@@ -221,8 +221,16 @@ max = 2
         await vm.destroy();
       }
       const s = await status();
-      assert.equal(pool(s, 'default').missesWait, pool(s0, 'default').missesWait + 1, 'a wait of its own pool');
-      assert.equal(pool(s, 'big').hits, pool(s0, 'big').hits + 2, 'the two big takes; serving the wait is no hit');
+      assert.equal(
+        pool(s, 'default').missesWait,
+        pool(s0, 'default').missesWait + 1,
+        'a wait of its own pool',
+      );
+      assert.equal(
+        pool(s, 'big').hits,
+        pool(s0, 'big').hits + 2,
+        'the two big takes; serving the wait is no hit',
+      );
     } finally {
       await Promise.all(held.map((v) => v.destroy()));
     }
