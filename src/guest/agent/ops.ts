@@ -86,6 +86,11 @@ function onlineCpuCount(): number {
 
 /** Guest operations on a real Linux guest. */
 export const linuxOps: GuestOps = {
+  connected() {
+    // The first helper command after a VM resumes took ~17 ms under TCG against ~7 ms in a running VM (scratch
+    // runs of 2026-12-02): a no-op now moves that wake-up off the hand-off's reseed and clock set.
+    helper.run('nop', '-').catch(() => undefined);
+  },
   async reseed(hex) {
     await helper.run('reseed', hex);
   },

@@ -17,6 +17,11 @@ import { shownValue } from '../../protocol/guards.js';
 
 /** Privileged guest operations, injected so the server can run (and be tested) anywhere. */
 export interface GuestOps {
+  /**
+   * A host connected: a new owner's reseed and clock set follow within milliseconds. Wakes what they need
+   * (the helper) now, while the host's hello is on its way. Must not throw.
+   */
+  connected?(): void;
   reseed(hex: string): Promise<void>;
   setTime(epochNs: string): Promise<void>;
   online(what: { cpus: number; memory: boolean }): Promise<{ cpus: number; memoryBlocks: number }>;
@@ -120,6 +125,7 @@ export class AgentServer {
     this.#connUs = connUs;
     this.#decoder = new FrameDecoder();
     this.#send({ t: 'ready', version: AGENT_PROTOCOL_VERSION });
+    this.ops.connected?.();
     return new Promise((resolve) => {
       stream.on('data', (c: Buffer) => this.#onData(c));
       stream.on('error', () => stream.destroy());

@@ -5,7 +5,8 @@
  *   vmc-helper syncfs <path>                 syncfs(2) of the file system at path (the share, before an exit)
  *   vmc-helper serve                         the same commands as lines on stdin ("settime NS", "reseed HEX"),
  *                                            one reply line each ("ok" or "err MESSAGE"); the agent keeps one
- *                                            running, because a fork+exec costs 60-150 ms under TCG
+ *                                            running, because a fork+exec costs 60-150 ms under TCG;
+ *                                            "nop X" only answers (the agent wakes it as a host connects)
  *   vmc-helper enter [options] -- PROGRAM ARGS...
  *                                            runs a container process: its cgroup (-c NAME, -l file=value),
  *                                            new mount/UTS/IPC namespaces (or those of
@@ -61,6 +62,7 @@ static int hexval(char c) {
 
 /* Runs one command; returns 0 on success, else writes a message to err and returns 1 (2: bad input). */
 static int run(const char *cmd, const char *arg, char *err, size_t errlen) {
+  if (strcmp(cmd, "nop") == 0) return 0; /* serve mode: the agent wakes the helper before a hand-off's requests */
   if (strcmp(cmd, "settime") == 0) {
     char *end;
     errno = 0;

@@ -6,9 +6,10 @@ import { FrameDecoder } from '../../../../src/protocol/agent/framing.js';
 import { parseHostMessage } from '../../../../src/protocol/agent/messages.js';
 import { duplexPair } from '../../../helpers/duplex-pair.js';
 
-/** Guest operations these tests never reach. */
+/** Guest operations these tests never reach (`connected`, optional, is left out). */
 const noOps = new Proxy({} as GuestOps, {
-  get: (_, op) => () => Promise.reject(new Error(`unexpected guest op ${String(op)}`)),
+  get: (_, op) =>
+    op === 'connected' ? undefined : () => Promise.reject(new Error(`unexpected guest op ${String(op)}`)),
 });
 
 /** A connected, handshaken client on an agent server; `checks()` counts the proc-status requests it sent. */

@@ -9,7 +9,10 @@ import { duplexPair } from '../../../helpers/duplex-pair.js';
 /** Guest operations that record calls instead of touching the host. */
 function fakeOps() {
   const calls: string[] = [];
+  /** Host connections seen, with the calls made before each (see GuestOps.connected). */
+  const connections: number[] = [];
   const ops: GuestOps = {
+    connected: () => void connections.push(calls.length),
     reseed: async (hex) => void calls.push(`reseed ${hex}`),
     setTime: async (ns) => void calls.push(`settime ${ns}`),
     online: async () => ({ cpus: 1, memoryBlocks: 2 }),
@@ -44,7 +47,7 @@ function fakeOps() {
     info: async () => ({ kernel: 'fake' }),
     shutdown: async () => void calls.push('shutdown'),
   };
-  return { ops, calls };
+  return { ops, calls, connections };
 }
 
 /** An agent server (running on the host, exec'ing host processes) and a connected, handshaken client. */
@@ -57,6 +60,19 @@ async function pair(server = new AgentServer(fakeOps().ops)) {
 }
 
 describe('AgentServer (the in-guest agent engine, run on the host)', () => {
+  it('tells the guest operations of each host connection before the hand-off requests arrive', async () => {
+    const { ops, calls, connections } = fakeOps();
+    const server = new AgentServer(ops);
+    const first = await pair(server);
+    assert.deepEqual(connections, [0], 'at the connection, before any request');
+    await first.client.request({ op: 'reseed', data: 'ab' });
+    first.client.close();
+    const second = await pair(server);
+    assert.deepEqual(connections, [0, 1], 'once per connection');
+    assert.deepEqual(calls, ['reseed ab']);
+    second.client.close();
+  });
+
   it('answers the handshake with a session', async () => {
     const { client, session } = await pair();
     assert.equal(session.session, 1);
