@@ -4,7 +4,9 @@ import { VmcError } from '../errors.js';
 import { HOTPLUG_ROOT_PORTS } from '../hypervisor/qemu/cmdline.js';
 import { addNic } from '../hypervisor/qemu/qmp-commands.js';
 import type { CommandRunner } from '../platform/command.js';
+import type { PhaseRecorder } from '../platform/phases.js';
 import type { UndoStack } from '../platform/undo-stack.js';
+import { requestFigures } from '../protocol/agent/figures.js';
 import type { NicConfig } from '../protocol/agent/messages.js';
 import type { Vm } from '../vm/vm.js';
 
@@ -103,16 +105,20 @@ export function checkPodNetns(netns: string): string {
  *    everything the interface receives to the tap and back;
  * 3. the guest agent gives the NIC the interface's MTU, addresses and routes.
  * Each step pushes its own undo on `undo` as it is made, so a failure part-way removes exactly what was made
- * (a namespace that is refused up front is never touched). Returns what was made.
+ * (a namespace that is refused up front is never touched). Returns what was made. `trace`, when given, gets
+ * one lap per step (`pod network: ...`) and the agent's figures (the guest's wait for the NIC, its set-up).
  */
 export async function connectPodNetwork(
   vm: Vm,
   netns: string,
   run: CommandRunner,
   undo: UndoStack,
+  trace?: PhaseRecorder,
 ): Promise<PodNetwork> {
   const name = checkPodNetns(netns);
+  const lap = (step: string) => trace?.lap(`pod network: ${step}`);
   const ifaces = await podInterfaces(run, netns);
+  lap("read the namespace's interfaces and routes (ip -j addr, ip -j route)");
   // One NIC per spare root port.
   if (ifaces.length > HOTPLUG_ROOT_PORTS)
     throw new VmcError(
@@ -125,13 +131,16 @@ export async function connectPodNetwork(
     const tap = tapName(vm.id, i);
     await run('ip', ['tuntap', 'add', 'dev', tap, 'mode', 'tap'], { errorCode: 'VMC_ERR_NETWORK_SETUP' });
     made.taps.push(tap);
+    lap('make the tap (ip tuntap add)');
     // In the host namespace until moved, in the pod's after: try both.
     undo.push(`delete tap ${tap}`, () =>
       run('ip', ['link', 'del', 'dev', tap]).catch(() => ns('ip', 'link', 'del', 'dev', tap)),
     );
-    await addNic(vm.qmp, i, { tap, mac: iface.nic.mac });
+    await addNic(vm.qmp, i, { tap, mac: iface.nic.mac }, lap);
     await run('ip', ['link', 'set', 'dev', tap, 'netns', name], { errorCode: 'VMC_ERR_NETWORK_SETUP' });
+    lap('move the tap into the namespace (ip link set netns)');
     await ns('ip', 'link', 'set', 'dev', tap, 'mtu', String(iface.nic.mtu), 'up');
+    lap('tap MTU and up (ip link set)');
     for (const [from, to] of [
       [iface.name, tap],
       [tap, iface.name],
@@ -166,7 +175,11 @@ export async function connectPodNetwork(
         to,
       );
     }
-    await vm.agent.request({ op: 'net', nic: iface.nic }, 30_000);
+    lap('tc ingress qdiscs and mirred filters, both ways');
+    const { trace: t } = await vm.agent.requestTraced({ op: 'net', nic: iface.nic }, 30_000);
+    lap("the guest agent's net op (wait for the NIC, configure it)");
+    if (trace)
+      requestFigures(trace, "pod network: the guest agent's net op (wait for the NIC, configure it)", t);
   }
   return made;
 }

@@ -89,7 +89,7 @@ describe('pod network plumbing (pure parts)', () => {
     const vm = {
       id: '0123456789ab',
       qmp: { execute: async () => ({}) },
-      agent: { request: async () => ({ name: 'eth0' }) },
+      agent: { requestTraced: async () => ({ result: { name: 'eth0' }, trace: null }) },
     } as unknown as Vm;
     // A namespace given by /proc path (the host's, say) is refused before anything is done or undone.
     const undo = new UndoStack();
