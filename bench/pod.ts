@@ -2,7 +2,7 @@
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { VmFactory } from '../src/factory/factory.js';
-import { type PhaseReport, PhaseRecorder } from '../src/platform/phases.js';
+import { PhaseRecorder, type PhaseReport } from '../src/platform/phases.js';
 import { UndoStack } from '../src/platform/undo-stack.js';
 import { connectPodNetwork, disconnectPodNetwork } from '../src/sandbox/network.js';
 import type { VmDeps } from '../src/vm/vm.js';

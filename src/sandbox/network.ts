@@ -37,12 +37,13 @@ function inNs(run: CommandRunner, netns: string, cmd: string, args: string[]) {
 
 /** The pod's interfaces (all but loopback) with their MAC, MTU, IPv4/IPv6 global addresses and routes. */
 export async function podInterfaces(run: CommandRunner, netns: string): Promise<PodInterface[]> {
-  const addrs = JSON.parse(
-    (await inNs(run, netns, 'ip', ['-j', 'addr', 'show'])).stdout.toString(),
-  ) as IpAddr[];
-  const routes = JSON.parse(
-    (await inNs(run, netns, 'ip', ['-j', 'route', 'show'])).stdout.toString(),
-  ) as IpRoute[];
+  // Both at once: each is a process start (nsenter, then ip) that mostly waits.
+  const [a, r] = await Promise.all([
+    inNs(run, netns, 'ip', ['-j', 'addr', 'show']),
+    inNs(run, netns, 'ip', ['-j', 'route', 'show']),
+  ]);
+  const addrs = JSON.parse(a.stdout.toString()) as IpAddr[];
+  const routes = JSON.parse(r.stdout.toString()) as IpRoute[];
   return addrs
     .filter((a) => a.link_type === 'ether' && a.address)
     .map((a) => ({
@@ -137,51 +138,58 @@ export async function connectPodNetwork(
       run('ip', ['link', 'del', 'dev', tap]).catch(() => ns('ip', 'link', 'del', 'dev', tap)),
     );
     await addNic(vm.qmp, i, { tap, mac: iface.nic.mac }, lap);
-    await run('ip', ['link', 'set', 'dev', tap, 'netns', name], { errorCode: 'VMC_ERR_NETWORK_SETUP' });
-    lap('move the tap into the namespace (ip link set netns)');
-    await ns('ip', 'link', 'set', 'dev', tap, 'mtu', String(iface.nic.mtu), 'up');
-    lap('tap MTU and up (ip link set)');
-    for (const [from, to] of [
-      [iface.name, tap],
-      [tap, iface.name],
-    ] as const) {
-      await ns('tc', 'qdisc', 'add', 'dev', from, 'ingress');
-      if (from === iface.name) {
-        made.ingress.push(from);
-        undo.push(`delete the ingress qdisc of ${from}`, () =>
-          ns('tc', 'qdisc', 'del', 'dev', from, 'ingress'),
-        );
-      }
-      await ns(
-        'tc',
-        'filter',
-        'add',
-        'dev',
-        from,
-        'parent',
-        'ffff:',
-        'protocol',
-        'all',
-        'u32',
-        'match',
-        'u8',
-        '0',
-        '0',
-        'action',
-        'mirred',
-        'egress',
-        'redirect',
-        'dev',
-        to,
-      );
+    // The guest waits for the NIC and configures it while the host moves the tap and sets up tc: neither
+    // needs the other, and the guest's part (the hot-plug under TCG, then its `ip`) is the longer. A frame
+    // the guest sends before the filters are in place is dropped, as on a cable plugged in a moment early;
+    // the pod's processes start only after both are done.
+    const guest = vm.agent.requestTraced({ op: 'net', nic: iface.nic }, 30_000);
+    guest.catch(() => {}); // awaited below on every path; this only keeps an early rejection from going unhandled
+    try {
+      await run('ip', ['link', 'set', 'dev', tap, 'netns', name], { errorCode: 'VMC_ERR_NETWORK_SETUP' });
+      lap('move the tap into the namespace (ip link set netns)');
+      // Settled both before going on, so that a failure of one never leaves the other's undo unpushed.
+      const both = await Promise.allSettled([
+        ns('ip', 'link', 'set', 'dev', tap, 'mtu', String(iface.nic.mtu), 'up'),
+        ns('tc', 'qdisc', 'add', 'dev', iface.name, 'ingress').then(() => {
+          made.ingress.push(iface.name);
+          undo.push(`delete the ingress qdisc of ${iface.name}`, () =>
+            ns('tc', 'qdisc', 'del', 'dev', iface.name, 'ingress'),
+          );
+        }),
+      ]);
+      for (const b of both) if (b.status === 'rejected') throw b.reason;
+      lap("tap MTU and up (ip link set), the interface's ingress qdisc (tc qdisc add), at once");
+      // The rest is on the tap, which takes it along when deleted: one tc process for all of it.
+      await run('nsenter', [`--net=${netns}`, 'tc', '-batch', '-'], {
+        errorCode: 'VMC_ERR_NETWORK_SETUP',
+        input: Buffer.from(mirredBatch(iface.name, tap)),
+      });
+      lap("the tap's ingress qdisc and the mirred filters both ways (one tc -batch)");
+    } catch (err) {
+      await guest.catch(() => {});
+      throw err;
     }
-    lap('tc ingress qdiscs and mirred filters, both ways');
-    const { trace: t } = await vm.agent.requestTraced({ op: 'net', nic: iface.nic }, 30_000);
-    lap("the guest agent's net op (wait for the NIC, configure it)");
+    const { trace: t } = await guest;
+    lap("the rest of the guest agent's net op (wait for the NIC, configure it)");
     if (trace)
-      requestFigures(trace, "pod network: the guest agent's net op (wait for the NIC, configure it)", t);
+      requestFigures(
+        trace,
+        "pod network: the rest of the guest agent's net op (wait for the NIC, configure it)",
+        t,
+      );
   }
   return made;
+}
+
+/**
+ * The `tc -batch` input that adds the tap's ingress qdisc and redirects, with tc `mirred`, everything the pod
+ * interface `iface` receives to `tap` and back (the interface's own ingress qdisc must exist). Interface names
+ * hold no blanks or newlines (the kernel refuses them), so each is one word of its line.
+ */
+export function mirredBatch(iface: string, tap: string): string {
+  const filter = (from: string, to: string) =>
+    `filter add dev ${from} parent ffff: protocol all u32 match u8 0 0 action mirred egress redirect dev ${to}`;
+  return [`qdisc add dev ${tap} ingress`, filter(iface, tap), filter(tap, iface), ''].join('\n');
 }
 
 /** Removes what `connectPodNetwork` made, and nothing else: its taps (with their filters) and its ingress qdiscs. */

@@ -4,6 +4,7 @@ import { promisify } from 'node:util';
 import type { ContainerExec, ExecRequest } from '../../protocol/agent/messages.js';
 import { SHARED_TAG } from '../../protocol/shared-tag.js';
 import { HelperProcess } from './helper.js';
+import { nicScript } from './nic-script.js';
 import type { GuestOps } from './server.js';
 
 const run = promisify(execFile);
@@ -280,11 +281,8 @@ export const linuxOps: GuestOps = {
     }
   },
   async configureNic(name, nic) {
-    const ip = (...a: string[]) => run('/bin/busybox', ['ip', ...a]);
-    await ip('link', 'set', 'dev', name, 'mtu', String(nic.mtu), 'up');
-    for (const a of nic.addresses) await ip('addr', 'add', a, 'dev', name);
-    for (const r of nic.routes)
-      await ip('route', 'add', r.dest, ...(r.via ? ['via', r.via] : []), 'dev', name);
+    const { script, args } = nicScript(name, nic);
+    await run('/bin/busybox', ['sh', '-c', script, 'sh', ...args]);
   },
   async info() {
     const mem = /MemTotal:\s+(\d+)/.exec(read('/proc/meminfo'));

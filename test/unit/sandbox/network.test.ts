@@ -6,6 +6,7 @@ import { parseHostMessage } from '../../../src/protocol/agent/messages.js';
 import {
   connectPodNetwork,
   disconnectPodNetwork,
+  mirredBatch,
   podInterfaces,
   tapName,
 } from '../../../src/sandbox/network.js';
@@ -76,6 +77,18 @@ describe('pod network plumbing (pure parts)', () => {
     }
   });
 
+  it('redirects both ways in one tc batch, on the tap (which takes it along when deleted)', () => {
+    assert.equal(
+      mirredBatch('eth0', 'vmt1'),
+      [
+        'qdisc add dev vmt1 ingress',
+        'filter add dev eth0 parent ffff: protocol all u32 match u8 0 0 action mirred egress redirect dev vmt1',
+        'filter add dev vmt1 parent ffff: protocol all u32 match u8 0 0 action mirred egress redirect dev eth0',
+        '',
+      ].join('\n'),
+    );
+  });
+
   it('undoes exactly what it made: nothing for a refused namespace, the tap and its own qdisc after a failure', async () => {
     const calls: string[] = [];
     let failFilter = true;
@@ -83,7 +96,7 @@ describe('pod network plumbing (pure parts)', () => {
       const line = [cmd, ...args].join(' ');
       calls.push(line);
       if (line.includes(' ip -j ')) return fakeIp(cmd, args, opts);
-      if (failFilter && line.includes('tc filter add')) throw new Error('tc: no such device');
+      if (failFilter && line.includes('tc -batch')) throw new Error('tc: no such device');
       return { stdout: Buffer.alloc(0), stderr: '' };
     };
     const vm = {
