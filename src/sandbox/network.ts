@@ -104,7 +104,8 @@ export function checkPodNetns(netns: string): string {
  *    PCIe root port;
  * 2. the tap moves into the pod's namespace (QEMU's descriptor stays valid), and tc `mirred` filters redirect
  *    everything the interface receives to the tap and back;
- * 3. the guest agent gives the NIC the interface's MTU, addresses and routes.
+ * 3. the guest agent gives the NIC the interface's MTU, addresses and routes; asked right after the hot-plug,
+ *    it does so while the host does step 2 (the guest's part, the NIC appearing under TCG, is the longer).
  * Each step pushes its own undo on `undo` as it is made, so a failure part-way removes exactly what was made
  * (a namespace that is refused up front is never touched). Returns what was made. `trace`, when given, gets
  * one lap per step (`pod network: ...`) and the agent's figures (the guest's wait for the NIC, its set-up).
