@@ -2,10 +2,12 @@
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { VmFactory } from '../src/factory/factory.js';
+import { PhaseRecorder, type PhaseReport } from '../src/platform/phases.js';
 import { UndoStack } from '../src/platform/undo-stack.js';
 import { connectPodNetwork, disconnectPodNetwork } from '../src/sandbox/network.js';
 import type { VmDeps } from '../src/vm/vm.js';
 import type { Row } from './cache.js';
+import { phaseTable } from './phases.js';
 import { startBenchCache } from './server.js';
 import { summarize } from './stats.js';
 
@@ -14,7 +16,8 @@ const sh = (cmd: string) => execFileSync('sh', ['-c', cmd], { stdio: ['ignore', 
 /**
  * Time to connect a pod's network namespace (one veth interface, 198.18.0.0/15) to a VM from the cache: tap,
  * QMP netdev_add + device_add of a virtio-net NIC, tc mirred both ways, and the guest agent configuring the NIC
- * once it appears. Then a ping from the guest proves the path.
+ * once it appears. Then a ping from the guest proves the path. The row carries the phase breakdown of each
+ * connection (host commands, QMP, tc, and the agent's net op with the guest's wait for the NIC and its set-up).
  */
 export async function podRows(
   repo: string,
@@ -48,15 +51,17 @@ export async function podRows(
   const server = await startBenchCache(repo, deps, dir, 1);
   const { remote } = server;
   const times: number[] = [];
+  const breakdowns: PhaseReport[] = [];
   try {
     const factory = new VmFactory(remote, deps);
     for (let i = 0; i < n; i++) {
       await server.waitFull();
       log(`pod network into a cached VM ${i + 1}`);
       const { vm } = await factory.getVM(remote.config());
-      const t0 = performance.now();
-      const made = await connectPodNetwork(vm, `/var/run/netns/${pod}`, deps.run, new UndoStack());
-      times.push(performance.now() - t0);
+      const rec = new PhaseRecorder(deps.clock);
+      const made = await connectPodNetwork(vm, `/var/run/netns/${pod}`, deps.run, new UndoStack(), rec);
+      times.push(rec.elapsed());
+      breakdowns.push(rec.report());
       const ping = await vm.run(['/bin/busybox', 'ping', '-c', '1', '-W', '10', '198.18.0.1']);
       if (ping.code !== 0) throw new Error(`ping from the guest failed: ${ping.stdout}${ping.stderr}`);
       await vm.destroy();
@@ -72,6 +77,7 @@ export async function podRows(
       name: 'bring a pod network namespace (1 NIC) into a VM from the cache (tap, hot-plug, tc, guest config)',
       unit: 'ms',
       summary: summarize(times),
+      phases: phaseTable(breakdowns),
     },
   ];
 }

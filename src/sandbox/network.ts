@@ -4,7 +4,9 @@ import { VmcError } from '../errors.js';
 import { HOTPLUG_ROOT_PORTS } from '../hypervisor/qemu/cmdline.js';
 import { addNic } from '../hypervisor/qemu/qmp-commands.js';
 import type { CommandRunner } from '../platform/command.js';
+import type { PhaseRecorder } from '../platform/phases.js';
 import type { UndoStack } from '../platform/undo-stack.js';
+import { requestFigures } from '../protocol/agent/figures.js';
 import type { NicConfig } from '../protocol/agent/messages.js';
 import type { Vm } from '../vm/vm.js';
 
@@ -35,12 +37,13 @@ function inNs(run: CommandRunner, netns: string, cmd: string, args: string[]) {
 
 /** The pod's interfaces (all but loopback) with their MAC, MTU, IPv4/IPv6 global addresses and routes. */
 export async function podInterfaces(run: CommandRunner, netns: string): Promise<PodInterface[]> {
-  const addrs = JSON.parse(
-    (await inNs(run, netns, 'ip', ['-j', 'addr', 'show'])).stdout.toString(),
-  ) as IpAddr[];
-  const routes = JSON.parse(
-    (await inNs(run, netns, 'ip', ['-j', 'route', 'show'])).stdout.toString(),
-  ) as IpRoute[];
+  // Both at once: each is a process start (nsenter, then ip) that mostly waits.
+  const [a, r] = await Promise.all([
+    inNs(run, netns, 'ip', ['-j', 'addr', 'show']),
+    inNs(run, netns, 'ip', ['-j', 'route', 'show']),
+  ]);
+  const addrs = JSON.parse(a.stdout.toString()) as IpAddr[];
+  const routes = JSON.parse(r.stdout.toString()) as IpRoute[];
   return addrs
     .filter((a) => a.link_type === 'ether' && a.address)
     .map((a) => ({
@@ -101,18 +104,23 @@ export function checkPodNetns(netns: string): string {
  *    PCIe root port;
  * 2. the tap moves into the pod's namespace (QEMU's descriptor stays valid), and tc `mirred` filters redirect
  *    everything the interface receives to the tap and back;
- * 3. the guest agent gives the NIC the interface's MTU, addresses and routes.
+ * 3. the guest agent gives the NIC the interface's MTU, addresses and routes; asked right after the hot-plug,
+ *    it does so while the host does step 2 (the guest's part, the NIC appearing under TCG, is the longer).
  * Each step pushes its own undo on `undo` as it is made, so a failure part-way removes exactly what was made
- * (a namespace that is refused up front is never touched). Returns what was made.
+ * (a namespace that is refused up front is never touched). Returns what was made. `trace`, when given, gets
+ * one lap per step (`pod network: ...`) and the agent's figures (the guest's wait for the NIC, its set-up).
  */
 export async function connectPodNetwork(
   vm: Vm,
   netns: string,
   run: CommandRunner,
   undo: UndoStack,
+  trace?: PhaseRecorder,
 ): Promise<PodNetwork> {
   const name = checkPodNetns(netns);
+  const lap = (step: string) => trace?.lap(`pod network: ${step}`);
   const ifaces = await podInterfaces(run, netns);
+  lap("read the namespace's interfaces and routes (ip -j addr, ip -j route)");
   // One NIC per spare root port.
   if (ifaces.length > HOTPLUG_ROOT_PORTS)
     throw new VmcError(
@@ -125,50 +133,64 @@ export async function connectPodNetwork(
     const tap = tapName(vm.id, i);
     await run('ip', ['tuntap', 'add', 'dev', tap, 'mode', 'tap'], { errorCode: 'VMC_ERR_NETWORK_SETUP' });
     made.taps.push(tap);
+    lap('make the tap (ip tuntap add)');
     // In the host namespace until moved, in the pod's after: try both.
     undo.push(`delete tap ${tap}`, () =>
       run('ip', ['link', 'del', 'dev', tap]).catch(() => ns('ip', 'link', 'del', 'dev', tap)),
     );
-    await addNic(vm.qmp, i, { tap, mac: iface.nic.mac });
-    await run('ip', ['link', 'set', 'dev', tap, 'netns', name], { errorCode: 'VMC_ERR_NETWORK_SETUP' });
-    await ns('ip', 'link', 'set', 'dev', tap, 'mtu', String(iface.nic.mtu), 'up');
-    for (const [from, to] of [
-      [iface.name, tap],
-      [tap, iface.name],
-    ] as const) {
-      await ns('tc', 'qdisc', 'add', 'dev', from, 'ingress');
-      if (from === iface.name) {
-        made.ingress.push(from);
-        undo.push(`delete the ingress qdisc of ${from}`, () =>
-          ns('tc', 'qdisc', 'del', 'dev', from, 'ingress'),
-        );
-      }
-      await ns(
-        'tc',
-        'filter',
-        'add',
-        'dev',
-        from,
-        'parent',
-        'ffff:',
-        'protocol',
-        'all',
-        'u32',
-        'match',
-        'u8',
-        '0',
-        '0',
-        'action',
-        'mirred',
-        'egress',
-        'redirect',
-        'dev',
-        to,
-      );
+    await addNic(vm.qmp, i, { tap, mac: iface.nic.mac }, lap);
+    // The guest waits for the NIC and configures it while the host moves the tap and sets up tc: neither
+    // needs the other, and the guest's part (the hot-plug under TCG, then its `ip`) is the longer. A frame
+    // the guest sends before the filters are in place is dropped, as on a cable plugged in a moment early;
+    // the pod's processes start only after both are done.
+    const guest = vm.agent.requestTraced({ op: 'net', nic: iface.nic }, 30_000);
+    guest.catch(() => {}); // awaited below on every path; this only keeps an early rejection from going unhandled
+    try {
+      await run('ip', ['link', 'set', 'dev', tap, 'netns', name], { errorCode: 'VMC_ERR_NETWORK_SETUP' });
+      lap('move the tap into the namespace (ip link set netns)');
+      // Settled both before going on, so that a failure of one never leaves the other's undo unpushed.
+      const both = await Promise.allSettled([
+        ns('ip', 'link', 'set', 'dev', tap, 'mtu', String(iface.nic.mtu), 'up'),
+        ns('tc', 'qdisc', 'add', 'dev', iface.name, 'ingress').then(() => {
+          made.ingress.push(iface.name);
+          undo.push(`delete the ingress qdisc of ${iface.name}`, () =>
+            ns('tc', 'qdisc', 'del', 'dev', iface.name, 'ingress'),
+          );
+        }),
+      ]);
+      for (const b of both) if (b.status === 'rejected') throw b.reason;
+      lap("tap MTU and up (ip link set), the interface's ingress qdisc (tc qdisc add), at once");
+      // The rest is on the tap, which takes it along when deleted: one tc process for all of it.
+      await run('nsenter', [`--net=${netns}`, 'tc', '-batch', '-'], {
+        errorCode: 'VMC_ERR_NETWORK_SETUP',
+        input: Buffer.from(mirredBatch(iface.name, tap)),
+      });
+      lap("the tap's ingress qdisc and the mirred filters both ways (one tc -batch)");
+    } catch (err) {
+      await guest.catch(() => {});
+      throw err;
     }
-    await vm.agent.request({ op: 'net', nic: iface.nic }, 30_000);
+    const { trace: t } = await guest;
+    lap("the rest of the guest agent's net op (wait for the NIC, configure it)");
+    if (trace)
+      requestFigures(
+        trace,
+        "pod network: the rest of the guest agent's net op (wait for the NIC, configure it)",
+        t,
+      );
   }
   return made;
+}
+
+/**
+ * The `tc -batch` input that adds the tap's ingress qdisc and redirects, with tc `mirred`, everything the pod
+ * interface `iface` receives to `tap` and back (the interface's own ingress qdisc must exist). Interface names
+ * hold no blanks or newlines (the kernel refuses them), so each is one word of its line.
+ */
+export function mirredBatch(iface: string, tap: string): string {
+  const filter = (from: string, to: string) =>
+    `filter add dev ${from} parent ffff: protocol all u32 match u8 0 0 action mirred egress redirect dev ${to}`;
+  return [`qdisc add dev ${tap} ingress`, filter(iface, tap), filter(tap, iface), ''].join('\n');
 }
 
 /** Removes what `connectPodNetwork` made, and nothing else: its taps (with their filters) and its ingress qdiscs. */

@@ -100,8 +100,8 @@ export class SandboxShim implements ControlledShim {
       const vm = got.vm;
       // Destroying the VM also unmounts everything under its state directory (the binds below).
       undo.push('destroy VM', () => vm.destroy());
-      const network = cfg.netns ? await connectPodNetwork(vm, cfg.netns, deps.run, undo) : null;
-      if (network) rec?.lap('create: pod network');
+      // Its laps (`pod network: ...`) cover the time it takes.
+      const network = cfg.netns ? await connectPodNetwork(vm, cfg.netns, deps.run, undo, rec) : null;
       await shareInto(vm.record.files.sharedDir, cfg.rootfs, `${id}/rootfs`, deps);
       for (const b of plan.host) await shareInto(vm.record.files.sharedDir, b.source, b.shareRel, deps);
       rec?.lap('create: bind the rootfs and volumes into the share');

@@ -4,6 +4,7 @@ import { promisify } from 'node:util';
 import type { ContainerExec, ExecRequest } from '../../protocol/agent/messages.js';
 import { SHARED_TAG } from '../../protocol/shared-tag.js';
 import { HelperProcess } from './helper.js';
+import { nicScript } from './nic-script.js';
 import type { GuestOps } from './server.js';
 
 const run = promisify(execFile);
@@ -21,6 +22,9 @@ function read(path: string): string {
 }
 
 const helper = new HelperProcess(HELPER);
+
+/** How often `waitForNic` looks for the NIC: sysfs has no change events, and a look costs ~1 ms under TCG. */
+const NIC_POLL_MS = 20;
 
 /** Whether the share is mounted (the agent mounts it on the first container, or before a VM is parked). */
 function shareMounted(): boolean {
@@ -266,28 +270,24 @@ export const linuxOps: GuestOps = {
       pids: { current: Number(opt('pids.current') || 0), max: limit(opt('pids.max')) },
     };
   },
-  async configureNic(nic) {
-    // A hot-plugged NIC appears asynchronously (PCIe hot-plug, then the driver binds): wait for its MAC.
-    const deadline = Date.now() + 20_000;
-    let name: string | undefined;
-    while (!name) {
-      name = readdirSync('/sys/class/net').find((d) => {
+  async waitForNic(mac, timeoutMs) {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const name = readdirSync('/sys/class/net').find((d) => {
         try {
-          return read(`/sys/class/net/${d}/address`) === nic.mac;
+          return read(`/sys/class/net/${d}/address`) === mac;
         } catch {
-          return false;
+          return false; // gone between the listing and the read
         }
       });
-      if (name) break;
-      if (Date.now() > deadline) throw new Error(`no NIC with MAC ${nic.mac} appeared within 20 s`);
-      await new Promise((r) => setTimeout(r, 20));
+      if (name) return name;
+      if (Date.now() > deadline) throw new Error(`no NIC with MAC ${mac} appeared within ${timeoutMs} ms`);
+      await new Promise((r) => setTimeout(r, NIC_POLL_MS));
     }
-    const ip = (...a: string[]) => run('/bin/busybox', ['ip', ...a]);
-    await ip('link', 'set', 'dev', name, 'mtu', String(nic.mtu), 'up');
-    for (const a of nic.addresses) await ip('addr', 'add', a, 'dev', name);
-    for (const r of nic.routes)
-      await ip('route', 'add', r.dest, ...(r.via ? ['via', r.via] : []), 'dev', name);
-    return { name };
+  },
+  async configureNic(name, nic) {
+    const { script, args } = nicScript(name, nic);
+    await run('/bin/busybox', ['sh', '-c', script, 'sh', ...args]);
   },
   async info() {
     const mem = /MemTotal:\s+(\d+)/.exec(read('/proc/meminfo'));

@@ -42,8 +42,13 @@ export interface GuestOps {
   updateCgroup(name: string, limits: Record<string, string>): Promise<boolean>;
   /** Usage and limits of container cgroup `name`, or null when it does not exist. */
   cgroupStats(name: string): Promise<CgroupStats | null>;
-  /** Configures a (hot-plugged) NIC found by its MAC. */
-  configureNic(nic: NicConfig): Promise<{ name: string }>;
+  /**
+   * The name of the NIC with MAC `mac` once the kernel has made it (a hot-plugged NIC appears asynchronously:
+   * PCIe hot-plug, then the driver binds); rejects after `timeoutMs`.
+   */
+  waitForNic(mac: string, timeoutMs: number): Promise<string>;
+  /** Gives NIC `name` the MTU, addresses and routes of `nic`, and sets its link up. */
+  configureNic(name: string, nic: NicConfig): Promise<void>;
   /** Runs the process and container start paths once, and mounts the share if asked (see `warm`). */
   warm(share: boolean): Promise<void>;
   info(): Promise<Record<string, unknown>>;
@@ -92,7 +97,10 @@ export interface AgentServerOptions {
 }
 
 /** Durations of an exec's steps (µs), filled in while it runs: they go into its reply's `gt`. */
-type Steps = Pick<ReplyTimes, 'share' | 'spawn' | 'enter'>;
+type Steps = Pick<ReplyTimes, 'share' | 'spawn' | 'enter' | 'nicWait' | 'nicConfig'>;
+
+/** How long a `net` request waits for its NIC to appear (hot-plug under TCG takes well under a second). */
+const NIC_APPEAR_MS = 20_000;
 
 /**
  * The agent's protocol engine. Processes outlive connections: a process keeps running when its owner
@@ -272,8 +280,15 @@ export class AgentServer {
       case 'sync':
         await this.ops.syncShared();
         return null;
-      case 'net':
-        return this.ops.configureNic(req.nic);
+      case 'net': {
+        let t = this.#nowUs();
+        const name = await this.ops.waitForNic(req.nic.mac, NIC_APPEAR_MS);
+        steps.nicWait = this.#nowUs() - t;
+        t = this.#nowUs();
+        await this.ops.configureNic(name, req.nic);
+        steps.nicConfig = this.#nowUs() - t;
+        return { name };
+      }
       case 'warm':
         await this.ops.warm(req.share);
         return null;

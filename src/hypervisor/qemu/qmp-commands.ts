@@ -57,9 +57,15 @@ export async function addDimm(qmp: Qmp, mibBefore: number, bytes: number): Promi
 
 /**
  * Plugs pod interface `i` in: QEMU opens the host tap `tap` by name (Node cannot pass file descriptors over
- * QMP), and a virtio-net NIC with `mac` on that tap goes onto spare root port `i`.
+ * QMP), and a virtio-net NIC with `mac` on that tap goes onto spare root port `i`. `lap`, when given, is called
+ * after each command with its name (a phase breakdown's laps).
  */
-export async function addNic(qmp: Qmp, i: number, nic: { tap: string; mac: string }): Promise<void> {
+export async function addNic(
+  qmp: Qmp,
+  i: number,
+  nic: { tap: string; mac: string },
+  lap: (step: string) => void = () => {},
+): Promise<void> {
   const netdev = hotplugIds.netdev(i);
   await qmp.execute('netdev_add', {
     type: 'tap',
@@ -68,6 +74,7 @@ export async function addNic(qmp: Qmp, i: number, nic: { tap: string; mac: strin
     script: 'no',
     downscript: 'no',
   });
+  lap('QMP netdev_add (QEMU opens the tap)');
   await qmp.execute('device_add', {
     driver: 'virtio-net-pci',
     id: hotplugIds.nic(i),
@@ -75,4 +82,5 @@ export async function addNic(qmp: Qmp, i: number, nic: { tap: string; mac: strin
     mac: nic.mac,
     bus: rootPortId(i),
   });
+  lap('QMP device_add (virtio-net-pci on a root port)');
 }

@@ -32,10 +32,14 @@ export interface ReplyTimes {
   spawn?: number;
   /** A container process: the helper's namespaces, cgroup, mounts and chroot, until it exec'd the program. */
   enter?: number;
+  /** A `net` request: waiting for the hot-plugged NIC to appear (its MAC in /sys/class/net). */
+  nicWait?: number;
+  /** A `net` request: giving the NIC its MTU, addresses and routes and setting its link up. */
+  nicConfig?: number;
 }
 
 /** The optional step durations of ReplyTimes. */
-const REPLY_STEPS = ['share', 'spawn', 'enter'] as const;
+const REPLY_STEPS = ['share', 'spawn', 'enter', 'nicWait', 'nicConfig'] as const;
 
 /** Why `gt` is not a HelloTimes (non-negative integers, conn ≤ rx ≤ tx, nothing else), or null. */
 export function helloTimesError(gt: unknown): string | null {

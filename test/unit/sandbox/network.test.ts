@@ -6,6 +6,7 @@ import { parseHostMessage } from '../../../src/protocol/agent/messages.js';
 import {
   connectPodNetwork,
   disconnectPodNetwork,
+  mirredBatch,
   podInterfaces,
   tapName,
 } from '../../../src/sandbox/network.js';
@@ -76,6 +77,18 @@ describe('pod network plumbing (pure parts)', () => {
     }
   });
 
+  it('redirects both ways in one tc batch, on the tap (which takes it along when deleted)', () => {
+    assert.equal(
+      mirredBatch('eth0', 'vmt1'),
+      [
+        'qdisc add dev vmt1 ingress',
+        'filter add dev eth0 parent ffff: protocol all u32 match u8 0 0 action mirred egress redirect dev vmt1',
+        'filter add dev vmt1 parent ffff: protocol all u32 match u8 0 0 action mirred egress redirect dev eth0',
+        '',
+      ].join('\n'),
+    );
+  });
+
   it('undoes exactly what it made: nothing for a refused namespace, the tap and its own qdisc after a failure', async () => {
     const calls: string[] = [];
     let failFilter = true;
@@ -83,13 +96,13 @@ describe('pod network plumbing (pure parts)', () => {
       const line = [cmd, ...args].join(' ');
       calls.push(line);
       if (line.includes(' ip -j ')) return fakeIp(cmd, args, opts);
-      if (failFilter && line.includes('tc filter add')) throw new Error('tc: no such device');
+      if (failFilter && line.includes('tc -batch')) throw new Error('tc: no such device');
       return { stdout: Buffer.alloc(0), stderr: '' };
     };
     const vm = {
       id: '0123456789ab',
       qmp: { execute: async () => ({}) },
-      agent: { request: async () => ({ name: 'eth0' }) },
+      agent: { requestTraced: async () => ({ result: { name: 'eth0' }, trace: null }) },
     } as unknown as Vm;
     // A namespace given by /proc path (the host's, say) is refused before anything is done or undone.
     const undo = new UndoStack();
@@ -115,5 +128,56 @@ describe('pod network plumbing (pure parts)', () => {
       `nsenter --net=/var/run/netns/p ip link del dev ${tap}`,
       'nsenter --net=/var/run/netns/p tc qdisc del dev eth0 ingress',
     ]);
+  });
+
+  it("asks the guest for the NIC right after the hot-plug, while the host moves the tap and sets up tc; waits for its answer even when the host's part fails", async () => {
+    const events: string[] = [];
+    let failTc = false;
+    let answer: (v: unknown) => void = () => {};
+    const run: CommandRunner = async (cmd, args, opts) => {
+      const line = [cmd, ...args].join(' ');
+      if (line.includes(' ip -j ')) return fakeIp(cmd, args, opts);
+      events.push(line.includes('tc -batch') ? 'tc batch' : line.includes('netns') ? 'move tap' : line);
+      if (failTc && line.includes('tc -batch')) throw new Error('tc: no such device');
+      return { stdout: Buffer.alloc(0), stderr: '' };
+    };
+    const vm = {
+      id: '0123456789ab',
+      qmp: { execute: async (cmd: string) => void events.push(cmd) },
+      agent: {
+        requestTraced: (req: { op: string }) => {
+          events.push(`agent ${req.op}`);
+          return new Promise((r) => {
+            answer = r;
+          });
+        },
+      },
+    } as unknown as Vm;
+    const done = connectPodNetwork(vm, '/var/run/netns/p', run, new UndoStack()).then(() => 'connected');
+    await new Promise((r) => setTimeout(r, 20));
+    // The host's part is over, and the call still waits for the guest.
+    const i = events.indexOf('agent net');
+    assert.equal(events[i - 1], 'device_add');
+    assert.ok(events.indexOf('tc batch') > i, events.join(', '));
+    assert.equal(
+      await Promise.race([done, new Promise((r) => setTimeout(() => r('waiting'), 20))]),
+      'waiting',
+    );
+    answer({ result: { name: 'eth0' }, trace: { op: 'net', sentMs: 0, receivedMs: 1, guest: null } });
+    assert.equal(await done, 'connected');
+
+    // tc fails: the error comes out only once the guest has answered (nothing left running behind the undo).
+    failTc = true;
+    events.length = 0;
+    let settled = false;
+    const failed = connectPodNetwork(vm, '/var/run/netns/p', run, new UndoStack()).finally(() => {
+      settled = true;
+    });
+    failed.catch(() => {});
+    await new Promise((r) => setTimeout(r, 20));
+    assert.ok(events.includes('tc batch'));
+    assert.equal(settled, false);
+    answer({ result: { name: 'eth0' }, trace: { op: 'net', sentMs: 0, receivedMs: 1, guest: null } });
+    await assert.rejects(failed, /no such device/);
   });
 });

@@ -40,10 +40,11 @@ function fakeOps() {
             pids: { current: 1, max: 10 },
           }
         : null,
-    configureNic: async (nic) => {
-      calls.push(`nic ${nic.mac}`);
-      return { name: 'eth0' };
+    waitForNic: async (mac) => {
+      calls.push(`wait ${mac}`);
+      return 'eth0';
     },
+    configureNic: async (name, nic) => void calls.push(`nic ${name} ${nic.mac}`),
     info: async () => ({ kernel: 'fake' }),
     shutdown: async () => void calls.push('shutdown'),
   };
@@ -234,6 +235,14 @@ describe('AgentServer (the in-guest agent engine, run on the host)', () => {
     assert.deepEqual(Object.keys(cg).sort(), ['enter', 'rx', 'share', 'spawn', 'tx']);
     assert.ok(cg.share! + cg.spawn! + cg.enter! <= cg.tx - cg.rx);
     await c.wait();
+
+    // A net request reports its wait for the NIC and the NIC's set-up, in that order, within its handling.
+    const nic = { mac: '0a:58:c6:12:00:02', mtu: 1500, addresses: ['198.18.0.2/24'], routes: [] };
+    const net = await client.requestTraced({ op: 'net', nic });
+    assert.deepEqual(net.result, { name: 'eth0' });
+    const ng = net.trace.guest!;
+    assert.deepEqual(Object.keys(ng).sort(), ['nicConfig', 'nicWait', 'rx', 'tx']);
+    assert.ok(ng.nicWait! > 0 && ng.nicConfig! > 0 && ng.nicWait! + ng.nicConfig! <= ng.tx - ng.rx);
 
     // A refused request carries them too.
     const refused = await client.request({ op: 'signal', proc: 12345, signal: 'TERM' }).catch((e) => e);

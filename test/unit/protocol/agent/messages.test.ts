@@ -187,7 +187,11 @@ describe('agent message validation', () => {
   }
 
   const badReplyTimes: Array<[string, unknown, RegExp]> = [
-    ['missing tx', { rx: 1 }, /res\.gt must be \{rx, tx, share\?, spawn\?, enter\?\}.*tx undefined/],
+    [
+      'missing tx',
+      { rx: 1 },
+      /res\.gt must be \{rx, tx, share\?, spawn\?, enter\?, nicWait\?, nicConfig\?\}.*tx undefined/,
+    ],
     ['negative rx', { rx: -1, tx: 3 }, /rx -1/],
     ['rx after tx', { rx: 9, tx: 3 }, /rx 9 is after tx 3/],
     ['a step that is not a number', { rx: 1, tx: 9, spawn: '2' }, /spawn "2"/],
@@ -197,6 +201,11 @@ describe('agent message validation', () => {
       /steps \(11 µs\) exceed tx - rx \(10 µs\)/,
     ],
     ['an unknown step', { rx: 0, tx: 10, fork: 1 }, /unknown field "fork"/],
+    [
+      "a net request's steps longer than the request",
+      { rx: 0, tx: 10, nicWait: 8, nicConfig: 3 },
+      /steps \(11 µs\) exceed tx - rx \(10 µs\)/,
+    ],
     ['an array', [1, 2], /res\.gt must be/],
   ];
   for (const [name, gt, re] of badReplyTimes) {
