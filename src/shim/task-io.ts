@@ -1,4 +1,4 @@
-import { constants, openSync } from 'node:fs';
+import { close, closeSync, constants, open, openSync, statSync } from 'node:fs';
 import { Socket } from 'node:net';
 import { PassThrough, type Readable, Writable } from 'node:stream';
 import { messageOf, VmcError } from '../errors.js';
@@ -15,7 +15,7 @@ export interface TaskIo {
   readonly stdin: Readable;
   readonly stdout: Writable;
   readonly stderr: Writable;
-  /** CloseIO: the process's stdin reaches EOF (containerd's writer is done). Idempotent. */
+  /** CloseIO: the process's stdin reaches EOF (as it does when containerd closes the FIFO). Idempotent. */
   closeStdin(): void;
   /** Closes every FIFO end the shim holds (after the process's last output): containerd's readers see EOF. */
   close(): void;
@@ -30,40 +30,77 @@ function discard(): Writable {
 }
 
 /**
- * Opens `path` without blocking and wraps it in a libuv pipe handle. O_RDWR on a FIFO never blocks and never
- * reads EOF before containerd's end has opened (a reader opened O_RDONLY|O_NONBLOCK would read EOF at once
- * while containerd's writer is still opening); EOF on stdin is CloseIO's job, as the Task API has it.
+ * Opens an output FIFO without blocking and wraps it in a libuv pipe handle. O_RDWR on a FIFO never blocks
+ * (containerd has opened its reader before Create, but a reader that went away must not stall the daemon).
  */
-function openFifo(path: string, what: string, dir: 'in' | 'out'): Socket {
+function openOut(path: string, what: string): Socket {
   let fd: number;
   try {
     fd = openSync(path, constants.O_RDWR | constants.O_NONBLOCK);
   } catch (err) {
     throw new VmcError('VMC_ERR_SHIM_IO', `${what} ${path}: ${messageOf(err)}`, { cause: err });
   }
-  const s = new Socket({ fd, readable: dir === 'in', writable: dir === 'out' });
-  // containerd's reader or writer going away must not take the daemon down: the process's exit says the rest.
+  const s = new Socket({ fd, readable: false, writable: true });
+  // containerd's reader going away must not take the daemon down: the process's exit says the rest.
   s.on('error', () => undefined);
   return s;
 }
 
 /**
+ * Relays the stdin FIFO at `path` into `to` until containerd's writer closes it (EOF: ctr closes the FIFO
+ * when its own stdin ends, before it could send CloseIO). The FIFO is opened for reading only, so that EOF
+ * can come, and with a blocking open on libuv's thread pool: a non-blocking reader would read EOF at once if
+ * containerd's writer is not open yet. `cancel` ends a pending open (by opening the writer side once) and
+ * the relay.
+ */
+function relayStdinFifo(path: string, to: PassThrough): { cancel(): void } {
+  try {
+    statSync(path);
+  } catch (err) {
+    throw new VmcError('VMC_ERR_SHIM_IO', `stdin ${path}: ${messageOf(err)}`, { cause: err });
+  }
+  let socket: Socket | null = null;
+  let cancelled = false;
+  // The callback form gives a bare fd: a FileHandle would close its fd when collected, under the socket
+  // that owns it by then (and so, later, under whatever reused the number).
+  open(path, constants.O_RDONLY, (err, fd) => {
+    if (err) return void to.end();
+    if (cancelled) return void close(fd, () => undefined);
+    socket = new Socket({ fd, readable: true, writable: false });
+    socket.on('error', () => to.end());
+    socket.pipe(to);
+  });
+  return {
+    cancel() {
+      if (cancelled) return;
+      cancelled = true;
+      if (socket) {
+        socket.unpipe(to);
+        socket.destroy();
+        return;
+      }
+      try {
+        closeSync(openSync(path, constants.O_WRONLY | constants.O_NONBLOCK)); // wakes the pending open
+      } catch {
+        // no pending open (it failed, or the FIFO is gone)
+      }
+    },
+  };
+}
+
+/**
  * Opens the FIFOs containerd made for a process (each path may be empty: that stream is null). stdin is
- * relayed through a PassThrough so that CloseIO can end it while the FIFO stays open; nothing here blocks.
+ * relayed through a PassThrough, which the FIFO's EOF or CloseIO ends; nothing here blocks the daemon.
  */
 export const openTaskIo: IoOpener = (paths) => {
   const opened: Socket[] = [];
   try {
     const stdin = new PassThrough();
-    let inFifo: Socket | null = null;
-    if (paths.stdin) {
-      inFifo = openFifo(paths.stdin, 'stdin', 'in');
-      opened.push(inFifo);
-      inFifo.pipe(stdin);
-    } else stdin.end();
+    const relay = paths.stdin ? relayStdinFifo(paths.stdin, stdin) : null;
+    if (!relay) stdin.end();
     const out = (p: string, what: string): Writable => {
       if (!p) return discard();
-      const s = openFifo(p, what, 'out');
+      const s = openOut(p, what);
       opened.push(s);
       return s;
     };
@@ -78,8 +115,7 @@ export const openTaskIo: IoOpener = (paths) => {
       closeStdin() {
         if (stdinClosed) return;
         stdinClosed = true;
-        inFifo?.unpipe(stdin);
-        inFifo?.destroy();
+        relay?.cancel();
         stdin.end();
       },
       close() {

@@ -1,4 +1,4 @@
-import { VmcError } from '../errors.js';
+import { messageOf, VmcError } from '../errors.js';
 import type { Clock } from '../platform/clock.js';
 import type { Logger } from '../platform/logger.js';
 import { parseSignal, signalExitCode } from '../platform/signals.js';
@@ -60,8 +60,29 @@ export class TaskService {
     return this.#tasks.size;
   }
 
-  /** The ttrpc handlers, for `TtrpcServer.register(TaskDefinition, ...)`. */
+  /** The ttrpc handlers, for `TtrpcServer.register(TaskDefinition, ...)`; each call is logged at debug. */
   handlers(): ServiceImplementation<typeof TaskDefinition> {
+    const impl = this.#handlers();
+    const log = this.#d.logger;
+    for (const [name, fn] of Object.entries(impl) as Array<
+      [string, (r: unknown, c: CallContext) => Promise<unknown>]
+    >)
+      (impl as Record<string, unknown>)[name] = async (
+        r: { id?: string; execId?: string },
+        ctx: CallContext,
+      ) => {
+        log.debug({ method: name, id: r.id, execId: r.execId || undefined }, 'task api');
+        try {
+          return await fn(r, ctx);
+        } catch (err) {
+          log.debug({ method: name, id: r.id, err: messageOf(err) }, 'task api failed');
+          throw err;
+        }
+      };
+    return impl;
+  }
+
+  #handlers(): ServiceImplementation<typeof TaskDefinition> {
     return {
       create: async (r) => {
         const id = taskId('CreateTaskRequest.id', r.id);
