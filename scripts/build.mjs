@@ -28,6 +28,19 @@ await build({
     js: "import { createRequire as __vmcCreateRequire } from 'node:module'; const require = __vmcCreateRequire(import.meta.url);",
   },
 });
+// The containerd shim v2: `start` runs for every task and must be quick, so each action is a chunk of its own
+// (splitting), loaded only when that action runs; the daemon's chunk holds the sandbox layer and the factory.
+await build({
+  ...common,
+  entryPoints: { 'containerd-shim-vmcache-v2': 'src/cli/shim-v2/main.ts' },
+  outdir: 'dist/bundle/shim',
+  outExtension: { '.js': '.mjs' },
+  splitting: true,
+  chunkNames: '[name]-[hash]',
+  banner: {
+    js: "import { createRequire as __vmcCreateRequire } from 'node:module'; const require = __vmcCreateRequire(import.meta.url);",
+  },
+});
 await build({ ...common, entryPoints: ['src/guest/agent/main.ts'], outfile: 'dist/bundle/agent.mjs' });
 mkdirSync('dist/bundle/guest-files', { recursive: true });
 cpSync('src/guest/files', 'dist/bundle/guest-files', { recursive: true });

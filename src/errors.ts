@@ -59,6 +59,11 @@ export const ErrorCodes = {
   VMC_ERR_TTRPC_CLOSED: 'the ttrpc connection closed',
   VMC_ERR_TTRPC_TIMEOUT: 'a ttrpc call got no answer before its deadline',
   VMC_ERR_TTRPC_STATUS: 'a ttrpc call failed with a status (a google.rpc code and message)',
+  VMC_ERR_SHIM_TASK_NOT_FOUND: 'the shim has no task (or exec) with that id',
+  VMC_ERR_SHIM_BAD_REQUEST: 'a Task API request to the shim has a missing or invalid field',
+  VMC_ERR_SHIM_UNSUPPORTED: 'the shim does not implement what the Task API request asks for (yet)',
+  VMC_ERR_SHIM_ROOTFS: "mounting or unmounting a task's rootfs (the mounts containerd hands over) failed",
+  VMC_ERR_SHIM_IO: "a task's stdio FIFOs could not be opened",
 } as const;
 
 /** A stable error code. */

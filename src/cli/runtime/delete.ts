@@ -5,6 +5,7 @@ import { vmDir } from '../../platform/paths.js';
 import { exitsWithin, signalIfAlive } from '../../platform/process.js';
 import { controlSocketPath } from '../../protocol/control/socket-path.js';
 import { hookState, runHooksWarning } from '../../sandbox/hooks.js';
+import type { SandboxDeps } from '../../sandbox/shim-interface.js';
 import { type ContainerState, effectiveStatus } from '../../sandbox/state-store.js';
 import { readRecord } from '../../vm/record.js';
 import { destroyRecord } from '../../vm/vm.js';
@@ -63,8 +64,8 @@ export async function poststop(ctx: RuntimeContext, s: ContainerState): Promise<
   await runHooksWarning('poststop', cfg, hookState(s.id, cfg, 'stopped', 0), ctx);
 }
 
-/** Destroys the VM of a container whose host-side process died without doing so, and its control socket. */
-async function cleanupLeftovers(ctx: RuntimeContext, s: ContainerState): Promise<void> {
+/** Destroys the VM of a container whose host-side process died without doing so, and its control socket (also the shim v2 `delete`). */
+export async function cleanupLeftovers(ctx: SandboxDeps, s: ContainerState): Promise<void> {
   // A pod member has no VM of its own; its binds in the sandbox VM's share go with that VM (see MemberShim's
   // stop), since another container of the pod may see the same directories through them.
   if (s.vmId && !s.sandboxId) {

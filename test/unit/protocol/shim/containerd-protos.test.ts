@@ -16,7 +16,7 @@ const ROOT = new URL('../../../../../', import.meta.url).pathname;
 const CONTAINERD = '/usr/bin/containerd';
 /** The packages proto/ states; each field, enum value and method of theirs must be containerd's. */
 const PACKAGES =
-  /^(containerd\.task\.v2|containerd\.types\.Mount|containerd\.v1\.types|containerd\.events\.Task|io\.containerd\.cgroups\.v2|google\.rpc\.Status)\b/;
+  /^(containerd\.task\.v2|containerd\.services\.events\.ttrpc\.v1|runtimeoptions\.v1|containerd\.types\.Mount|containerd\.v1\.types|containerd\.events\.Task|io\.containerd\.cgroups\.v2|google\.rpc\.Status)\b/;
 
 /**
  * containerd (gogo protobuf) registers every .proto it is built with as a gzipped FileDescriptorProto: find

@@ -1,0 +1,109 @@
+import type { Clock } from '../platform/clock.js';
+import type { Logger } from '../platform/logger.js';
+import { signalExitCode } from '../platform/signals.js';
+import type { ControlledShim } from '../sandbox/control-handler.js';
+import type { ExecTask } from './exec-task.js';
+import { exitStatusOf, ProcessExit, type TaskExit } from './process-state.js';
+import type { IoPaths, TaskIo } from './task-io.js';
+
+/** A container as a backend made it: its shim (SandboxShim or MemberShim) and how to tell its VM lives. */
+export interface ContainerHandle {
+  readonly shim: ControlledShim;
+  /** Whether the VM the container runs in is still there; undefined for a pod member (its sandbox knows). */
+  vmAlive?(): boolean;
+}
+
+/** What a container task needs besides its handle. */
+export interface ContainerTaskDeps {
+  clock: Clock;
+  logger: Logger;
+  /** How often a running task's VM is checked while someone may wait on it (ms). */
+  livenessMs: number;
+}
+
+/** The status State reports (containerd.v1.types.Status names). */
+export type TaskStatus = 'created' | 'running' | 'paused' | 'stopped';
+
+/**
+ * One task of the daemon: a container (the pod's sandbox, or a member in the sandbox's VM), its stdio, the
+ * execs added to it, and its end. The end is settled by the first of: the shim's `stopped` (the process
+ * exited, or a kill before start stopped it), and the liveness check (the VM died under it: the exit is
+ * 128 + SIGKILL, the reason logged), so a Wait never outlives the VM.
+ */
+export class ContainerTask {
+  readonly end = new ProcessExit();
+  readonly execs = new Map<string, ExecTask>();
+  #stopWatch: () => void = () => {};
+
+  constructor(
+    readonly id: string,
+    readonly bundle: string,
+    readonly handle: ContainerHandle,
+    readonly io: TaskIo,
+    /** The FIFO paths `io` is on, as State reports them. */
+    readonly paths: IoPaths,
+    /** The pod's sandbox task when this is a member; its VM is this task's. */
+    readonly sandbox: ContainerTask | null,
+    private readonly deps: ContainerTaskDeps,
+  ) {
+    void handle.shim.stopped.then((st) => this.#finish(exitStatusOf(st)));
+  }
+
+  /** The shim of this container. */
+  get shim(): ControlledShim {
+    return this.handle.shim;
+  }
+
+  /** The status State reports. */
+  get status(): TaskStatus {
+    if (this.end.exit) return 'stopped';
+    const s = this.shim.status;
+    return s === 'creating' ? 'created' : s;
+  }
+
+  /** The exit once ended. */
+  get exit(): TaskExit | null {
+    return this.end.exit;
+  }
+
+  /** Starts the container's process on the task's stdio, and the liveness check. */
+  async start(): Promise<void> {
+    await this.shim.start({ stdin: this.io.stdin, stdout: this.io.stdout, stderr: this.io.stderr });
+    this.#watch();
+  }
+
+  /** Whether the VM holding this container is there (the sandbox's for a member). */
+  vmAlive(): boolean {
+    const owner = this.handle.vmAlive ? this.handle : this.sandbox?.handle;
+    return owner?.vmAlive ? owner.vmAlive() : true;
+  }
+
+  /** Stops the liveness check (the task is being deleted). */
+  dispose(): void {
+    this.#stopWatch();
+  }
+
+  #watch(): void {
+    const tick = () => {
+      if (this.end.exit) return;
+      if (!this.vmAlive()) {
+        this.deps.logger.error(
+          { id: this.id },
+          'the VM of the task is gone (QEMU exited or was killed): the task exits with 128+SIGKILL',
+        );
+        this.#finish(signalExitCode('SIGKILL'));
+        return;
+      }
+      this.#stopWatch = this.deps.clock.setTimeout(tick, this.deps.livenessMs);
+    };
+    this.#stopWatch = this.deps.clock.setTimeout(tick, this.deps.livenessMs);
+  }
+
+  #finish(status: number): void {
+    if (!this.end.settle(status, this.deps.clock.now())) return;
+    this.#stopWatch();
+    this.io.close();
+    // The container's execs went with its process (its VM, or its namespaces in the VM).
+    for (const e of this.execs.values()) e.abandon(signalExitCode('SIGKILL'));
+  }
+}

@@ -1,0 +1,72 @@
+import { relayStdin } from '../platform/streams.js';
+import type { ExecProcess } from '../protocol/agent/messages.js';
+import type { ControlReply } from '../protocol/control/messages.js';
+import type { ExecSession } from '../protocol/control/server.js';
+import type { ControlledShim } from '../sandbox/control-handler.js';
+import { exitStatusOf, ProcessExit } from './process-state.js';
+import type { IoPaths, TaskIo } from './task-io.js';
+
+/** A process added to a running container by Exec, started by Start with its exec id. */
+export class ExecTask {
+  readonly end = new ProcessExit();
+  #session: ExecSession | null = null;
+  #started = false;
+
+  constructor(
+    readonly execId: string,
+    readonly process: ExecProcess,
+    readonly io: TaskIo,
+    /** The FIFO paths `io` is on, as State reports them. */
+    readonly paths: IoPaths,
+    private readonly now: () => number,
+  ) {}
+
+  /** created, running or stopped, as State reports it. */
+  get status(): 'created' | 'running' | 'stopped' {
+    return this.end.exit ? 'stopped' : this.#started ? 'running' : 'created';
+  }
+
+  /**
+   * Starts the process through `shim` (the container's own exec path: the sandbox's agent, or a member's
+   * relay): output goes to the FIFOs, the exit settles `end` and closes them. `pid` stands for the process.
+   */
+  async start(shim: ControlledShim, pid: number): Promise<void> {
+    if (this.#started) throw new Error(`exec ${this.execId} was started already`);
+    this.#started = true;
+    const reply = (r: ControlReply) => {
+      if (r.t === 'out') (r.fd === 1 ? this.io.stdout : this.io.stderr).write(Buffer.from(r.data, 'base64'));
+      else if (r.t === 'exit') this.#finish(exitStatusOf(r));
+    };
+    try {
+      this.#session = await shim.exec({ t: 'exec', pid, process: this.process }, reply, () => undefined);
+    } catch (err) {
+      this.#started = false;
+      throw err;
+    }
+    relayStdin(this.io.stdin, this.#session);
+  }
+
+  /** Delivers `signal`; an exec never started just ends, as if killed by it. */
+  async kill(signal: string, status: number): Promise<void> {
+    if (!this.#session) {
+      this.#finish(status);
+      return;
+    }
+    await this.#session.kill(signal);
+  }
+
+  /** The process's stdin reaches EOF. */
+  closeStdin(): void {
+    this.io.closeStdin();
+  }
+
+  /** Ends the process, unless ended: its container (and so its relay) is gone. */
+  abandon(status: number): void {
+    this.#session?.abandon();
+    this.#finish(status);
+  }
+
+  #finish(status: number): void {
+    if (this.end.settle(status, this.now())) this.io.close();
+  }
+}

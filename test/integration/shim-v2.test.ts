@@ -1,0 +1,200 @@
+import assert from 'node:assert/strict';
+import { type ChildProcess, spawn } from 'node:child_process';
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { runCommand } from '../../src/platform/command.js';
+import { mountsUnder, unmountAllUnder } from '../../src/platform/mounts.js';
+import { startCacheServer } from '../helpers/cache-server.js';
+import { type Finished, finished, REPO, run, VMCACHE } from '../helpers/cli.js';
+import { busyboxImageArchive } from '../helpers/oci-image.js';
+import { runtimeEnv } from '../helpers/runtime-cli.js';
+import { pidsMentioning, vmDirsLeft } from '../helpers/vm-env.js';
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const IMAGE = 'docker.io/vmcache/busybox:test';
+const RUNTIME = 'io.containerd.vmcache.v2';
+
+/**
+ * containerd 1.6 drives containerd-shim-vmcache-v2 (`ctr run --runtime io.containerd.vmcache.v2`) on an image
+ * (an overlay snapshot the shim mounts itself), against a private VM cache: one daemon per task, ttrpc, events.
+ */
+describe('containerd shim v2: ctr drives containerd-shim-vmcache-v2 (real containerd 1.6, real QEMU)', () => {
+  const { env, cfg, endpoint, cliEnv } = runtimeEnv();
+  // containerd finds containerd-shim-vmcache-v2 on its PATH (runtime/v2/manager.go resolveRuntimePath).
+  const ctdEnv = { ...cliEnv, PATH: `${REPO}bin:${process.env.PATH}` };
+  const ns = `vmcshim${process.pid}`;
+  const ctd = join(env.runDir, 'containerd');
+  let server: Awaited<ReturnType<typeof startCacheServer>>;
+  let containerd: ChildProcess;
+  let containerdDone: Promise<Finished>;
+  /** containerd's log so far: the shim daemons' `log` FIFOs are copied into it. */
+  let ctdLog = '';
+  const ctr = (args: string[], input?: string) =>
+    run('ctr', ['--address', `${ctd}/c.sock`, '-n', ns, ...args], ctdEnv, input);
+  /** This test's shim daemons (their command line names the test's namespace). */
+  const daemons = () =>
+    pidsMentioning(`-namespace ${ns} `).filter((p) =>
+      pidsMentioning('containerd-shim-vmcache-v2.mjs').includes(p),
+    );
+  /** QEMU processes of this test's run directory that a task holds (not the cache server's pool). */
+  const taskVms = () => {
+    const d = join(env.runDir, 'vm');
+    if (!existsSync(d)) return [];
+    return readdirSync(d).filter((id) => {
+      try {
+        const owner = JSON.parse(readFileSync(join(d, id, 'vm.json'), 'utf8')).owner?.pid;
+        return owner !== undefined && owner !== server.pid;
+      } catch {
+        return false;
+      }
+    });
+  };
+  const waitFor = async (what: string, ok: () => Promise<boolean> | boolean, ms = 30_000) => {
+    for (const end = Date.now() + ms; !(await ok()); await sleep(100))
+      if (Date.now() > end) assert.fail(`timed out waiting for ${what}`);
+  };
+
+  /** Waits until the cache holds `n` ready VMs, so that what follows is timed from the cache. */
+  const poolReady = (n: number) =>
+    waitFor(
+      `${n} ready VMs in the cache`,
+      async () => {
+        const r = await run(VMCACHE, ['factory', 'status', '--json'], cliEnv, undefined, 30_000);
+        return r.code === 0 && JSON.parse(r.stdout).vmstatus.length >= n;
+      },
+      120_000,
+    );
+  /** The bundle containerd made for task `id` (its address, shim.pid, log and rootfs are there). */
+  const bundleOf = (id: string) => join(ctd, 'state', 'io.containerd.runtime.v2.task', ns, id);
+  const taskLine = async (id: string) =>
+    (await ctr(['task', 'ls'])).stdout.split('\n').find((l) => l.split(/\s+/)[0] === id) ?? '';
+
+  before(async () => {
+    writeFileSync(
+      cfg,
+      `[factory]\nvm_cache_number = 2\nvm_cache_endpoint = "${endpoint}"\n[runtime]\nstate_dir = "${env.runDir}"\n`,
+    );
+    server = await startCacheServer(cliEnv, endpoint);
+    mkdirSync(ctd, { recursive: true });
+    writeFileSync(
+      `${ctd}/config.toml`,
+      `version = 2\nroot = "${ctd}/root"\nstate = "${ctd}/state"\ndisabled_plugins = ["io.containerd.grpc.v1.cri"]\n[grpc]\n  address = "${ctd}/c.sock"\n`,
+    );
+    containerd = spawn('containerd', ['--config', `${ctd}/config.toml`], {
+      env: ctdEnv,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    containerdDone = finished(containerd);
+    containerd.stderr?.on('data', (d: Buffer) => {
+      ctdLog += d.toString();
+    });
+    await waitFor('containerd', () => existsSync(`${ctd}/c.sock`));
+    const archive = busyboxImageArchive(join(env.runDir, 'image'), IMAGE, { Cmd: ['sh'] });
+    const r = await ctr(['images', 'import', archive]);
+    assert.equal(r.code, 0, r.stderr);
+  });
+
+  after(async () => {
+    for (const t of ['s1', 's2', 's3']) await ctr(['task', 'rm', '-f', t]);
+    await ctr(['container', 'rm', 's1', 's2', 's3']);
+    containerd.kill('SIGTERM');
+    const log = (await containerdDone).stderr;
+    const left = daemons();
+    for (const p of left) process.kill(p, 'SIGKILL'); // a failed test's: server.stop() then reaps their VMs
+    await server.stop();
+    assert.deepEqual(left, [], 'shim daemons left behind');
+    await unmountAllUnder(runCommand, env.runDir);
+    assert.deepEqual(vmDirsLeft(env.runDir), [], 'VMs left behind');
+    env.cleanup();
+    assert.doesNotMatch(log, /level=error.*vmcache/, 'no error in containerd log');
+  });
+
+  it('ctr run --rm: the output and the exit status, from a VM of the cache; nothing left after', async () => {
+    await poolReady(2);
+    const t0 = Date.now();
+    const r = await ctr([
+      'run',
+      '--rm',
+      '--runtime',
+      RUNTIME,
+      IMAGE,
+      's1',
+      'sh',
+      '-c',
+      'echo hi; uname -r; exit 4',
+    ]);
+    const ms = Date.now() - t0;
+    assert.equal(r.code, 4, r.stderr);
+    const [hi, kernel] = r.stdout.split('\n');
+    assert.equal(hi, 'hi');
+    assert.match(kernel!, /-amd64$/, 'the guest kernel (Debian), not the host one');
+    const serving = /msg="daemon serving".* ms=(\d+)/.exec(ctdLog);
+    console.log(`# ctr run --rm from the cache: ${ms} ms; shim daemon start to serving: ${serving?.[1]} ms`);
+    await waitFor('the daemon to exit', () => daemons().length === 0, 10_000);
+    assert.deepEqual(taskVms(), [], 'the VM is gone with the task');
+    assert.deepEqual(mountsUnder(ctd), [], 'the rootfs is unmounted');
+  });
+
+  it('run -d, exec (stdout, stdin, exit status), ps, pause, resume, kill (SIGTERM trapped), delete', async () => {
+    await poolReady(1);
+    const d = await ctr([
+      'run',
+      '-d',
+      '--runtime',
+      RUNTIME,
+      IMAGE,
+      's2',
+      'sh',
+      '-c',
+      'trap "exit 7" TERM; while :; do sleep 0.1; done',
+    ]);
+    assert.equal(d.code, 0, d.stderr);
+    assert.match(await taskLine('s2'), /RUNNING/);
+    const ex = await ctr(['task', 'exec', '--exec-id', 'e1', 's2', 'sh', '-c', 'echo in-exec; exit 6']);
+    assert.equal(ex.code, 6, ex.stderr);
+    assert.equal(ex.stdout, 'in-exec\n');
+    const cat = await ctr(
+      ['task', 'exec', '--exec-id', 'e2', 's2', 'sh', '-c', 'cat; exit 5'],
+      'from-stdin\n',
+    );
+    assert.equal(cat.code, 5, cat.stderr);
+    assert.equal(cat.stdout, 'from-stdin\n', 'stdin reaches the exec, and its EOF (CloseIO) too');
+    const nope = await ctr(['task', 'exec', '--exec-id', 'e3', 's2', 'nope']);
+    assert.notEqual(nope.code, 0);
+    const ps = await ctr(['task', 'ps', 's2']);
+    assert.equal(ps.code, 0, ps.stderr);
+    assert.match(ps.stdout, /^\s*\d+/m);
+    assert.equal((await ctr(['task', 'pause', 's2'])).code, 0);
+    assert.match(await taskLine('s2'), /PAUSED/);
+    assert.equal((await ctr(['task', 'resume', 's2'])).code, 0);
+    assert.match(await taskLine('s2'), /RUNNING/);
+    assert.equal((await ctr(['task', 'kill', 's2'])).code, 0);
+    await waitFor('s2 to stop', async () => /STOPPED/.test(await taskLine('s2')));
+    const rm = await ctr(['task', 'rm', 's2']);
+    assert.equal(rm.code, 0, rm.stderr);
+    assert.equal((await ctr(['container', 'rm', 's2'])).code, 0);
+    await waitFor('the daemon to exit', () => daemons().length === 0, 10_000);
+    assert.deepEqual(taskVms(), []);
+  });
+
+  it('kill -9 of the daemon: containerd runs delete, the task exits 137, no QEMU, mount or socket is left', async () => {
+    await poolReady(1);
+    const d = await ctr(['run', '-d', '--runtime', RUNTIME, IMAGE, 's3', 'sleep', '600']);
+    assert.equal(d.code, 0, d.stderr);
+    const b = bundleOf('s3');
+    const pid = Number(readFileSync(join(b, 'shim.pid'), 'utf8'));
+    const socket = readFileSync(join(b, 'address'), 'utf8').replace('unix://', '');
+    assert.ok(existsSync(socket));
+    assert.equal(taskVms().length, 1, 'the task holds one VM');
+    process.kill(pid, 'SIGKILL');
+    await waitFor(
+      'containerd to clean up after the dead shim',
+      async () => !/RUNNING/.test(await taskLine('s3')),
+    );
+    await waitFor('the VM to go', () => taskVms().length === 0, 20_000);
+    assert.deepEqual(mountsUnder(b), [], 'no rootfs mount left');
+    assert.equal(existsSync(socket), false, 'no shim socket left');
+    assert.deepEqual(daemons(), []);
+  });
+});

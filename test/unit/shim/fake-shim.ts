@@ -1,0 +1,118 @@
+import { PassThrough } from 'node:stream';
+import type { ExitStatus } from '../../../src/protocol/agent/client.js';
+import type { ControlReply } from '../../../src/protocol/control/messages.js';
+import type { ExecSession } from '../../../src/protocol/control/server.js';
+import type { ControlledShim, ExecControlRequest } from '../../../src/sandbox/control-handler.js';
+import type { ShimStatus } from '../../../src/sandbox/lifecycle.js';
+import type { Stdio } from '../../../src/sandbox/shim-interface.js';
+import type { TaskBackend } from '../../../src/shim/backend.js';
+import type { ContainerHandle } from '../../../src/shim/container-task.js';
+import type { IoOpener, TaskIo } from '../../../src/shim/task-io.js';
+
+/** A container shim that runs nothing: its "process" exits when told to (`exit`) or when killed. */
+export class FakeShim implements ControlledShim {
+  status: ShimStatus = 'created';
+  readonly stopped: Promise<ExitStatus>;
+  readonly signals: string[] = [];
+  readonly signalledAll: Array<[string, string]> = [];
+  readonly execs: Array<{ req: ExecControlRequest; reply: (r: ControlReply) => void; stdin: Buffer[] }> = [];
+  stdio: Stdio | null = null;
+  #resolve!: (s: ExitStatus) => void;
+  pause?: () => Promise<void>;
+  resume?: () => Promise<void>;
+  signalAll?: (name: string, signal: string) => Promise<unknown>;
+
+  constructor(
+    readonly id: string,
+    readonly sandboxId?: string,
+  ) {
+    this.stopped = new Promise((r) => {
+      this.#resolve = r;
+    });
+    if (!sandboxId) {
+      this.pause = async () => {
+        this.status = 'paused';
+      };
+      this.resume = async () => {
+        this.status = 'running';
+      };
+      this.signalAll = async (name, signal) => this.signalledAll.push([name, signal]);
+    }
+  }
+
+  async start(stdio: Stdio): Promise<void> {
+    if (this.status !== 'created') throw new Error(`start needs created, is ${this.status}`);
+    this.stdio = stdio;
+    this.status = 'running';
+  }
+
+  async kill(signal: string): Promise<void> {
+    this.signals.push(signal);
+    this.exit({ code: null, signal });
+  }
+
+  pids(): number[] {
+    return [process.pid];
+  }
+
+  async exec(req: ExecControlRequest, reply: (r: ControlReply) => void): Promise<ExecSession> {
+    if (req.process.args[0] === 'nope') throw new Error('executable file not found');
+    const e = { req, reply, stdin: [] as Buffer[] };
+    this.execs.push(e);
+    reply({ t: 'ok', result: { guestPid: 9 } });
+    return {
+      write: async (d) => void e.stdin.push(d),
+      end: async () => undefined,
+      kill: async (signal) => reply({ t: 'exit', code: null, signal }),
+      resize: async () => undefined,
+      abandon: () => undefined,
+    };
+  }
+
+  /** The container's process ends with `st`. */
+  exit(st: ExitStatus): void {
+    this.status = 'stopped';
+    this.#resolve(st);
+  }
+}
+
+/** A backend whose containers are FakeShims (a member when its id starts with `m-`, of sandbox `sb`). */
+export class FakeBackend implements TaskBackend {
+  readonly shims = new Map<string, FakeShim>();
+  readonly removed: string[] = [];
+  vmAlive = true;
+
+  async create(req: { id: string; bundle: string }): Promise<ContainerHandle> {
+    if (req.bundle.endsWith('/broken')) throw new Error('bundle is broken');
+    const shim = new FakeShim(req.id, req.id.startsWith('m-') ? 'sb' : undefined);
+    this.shims.set(req.id, shim);
+    return shim.sandboxId ? { shim } : { shim, vmAlive: () => this.vmAlive };
+  }
+
+  async remove(id: string): Promise<void> {
+    this.removed.push(id);
+  }
+}
+
+/** An IO opener over in-memory streams; `outputs` has what each process wrote, by its stdout path. */
+export function fakeIo(): { open: IoOpener; outputs: Map<string, string>; closed: string[] } {
+  const outputs = new Map<string, string>();
+  const closed: string[] = [];
+  const open: IoOpener = (paths) => {
+    const stdin = new PassThrough();
+    const out = new PassThrough();
+    out.on('data', (d: Buffer) => outputs.set(paths.stdout, (outputs.get(paths.stdout) ?? '') + d));
+    const io: TaskIo = {
+      stdin,
+      stdout: out,
+      stderr: out,
+      closeStdin: () => void stdin.end(),
+      close: () => {
+        closed.push(paths.stdout);
+        stdin.end();
+      },
+    };
+    return io;
+  };
+  return { open, outputs, closed };
+}
