@@ -2,6 +2,7 @@ import { messageOf, VmcError } from '../errors.js';
 import type { ContainerConfig } from '../oci/bundle.js';
 import { formatEnv } from '../oci/env.js';
 import { RLIMITS } from '../oci/linux.js';
+import type { ProcessSpec } from '../oci/process.js';
 import type { ContainerExec, ContainerMount, ExecProcess, WindowSize } from '../protocol/agent/messages.js';
 import { guestStartHooks, hookState } from './hooks.js';
 import { cgroupLimits } from './resources.js';
@@ -29,7 +30,11 @@ export function startError(id: string, err: unknown): VmcError {
 
 /** The bundle's process in the agent's terms: args, `KEY=VALUE` env, cwd and user. */
 export function execProcessOf(cfg: ContainerConfig): ExecProcess {
-  const p = cfg.process;
+  return agentProcess(cfg.process);
+}
+
+/** An OCI process (a bundle's, or an exec's) in the agent's terms: args, `KEY=VALUE` env, cwd and user. */
+export function agentProcess(p: ProcessSpec): ExecProcess {
   return {
     args: p.args,
     env: formatEnv(p.env),

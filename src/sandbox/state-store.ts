@@ -40,6 +40,36 @@ export interface ContainerState {
 }
 
 /** Throws a usage error unless `id` is a valid container id. */
+/**
+ * The record of a container being created (`creating`, no shim or VM yet) from its bundle's configuration;
+ * `member`: it joins its sandbox's VM. What `create` (the CLI) and the shim v2's Create reserve.
+ */
+export function newContainerState(
+  id: string,
+  cfg: {
+    bundle: string;
+    rootfs: string;
+    annotations: ContainerState['annotations'];
+    sandboxId?: string | null;
+  },
+  member: boolean,
+  clock: Pick<Clock, 'now'>,
+): ContainerState {
+  return {
+    version: 1,
+    id,
+    bundle: cfg.bundle,
+    rootfs: cfg.rootfs,
+    created: new Date(clock.now()).toISOString(),
+    status: 'creating',
+    shim: null,
+    vmId: null,
+    exit: null,
+    annotations: cfg.annotations,
+    sandboxId: member ? (cfg.sandboxId ?? null) : null,
+  };
+}
+
 export function checkId(id: string): void {
   if (!isContainerId(id))
     throw new VmcError(

@@ -1,9 +1,9 @@
 import { VmcError } from '../errors.js';
-import { formatEnv } from '../oci/env.js';
 import { parseProcess } from '../oci/process.js';
 import { At } from '../oci/validate.js';
 import type { ExecProcess } from '../protocol/agent/messages.js';
 import type { Any } from '../protocol/shim/generated/google/protobuf/any.js';
+import { agentProcess } from '../sandbox/process.js';
 import { bad } from './request-checks.js';
 
 /** The type containerd gives an exec's spec (an OCI runtime-spec Process as JSON). */
@@ -26,12 +26,5 @@ export function execProcessOfSpec(spec: Any | undefined, field = 'ExecProcessReq
     throw new VmcError('VMC_ERR_SHIM_UNSUPPORTED', `${field}: terminal is not supported yet by this shim`);
   const p = parseProcess(a, field, 'exec');
   if (p.args.length === 0 || p.args[0] === '') bad(`${field}.args`, 'a non-empty command', '[]');
-  return {
-    args: p.args,
-    env: formatEnv(p.env),
-    cwd: p.cwd,
-    uid: p.uid,
-    gid: p.gid,
-    additionalGids: p.additionalGids,
-  };
+  return agentProcess(p);
 }

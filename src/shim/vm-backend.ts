@@ -6,6 +6,7 @@ import type { ControlledShim } from '../sandbox/control-handler.js';
 import { SandboxShim } from '../sandbox/sandbox-shim.js';
 import { createShim } from '../sandbox/shim.js';
 import type { SandboxDeps } from '../sandbox/shim-interface.js';
+import { newContainerState } from '../sandbox/state-store.js';
 import type { CreateContainer, TaskBackend } from './backend.js';
 import type { ContainerHandle } from './container-task.js';
 import { mountRootfs, unmountRootfs } from './rootfs.js';
@@ -40,19 +41,7 @@ export class VmBackend implements TaskBackend {
       }
       const cfg = readBundle(bundle, (p) => statfsSync(p));
       const member = cfg.containerType === 'container' && cfg.sandboxId !== id;
-      this.deps.store.reserve({
-        version: 1,
-        id,
-        bundle: cfg.bundle,
-        rootfs: cfg.rootfs,
-        created: new Date(this.deps.clock.now()).toISOString(),
-        status: 'creating',
-        shim: null,
-        vmId: null,
-        exit: null,
-        annotations: cfg.annotations,
-        sandboxId: member ? (cfg.sandboxId ?? null) : null,
-      });
+      this.deps.store.reserve(newContainerState(id, cfg, member, this.deps.clock));
       undo.push('remove the record', () => this.deps.store.remove(id));
       const shim = (await createShim(id, this.spec(), this.deps, { useCache: true })) as ControlledShim;
       undo.release();

@@ -5,7 +5,7 @@ import { readBundle } from '../../oci/bundle.js';
 import { planMounts } from '../../sandbox/mounts.js';
 import { namespacesToShare } from '../../sandbox/namespaces.js';
 import { checkPodNetns } from '../../sandbox/network.js';
-import { checkId } from '../../sandbox/state-store.js';
+import { checkId, newContainerState } from '../../sandbox/state-store.js';
 import { sweepOrphans } from '../../vm/sweep.js';
 import { hostVmSpec } from '../common.js';
 import { type RuntimeContext, writePidFile } from './common.js';
@@ -40,19 +40,7 @@ export function reserve(ctx: RuntimeContext, id: string, bundleDir: string, term
   if (!member || sandbox !== null) namespacesToShare(cfg, sandbox);
   if (cfg.netns && !member) checkPodNetns(cfg.netns);
   hostVmSpec(ctx);
-  ctx.store.reserve({
-    version: 1,
-    id,
-    bundle: cfg.bundle,
-    rootfs: cfg.rootfs,
-    created: new Date(ctx.clock.now()).toISOString(),
-    status: 'creating',
-    shim: null,
-    vmId: null,
-    exit: null,
-    annotations: cfg.annotations,
-    sandboxId: member ? (cfg.sandboxId ?? null) : null,
-  });
+  ctx.store.reserve(newContainerState(id, cfg, member, ctx.clock));
 }
 
 /** Whether the recorded container's bundle asks for a terminal (a console socket is used only then). */
