@@ -104,7 +104,7 @@ export interface CriNodeOptions {
   subnet: string;
 }
 
-/** A running containerd with its CRI plugin, runtime handlers `vmcache` and `runc`, and CNI. */
+/** A running containerd with its CRI plugin, runtime handlers `vmcache`, `vmcache-v2` and `runc`, and CNI. */
 export interface CriNode {
   cri: CriClient;
   /** The `vmcache --root` containerd's runc shim passes for the vmcache handler. */
@@ -116,7 +116,8 @@ export interface CriNode {
 
 /**
  * Starts Debian's containerd with its CRI plugin enabled, as a Kubernetes node runs it: the `vmcache` runtime
- * handler points containerd's runc shim at vmcache (`BinaryName`), `runc` is Debian's runc (the baseline), CNI
+ * handler points containerd's runc shim at vmcache (`BinaryName`), `vmcache-v2` is vmcache's own shim v2
+ * (`runtime_type` io.containerd.vmcache.v2), `runc` is Debian's runc (the baseline), CNI
  * is Debian's bridge + host-local plugins on `subnet`, and the sandbox image is a locally built busybox image
  * imported with `ctr images import` (no registry). `stop()` drains the node (every pod stopped and
  * removed), stops containerd and removes what is left: shims, network namespaces, mounts, the bridge, `dir`.
@@ -176,13 +177,17 @@ export async function startCriNode(o: CriNodeOptions): Promise<CriNode> {
       `[${cri}.containerd.runtimes.vmcache.options]`,
       `  BinaryName = "${REPO}bin/vmcache"`,
       `  Root = "${vmcacheRoot}"`,
+      // The same pods through vmcache's containerd shim v2: one daemon per pod, no runc shim, no CLI.
+      `[${cri}.containerd.runtimes.vmcache-v2]`,
+      // containerd 1.6 finds containerd-shim-vmcache-v2 on its PATH (the CRI's runtime_path is 1.7's).
+      '  runtime_type = "io.containerd.vmcache.v2"',
       '',
     ].join('\n'),
   );
   // containerd's log (and so the errors of its shims and runtimes) goes to a file a failing test can show.
   const log = openSync(join(dir, 'containerd.log'), 'a');
   const containerd: ChildProcess = spawn('containerd', ['--config', join(dir, 'config.toml')], {
-    env,
+    env: { ...env, PATH: `${REPO}bin:${env.PATH ?? process.env.PATH}` },
     stdio: ['ignore', log, log],
   });
   closeSync(log);

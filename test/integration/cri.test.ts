@@ -8,7 +8,7 @@ import { run, VMCACHE } from '../helpers/cli.js';
 import { ContainerState, PodSandboxState } from '../helpers/cri/generated/cri/api.js';
 import { BUSYBOX_IMAGE, type CriClient, type CriNode, startCriNode } from '../helpers/cri.js';
 import { runtimeEnv } from '../helpers/runtime-cli.js';
-import { vmDirsLeft } from '../helpers/vm-env.js';
+import { pidsMentioning, vmDirsLeft } from '../helpers/vm-env.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const SUBNET = '198.19.7.0/24';
@@ -85,8 +85,12 @@ describe('Kubernetes CRI: containerd runs pods in VMs from the cache (real QEMU)
     env.cleanup();
   });
 
-  it('a pod with two containers and a CNI network runs in one VM: exec, status, logs, limits, stop, remove', async () => {
-    const pod = await runPod('web', 'vmcache');
+  /**
+   * One pod's life through `handler`: `vmcache` (containerd's runc shim running the vmcache CLI) or
+   * `vmcache-v2` (vmcache's shim v2 daemon); `records` is where that path keeps its containers' records.
+   */
+  const podLife = async (handler: string, name: string, records: string, running = () => {}) => {
+    const pod = await runPod(name, handler);
     const status = (await cri.podSandboxStatus({ podSandboxId: pod, verbose: false })).status!;
     assert.equal(status.state, PodSandboxState.SANDBOX_READY);
     const ip = status.network?.ip ?? '';
@@ -94,11 +98,12 @@ describe('Kubernetes CRI: containerd runs pods in VMs from the cache (real QEMU)
     assert.equal((await containerVms()).length, 1, "the sandbox's VM");
 
     const loop = 'echo "$POD_CONTAINER up"; trap "exit 0" TERM; while :; do sleep 1; done';
-    const c1 = await createContainer(pod, 'web', 'app', loop, 256 * 1024 * 1024);
-    const c2 = await createContainer(pod, 'web', 'sidecar', loop);
+    const c1 = await createContainer(pod, name, 'app', loop, 256 * 1024 * 1024);
+    const c2 = await createContainer(pod, name, 'sidecar', loop);
     await Promise.all([c1, c2].map((id) => cri.startContainer({ containerId: id })));
     for (const id of [c1, c2]) assert.equal((await state(id)).state, ContainerState.CONTAINER_RUNNING);
     assert.equal((await containerVms()).length, 1, 'the containers joined the VM: no new one');
+    running();
 
     // Both containers see the same (guest) kernel instance; the pod's interface is in the VM, with the
     // address CNI gave, and reaches the node's bridge.
@@ -143,12 +148,28 @@ describe('Kubernetes CRI: containerd runs pods in VMs from the cache (real QEMU)
       await sleep(100);
     }
     await cri.removePodSandbox({ podSandboxId: pod });
-    const root = join(node.vmcacheRoot, 'k8s.io', 'containers');
-    assert.deepEqual(existsSync(root) ? readdirSync(root) : [], [], 'no container state left');
+    assert.deepEqual(existsSync(records) ? readdirSync(records) : [], [], 'no container state left');
     assert.doesNotMatch(await netnsList(), new RegExp(pod.slice(0, 12)), "the pod's namespace is gone");
     // containerd calls vmcache on its own too (kill --all when a container's init exits, kill before delete):
     // none of those calls failed.
     assert.deepEqual(node.errors(), []);
+  };
+
+  it('a pod with two containers and a CNI network runs in one VM: exec, status, logs, limits, stop, remove', async () => {
+    await podLife('vmcache', 'web', join(node.vmcacheRoot, 'k8s.io', 'containers'));
+  });
+
+  it('the same pod through the shim v2 handler (vmcache-v2): one daemon per pod, the same behaviour', async () => {
+    const daemons = () => pidsMentioning('containerd-shim-vmcache-v2.mjs');
+    const before = daemons().length;
+    await podLife('vmcache-v2', 'web2', join(env.runDir, 'shim', 'k8s.io', 'containers'), () =>
+      assert.equal(daemons().length, before + 1, 'one shim daemon serves the sandbox and both containers'),
+    );
+    // The daemon exits with its pod (containerd's Shutdown once the last task is deleted).
+    for (let i = 0; daemons().length > before; i++) {
+      if (i > 100) assert.fail('the shim daemon outlived its pod');
+      await sleep(100);
+    }
   });
 
   it('the same pod through the runc handler (the baseline) runs on the host kernel', async () => {
