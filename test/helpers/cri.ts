@@ -179,7 +179,7 @@ export async function startCriNode(o: CriNodeOptions): Promise<CriNode> {
       `  Root = "${vmcacheRoot}"`,
       // The same pods through vmcache's containerd shim v2: one daemon per pod, no runc shim, no CLI.
       `[${cri}.containerd.runtimes.vmcache-v2]`,
-      // containerd 1.6 finds containerd-shim-vmcache-v2 on its PATH (the CRI's runtime_path is 1.7's).
+      // containerd 1.6.20 finds containerd-shim-vmcache-v2 on its PATH (with runtime_path alone: "not installed").
       '  runtime_type = "io.containerd.vmcache.v2"',
       '',
     ].join('\n'),
