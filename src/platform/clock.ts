@@ -32,3 +32,18 @@ export const systemClock: Clock = {
     return () => clearTimeout(t);
   },
 };
+
+/** Waits for `p` (its outcome ignored) at most `ms` on `clock`; true when it settled in time. */
+export async function waitAtMost(p: Promise<unknown>, ms: number, clock: Clock): Promise<boolean> {
+  let cancel = () => {};
+  const settled = p.then(
+    () => true,
+    () => true,
+  );
+  const late = new Promise<boolean>((r) => {
+    cancel = clock.setTimeout(() => r(false), ms);
+  });
+  const inTime = await Promise.race([settled, late]);
+  cancel();
+  return inTime;
+}

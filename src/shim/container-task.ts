@@ -1,10 +1,13 @@
-import type { Clock } from '../platform/clock.js';
+import { type Clock, waitAtMost } from '../platform/clock.js';
 import type { Logger } from '../platform/logger.js';
 import { signalExitCode } from '../platform/signals.js';
 import type { ControlledShim } from '../sandbox/control-handler.js';
 import type { ExecTask } from './exec-task.js';
-import { exitStatusOf, ProcessExit, type TaskExit } from './process-state.js';
+import { exitStatusOf, ProcessExit, startFailureStatus, type TaskExit } from './process-state.js';
 import type { IoPaths, TaskIo } from './task-io.js';
+
+/** How long a failed start waits for the container's stop (its VM's destruction) before it answers. */
+const STOP_AFTER_FAILED_START_MS = 10_000;
 
 /** A container as a backend made it: its shim (SandboxShim or MemberShim) and how to tell its VM lives. */
 export interface ContainerHandle {
@@ -34,6 +37,8 @@ export class ContainerTask {
   readonly end = new ProcessExit();
   readonly execs = new Map<string, ExecTask>();
   #stopWatch: () => void = () => {};
+  /** The exit status of a failed start, which the stop that follows it reports instead of its kill's. */
+  #startFailure: number | null = null;
 
   constructor(
     readonly id: string,
@@ -46,7 +51,7 @@ export class ContainerTask {
     readonly sandbox: ContainerTask | null,
     private readonly deps: ContainerTaskDeps,
   ) {
-    void handle.shim.stopped.then((st) => this.#finish(exitStatusOf(st)));
+    void handle.shim.stopped.then((st) => this.#finish(this.#startFailure ?? exitStatusOf(st)));
   }
 
   /** The shim of this container. */
@@ -66,9 +71,22 @@ export class ContainerTask {
     return this.end.exit;
   }
 
-  /** Starts the container's process on the task's stdio, and the liveness check. */
+  /**
+   * Starts the container's process on the task's stdio, and the liveness check. A start that fails (a
+   * program that is not there) stops the container, its VM with it, and ends the task with
+   * `startFailureStatus` before the error is returned: containerd's client deletes only a stopped task, so a
+   * task left `created` would outlive `ctr run --rm` and its container.
+   */
   async start(): Promise<void> {
-    await this.shim.start({ stdin: this.io.stdin, stdout: this.io.stdout, stderr: this.io.stderr });
+    try {
+      await this.shim.start({ stdin: this.io.stdin, stdout: this.io.stdout, stderr: this.io.stderr });
+    } catch (err) {
+      this.#startFailure = startFailureStatus(err);
+      await this.shim.kill('SIGKILL').catch(() => undefined);
+      await waitAtMost(this.shim.stopped, STOP_AFTER_FAILED_START_MS, this.deps.clock);
+      this.#finish(this.#startFailure);
+      throw err;
+    }
     this.#watch();
   }
 

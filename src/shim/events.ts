@@ -1,6 +1,6 @@
 import type { Duplex } from 'node:stream';
 import { messageOf } from '../errors.js';
-import type { Clock } from '../platform/clock.js';
+import { type Clock, waitAtMost } from '../platform/clock.js';
 import type { Logger } from '../platform/logger.js';
 import {
   TaskCreate,
@@ -110,12 +110,7 @@ export class EventForwarder implements EventSink {
   async drain(ms: number): Promise<void> {
     const running = this.#running;
     if (!running) return;
-    let cancel = () => {};
-    const late = new Promise<void>((r) => {
-      cancel = this.#o.clock.setTimeout(r, ms);
-    });
-    await Promise.race([running, late]);
-    cancel();
+    await waitAtMost(running, ms, this.#o.clock);
     if (this.#queue.length) this.#o.logger.warn({ left: this.#queue.length }, 'events not delivered');
   }
 

@@ -3,7 +3,7 @@ import type { ExecProcess } from '../protocol/agent/messages.js';
 import type { ControlReply } from '../protocol/control/messages.js';
 import type { ExecSession } from '../protocol/control/server.js';
 import type { ControlledShim } from '../sandbox/control-handler.js';
-import { exitStatusOf, ProcessExit } from './process-state.js';
+import { exitStatusOf, ProcessExit, startFailureStatus } from './process-state.js';
 import type { IoPaths, TaskIo } from './task-io.js';
 
 /** A process added to a running container by Exec, started by Start with its exec id. */
@@ -40,7 +40,9 @@ export class ExecTask {
     try {
       this.#session = await shim.exec({ t: 'exec', pid, process: this.process }, reply, () => undefined);
     } catch (err) {
-      this.#started = false;
+      // The process never ran: it has exited as a shell would report it, and its FIFOs close (ctr waits for
+      // its copy of them to end before it deletes the exec).
+      this.#finish(startFailureStatus(err));
       throw err;
     }
     relayStdin(this.io.stdin, this.#session);

@@ -14,6 +14,15 @@ export function exitStatusOf(st: ExitStatus): number {
 }
 
 /**
+ * The exit status of a process whose start failed, as a shell reports it: 127 when the program is not there,
+ * 126 when it could not be run. containerd sees the process stopped with it, so that its Delete (and the
+ * container's) go through as they do after runc's failed create.
+ */
+export function startFailureStatus(err: unknown): number {
+  return /not found|no such file/i.test(err instanceof Error ? err.message : String(err)) ? 127 : 126;
+}
+
+/**
  * The end of one process the shim serves (a container's or an exec's): settled once, by whoever knows first
  * (the process's exit, a kill before start, the VM's death), and awaited by Wait, Delete and the exit event.
  */

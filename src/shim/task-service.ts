@@ -1,5 +1,5 @@
 import { messageOf, VmcError } from '../errors.js';
-import type { Clock } from '../platform/clock.js';
+import { type Clock, waitAtMost } from '../platform/clock.js';
 import type { Logger } from '../platform/logger.js';
 import { parseSignal, signalExitCode } from '../platform/signals.js';
 import type { TaskDefinition } from '../protocol/shim/generated/containerd/runtime/task/v2/shim.js';
@@ -191,6 +191,9 @@ export class TaskService {
       delete: async (r) => {
         const { task, exec } = this.#find(r);
         if (exec) {
+          // An exec never started (or whose start failed: a program that is not there) is deleted as it is,
+          // as containerd's runc shim does; ctr deletes it after a failed Start and waits for the answer.
+          if (exec.status === 'created') await exec.kill('SIGKILL', signalExitCode('SIGKILL'));
           if (!exec.end.exit)
             throw new VmcError('VMC_ERR_INVALID_STATE', `exec ${exec.execId} is running: kill it first`);
           task.execs.delete(exec.execId);
@@ -202,7 +205,7 @@ export class TaskService {
         }
         if (task.status === 'created') {
           await task.shim.kill('SIGKILL');
-          await bounded(task.end.exited, this.#d.stopWaitMs, this.#d.clock);
+          await waitAtMost(task.end.exited, this.#d.stopWaitMs, this.#d.clock);
         }
         const exit = task.end.exit;
         if (!exit)
@@ -326,11 +329,4 @@ function abortable<T>(p: Promise<T>, ctx: CallContext): Promise<T> {
     ctx.signal.addEventListener('abort', onAbort, { once: true });
     p.then(resolve, reject).finally(() => ctx.signal.removeEventListener('abort', onAbort));
   });
-}
-
-/** Waits for `p` at most `ms`. */
-async function bounded(p: Promise<unknown>, ms: number, clock: Clock): Promise<void> {
-  let cancel = () => {};
-  await Promise.race([p, new Promise<void>((r) => (cancel = clock.setTimeout(r, ms)))]);
-  cancel();
 }

@@ -31,10 +31,10 @@ describe('containerd shim v2: ctr drives containerd-shim-vmcache-v2 (real contai
   /** containerd's log so far: the shim daemons' `log` FIFOs are copied into it. */
   let ctdLog = '';
   const ctr = (args: string[], input?: string) =>
-    run('ctr', ['--address', `${ctd}/c.sock`, '-n', ns, ...args], ctdEnv, input);
-  /** This test's shim daemons (their command line names the test's namespace). */
+    run('ctr', ['--address', `${ctd}/c.sock`, '-n', ns, ...args], ctdEnv, input, 60_000);
+  /** This test's shim daemons (their command line names the test's namespace; its words end in NULs). */
   const daemons = () =>
-    pidsMentioning(`-namespace ${ns} `).filter((p) =>
+    pidsMentioning(`-namespace\0${ns}\0`).filter((p) =>
       pidsMentioning('containerd-shim-vmcache-v2.mjs').includes(p),
     );
   /** QEMU processes of this test's run directory that a task holds (not the cache server's pool). */
@@ -70,6 +70,19 @@ describe('containerd shim v2: ctr drives containerd-shim-vmcache-v2 (real contai
   const taskLine = async (id: string) =>
     (await ctr(['task', 'ls'])).stdout.split('\n').find((l) => l.split(/\s+/)[0] === id) ?? '';
 
+  /** Starts containerd on the test's configuration (again, after a restart: the same root and state). */
+  const startContainerd = async () => {
+    containerd = spawn('containerd', ['--config', `${ctd}/config.toml`], {
+      env: ctdEnv,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    containerdDone = finished(containerd);
+    containerd.stderr?.on('data', (d: Buffer) => {
+      ctdLog += d.toString();
+    });
+    await waitFor('containerd', async () => (await ctr(['version'])).code === 0);
+  };
+
   before(async () => {
     writeFileSync(
       cfg,
@@ -81,25 +94,19 @@ describe('containerd shim v2: ctr drives containerd-shim-vmcache-v2 (real contai
       `${ctd}/config.toml`,
       `version = 2\nroot = "${ctd}/root"\nstate = "${ctd}/state"\ndisabled_plugins = ["io.containerd.grpc.v1.cri"]\n[grpc]\n  address = "${ctd}/c.sock"\n`,
     );
-    containerd = spawn('containerd', ['--config', `${ctd}/config.toml`], {
-      env: ctdEnv,
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    containerdDone = finished(containerd);
-    containerd.stderr?.on('data', (d: Buffer) => {
-      ctdLog += d.toString();
-    });
-    await waitFor('containerd', () => existsSync(`${ctd}/c.sock`));
+    await startContainerd();
     const archive = busyboxImageArchive(join(env.runDir, 'image'), IMAGE, { Cmd: ['sh'] });
     const r = await ctr(['images', 'import', archive]);
     assert.equal(r.code, 0, r.stderr);
   });
 
   after(async () => {
-    for (const t of ['s1', 's2', 's3']) await ctr(['task', 'rm', '-f', t]);
-    await ctr(['container', 'rm', 's1', 's2', 's3']);
+    const ids = ['s0', 's1', 's2', 's3', 's4'];
+    for (const t of ids) await ctr(['task', 'rm', '-f', t]);
+    await ctr(['container', 'rm', ...ids]);
     containerd.kill('SIGTERM');
-    const log = (await containerdDone).stderr;
+    await containerdDone;
+    const log = ctdLog;
     const left = daemons();
     for (const p of left) process.kill(p, 'SIGKILL'); // a failed test's: server.stop() then reaps their VMs
     await server.stop();
@@ -134,6 +141,15 @@ describe('containerd shim v2: ctr drives containerd-shim-vmcache-v2 (real contai
     await waitFor('the daemon to exit', () => daemons().length === 0, 10_000);
     assert.deepEqual(taskVms(), [], 'the VM is gone with the task');
     assert.deepEqual(mountsUnder(ctd), [], 'the rootfs is unmounted');
+
+    // A program that is not there: Start fails naming it, ctr gets its answer and removes the container.
+    const nope = await ctr(['run', '--rm', '--runtime', RUNTIME, IMAGE, 's0', 'nope']);
+    assert.equal(nope.signal, null, `ctr returned on its own: ${nope.stderr}`);
+    assert.notEqual(nope.code, 0);
+    assert.match(nope.stderr, /"nope": executable file not found/);
+    await waitFor('the daemon to exit', () => daemons().length === 0, 10_000);
+    assert.deepEqual(taskVms(), [], "the failed task's VM is gone");
+    assert.deepEqual(mountsUnder(ctd), []);
   });
 
   it('run -d, exec (stdout, stdin, exit status), ps, pause, resume, kill (SIGTERM trapped), delete', async () => {
@@ -160,8 +176,12 @@ describe('containerd shim v2: ctr drives containerd-shim-vmcache-v2 (real contai
     );
     assert.equal(cat.code, 5, cat.stderr);
     assert.equal(cat.stdout, 'from-stdin\n', 'stdin reaches the exec, and its EOF (CloseIO) too');
+    // A program that is not there: Start fails naming it, and ctr's Delete of the exec is answered (ctr
+    // waited for it until killed before).
     const nope = await ctr(['task', 'exec', '--exec-id', 'e3', 's2', 'nope']);
+    assert.equal(nope.signal, null, 'ctr returned on its own');
     assert.notEqual(nope.code, 0);
+    assert.match(nope.stderr, /nope/);
     const ps = await ctr(['task', 'ps', 's2']);
     assert.equal(ps.code, 0, ps.stderr);
     assert.match(ps.stdout, /^\s*\d+/m);
@@ -196,5 +216,49 @@ describe('containerd shim v2: ctr drives containerd-shim-vmcache-v2 (real contai
     assert.deepEqual(mountsUnder(b), [], 'no rootfs mount left');
     assert.equal(existsSync(socket), false, 'no shim socket left');
     assert.deepEqual(daemons(), []);
+  });
+
+  it('a restart of containerd: the daemon keeps serving, containerd reconnects through `address`, events resume', async () => {
+    await poolReady(1);
+    const d = await ctr([
+      'run',
+      '-d',
+      '--runtime',
+      RUNTIME,
+      IMAGE,
+      's4',
+      'sh',
+      '-c',
+      'trap "exit 3" TERM; while :; do sleep 0.1; done',
+    ]);
+    assert.equal(d.code, 0, d.stderr);
+    const pid = Number(readFileSync(join(bundleOf('s4'), 'shim.pid'), 'utf8'));
+    containerd.kill('SIGTERM');
+    await containerdDone;
+    await sleep(500);
+    assert.deepEqual(daemons(), [pid], 'the daemon outlives containerd');
+    assert.equal(taskVms().length, 1, 'and so does its VM');
+    await startContainerd();
+    assert.match(await taskLine('s4'), /RUNNING/, 'the new containerd reloads the task from its bundle');
+    const ex = await ctr(['task', 'exec', '--exec-id', 'r1', 's4', 'sh', '-c', 'echo after-restart; exit 2']);
+    assert.deepEqual([ex.code, ex.stdout], [2, 'after-restart\n'], ex.stderr);
+    // The task's exit event reaches the new containerd: the forwarder reconnects to $TTRPC_ADDRESS.
+    const events = spawn('ctr', ['--address', `${ctd}/c.sock`, 'events'], { env: ctdEnv });
+    let seen = '';
+    events.stdout.on('data', (b: Buffer) => {
+      seen += b.toString();
+    });
+    try {
+      await sleep(500); // subscribed
+      assert.equal((await ctr(['task', 'kill', 's4'])).code, 0);
+      await waitFor('the /tasks/exit event of s4', () => /\/tasks\/exit .*"s4".*"exit_status":3/.test(seen));
+    } finally {
+      events.kill();
+    }
+    await waitFor('s4 to stop', async () => /STOPPED/.test(await taskLine('s4')));
+    assert.equal((await ctr(['task', 'rm', 's4'])).code, 0);
+    assert.equal((await ctr(['container', 'rm', 's4'])).code, 0);
+    await waitFor('the daemon to exit', () => daemons().length === 0, 10_000);
+    assert.deepEqual(taskVms(), []);
   });
 });

@@ -17,6 +17,8 @@ export class FakeShim implements ControlledShim {
   readonly signalledAll: Array<[string, string]> = [];
   readonly execs: Array<{ req: ExecControlRequest; reply: (r: ControlReply) => void; stdin: Buffer[] }> = [];
   stdio: Stdio | null = null;
+  /** Set: start fails with this message (a program that is not there). */
+  failStart: string | null = null;
   #resolve!: (s: ExitStatus) => void;
   pause?: () => Promise<void>;
   resume?: () => Promise<void>;
@@ -42,6 +44,7 @@ export class FakeShim implements ControlledShim {
 
   async start(stdio: Stdio): Promise<void> {
     if (this.status !== 'created') throw new Error(`start needs created, is ${this.status}`);
+    if (this.failStart) throw new Error(this.failStart);
     this.stdio = stdio;
     this.status = 'running';
   }
@@ -85,6 +88,7 @@ export class FakeBackend implements TaskBackend {
   async create(req: { id: string; bundle: string }): Promise<ContainerHandle> {
     if (req.bundle.endsWith('/broken')) throw new Error('bundle is broken');
     const shim = new FakeShim(req.id, req.id.startsWith('m-') ? 'sb' : undefined);
+    if (req.bundle.endsWith('/nope')) shim.failStart = 'exec: "nope": executable file not found in $PATH';
     this.shims.set(req.id, shim);
     return shim.sandboxId ? { shim } : { shim, vmAlive: () => this.vmAlive };
   }

@@ -199,6 +199,45 @@ describe('shim Task service (over fakes, through a ttrpc server)', () => {
     assert.deepEqual(events.slice(2), ['/tasks/exec-added', '/tasks/exec-started', '/tasks/exit']);
   });
 
+  it('an exec whose start fails (a program that is not there) has exited 127 and is deleted, the task runs on', async () => {
+    const t = setup();
+    await t.create('c1');
+    await t.call('start', { id: 'c1', execId: '' });
+    const io = { terminal: false, stdin: '', stdout: '/fifo/e1-out', stderr: '' };
+    await t.call('exec', { id: 'c1', execId: 'e1', ...io, spec: spec({ args: ['nope'], cwd: '/' }) });
+    const failed = await rejection(t.call('start', { id: 'c1', execId: 'e1' }));
+    assert.match(failed.message, /executable file not found/);
+    const st = await t.call('state', { id: 'c1', execId: 'e1' });
+    assert.deepEqual([st.status, st.exitStatus], [Status.STOPPED, 127]);
+    assert.ok(t.io.closed.includes('/fifo/e1-out'), "its FIFOs are closed: ctr's copy of them ends");
+    const del = await t.call('delete', { id: 'c1', execId: 'e1' });
+    assert.equal(del.exitStatus, 127);
+    assert.equal((await rejection(t.call('state', { id: 'c1', execId: 'e1' }))).code, RpcCode.NotFound);
+    assert.equal((await t.call('state', { id: 'c1', execId: '' })).status, Status.RUNNING, 'the task runs on');
+    // An exec never started is deleted as it is (ended as if killed).
+    await t.call('exec', { id: 'c1', execId: 'e2', ...io, spec: spec({ args: ['true'], cwd: '/' }) });
+    assert.equal((await t.call('delete', { id: 'c1', execId: 'e2' })).exitStatus, 137);
+  });
+
+  it("a task whose start fails is stopped (127), its container killed, and Delete goes through as after runc's failed create", async () => {
+    const t = setup();
+    await t.create('c1', { bundle: '/run/bundles/nope' });
+    const waited = t.call('wait', { id: 'c1', execId: '' });
+    const failed = await rejection(t.call('start', { id: 'c1', execId: '' }));
+    assert.match(failed.message, /"nope": executable file not found/);
+    assert.deepEqual(t.backend.shims.get('c1')!.signals, ['SIGKILL'], 'the container (its VM) is stopped');
+    const st = await t.call('state', { id: 'c1', execId: '' });
+    assert.deepEqual([st.status, st.exitStatus], [Status.STOPPED, 127]);
+    assert.equal((await waited).exitStatus, 127);
+    assert.equal((await t.call('delete', { id: 'c1', execId: '' })).exitStatus, 127);
+    assert.deepEqual(t.backend.removed, ['c1']);
+    assert.deepEqual(
+      t.events.map((e) => e.topic),
+      ['/tasks/create', '/tasks/exit', '/tasks/delete'],
+    );
+  });
+
+
   it('kill --all signals the cgroup through the sandbox; pause/resume the sandbox, not a member', async () => {
     const t = setup();
     await t.create('sb');
