@@ -76,6 +76,8 @@ export function criClient(socket: string) {
     removeContainer: unary(c, c.removeContainer, api.RemoveContainerRequest),
     containerStatus: unary(c, c.containerStatus, api.ContainerStatusRequest),
     execSync: unary(c, c.execSync, api.ExecSyncRequest),
+    /** A streaming exec's URL on containerd's streaming server (`streamExec` in cri-stream.ts attaches to it). */
+    exec: unary(c, c.exec, api.ExecRequest),
     close: () => c.close(),
   };
 }
