@@ -213,7 +213,11 @@ describe('shim Task service (over fakes, through a ttrpc server)', () => {
     const del = await t.call('delete', { id: 'c1', execId: 'e1' });
     assert.equal(del.exitStatus, 127);
     assert.equal((await rejection(t.call('state', { id: 'c1', execId: 'e1' }))).code, RpcCode.NotFound);
-    assert.equal((await t.call('state', { id: 'c1', execId: '' })).status, Status.RUNNING, 'the task runs on');
+    assert.equal(
+      (await t.call('state', { id: 'c1', execId: '' })).status,
+      Status.RUNNING,
+      'the task runs on',
+    );
     // An exec never started is deleted as it is (ended as if killed).
     await t.call('exec', { id: 'c1', execId: 'e2', ...io, spec: spec({ args: ['true'], cwd: '/' }) });
     assert.equal((await t.call('delete', { id: 'c1', execId: 'e2' })).exitStatus, 137);
@@ -236,7 +240,6 @@ describe('shim Task service (over fakes, through a ttrpc server)', () => {
       ['/tasks/create', '/tasks/exit', '/tasks/delete'],
     );
   });
-
 
   it('kill --all signals the cgroup through the sandbox; pause/resume the sandbox, not a member', async () => {
     const t = setup();
