@@ -5,6 +5,7 @@ import type { ControlledShim } from '../sandbox/control-handler.js';
 import type { ExecTask } from './exec-task.js';
 import { exitStatusOf, ProcessExit, startFailureStatus, type TaskExit } from './process-state.js';
 import type { IoPaths, TaskIo } from './task-io.js';
+import type { TaskTerminal } from './task-terminal.js';
 
 /** How long a failed start waits for the container's stop (its VM's destruction) before it answers. */
 const STOP_AFTER_FAILED_START_MS = 10_000;
@@ -47,6 +48,8 @@ export class ContainerTask {
     readonly io: TaskIo,
     /** The FIFO paths `io` is on, as State reports them. */
     readonly paths: IoPaths,
+    /** The size of the guest pty of a `terminal: true` task (ResizePty sets it), or null. */
+    readonly terminal: TaskTerminal | null,
     /** The pod's sandbox task when this is a member; its VM is this task's. */
     readonly sandbox: ContainerTask | null,
     private readonly deps: ContainerTaskDeps,
@@ -79,7 +82,8 @@ export class ContainerTask {
    */
   async start(): Promise<void> {
     try {
-      await this.shim.start({ stdin: this.io.stdin, stdout: this.io.stdout, stderr: this.io.stderr });
+      const { stdin, stdout, stderr } = this.io;
+      await this.shim.start({ stdin, stdout, stderr, ...(this.terminal ? { terminal: this.terminal } : {}) });
     } catch (err) {
       this.#startFailure = startFailureStatus(err);
       await this.shim.kill('SIGKILL').catch(() => undefined);

@@ -1,4 +1,3 @@
-import { VmcError } from '../errors.js';
 import { parseProcess } from '../oci/process.js';
 import { At } from '../oci/validate.js';
 import type { ExecProcess } from '../protocol/agent/messages.js';
@@ -9,7 +8,10 @@ import { bad } from './request-checks.js';
 /** The type containerd gives an exec's spec (an OCI runtime-spec Process as JSON). */
 export const PROCESS_TYPE_URL = 'types.containerd.io/opencontainers/runtime-spec/1/Process';
 
-/** What an ExecProcessRequest's spec asks to run; an empty command or `terminal: true` is refused. */
+/**
+ * What an ExecProcessRequest's spec asks to run (an empty command is refused). Its `terminal` is read for
+ * type only: the request's own `terminal` field says whether the exec gets a pty.
+ */
 export function execProcessOfSpec(spec: Any | undefined, field = 'ExecProcessRequest.spec'): ExecProcess {
   if (!spec) bad(field, 'an OCI process (Any)', 'nothing');
   if (spec.typeUrl !== PROCESS_TYPE_URL && !spec.typeUrl.endsWith('/Process'))
@@ -22,8 +24,7 @@ export function execProcessOfSpec(spec: Any | undefined, field = 'ExecProcessReq
   }
   const a = new At(json, '', field);
   a.object();
-  if (a.get('terminal').optional((t) => t.bool()))
-    throw new VmcError('VMC_ERR_SHIM_UNSUPPORTED', `${field}: terminal is not supported yet by this shim`);
+  a.get('terminal').optional((t) => t.bool());
   const p = parseProcess(a, field, 'exec');
   if (p.args.length === 0 || p.args[0] === '') bad(`${field}.args`, 'a non-empty command', '[]');
   return agentProcess(p);

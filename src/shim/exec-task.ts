@@ -5,6 +5,7 @@ import type { ExecSession } from '../protocol/control/server.js';
 import type { ControlledShim } from '../sandbox/control-handler.js';
 import { exitStatusOf, ProcessExit, startFailureStatus } from './process-state.js';
 import type { IoPaths, TaskIo } from './task-io.js';
+import type { TaskTerminal } from './task-terminal.js';
 
 /** A process added to a running container by Exec, started by Start with its exec id. */
 export class ExecTask {
@@ -18,6 +19,8 @@ export class ExecTask {
     readonly io: TaskIo,
     /** The FIFO paths `io` is on, as State reports them. */
     readonly paths: IoPaths,
+    /** The size of the exec's guest pty when it has one (`terminal: true`; ResizePty sets it), or null. */
+    readonly terminal: TaskTerminal | null,
     private readonly now: () => number,
   ) {}
 
@@ -38,14 +41,17 @@ export class ExecTask {
       else if (r.t === 'exit') this.#finish(exitStatusOf(r));
     };
     try {
-      this.#session = await shim.exec({ t: 'exec', pid, process: this.process }, reply, () => undefined);
+      const terminal = this.terminal ? { terminal: this.terminal.size() } : {};
+      this.#session = await shim.exec({ t: 'exec', pid, process: this.process, ...terminal }, reply, () => undefined);
     } catch (err) {
       // The process never ran: it has exited as a shell would report it, and its FIFOs close (ctr waits for
       // its copy of them to end before it deletes the exec).
       this.#finish(startFailureStatus(err));
       throw err;
     }
-    relayStdin(this.io.stdin, this.#session);
+    const session = this.#session;
+    relayStdin(this.io.stdin, session);
+    this.terminal?.onResize((size) => void session.resize(size).catch(() => undefined));
   }
 
   /** Delivers `signal`; an exec never started just ends, as if killed by it. */

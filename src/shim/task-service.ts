@@ -13,6 +13,7 @@ import { ExecTask } from './exec-task.js';
 import type { TaskExit } from './process-state.js';
 import { absolutePath, execId, ioPath, signalNumber, taskId } from './request-checks.js';
 import type { IoOpener, IoPaths } from './task-io.js';
+import { ptySize, TaskTerminal } from './task-terminal.js';
 import { timestampOf } from './timestamps.js';
 
 /** What the Task service is built on. */
@@ -45,7 +46,9 @@ const notFound = (what: string) => new VmcError('VMC_ERR_SHIM_TASK_NOT_FOUND', `
  * containerd's Task service (`containerd.task.v2.Task`) for one daemon, which is one pod: the sandbox task
  * takes a VM from the cache, member tasks join it (see VmBackend). Every request is checked here, at the edge
  * (an id or path that is not one is InvalidArgument naming the field); an unknown task or exec is NotFound;
- * the status mapping is `taskStatusOf`. Checkpoint, Stats and Update are not implemented (Unimplemented).
+ * the status mapping is `taskStatusOf`. A `terminal: true` task or exec gets a pty in the guest (TaskTerminal:
+ * its output is on the stdout FIFO, ResizePty sets its size). Checkpoint, Stats and Update are not
+ * implemented (Unimplemented).
  */
 export class TaskService {
   readonly #tasks = new Map<string, ContainerTask>();
@@ -87,8 +90,6 @@ export class TaskService {
       create: async (r) => {
         const id = taskId('CreateTaskRequest.id', r.id);
         const bundle = absolutePath('CreateTaskRequest.bundle', r.bundle);
-        if (r.terminal)
-          throw new VmcError('VMC_ERR_SHIM_UNSUPPORTED', 'CreateTaskRequest.terminal: no terminal yet');
         if (r.checkpoint)
           throw new VmcError('VMC_ERR_SHIM_UNSUPPORTED', 'CreateTaskRequest.checkpoint: no checkpoints');
         if (this.#tasks.has(id)) throw new VmcError('VMC_ERR_CONTAINER_EXISTS', `task ${id} already exists`);
@@ -108,7 +109,8 @@ export class TaskService {
         }
         const sandbox = handle.shim.sandboxId ? (this.#tasks.get(handle.shim.sandboxId) ?? null) : null;
         const deps = { clock: this.#d.clock, logger: this.#d.logger, livenessMs: this.#d.livenessMs };
-        const task = new ContainerTask(id, bundle, handle, io, paths, sandbox, deps);
+        const terminal = r.terminal ? new TaskTerminal() : null;
+        const task = new ContainerTask(id, bundle, handle, io, paths, terminal, sandbox, deps);
         this.#tasks.set(id, task);
         void task.end.exited.then((e) => this.#exited(id, id, e));
         const pid = this.#d.pid;
@@ -118,7 +120,7 @@ export class TaskService {
             containerId: id,
             bundle,
             rootfs: r.rootfs,
-            io: { ...paths, terminal: false },
+            io: { ...paths, terminal: r.terminal },
             checkpoint: '',
             pid,
           },
@@ -157,7 +159,7 @@ export class TaskService {
           pid: this.#d.pid,
           status: STATUS[proc.status],
           ...this.#pathsOf(exec ? exec.paths : task.paths),
-          terminal: false,
+          terminal: (exec ?? task).terminal !== null,
           exitStatus: exit?.status ?? 0,
           exitedAt: exit ? timestampOf(exit.at) : undefined,
           execId: exec?.execId ?? '',
@@ -226,8 +228,6 @@ export class TaskService {
         const eid = execId('ExecProcessRequest.exec_id', r.execId);
         if (!eid) throw new VmcError('VMC_ERR_SHIM_BAD_REQUEST', 'ExecProcessRequest.exec_id is empty');
         if (task.execs.has(eid)) throw new VmcError('VMC_ERR_CONTAINER_EXISTS', `exec ${eid} already exists`);
-        if (r.terminal)
-          throw new VmcError('VMC_ERR_SHIM_UNSUPPORTED', 'ExecProcessRequest.terminal: no terminal yet');
         if (task.status !== 'running')
           throw new VmcError(
             'VMC_ERR_INVALID_STATE',
@@ -235,7 +235,9 @@ export class TaskService {
           );
         const proc = execProcessOfSpec(r.spec);
         const paths = this.#ioPaths('ExecProcessRequest', r);
-        const exec = new ExecTask(eid, proc, this.#d.openIo(paths), paths, () => this.#d.clock.now());
+        const terminal = r.terminal ? new TaskTerminal() : null;
+        const io = this.#d.openIo(paths);
+        const exec = new ExecTask(eid, proc, io, paths, terminal, () => this.#d.clock.now());
         task.execs.set(eid, exec);
         void exec.end.exited.then((e) => this.#exited(task.id, eid, e));
         this.#d.events.publish({ topic: '/tasks/exec-added', event: { containerId: task.id, execId: eid } });
@@ -243,7 +245,10 @@ export class TaskService {
       },
 
       resizePty: async (r) => {
-        this.#find(r); // no terminals yet: a resize of a process without one changes nothing
+        const { task, exec } = this.#find(r);
+        const size = ptySize(r);
+        // A resize of a process without a terminal changes nothing, as in containerd's runc shim.
+        if (size) (exec ?? task).terminal?.resize(size);
         return {};
       },
 

@@ -8,6 +8,7 @@ import { mountsUnder, unmountAllUnder } from '../../src/platform/mounts.js';
 import { startCacheServer } from '../helpers/cache-server.js';
 import { type Finished, finished, REPO, run, VMCACHE } from '../helpers/cli.js';
 import { busyboxImageArchive } from '../helpers/oci-image.js';
+import { onPty } from '../helpers/pty.js';
 import { runtimeEnv } from '../helpers/runtime-cli.js';
 import { pidsMentioning, vmDirsLeft } from '../helpers/vm-env.js';
 
@@ -101,7 +102,7 @@ describe('containerd shim v2: ctr drives containerd-shim-vmcache-v2 (real contai
   });
 
   after(async () => {
-    const ids = ['s0', 's1', 's2', 's3', 's4'];
+    const ids = ['s0', 's1', 's2', 's3', 's4', 's5', 's6'];
     for (const t of ids) await ctr(['task', 'rm', '-f', t]);
     await ctr(['container', 'rm', ...ids]);
     containerd.kill('SIGTERM');
@@ -194,6 +195,53 @@ describe('containerd shim v2: ctr drives containerd-shim-vmcache-v2 (real contai
     const rm = await ctr(['task', 'rm', 's2']);
     assert.equal(rm.code, 0, rm.stderr);
     assert.equal((await ctr(['container', 'rm', 's2'])).code, 0);
+    await waitFor('the daemon to exit', () => daemons().length === 0, 10_000);
+    assert.deepEqual(taskVms(), []);
+  });
+
+  it('terminals: ctr run -t and ctr task exec -t get a pty in the guest, sized by ResizePty and resized', async () => {
+    await poolReady(1);
+    const ctrArgs = ['ctr', '--address', `${ctd}/c.sock`, '-n', ns];
+    // ctr sends its terminal's size after Start: the shell waits for it (at most 10 s) before printing it.
+    const waitSize = (size: string) =>
+      `i=0; until [ "$(stty size)" = "${size}" ] || [ $i -ge 100 ]; do sleep 0.1; i=$((i+1)); done`;
+    const run = onPty(
+      [...ctrArgs, 'run', '-t', '--rm', '--runtime', RUNTIME, IMAGE, 's5', 'sh', '-c'].concat(
+        `tty; ${waitSize('33 101')}; echo "size $(stty size)"; exit 3`,
+      ),
+      ctdEnv,
+      33,
+      101,
+      120_000,
+    );
+    await run.expect(/\/dev\/pts\/\d+/);
+    await run.expect(/size 33 101/);
+    assert.equal(await run.exited, 3, run.output());
+    await waitFor('the daemon of s5 to exit', () => daemons().length === 0, 10_000);
+
+    await poolReady(1);
+    const d = await ctr(['run', '-d', '--runtime', RUNTIME, IMAGE, 's6', 'sleep', '600']);
+    assert.equal(d.code, 0, d.stderr);
+    const ex = onPty(
+      [...ctrArgs, 'task', 'exec', '-t', '--exec-id', 't1', 's6', 'sh'],
+      ctdEnv,
+      30,
+      90,
+      120_000,
+    );
+    await ex.expect(/\/ # /); // the prompt
+    ex.send(`tty; ${waitSize('30 90')}; echo "size $(stty size)"\n`);
+    await ex.expect(/\/dev\/pts\/\d+/);
+    await ex.expect(/size 30 90/);
+    ex.resize(40, 120); // ctr's SIGWINCH → ResizePty → the guest pty
+    ex.send(`${waitSize('40 120')}; echo "now $(stty size)"; exit 5\n`);
+    await ex.expect(/now 40 120/);
+    assert.equal(await ex.exited, 5, ex.output());
+    const k = await ctr(['task', 'kill', '-s', 'SIGKILL', 's6']);
+    assert.equal(k.code, 0, k.stderr);
+    await waitFor('s6 to stop', async () => /STOPPED/.test(await taskLine('s6')));
+    assert.equal((await ctr(['task', 'rm', 's6'])).code, 0);
+    assert.equal((await ctr(['container', 'rm', 's6'])).code, 0);
     await waitFor('the daemon to exit', () => daemons().length === 0, 10_000);
     assert.deepEqual(taskVms(), []);
   });

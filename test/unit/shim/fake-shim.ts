@@ -1,4 +1,5 @@
 import { PassThrough } from 'node:stream';
+import type { WindowSize } from '../../../src/platform/terminal.js';
 import type { ExitStatus } from '../../../src/protocol/agent/client.js';
 import type { ControlReply } from '../../../src/protocol/control/messages.js';
 import type { ExecSession } from '../../../src/protocol/control/server.js';
@@ -15,7 +16,12 @@ export class FakeShim implements ControlledShim {
   readonly stopped: Promise<ExitStatus>;
   readonly signals: string[] = [];
   readonly signalledAll: Array<[string, string]> = [];
-  readonly execs: Array<{ req: ExecControlRequest; reply: (r: ControlReply) => void; stdin: Buffer[] }> = [];
+  readonly execs: Array<{
+    req: ExecControlRequest;
+    reply: (r: ControlReply) => void;
+    stdin: Buffer[];
+    resizes: WindowSize[];
+  }> = [];
   stdio: Stdio | null = null;
   /** Set: start fails with this message (a program that is not there). */
   failStart: string | null = null;
@@ -60,14 +66,14 @@ export class FakeShim implements ControlledShim {
 
   async exec(req: ExecControlRequest, reply: (r: ControlReply) => void): Promise<ExecSession> {
     if (req.process.args[0] === 'nope') throw new Error('executable file not found');
-    const e = { req, reply, stdin: [] as Buffer[] };
+    const e = { req, reply, stdin: [] as Buffer[], resizes: [] as WindowSize[] };
     this.execs.push(e);
     reply({ t: 'ok', result: { guestPid: 9 } });
     return {
       write: async (d) => void e.stdin.push(d),
       end: async () => undefined,
       kill: async (signal) => reply({ t: 'exit', code: null, signal }),
-      resize: async () => undefined,
+      resize: async (size) => void e.resizes.push(size),
       abandon: () => undefined,
     };
   }

@@ -148,8 +148,9 @@ describe('shim Task service (over fakes, through a ttrpc server)', () => {
     }
     const dup = await rejection(t.create('c1'));
     assert.equal(dup.code, RpcCode.AlreadyExists);
-    const tty = await rejection(t.create('c3', { terminal: true }));
-    assert.equal(tty.code, RpcCode.Unimplemented);
+    const resize = await rejection(t.call('resizePty', { id: 'c1', execId: '', width: 80, height: 70000 }));
+    assert.equal(resize.code, RpcCode.InvalidArgument);
+    assert.match(resize.message, /ResizePtyRequest\.height must be from 1 to 65535/);
     const cp = await rejection(t.call('checkpoint', { id: 'c1', path: '/x', options: undefined }));
     assert.equal(cp.code, RpcCode.Unimplemented);
     const broken = await rejection(t.create('c4', { bundle: '/run/bundles/broken' }));
@@ -186,7 +187,7 @@ describe('shim Task service (over fakes, through a ttrpc server)', () => {
       [{ typeUrl: 'x', value: Buffer.from('{}') }, RpcCode.InvalidArgument, /spec\.type_url/],
       [spec({ args: [], cwd: '/' }), RpcCode.InvalidArgument, /spec\.args/],
       [spec({ args: ['sh'], cwd: 'rel' }), RpcCode.InvalidArgument, /cwd/],
-      [spec({ args: ['sh'], cwd: '/', terminal: true }), RpcCode.Unimplemented, /terminal/],
+      [spec({ args: ['sh'], cwd: '/', terminal: 'yes' }), RpcCode.InvalidArgument, /terminal/],
     ];
     for (const [s, code, re] of bad) {
       const r = await rejection(
@@ -239,6 +240,47 @@ describe('shim Task service (over fakes, through a ttrpc server)', () => {
       t.events.map((e) => e.topic),
       ['/tasks/create', '/tasks/exit', '/tasks/delete'],
     );
+  });
+
+  it('terminal: the task and the exec get a pty size that ResizePty sets; State says terminal', async () => {
+    const t = setup();
+    await t.create('c1', { terminal: true, stderr: '' });
+    assert.equal((await t.call('state', { id: 'c1', execId: '' })).terminal, true);
+    await t.call('start', { id: 'c1', execId: '' });
+    const shim = t.backend.shims.get('c1')!;
+    const port = shim.stdio?.terminal;
+    assert.ok(port, "the container's stdio is a terminal");
+    assert.deepEqual(port.size(), { rows: 24, cols: 80 }, 'until the first resize');
+    const seen: unknown[] = [];
+    port.onResize((s) => seen.push(s));
+    await t.call('resizePty', { id: 'c1', execId: '', width: 101, height: 33 });
+    await t.call('resizePty', { id: 'c1', execId: '', width: 0, height: 0 }); // no size: nothing changes
+    assert.deepEqual(seen, [{ rows: 33, cols: 101 }]);
+    const io = { terminal: true, stdin: '/fifo/e1-in', stdout: '/fifo/e1-out', stderr: '' };
+    await t.call('exec', {
+      id: 'c1',
+      execId: 'e1',
+      ...io,
+      spec: spec({ args: ['sh'], cwd: '/', terminal: true }),
+    });
+    await t.call('resizePty', { id: 'c1', execId: 'e1', width: 90, height: 30 }); // before start
+    await t.call('start', { id: 'c1', execId: 'e1' });
+    assert.deepEqual(shim.execs[0]!.req.terminal, { rows: 30, cols: 90 }, 'the exec starts at the size set');
+    await t.call('resizePty', { id: 'c1', execId: 'e1', width: 120, height: 40 });
+    assert.deepEqual(shim.execs[0]!.resizes, [{ rows: 40, cols: 120 }]);
+    assert.equal((await t.call('state', { id: 'c1', execId: 'e1' })).terminal, true);
+    // Without a terminal, a resize changes nothing and is not an error (as in containerd's runc shim).
+    await t.call('exec', {
+      id: 'c1',
+      execId: 'e2',
+      ...io,
+      terminal: false,
+      spec: spec({ args: ['sh'], cwd: '/' }),
+    });
+    await t.call('start', { id: 'c1', execId: 'e2' });
+    await t.call('resizePty', { id: 'c1', execId: 'e2', width: 120, height: 40 });
+    assert.equal(shim.execs[1]!.req.terminal, undefined);
+    assert.deepEqual(shim.execs[1]!.resizes, []);
   });
 
   it('kill --all signals the cgroup through the sandbox; pause/resume the sandbox, not a member', async () => {
