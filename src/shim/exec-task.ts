@@ -42,7 +42,11 @@ export class ExecTask {
     };
     try {
       const terminal = this.terminal ? { terminal: this.terminal.size() } : {};
-      this.#session = await shim.exec({ t: 'exec', pid, process: this.process, ...terminal }, reply, () => undefined);
+      this.#session = await shim.exec(
+        { t: 'exec', pid, process: this.process, ...terminal },
+        reply,
+        () => undefined,
+      );
     } catch (err) {
       // The process never ran: it has exited as a shell would report it, and its FIFOs close (ctr waits for
       // its copy of them to end before it deletes the exec).
