@@ -9,7 +9,7 @@ import { ended, relayStdin } from '../platform/streams.js';
 import { UndoStack } from '../platform/undo-stack.js';
 import type { AgentProcess, ExitStatus } from '../protocol/agent/client.js';
 import { requestFigures } from '../protocol/agent/figures.js';
-import type { CgroupStats, ContainerExec } from '../protocol/agent/messages.js';
+import { type CgroupStats, type ContainerExec, cgroupStatsError } from '../protocol/agent/messages.js';
 import type { ControlReply, ResourceUpdate } from '../protocol/control/messages.js';
 import type { ControlServer, ExecSession } from '../protocol/control/server.js';
 import { currentShape, grow } from '../vm/resize.js';
@@ -225,7 +225,11 @@ export class SandboxShim implements ControlledShim {
   async stats(name: string): Promise<CgroupStats> {
     this.#needInPod(name, 'stats');
     this.#life.need('stats', ['running', 'paused'], `container ${this.id} is not running`);
-    return (await this.vm.agent.request({ op: 'cgroup-stats', name })) as CgroupStats;
+    const stats = await this.vm.agent.request({ op: 'cgroup-stats', name });
+    const bad = cgroupStatsError(stats);
+    if (bad)
+      throw new VmcError('VMC_ERR_AGENT_PROTOCOL', `VM ${this.vm.id}: the agent's stats of ${name}: ${bad}`);
+    return stats as CgroupStats;
   }
 
   /** `name` is this container or a member of its pod, and the VM is still there. */

@@ -1,8 +1,12 @@
+import { VmcError } from '../errors.js';
+import type { ResourceUpdate } from '../oci/resource-update.js';
 import { type Clock, waitAtMost } from '../platform/clock.js';
 import type { Logger } from '../platform/logger.js';
 import { signalExitCode } from '../platform/signals.js';
+import type { CgroupStats } from '../protocol/agent/messages.js';
 import type { ControlledShim } from '../sandbox/control-handler.js';
 import type { ExecTask } from './exec-task.js';
+import { OomWatch } from './oom-watch.js';
 import { exitStatusOf, ProcessExit, startFailureStatus, type TaskExit } from './process-state.js';
 import type { IoPaths, TaskIo } from './task-io.js';
 import type { TaskTerminal } from './task-terminal.js';
@@ -21,8 +25,10 @@ export interface ContainerHandle {
 export interface ContainerTaskDeps {
   clock: Clock;
   logger: Logger;
-  /** How often a running task's VM is checked while someone may wait on it (ms). */
+  /** How often a running task's VM is checked while someone may wait on it, and its cgroup for OOM (ms). */
   livenessMs: number;
+  /** The kernel killed for memory in the task's guest cgroup (the `/tasks/oom` event). */
+  onOom(): void;
 }
 
 /** The status State reports (containerd.v1.types.Status names). */
@@ -62,6 +68,25 @@ export class ContainerTask {
     return this.handle.shim;
   }
 
+  /** The shim that owns the VM: the sandbox's for a pod member (signal-all, update and stats go to it). */
+  get owner(): ControlledShim {
+    return this.sandbox?.shim ?? this.shim;
+  }
+
+  /** The usage and limits of this container's guest cgroup (read in the guest by the VM's owner). */
+  stats(): Promise<CgroupStats> {
+    const owner = this.owner;
+    if (!owner.stats) throw new VmcError('VMC_ERR_SHIM_UNSUPPORTED', `task ${this.id}: no stats here`);
+    return owner.stats(this.id);
+  }
+
+  /** New limits for this container's guest cgroup (a higher memory limit grows the VM first). */
+  update(r: ResourceUpdate): Promise<void> {
+    const owner = this.owner;
+    if (!owner.update) throw new VmcError('VMC_ERR_SHIM_UNSUPPORTED', `task ${this.id}: no update here`);
+    return owner.update(this.id, r);
+  }
+
   /** The status State reports. */
   get status(): TaskStatus {
     if (this.end.exit) return 'stopped';
@@ -92,6 +117,17 @@ export class ContainerTask {
       throw err;
     }
     this.#watch();
+    if (this.owner.stats) {
+      const oom = new OomWatch({
+        oomKills: async () => (await this.stats()).memory.events.oom_kill ?? 0,
+        active: () => this.status === 'running',
+        onOom: () => this.deps.onOom(),
+        clock: this.deps.clock,
+        everyMs: this.deps.livenessMs,
+      });
+      oom.start();
+      void this.end.exited.then(() => oom.stop());
+    }
   }
 
   /** Whether the VM holding this container is there (the sandbox's for a member). */

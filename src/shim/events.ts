@@ -8,6 +8,7 @@ import {
   TaskExecAdded,
   TaskExecStarted,
   TaskExit,
+  TaskOOM,
   TaskPaused,
   TaskResumed,
   TaskStart,
@@ -25,7 +26,8 @@ export type TaskEvent =
   | { topic: '/tasks/exec-added'; event: TaskExecAdded }
   | { topic: '/tasks/exec-started'; event: TaskExecStarted }
   | { topic: '/tasks/paused'; event: TaskPaused }
-  | { topic: '/tasks/resumed'; event: TaskResumed };
+  | { topic: '/tasks/resumed'; event: TaskResumed }
+  | { topic: '/tasks/oom'; event: TaskOOM };
 
 /** Where task events go; `publish` never blocks and never throws (delivery is the publisher's business). */
 export interface EventSink {
@@ -55,6 +57,8 @@ function encodeEvent(e: TaskEvent): { typeUrl: string; value: Buffer } {
       return enc('TaskPaused', TaskPaused, e.event);
     case '/tasks/resumed':
       return enc('TaskResumed', TaskResumed, e.event);
+    case '/tasks/oom':
+      return enc('TaskOOM', TaskOOM, e.event);
   }
 }
 

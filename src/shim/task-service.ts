@@ -8,8 +8,9 @@ import type { CallContext, ServiceImplementation } from '../protocol/ttrpc/servi
 import type { TaskBackend } from './backend.js';
 import { ContainerTask, type TaskStatus } from './container-task.js';
 import type { EventSink } from './events.js';
-import { execProcessOfSpec } from './exec-spec.js';
 import { ExecTask } from './exec-task.js';
+import { metricsOf } from './metrics.js';
+import { execProcessOfSpec, resourceUpdateOfAny } from './oci-any.js';
 import type { TaskExit } from './process-state.js';
 import { absolutePath, execId, ioPath, signalNumber, taskId } from './request-checks.js';
 import type { IoOpener, IoPaths } from './task-io.js';
@@ -47,8 +48,8 @@ const notFound = (what: string) => new VmcError('VMC_ERR_SHIM_TASK_NOT_FOUND', `
  * takes a VM from the cache, member tasks join it (see VmBackend). Every request is checked here, at the edge
  * (an id or path that is not one is InvalidArgument naming the field); an unknown task or exec is NotFound;
  * the status mapping is `taskStatusOf`. A `terminal: true` task or exec gets a pty in the guest (TaskTerminal:
- * its output is on the stdout FIFO, ResizePty sets its size). Checkpoint, Stats and Update are not
- * implemented (Unimplemented).
+ * its output is on the stdout FIFO, ResizePty sets its size). Checkpoint is not implemented (Unimplemented). Stats and Update reach the container's guest cgroup through the VM's owner:
+ * Metrics in cgroup v2's shape (metrics.ts), a LinuxResources update as `vmcache update` applies it.
  */
 export class TaskService {
   readonly #tasks = new Map<string, ContainerTask>();
@@ -108,7 +109,12 @@ export class TaskService {
           throw err;
         }
         const sandbox = handle.shim.sandboxId ? (this.#tasks.get(handle.shim.sandboxId) ?? null) : null;
-        const deps = { clock: this.#d.clock, logger: this.#d.logger, livenessMs: this.#d.livenessMs };
+        const deps = {
+          clock: this.#d.clock,
+          logger: this.#d.logger,
+          livenessMs: this.#d.livenessMs,
+          onOom: () => this.#d.events.publish({ topic: '/tasks/oom', event: { containerId: id } }),
+        };
         const terminal = r.terminal ? new TaskTerminal() : null;
         const task = new ContainerTask(id, bundle, handle, io, paths, terminal, sandbox, deps);
         this.#tasks.set(id, task);
@@ -184,7 +190,7 @@ export class TaskService {
           await exec.kill(sig, signalExitCode(sig));
           return {};
         }
-        const owner = task.sandbox?.shim ?? task.shim;
+        const owner = task.owner;
         if (r.all && task.status === 'running' && owner.signalAll) await owner.signalAll(task.id, sig);
         else await task.shim.kill(sig);
         return {};
@@ -260,7 +266,25 @@ export class TaskService {
 
       pids: async (r) => {
         const { task } = this.#find({ id: r.id, execId: '' });
-        return { processes: task.end.exit ? [] : [{ pid: this.#d.pid, info: undefined }] };
+        if (task.end.exit) return { processes: [] };
+        // The guest's pids of the container's cgroup while it runs; before (and while the VM is frozen,
+        // when the agent cannot answer) the daemon stands for them.
+        const pids = task.status === 'running' ? (await task.stats()).procs : [this.#d.pid];
+        return { processes: pids.map((pid) => ({ pid, info: undefined })) };
+      },
+
+      stats: async (r) => {
+        const { task } = this.#find({ id: r.id, execId: '' });
+        this.#need(task, 'stats', ['running']);
+        return { stats: metricsOf(await task.stats()) };
+      },
+
+      update: async (r) => {
+        const { task } = this.#find({ id: r.id, execId: '' });
+        const u = resourceUpdateOfAny(r.resources, (msg) => this.#d.logger.warn({ id: task.id }, msg));
+        this.#need(task, 'update', ['running', 'paused']);
+        if (Object.keys(u).length) await task.update(u);
+        return {};
       },
 
       pause: async (r) => this.#pauseResume(r.id, 'pause'),
@@ -276,6 +300,14 @@ export class TaskService {
         return {};
       },
     };
+  }
+
+  #need(task: ContainerTask, op: string, states: TaskStatus[]): void {
+    if (!states.includes(task.status))
+      throw new VmcError(
+        'VMC_ERR_INVALID_STATE',
+        `task ${task.id} is ${task.status}: ${op} needs ${states.join(' or ')}`,
+      );
   }
 
   async #pauseResume(rawId: string, op: 'pause' | 'resume') {

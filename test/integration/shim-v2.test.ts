@@ -102,7 +102,7 @@ describe('containerd shim v2: ctr drives containerd-shim-vmcache-v2 (real contai
   });
 
   after(async () => {
-    const ids = ['s0', 's1', 's2', 's3', 's4', 's5', 's6'];
+    const ids = ['s0', 's1', 's2', 's3', 's4', 's5', 's6', 's7'];
     for (const t of ids) await ctr(['task', 'rm', '-f', t]);
     await ctr(['container', 'rm', ...ids]);
     containerd.kill('SIGTERM');
@@ -246,6 +246,71 @@ describe('containerd shim v2: ctr drives containerd-shim-vmcache-v2 (real contai
     assert.deepEqual(taskVms(), []);
   });
 
+  it('ctr task metrics (cgroup v2 Metrics from the guest), --memory-limit (read in the guest), an OOM event, ps', async () => {
+    await poolReady(1);
+    // ctr 1.6 has no `task update`: the CRI test drives Update (UpdateContainerResources).
+    const limit = ['--memory-limit', String(64 << 20)];
+    const d = await ctr(['run', '-d', '--runtime', RUNTIME, ...limit, IMAGE, 's7', 'sleep', '600']);
+    assert.equal(d.code, 0, d.stderr);
+    const metric = async (name: string) => {
+      const m = await ctr(['task', 'metrics', 's7']);
+      assert.equal(m.code, 0, m.stderr);
+      const v = new RegExp(`^${name.replace('.', '\\.')}\\s+(\\d+)`, 'm').exec(m.stdout);
+      assert.ok(v, `${name} in ${m.stdout}`);
+      return Number(v[1]);
+    };
+    assert.ok((await metric('memory.usage')) > 0, 'memory in use');
+    assert.ok((await metric('pids.current')) >= 1);
+    const cpu0 = await metric('cpu.usage_usec');
+    const busy = await ctr([
+      'task',
+      'exec',
+      '--exec-id',
+      'm1',
+      's7',
+      'sh',
+      '-c',
+      'i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done',
+    ]);
+    assert.equal(busy.code, 0, busy.stderr);
+    assert.ok((await metric('cpu.usage_usec')) > cpu0, 'CPU use grows with load');
+    const ps = await ctr(['task', 'ps', 's7']);
+    assert.match(ps.stdout, /^\s*\d+/m, 'guest pids');
+
+    // ctr's spec mounts no /sys/fs/cgroup in the container: the limit shows in the Metrics, read in the guest.
+    assert.equal(await metric('memory.usage_limit'), 64 << 20, 'the limit of the guest cgroup');
+
+    // A process past the limit is killed by the guest kernel: containerd gets /tasks/oom for s7.
+    const events = spawn('ctr', ['--address', `${ctd}/c.sock`, 'events'], { env: ctdEnv });
+    let seen = '';
+    events.stdout.on('data', (b: Buffer) => {
+      seen += b.toString();
+    });
+    try {
+      await sleep(500); // subscribed
+      const hog = await ctr([
+        'task',
+        'exec',
+        '--exec-id',
+        'm3',
+        's7',
+        'sh',
+        '-c',
+        'head -c 200000000 /dev/zero | tail',
+      ]);
+      assert.notEqual(hog.code, 0, 'the hog was killed');
+      await waitFor('the /tasks/oom event of s7', () => /\/tasks\/oom .*"s7"/.test(seen), 15_000);
+    } finally {
+      events.kill();
+    }
+    assert.match(await taskLine('s7'), /RUNNING/, 'the container itself lives on');
+    assert.equal((await ctr(['task', 'kill', '-s', 'SIGKILL', 's7'])).code, 0);
+    await waitFor('s7 to stop', async () => /STOPPED/.test(await taskLine('s7')));
+    assert.equal((await ctr(['task', 'rm', 's7'])).code, 0);
+    assert.equal((await ctr(['container', 'rm', 's7'])).code, 0);
+    await waitFor('the daemon to exit', () => daemons().length === 0, 10_000);
+  });
+
   it('kill -9 of the daemon: containerd runs delete, the task exits 137, no QEMU, mount or socket is left', async () => {
     await poolReady(1);
     const d = await ctr(['run', '-d', '--runtime', RUNTIME, IMAGE, 's3', 'sleep', '600']);
@@ -262,7 +327,8 @@ describe('containerd shim v2: ctr drives containerd-shim-vmcache-v2 (real contai
     );
     await waitFor('the VM to go', () => taskVms().length === 0, 20_000);
     assert.deepEqual(mountsUnder(b), [], 'no rootfs mount left');
-    assert.equal(existsSync(socket), false, 'no shim socket left');
+    // The shim's `delete` (containerd's cleanup) removes the socket after the VM: wait for it as for the VM.
+    await waitFor('the shim socket to go', () => !existsSync(socket), 10_000);
     assert.deepEqual(daemons(), []);
   });
 

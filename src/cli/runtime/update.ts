@@ -1,8 +1,8 @@
 import { readFileSync } from 'node:fs';
 import { VmcError } from '../../errors.js';
 import { CPU_PERIOD_RANGE, CPU_QUOTA_RANGE, MAX_PIDS_LIMIT, MIN_MEMORY_LIMIT } from '../../oci/bundle.js';
+import { type ResourceUpdate, resourceUpdateOf } from '../../oci/resource-update.js';
 import { At } from '../../oci/validate.js';
-import type { ResourceUpdate } from '../../protocol/control/messages.js';
 import { connectShim, type RuntimeContext, requireStatus } from './common.js';
 
 /** Options of `update` (runc's, those vmcache applies). */
@@ -14,17 +14,6 @@ interface UpdateOptions {
   pidsLimit?: string;
 }
 
-/** Fields of runc's resources JSON that vmcache applies; the others are named in a warning. */
-const APPLIED = { memory: ['limit'], cpu: ['quota', 'period'], pids: ['limit'] } as const;
-
-/** `-1` (or a negative number) removes a limit, as in runc; anything else must lie in the kernel's range. */
-function limit(a: At, [lo, hi]: readonly [number, number], unit: string): number | null {
-  const v = a.int();
-  if (v < 0) return null;
-  if (v < lo || v > hi) a.fail(`from ${lo} to ${hi} ${unit}, or -1 for no limit`);
-  return v;
-}
-
 /** runc's `-r FILE` (`-` for stdin): a LinuxResources object, read for what vmcache applies. */
 function fromFile(file: string, warn: (msg: string) => void): ResourceUpdate {
   const name = file === '-' ? '(stdin)' : file;
@@ -34,27 +23,7 @@ function fromFile(file: string, warn: (msg: string) => void): ResourceUpdate {
   } catch (e) {
     throw new VmcError('VMC_ERR_OCI_INVALID', `${name}: not a readable JSON file (${(e as Error).message})`);
   }
-  const a = new At(json, '', name);
-  const o = a.object();
-  const r: ResourceUpdate = {};
-  const ignored: string[] = [];
-  for (const [k, v] of Object.entries(o)) {
-    const applied = (APPLIED as Record<string, readonly string[]>)[k];
-    if (!applied) ignored.push(k);
-    else if (v && typeof v === 'object')
-      for (const f of Object.keys(v)) if (!applied.includes(f)) ignored.push(`${k}.${f}`);
-  }
-  if (ignored.length)
-    warn(`${name}: not applied by vmcache (the VM's own limits cover them): ${ignored.join(', ')}`);
-  const mem = a.get('memory').get('limit');
-  if (mem.exists()) r.memory = limit(mem, [MIN_MEMORY_LIMIT, Number.MAX_SAFE_INTEGER], 'bytes');
-  const quota = a.get('cpu').get('quota');
-  if (quota.exists()) r.cpuQuota = limit(quota, CPU_QUOTA_RANGE, 'µs');
-  const period = a.get('cpu').get('period');
-  if (period.exists() && period.uint() > 0) r.cpuPeriod = limit(period, CPU_PERIOD_RANGE, 'µs') ?? undefined;
-  const pids = a.get('pids').get('limit');
-  if (pids.exists()) r.pids = limit(pids, [1, MAX_PIDS_LIMIT], 'processes');
-  return r;
+  return resourceUpdateOf(new At(json, '', name), (msg) => warn(`${name}: ${msg}`));
 }
 
 /** A flag's integer: bytes may have a k, m or g suffix (`512m`, as runc takes them); -1 removes the limit. */

@@ -268,6 +268,10 @@ export const linuxOps: GuestOps = {
       },
       cpu: flat(opt('cpu.stat')),
       pids: { current: Number(opt('pids.current') || 0), max: limit(opt('pids.max')) },
+      procs: opt('cgroup.procs')
+        .split('\n')
+        .filter((l) => l !== '')
+        .map(Number),
     };
   },
   async waitForNic(mac, timeoutMs) {

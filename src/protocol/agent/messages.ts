@@ -45,6 +45,25 @@ export interface CgroupStats {
   /** `cpu.stat`: usage_usec, user_usec, system_usec, nr_periods, nr_throttled, throttled_usec. */
   cpu: Record<string, number>;
   pids: { current: number; max: number | null };
+  /** The guest pids in the cgroup (`cgroup.procs`), for `ps` and the shim's Pids. */
+  procs: number[];
+}
+
+/** Why an agent's `cgroup-stats` answer is not a CgroupStats (naming the field), or null. */
+export function cgroupStatsError(v: unknown): string | null {
+  const num = (x: unknown) => typeof x === 'number' && Number.isFinite(x) && x >= 0;
+  const limit = (x: unknown) => x === null || num(x);
+  const flat = (x: unknown) => isObj(x) && Object.values(x).every(num);
+  if (!isObj(v) || !isObj(v.memory) || !isObj(v.pids)) return 'cgroup stats must have memory and pids';
+  const m = v.memory;
+  if (!num(m.current) || !limit(m.max) || !limit(m.peak))
+    return 'memory.current, max or peak is not a number';
+  if (!flat(m.stat) || !flat(m.events) || !flat(v.cpu))
+    return 'memory.stat, memory.events or cpu is not a map of numbers';
+  if (!num(v.pids.current) || !limit(v.pids.max)) return 'pids.current or max is not a number';
+  if (!Array.isArray(v.procs) || !v.procs.every((p) => Number.isSafeInteger(p) && p > 0))
+    return 'procs is not a list of pids';
+  return null;
 }
 
 /** Why `v` is not a window size (1 to 65535 rows and columns), or null. */

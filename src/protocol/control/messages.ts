@@ -5,6 +5,7 @@
  */
 
 import { CPU_PERIOD_RANGE, CPU_QUOTA_RANGE, MAX_PIDS_LIMIT, MIN_MEMORY_LIMIT } from '../../oci/bundle.js';
+import type { ResourceUpdate } from '../../oci/resource-update.js';
 import {
   type ContainerExec,
   containerError,
@@ -16,16 +17,7 @@ import {
 } from '../agent/messages.js';
 import { isContainerId, isObj, isOneOf, isUint, shownValue } from '../guards.js';
 
-/**
- * New limits for a container's guest cgroup (`update`): a field left out stays as it is, null removes the
- * limit. Memory in bytes, CPU quota and period in µs (cgroup v2 `cpu.max`).
- */
-export interface ResourceUpdate {
-  memory?: number | null;
-  cpuQuota?: number | null;
-  cpuPeriod?: number;
-  pids?: number | null;
-}
+export type { ResourceUpdate };
 
 /** Why `v` is not a ResourceUpdate (naming the field), or null. */
 export function resourceUpdateError(v: unknown, at: string): string | null {

@@ -1,6 +1,8 @@
 import { PassThrough } from 'node:stream';
+import type { ResourceUpdate } from '../../../src/oci/resource-update.js';
 import type { WindowSize } from '../../../src/platform/terminal.js';
 import type { ExitStatus } from '../../../src/protocol/agent/client.js';
+import type { CgroupStats } from '../../../src/protocol/agent/messages.js';
 import type { ControlReply } from '../../../src/protocol/control/messages.js';
 import type { ExecSession } from '../../../src/protocol/control/server.js';
 import type { ControlledShim, ExecControlRequest } from '../../../src/sandbox/control-handler.js';
@@ -29,6 +31,11 @@ export class FakeShim implements ControlledShim {
   pause?: () => Promise<void>;
   resume?: () => Promise<void>;
   signalAll?: (name: string, signal: string) => Promise<unknown>;
+  update?: (name: string, r: ResourceUpdate) => Promise<void>;
+  stats?: (name: string) => Promise<CgroupStats>;
+  readonly updates: Array<[string, ResourceUpdate]> = [];
+  /** What `stats` answers for each container name (the sandbox's and its members'). */
+  readonly cgroups = new Map<string, CgroupStats>();
 
   constructor(
     readonly id: string,
@@ -45,6 +52,12 @@ export class FakeShim implements ControlledShim {
         this.status = 'running';
       };
       this.signalAll = async (name, signal) => this.signalledAll.push([name, signal]);
+      this.update = async (name, r) => void this.updates.push([name, r]);
+      this.stats = async (name) => {
+        const st = this.cgroups.get(name);
+        if (!st) throw new Error(`no container cgroup ${name}`);
+        return st;
+      };
     }
   }
 
@@ -125,4 +138,20 @@ export function fakeIo(): { open: IoOpener; outputs: Map<string, string>; closed
     return io;
   };
   return { open, outputs, closed };
+}
+
+/** A guest cgroup's stats as the agent reads them (`oomKills` killed for memory so far). */
+export function cgroupStats(oomKills = 0, procs = [7, 9]): CgroupStats {
+  return {
+    memory: {
+      current: 5 << 20,
+      max: null,
+      peak: 6 << 20,
+      stat: { anon: 3 << 20, inactive_file: 1 << 20, kernel_stack: 16384, not_in_metrics: 1 },
+      events: { oom: oomKills, oom_kill: oomKills },
+    },
+    cpu: { usage_usec: 1500, user_usec: 1000, system_usec: 500 },
+    pids: { current: procs.length, max: 100 },
+    procs,
+  };
 }

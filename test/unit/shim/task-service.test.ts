@@ -1,18 +1,20 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { nullLogger } from '../../../src/platform/logger.js';
+import { Metrics } from '../../../src/protocol/shim/generated/containerd/cgroups/v2/metrics.js';
 import { TaskDefinition } from '../../../src/protocol/shim/generated/containerd/runtime/task/v2/shim.js';
 import { Status } from '../../../src/protocol/shim/generated/containerd/types/task/task.js';
 import { TtrpcClient } from '../../../src/protocol/ttrpc/client.js';
 import { TtrpcServer } from '../../../src/protocol/ttrpc/server.js';
 import { RpcCode, rpcCodeOf } from '../../../src/protocol/ttrpc/status.js';
 import type { TaskEvent } from '../../../src/shim/events.js';
-import { PROCESS_TYPE_URL } from '../../../src/shim/exec-spec.js';
+import { METRICS_TYPE_URL } from '../../../src/shim/metrics.js';
+import { PROCESS_TYPE_URL, RESOURCES_TYPE_URL } from '../../../src/shim/oci-any.js';
 import { TaskService } from '../../../src/shim/task-service.js';
 import { taskStatusOf } from '../../../src/shim/task-status.js';
 import { duplexPair } from '../../helpers/duplex-pair.js';
 import { ManualClock, settle } from '../../helpers/manual-clock.js';
-import { FakeBackend, fakeIo } from './fake-shim.js';
+import { cgroupStats, FakeBackend, fakeIo } from './fake-shim.js';
 
 const PID = 4242;
 
@@ -304,6 +306,62 @@ describe('shim Task service (over fakes, through a ttrpc server)', () => {
     assert.deepEqual(t.backend.shims.get('sb')!.signals, ['SIGKILL']);
     const running = await rejection(t.call('delete', { id: 'm-1', execId: '' }));
     assert.equal(running.code, RpcCode.FailedPrecondition, 'a running task is not deleted');
+  });
+
+  it('Stats (cgroup v2 Metrics), Update (LinuxResources), Pids (guest pids) through the VM owner; OOM events', async () => {
+    const t = setup();
+    await t.create('sb');
+    const sb = t.backend.shims.get('sb')!;
+    const notYet = await rejection(t.call('stats', { id: 'sb' }));
+    assert.equal(notYet.code, RpcCode.FailedPrecondition, notYet.message);
+    await t.call('start', { id: 'sb', execId: '' });
+    await t.create('m-1');
+    await t.call('start', { id: 'm-1', execId: '' });
+    sb.cgroups.set('sb', cgroupStats());
+    sb.cgroups.set('m-1', cgroupStats(0, [12]));
+    const r = await t.call('stats', { id: 'm-1' });
+    assert.equal(r.stats?.typeUrl, METRICS_TYPE_URL);
+    const m = Metrics.decode(r.stats!.value);
+    assert.equal(m.memory?.usage, 5n << 20n);
+    assert.equal(m.memory?.usageLimit, 2n ** 64n - 1n, 'no limit reads as the largest uint64');
+    assert.equal(m.memory?.inactiveFile, 1n << 20n);
+    assert.equal(m.memory?.kernelStack, 16384n);
+    assert.equal(m.cpu?.usageUsec, 1500n);
+    assert.deepEqual([m.pids?.current, m.pids?.limit], [1n, 100n]);
+    const pids = await t.call('pids', { id: 'm-1' });
+    assert.deepEqual(
+      pids.processes.map((p) => p.pid),
+      [12],
+      "the member's guest pids, from its sandbox",
+    );
+
+    const resources = (v: unknown) => ({
+      typeUrl: RESOURCES_TYPE_URL,
+      value: Buffer.from(JSON.stringify(v)),
+    });
+    const upd = { memory: { limit: 256 << 20 }, cpu: { shares: 512, quota: 50000, period: 100000 } };
+    await t.call('update', { id: 'm-1', resources: resources(upd), annotations: {} });
+    assert.deepEqual(sb.updates, [['m-1', { memory: 256 << 20, cpuQuota: 50000, cpuPeriod: 100000 }]]);
+    const bad = await rejection(
+      t.call('update', { id: 'm-1', resources: resources({ memory: { limit: 5 } }), annotations: {} }),
+    );
+    assert.equal(bad.code, RpcCode.InvalidArgument);
+    assert.match(bad.message, /UpdateTaskRequest\.resources: memory\.limit must be/);
+    const none = await rejection(t.call('update', { id: 'm-1', resources: undefined, annotations: {} }));
+    assert.equal(none.code, RpcCode.InvalidArgument);
+    assert.equal(sb.updates.length, 1, 'a bad update changes nothing');
+
+    // OOM: memory.events oom_kill going up is a /tasks/oom event for that container.
+    await t.clock.advance(1_000);
+    await settle();
+    sb.cgroups.set('m-1', cgroupStats(1, [12]));
+    await t.clock.advance(1_000);
+    await settle();
+    const ooms = t.events.filter((e) => e.topic === '/tasks/oom');
+    assert.deepEqual(
+      ooms.map((e) => e.event),
+      [{ containerId: 'm-1' }],
+    );
   });
 
   it('Wait is bounded by the VM: a dead VM ends the task (and its member) with 128+SIGKILL', async () => {

@@ -21,6 +21,7 @@ const stats: CgroupStats = {
     throttled_usec: 40,
   },
   pids: { current: 2, max: 50 },
+  procs: [1, 7],
 };
 
 describe("events: runc's JSON from a guest cgroup", () => {

@@ -38,6 +38,7 @@ function fakeOps() {
             memory: { current: 1, max: null, peak: 2, stat: { anon: 3 }, events: { oom_kill: 0 } },
             cpu: { usage_usec: 5 },
             pids: { current: 1, max: 10 },
+            procs: [7],
           }
         : null,
     waitForNic: async (mac) => {
