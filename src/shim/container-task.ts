@@ -14,6 +14,9 @@ import type { TaskTerminal } from './task-terminal.js';
 /** How long a failed start waits for the container's stop (its VM's destruction) before it answers. */
 const STOP_AFTER_FAILED_START_MS = 10_000;
 
+/** Liveness ticks a container (or its sandbox) being stopped has to end the task once its VM is gone. */
+const STOPPING_GRACE_TICKS = 5;
+
 /** A container as a backend made it: its shim (SandboxShim or MemberShim) and how to tell its VM lives. */
 export interface ContainerHandle {
   readonly shim: ControlledShim;
@@ -142,12 +145,25 @@ export class ContainerTask {
   }
 
   #watch(): void {
+    // Ticks a stop under way may take to end the task itself once its VM is gone (the shim destroys the VM
+    // first, then records the exit): past them the task ends as if the VM had died.
+    let grace = STOPPING_GRACE_TICKS;
     const tick = () => {
       if (this.end.exit) return;
       if (!this.vmAlive()) {
-        this.deps.logger.error(
+        // The container's own stop, or its sandbox's (a pod being stopped), destroyed the VM: not a fault.
+        const stopping = this.shim.status === 'stopped' || this.owner.status === 'stopped';
+        if (stopping && grace-- > 0) {
+          this.#stopWatch = this.deps.clock.setTimeout(tick, this.deps.livenessMs);
+          return;
+        }
+        const log = stopping ? this.deps.logger.info : this.deps.logger.error;
+        log.call(
+          this.deps.logger,
           { id: this.id },
-          'the VM of the task is gone (QEMU exited or was killed): the task exits with 128+SIGKILL',
+          stopping
+            ? 'the VM of the task was stopped before its exit came: the task exits with 128+SIGKILL'
+            : 'the VM of the task is gone (QEMU exited or was killed): the task exits with 128+SIGKILL',
         );
         this.#finish(signalExitCode('SIGKILL'));
         return;

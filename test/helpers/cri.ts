@@ -78,6 +78,9 @@ export function criClient(socket: string) {
     execSync: unary(c, c.execSync, api.ExecSyncRequest),
     /** A streaming exec's URL on containerd's streaming server (`streamExec` in cri-stream.ts attaches to it). */
     exec: unary(c, c.exec, api.ExecRequest),
+    updateContainerResources: unary(c, c.updateContainerResources, api.UpdateContainerResourcesRequest),
+    containerStats: unary(c, c.containerStats, api.ContainerStatsRequest),
+    listContainerStats: unary(c, c.listContainerStats, api.ListContainerStatsRequest),
     close: () => c.close(),
   };
 }

@@ -7,6 +7,7 @@ import { startCacheServer } from '../helpers/cache-server.js';
 import { run, VMCACHE } from '../helpers/cli.js';
 import { ContainerState, PodSandboxState } from '../helpers/cri/generated/cri/api.js';
 import { BUSYBOX_IMAGE, type CriClient, type CriNode, startCriNode } from '../helpers/cri.js';
+import { exitCode, streamExec } from '../helpers/cri-stream.js';
 import { runtimeEnv } from '../helpers/runtime-cli.js';
 import { pidsMentioning, vmDirsLeft } from '../helpers/vm-env.js';
 
@@ -86,6 +87,53 @@ describe('Kubernetes CRI: containerd runs pods in VMs from the cache (real QEMU)
   });
 
   /**
+   * What only the shim v2 path serves (the runc-CLI path has no fd passing for a terminal, and runc's shim
+   * would read the host process's cgroup for stats): `kubectl exec -it` (a streaming exec with a tty and a
+   * resize), UpdateContainerResources, and the kubelet's container stats.
+   */
+  const shimV2Extras = async (pod: string, c1: string, c2: string) => {
+    // containerd applies the first resize after the process starts: the shell waits for it (at most 10 s).
+    const wait = 'i=0; until [ "$(stty size)" = "33 101" ] || [ $i -ge 100 ]; do sleep 0.1; i=$((i+1)); done';
+    const cmd = ['sh', '-c', `tty; ${wait}; echo "size $(stty size)"`];
+    const { url } = await cri.exec({
+      containerId: c1,
+      cmd,
+      tty: true,
+      stdin: true,
+      stdout: true,
+      stderr: false,
+    });
+    const tty = await streamExec(url, { resize: { rows: 33, cols: 101 }, deadlineMs: 60_000 });
+    assert.match(tty.stdout, /^\/dev\/pts\/\d+\r\n/, 'a pty in the guest');
+    assert.match(tty.stdout, /size 33 101\r\n$/, 'sized by the resize');
+    assert.equal(exitCode(tty.status), 0);
+
+    await cri.updateContainerResources({
+      containerId: c1,
+      linux: { memoryLimitInBytes: 320 * 2 ** 20, cpuQuota: 50_000, cpuPeriod: 100_000, cpuShares: 512 },
+    });
+    const limits = await exec(c1, ['cat', '/sys/fs/cgroup/memory.max', '/sys/fs/cgroup/cpu.max']);
+    assert.equal(limits.stdout, `${320 * 2 ** 20}\n50000 100000\n`, 'the new limits, in the guest');
+
+    const stats = async (id: string) => (await cri.containerStats({ containerId: id })).stats!;
+    const before = await stats(c1);
+    assert.ok((before.memory?.workingSetBytes?.value ?? 0n) > 0n, 'a working set');
+    assert.ok((before.cpu?.usageCoreNanoSeconds?.value ?? 0n) > 0n, 'CPU time');
+    await exec(c1, ['sh', '-c', 'i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done']);
+    const afterLoad = await stats(c1);
+    assert.ok(
+      afterLoad.cpu!.usageCoreNanoSeconds!.value > before.cpu!.usageCoreNanoSeconds!.value,
+      'CPU time grows with load',
+    );
+    const list = await cri.listContainerStats({ filter: { id: '', podSandboxId: pod } });
+    assert.deepEqual(
+      list.stats.map((x) => x.attributes?.id).sort(),
+      [c1, c2].sort(),
+      "the pod's two containers",
+    );
+  };
+
+  /**
    * One pod's life through `handler`: `vmcache` (containerd's runc shim running the vmcache CLI) or
    * `vmcache-v2` (vmcache's shim v2 daemon); `records` is where that path keeps its containers' records.
    */
@@ -125,6 +173,7 @@ describe('Kubernetes CRI: containerd runs pods in VMs from the cache (real QEMU)
       kib > 600 * 1024,
       `the pod VM (512 MiB: MemTotal ~450 MiB) grew by the container's 256 MiB (MemTotal ${kib} KiB)`,
     );
+    if (handler === 'vmcache-v2') await shimV2Extras(pod, c1, c2);
     const failed = await exec(c2, ['sh', '-c', 'echo to-stderr >&2; exit 3']);
     assert.deepEqual([failed.code, failed.stderr], [3, 'to-stderr\n']);
 
@@ -144,7 +193,7 @@ describe('Kubernetes CRI: containerd runs pods in VMs from the cache (real QEMU)
       'stopping the pod stops its containers',
     );
     for (let i = 0; (await containerVms()).length > 0; i++) {
-      if (i > 100) assert.fail('the VM outlived its pod');
+      if (i > 100) assert.fail(`the VM outlived its pod: ${node.errors().join('\n')}`);
       await sleep(100);
     }
     await cri.removePodSandbox({ podSandboxId: pod });

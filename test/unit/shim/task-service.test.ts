@@ -308,6 +308,22 @@ describe('shim Task service (over fakes, through a ttrpc server)', () => {
     assert.equal(running.code, RpcCode.FailedPrecondition, 'a running task is not deleted');
   });
 
+  it("a VM gone under a stop under way is not a fault: the stop's own exit ends the task", async () => {
+    const t = setup();
+    await t.create('sb');
+    await t.call('start', { id: 'sb', execId: '' });
+    const waited = t.call('wait', { id: 'sb', execId: '' });
+    const sb = t.backend.shims.get('sb')!;
+    sb.status = 'stopped'; // its stop has begun: the VM is destroyed first, the exit recorded after
+    t.backend.vmAlive = false;
+    await t.clock.advance(3_000);
+    await settle();
+    assert.equal((await t.call('state', { id: 'sb', execId: '' })).status, Status.STOPPED);
+    assert.equal(t.events.filter((e) => e.topic === '/tasks/exit').length, 0, 'no exit yet');
+    sb.exit({ code: 0, signal: null });
+    assert.equal((await waited).exitStatus, 0, "the process's own status, not 137");
+  });
+
   it('Stats (cgroup v2 Metrics), Update (LinuxResources), Pids (guest pids) through the VM owner; OOM events', async () => {
     const t = setup();
     await t.create('sb');

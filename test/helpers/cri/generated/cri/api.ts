@@ -423,6 +423,66 @@ export interface ExecResponse {
   url: string;
 }
 
+export interface UpdateContainerResourcesRequest {
+  containerId: string;
+  linux: LinuxContainerResources | undefined;
+}
+
+export interface UpdateContainerResourcesResponse {
+}
+
+export interface ContainerStatsRequest {
+  containerId: string;
+}
+
+export interface ContainerStatsResponse {
+  stats: ContainerStats | undefined;
+}
+
+export interface ContainerStatsFilter {
+  id: string;
+  podSandboxId: string;
+}
+
+export interface ListContainerStatsRequest {
+  filter: ContainerStatsFilter | undefined;
+}
+
+export interface ListContainerStatsResponse {
+  stats: ContainerStats[];
+}
+
+export interface ContainerAttributes {
+  id: string;
+  metadata: ContainerMetadata | undefined;
+}
+
+export interface UInt64Value {
+  value: bigint;
+}
+
+export interface CpuUsage {
+  timestamp: bigint;
+  usageCoreNanoSeconds: UInt64Value | undefined;
+  usageNanoCores: UInt64Value | undefined;
+}
+
+export interface MemoryUsage {
+  timestamp: bigint;
+  workingSetBytes: UInt64Value | undefined;
+  availableBytes: UInt64Value | undefined;
+  usageBytes: UInt64Value | undefined;
+  rssBytes: UInt64Value | undefined;
+  pageFaults: UInt64Value | undefined;
+  majorPageFaults: UInt64Value | undefined;
+}
+
+export interface ContainerStats {
+  attributes: ContainerAttributes | undefined;
+  cpu: CpuUsage | undefined;
+  memory: MemoryUsage | undefined;
+}
+
 function createBaseVersionRequest(): VersionRequest {
   return { version: "" };
 }
@@ -5356,6 +5416,1108 @@ export const ExecResponse: MessageFns<ExecResponse> = {
   },
 };
 
+function createBaseUpdateContainerResourcesRequest(): UpdateContainerResourcesRequest {
+  return { containerId: "", linux: undefined };
+}
+
+export const UpdateContainerResourcesRequest: MessageFns<UpdateContainerResourcesRequest> = {
+  encode(message: UpdateContainerResourcesRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.containerId !== "") {
+      writer.uint32(10).string(message.containerId);
+    }
+    if (message.linux !== undefined) {
+      LinuxContainerResources.encode(message.linux, writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): UpdateContainerResourcesRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseUpdateContainerResourcesRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.containerId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.linux = LinuxContainerResources.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): UpdateContainerResourcesRequest {
+    return {
+      containerId: isSet(object.containerId)
+        ? globalThis.String(object.containerId)
+        : isSet(object.container_id)
+        ? globalThis.String(object.container_id)
+        : "",
+      linux: isSet(object.linux) ? LinuxContainerResources.fromJSON(object.linux) : undefined,
+    };
+  },
+
+  toJSON(message: UpdateContainerResourcesRequest): unknown {
+    const obj: any = {};
+    if (message.containerId !== "") {
+      obj.containerId = message.containerId;
+    }
+    if (message.linux !== undefined) {
+      obj.linux = LinuxContainerResources.toJSON(message.linux);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<UpdateContainerResourcesRequest>): UpdateContainerResourcesRequest {
+    return UpdateContainerResourcesRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<UpdateContainerResourcesRequest>): UpdateContainerResourcesRequest {
+    const message = createBaseUpdateContainerResourcesRequest();
+    message.containerId = object.containerId ?? "";
+    message.linux = (object.linux !== undefined && object.linux !== null)
+      ? LinuxContainerResources.fromPartial(object.linux)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseUpdateContainerResourcesResponse(): UpdateContainerResourcesResponse {
+  return {};
+}
+
+export const UpdateContainerResourcesResponse: MessageFns<UpdateContainerResourcesResponse> = {
+  encode(_: UpdateContainerResourcesResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): UpdateContainerResourcesResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseUpdateContainerResourcesResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(_: any): UpdateContainerResourcesResponse {
+    return {};
+  },
+
+  toJSON(_: UpdateContainerResourcesResponse): unknown {
+    const obj: any = {};
+    return obj;
+  },
+
+  create(base?: DeepPartial<UpdateContainerResourcesResponse>): UpdateContainerResourcesResponse {
+    return UpdateContainerResourcesResponse.fromPartial(base ?? {});
+  },
+  fromPartial(_: DeepPartial<UpdateContainerResourcesResponse>): UpdateContainerResourcesResponse {
+    const message = createBaseUpdateContainerResourcesResponse();
+    return message;
+  },
+};
+
+function createBaseContainerStatsRequest(): ContainerStatsRequest {
+  return { containerId: "" };
+}
+
+export const ContainerStatsRequest: MessageFns<ContainerStatsRequest> = {
+  encode(message: ContainerStatsRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.containerId !== "") {
+      writer.uint32(10).string(message.containerId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ContainerStatsRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseContainerStatsRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.containerId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ContainerStatsRequest {
+    return {
+      containerId: isSet(object.containerId)
+        ? globalThis.String(object.containerId)
+        : isSet(object.container_id)
+        ? globalThis.String(object.container_id)
+        : "",
+    };
+  },
+
+  toJSON(message: ContainerStatsRequest): unknown {
+    const obj: any = {};
+    if (message.containerId !== "") {
+      obj.containerId = message.containerId;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ContainerStatsRequest>): ContainerStatsRequest {
+    return ContainerStatsRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ContainerStatsRequest>): ContainerStatsRequest {
+    const message = createBaseContainerStatsRequest();
+    message.containerId = object.containerId ?? "";
+    return message;
+  },
+};
+
+function createBaseContainerStatsResponse(): ContainerStatsResponse {
+  return { stats: undefined };
+}
+
+export const ContainerStatsResponse: MessageFns<ContainerStatsResponse> = {
+  encode(message: ContainerStatsResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.stats !== undefined) {
+      ContainerStats.encode(message.stats, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ContainerStatsResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseContainerStatsResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.stats = ContainerStats.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ContainerStatsResponse {
+    return { stats: isSet(object.stats) ? ContainerStats.fromJSON(object.stats) : undefined };
+  },
+
+  toJSON(message: ContainerStatsResponse): unknown {
+    const obj: any = {};
+    if (message.stats !== undefined) {
+      obj.stats = ContainerStats.toJSON(message.stats);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ContainerStatsResponse>): ContainerStatsResponse {
+    return ContainerStatsResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ContainerStatsResponse>): ContainerStatsResponse {
+    const message = createBaseContainerStatsResponse();
+    message.stats = (object.stats !== undefined && object.stats !== null)
+      ? ContainerStats.fromPartial(object.stats)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseContainerStatsFilter(): ContainerStatsFilter {
+  return { id: "", podSandboxId: "" };
+}
+
+export const ContainerStatsFilter: MessageFns<ContainerStatsFilter> = {
+  encode(message: ContainerStatsFilter, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== "") {
+      writer.uint32(10).string(message.id);
+    }
+    if (message.podSandboxId !== "") {
+      writer.uint32(18).string(message.podSandboxId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ContainerStatsFilter {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseContainerStatsFilter();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.id = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.podSandboxId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ContainerStatsFilter {
+    return {
+      id: isSet(object.id) ? globalThis.String(object.id) : "",
+      podSandboxId: isSet(object.podSandboxId)
+        ? globalThis.String(object.podSandboxId)
+        : isSet(object.pod_sandbox_id)
+        ? globalThis.String(object.pod_sandbox_id)
+        : "",
+    };
+  },
+
+  toJSON(message: ContainerStatsFilter): unknown {
+    const obj: any = {};
+    if (message.id !== "") {
+      obj.id = message.id;
+    }
+    if (message.podSandboxId !== "") {
+      obj.podSandboxId = message.podSandboxId;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ContainerStatsFilter>): ContainerStatsFilter {
+    return ContainerStatsFilter.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ContainerStatsFilter>): ContainerStatsFilter {
+    const message = createBaseContainerStatsFilter();
+    message.id = object.id ?? "";
+    message.podSandboxId = object.podSandboxId ?? "";
+    return message;
+  },
+};
+
+function createBaseListContainerStatsRequest(): ListContainerStatsRequest {
+  return { filter: undefined };
+}
+
+export const ListContainerStatsRequest: MessageFns<ListContainerStatsRequest> = {
+  encode(message: ListContainerStatsRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.filter !== undefined) {
+      ContainerStatsFilter.encode(message.filter, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListContainerStatsRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListContainerStatsRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.filter = ContainerStatsFilter.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListContainerStatsRequest {
+    return { filter: isSet(object.filter) ? ContainerStatsFilter.fromJSON(object.filter) : undefined };
+  },
+
+  toJSON(message: ListContainerStatsRequest): unknown {
+    const obj: any = {};
+    if (message.filter !== undefined) {
+      obj.filter = ContainerStatsFilter.toJSON(message.filter);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ListContainerStatsRequest>): ListContainerStatsRequest {
+    return ListContainerStatsRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ListContainerStatsRequest>): ListContainerStatsRequest {
+    const message = createBaseListContainerStatsRequest();
+    message.filter = (object.filter !== undefined && object.filter !== null)
+      ? ContainerStatsFilter.fromPartial(object.filter)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseListContainerStatsResponse(): ListContainerStatsResponse {
+  return { stats: [] };
+}
+
+export const ListContainerStatsResponse: MessageFns<ListContainerStatsResponse> = {
+  encode(message: ListContainerStatsResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.stats) {
+      ContainerStats.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListContainerStatsResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListContainerStatsResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.stats.push(ContainerStats.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListContainerStatsResponse {
+    return {
+      stats: globalThis.Array.isArray(object?.stats) ? object.stats.map((e: any) => ContainerStats.fromJSON(e)) : [],
+    };
+  },
+
+  toJSON(message: ListContainerStatsResponse): unknown {
+    const obj: any = {};
+    if (message.stats?.length) {
+      obj.stats = message.stats.map((e) => ContainerStats.toJSON(e));
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ListContainerStatsResponse>): ListContainerStatsResponse {
+    return ListContainerStatsResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ListContainerStatsResponse>): ListContainerStatsResponse {
+    const message = createBaseListContainerStatsResponse();
+    message.stats = object.stats?.map((e) => ContainerStats.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseContainerAttributes(): ContainerAttributes {
+  return { id: "", metadata: undefined };
+}
+
+export const ContainerAttributes: MessageFns<ContainerAttributes> = {
+  encode(message: ContainerAttributes, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== "") {
+      writer.uint32(10).string(message.id);
+    }
+    if (message.metadata !== undefined) {
+      ContainerMetadata.encode(message.metadata, writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ContainerAttributes {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseContainerAttributes();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.id = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.metadata = ContainerMetadata.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ContainerAttributes {
+    return {
+      id: isSet(object.id) ? globalThis.String(object.id) : "",
+      metadata: isSet(object.metadata) ? ContainerMetadata.fromJSON(object.metadata) : undefined,
+    };
+  },
+
+  toJSON(message: ContainerAttributes): unknown {
+    const obj: any = {};
+    if (message.id !== "") {
+      obj.id = message.id;
+    }
+    if (message.metadata !== undefined) {
+      obj.metadata = ContainerMetadata.toJSON(message.metadata);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ContainerAttributes>): ContainerAttributes {
+    return ContainerAttributes.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ContainerAttributes>): ContainerAttributes {
+    const message = createBaseContainerAttributes();
+    message.id = object.id ?? "";
+    message.metadata = (object.metadata !== undefined && object.metadata !== null)
+      ? ContainerMetadata.fromPartial(object.metadata)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseUInt64Value(): UInt64Value {
+  return { value: 0n };
+}
+
+export const UInt64Value: MessageFns<UInt64Value> = {
+  encode(message: UInt64Value, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.value !== 0n) {
+      if (BigInt.asUintN(64, message.value) !== message.value) {
+        throw new globalThis.Error("value provided for field message.value of type uint64 too large");
+      }
+      writer.uint32(8).uint64(message.value);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): UInt64Value {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseUInt64Value();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.value = reader.uint64() as bigint;
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): UInt64Value {
+    return { value: isSet(object.value) ? BigInt(object.value) : 0n };
+  },
+
+  toJSON(message: UInt64Value): unknown {
+    const obj: any = {};
+    if (message.value !== 0n) {
+      obj.value = message.value.toString();
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<UInt64Value>): UInt64Value {
+    return UInt64Value.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<UInt64Value>): UInt64Value {
+    const message = createBaseUInt64Value();
+    message.value = (object.value !== undefined && object.value !== null) ? BigInt(object.value) : 0n;
+    return message;
+  },
+};
+
+function createBaseCpuUsage(): CpuUsage {
+  return { timestamp: 0n, usageCoreNanoSeconds: undefined, usageNanoCores: undefined };
+}
+
+export const CpuUsage: MessageFns<CpuUsage> = {
+  encode(message: CpuUsage, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.timestamp !== 0n) {
+      if (BigInt.asIntN(64, message.timestamp) !== message.timestamp) {
+        throw new globalThis.Error("value provided for field message.timestamp of type int64 too large");
+      }
+      writer.uint32(8).int64(message.timestamp);
+    }
+    if (message.usageCoreNanoSeconds !== undefined) {
+      UInt64Value.encode(message.usageCoreNanoSeconds, writer.uint32(18).fork()).join();
+    }
+    if (message.usageNanoCores !== undefined) {
+      UInt64Value.encode(message.usageNanoCores, writer.uint32(26).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CpuUsage {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCpuUsage();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.timestamp = reader.int64() as bigint;
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.usageCoreNanoSeconds = UInt64Value.decode(reader, reader.uint32());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.usageNanoCores = UInt64Value.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): CpuUsage {
+    return {
+      timestamp: isSet(object.timestamp) ? BigInt(object.timestamp) : 0n,
+      usageCoreNanoSeconds: isSet(object.usageCoreNanoSeconds)
+        ? UInt64Value.fromJSON(object.usageCoreNanoSeconds)
+        : isSet(object.usage_core_nano_seconds)
+        ? UInt64Value.fromJSON(object.usage_core_nano_seconds)
+        : undefined,
+      usageNanoCores: isSet(object.usageNanoCores)
+        ? UInt64Value.fromJSON(object.usageNanoCores)
+        : isSet(object.usage_nano_cores)
+        ? UInt64Value.fromJSON(object.usage_nano_cores)
+        : undefined,
+    };
+  },
+
+  toJSON(message: CpuUsage): unknown {
+    const obj: any = {};
+    if (message.timestamp !== 0n) {
+      obj.timestamp = message.timestamp.toString();
+    }
+    if (message.usageCoreNanoSeconds !== undefined) {
+      obj.usageCoreNanoSeconds = UInt64Value.toJSON(message.usageCoreNanoSeconds);
+    }
+    if (message.usageNanoCores !== undefined) {
+      obj.usageNanoCores = UInt64Value.toJSON(message.usageNanoCores);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<CpuUsage>): CpuUsage {
+    return CpuUsage.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<CpuUsage>): CpuUsage {
+    const message = createBaseCpuUsage();
+    message.timestamp = (object.timestamp !== undefined && object.timestamp !== null) ? BigInt(object.timestamp) : 0n;
+    message.usageCoreNanoSeconds = (object.usageCoreNanoSeconds !== undefined && object.usageCoreNanoSeconds !== null)
+      ? UInt64Value.fromPartial(object.usageCoreNanoSeconds)
+      : undefined;
+    message.usageNanoCores = (object.usageNanoCores !== undefined && object.usageNanoCores !== null)
+      ? UInt64Value.fromPartial(object.usageNanoCores)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseMemoryUsage(): MemoryUsage {
+  return {
+    timestamp: 0n,
+    workingSetBytes: undefined,
+    availableBytes: undefined,
+    usageBytes: undefined,
+    rssBytes: undefined,
+    pageFaults: undefined,
+    majorPageFaults: undefined,
+  };
+}
+
+export const MemoryUsage: MessageFns<MemoryUsage> = {
+  encode(message: MemoryUsage, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.timestamp !== 0n) {
+      if (BigInt.asIntN(64, message.timestamp) !== message.timestamp) {
+        throw new globalThis.Error("value provided for field message.timestamp of type int64 too large");
+      }
+      writer.uint32(8).int64(message.timestamp);
+    }
+    if (message.workingSetBytes !== undefined) {
+      UInt64Value.encode(message.workingSetBytes, writer.uint32(18).fork()).join();
+    }
+    if (message.availableBytes !== undefined) {
+      UInt64Value.encode(message.availableBytes, writer.uint32(26).fork()).join();
+    }
+    if (message.usageBytes !== undefined) {
+      UInt64Value.encode(message.usageBytes, writer.uint32(34).fork()).join();
+    }
+    if (message.rssBytes !== undefined) {
+      UInt64Value.encode(message.rssBytes, writer.uint32(42).fork()).join();
+    }
+    if (message.pageFaults !== undefined) {
+      UInt64Value.encode(message.pageFaults, writer.uint32(50).fork()).join();
+    }
+    if (message.majorPageFaults !== undefined) {
+      UInt64Value.encode(message.majorPageFaults, writer.uint32(58).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): MemoryUsage {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseMemoryUsage();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.timestamp = reader.int64() as bigint;
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.workingSetBytes = UInt64Value.decode(reader, reader.uint32());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.availableBytes = UInt64Value.decode(reader, reader.uint32());
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.usageBytes = UInt64Value.decode(reader, reader.uint32());
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.rssBytes = UInt64Value.decode(reader, reader.uint32());
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.pageFaults = UInt64Value.decode(reader, reader.uint32());
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.majorPageFaults = UInt64Value.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): MemoryUsage {
+    return {
+      timestamp: isSet(object.timestamp) ? BigInt(object.timestamp) : 0n,
+      workingSetBytes: isSet(object.workingSetBytes)
+        ? UInt64Value.fromJSON(object.workingSetBytes)
+        : isSet(object.working_set_bytes)
+        ? UInt64Value.fromJSON(object.working_set_bytes)
+        : undefined,
+      availableBytes: isSet(object.availableBytes)
+        ? UInt64Value.fromJSON(object.availableBytes)
+        : isSet(object.available_bytes)
+        ? UInt64Value.fromJSON(object.available_bytes)
+        : undefined,
+      usageBytes: isSet(object.usageBytes)
+        ? UInt64Value.fromJSON(object.usageBytes)
+        : isSet(object.usage_bytes)
+        ? UInt64Value.fromJSON(object.usage_bytes)
+        : undefined,
+      rssBytes: isSet(object.rssBytes)
+        ? UInt64Value.fromJSON(object.rssBytes)
+        : isSet(object.rss_bytes)
+        ? UInt64Value.fromJSON(object.rss_bytes)
+        : undefined,
+      pageFaults: isSet(object.pageFaults)
+        ? UInt64Value.fromJSON(object.pageFaults)
+        : isSet(object.page_faults)
+        ? UInt64Value.fromJSON(object.page_faults)
+        : undefined,
+      majorPageFaults: isSet(object.majorPageFaults)
+        ? UInt64Value.fromJSON(object.majorPageFaults)
+        : isSet(object.major_page_faults)
+        ? UInt64Value.fromJSON(object.major_page_faults)
+        : undefined,
+    };
+  },
+
+  toJSON(message: MemoryUsage): unknown {
+    const obj: any = {};
+    if (message.timestamp !== 0n) {
+      obj.timestamp = message.timestamp.toString();
+    }
+    if (message.workingSetBytes !== undefined) {
+      obj.workingSetBytes = UInt64Value.toJSON(message.workingSetBytes);
+    }
+    if (message.availableBytes !== undefined) {
+      obj.availableBytes = UInt64Value.toJSON(message.availableBytes);
+    }
+    if (message.usageBytes !== undefined) {
+      obj.usageBytes = UInt64Value.toJSON(message.usageBytes);
+    }
+    if (message.rssBytes !== undefined) {
+      obj.rssBytes = UInt64Value.toJSON(message.rssBytes);
+    }
+    if (message.pageFaults !== undefined) {
+      obj.pageFaults = UInt64Value.toJSON(message.pageFaults);
+    }
+    if (message.majorPageFaults !== undefined) {
+      obj.majorPageFaults = UInt64Value.toJSON(message.majorPageFaults);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<MemoryUsage>): MemoryUsage {
+    return MemoryUsage.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<MemoryUsage>): MemoryUsage {
+    const message = createBaseMemoryUsage();
+    message.timestamp = (object.timestamp !== undefined && object.timestamp !== null) ? BigInt(object.timestamp) : 0n;
+    message.workingSetBytes = (object.workingSetBytes !== undefined && object.workingSetBytes !== null)
+      ? UInt64Value.fromPartial(object.workingSetBytes)
+      : undefined;
+    message.availableBytes = (object.availableBytes !== undefined && object.availableBytes !== null)
+      ? UInt64Value.fromPartial(object.availableBytes)
+      : undefined;
+    message.usageBytes = (object.usageBytes !== undefined && object.usageBytes !== null)
+      ? UInt64Value.fromPartial(object.usageBytes)
+      : undefined;
+    message.rssBytes = (object.rssBytes !== undefined && object.rssBytes !== null)
+      ? UInt64Value.fromPartial(object.rssBytes)
+      : undefined;
+    message.pageFaults = (object.pageFaults !== undefined && object.pageFaults !== null)
+      ? UInt64Value.fromPartial(object.pageFaults)
+      : undefined;
+    message.majorPageFaults = (object.majorPageFaults !== undefined && object.majorPageFaults !== null)
+      ? UInt64Value.fromPartial(object.majorPageFaults)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseContainerStats(): ContainerStats {
+  return { attributes: undefined, cpu: undefined, memory: undefined };
+}
+
+export const ContainerStats: MessageFns<ContainerStats> = {
+  encode(message: ContainerStats, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.attributes !== undefined) {
+      ContainerAttributes.encode(message.attributes, writer.uint32(10).fork()).join();
+    }
+    if (message.cpu !== undefined) {
+      CpuUsage.encode(message.cpu, writer.uint32(18).fork()).join();
+    }
+    if (message.memory !== undefined) {
+      MemoryUsage.encode(message.memory, writer.uint32(26).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ContainerStats {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseContainerStats();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.attributes = ContainerAttributes.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.cpu = CpuUsage.decode(reader, reader.uint32());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.memory = MemoryUsage.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ContainerStats {
+    return {
+      attributes: isSet(object.attributes) ? ContainerAttributes.fromJSON(object.attributes) : undefined,
+      cpu: isSet(object.cpu) ? CpuUsage.fromJSON(object.cpu) : undefined,
+      memory: isSet(object.memory) ? MemoryUsage.fromJSON(object.memory) : undefined,
+    };
+  },
+
+  toJSON(message: ContainerStats): unknown {
+    const obj: any = {};
+    if (message.attributes !== undefined) {
+      obj.attributes = ContainerAttributes.toJSON(message.attributes);
+    }
+    if (message.cpu !== undefined) {
+      obj.cpu = CpuUsage.toJSON(message.cpu);
+    }
+    if (message.memory !== undefined) {
+      obj.memory = MemoryUsage.toJSON(message.memory);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ContainerStats>): ContainerStats {
+    return ContainerStats.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ContainerStats>): ContainerStats {
+    const message = createBaseContainerStats();
+    message.attributes = (object.attributes !== undefined && object.attributes !== null)
+      ? ContainerAttributes.fromPartial(object.attributes)
+      : undefined;
+    message.cpu = (object.cpu !== undefined && object.cpu !== null) ? CpuUsage.fromPartial(object.cpu) : undefined;
+    message.memory = (object.memory !== undefined && object.memory !== null)
+      ? MemoryUsage.fromPartial(object.memory)
+      : undefined;
+    return message;
+  },
+};
+
 export type RuntimeServiceService = typeof RuntimeServiceService;
 export const RuntimeServiceService = {
   version: {
@@ -5493,6 +6655,41 @@ export const RuntimeServiceService = {
     responseSerialize: (value: ExecResponse): Buffer => Buffer.from(ExecResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): ExecResponse => ExecResponse.decode(value),
   },
+  updateContainerResources: {
+    path: "/runtime.v1.RuntimeService/UpdateContainerResources" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: UpdateContainerResourcesRequest): Buffer =>
+      Buffer.from(UpdateContainerResourcesRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): UpdateContainerResourcesRequest =>
+      UpdateContainerResourcesRequest.decode(value),
+    responseSerialize: (value: UpdateContainerResourcesResponse): Buffer =>
+      Buffer.from(UpdateContainerResourcesResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): UpdateContainerResourcesResponse =>
+      UpdateContainerResourcesResponse.decode(value),
+  },
+  containerStats: {
+    path: "/runtime.v1.RuntimeService/ContainerStats" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ContainerStatsRequest): Buffer =>
+      Buffer.from(ContainerStatsRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ContainerStatsRequest => ContainerStatsRequest.decode(value),
+    responseSerialize: (value: ContainerStatsResponse): Buffer =>
+      Buffer.from(ContainerStatsResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ContainerStatsResponse => ContainerStatsResponse.decode(value),
+  },
+  listContainerStats: {
+    path: "/runtime.v1.RuntimeService/ListContainerStats" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ListContainerStatsRequest): Buffer =>
+      Buffer.from(ListContainerStatsRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ListContainerStatsRequest => ListContainerStatsRequest.decode(value),
+    responseSerialize: (value: ListContainerStatsResponse): Buffer =>
+      Buffer.from(ListContainerStatsResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ListContainerStatsResponse => ListContainerStatsResponse.decode(value),
+  },
 } as const;
 
 export interface RuntimeServiceServer extends UntypedServiceImplementation {
@@ -5509,6 +6706,9 @@ export interface RuntimeServiceServer extends UntypedServiceImplementation {
   containerStatus: handleUnaryCall<ContainerStatusRequest, ContainerStatusResponse>;
   execSync: handleUnaryCall<ExecSyncRequest, ExecSyncResponse>;
   exec: handleUnaryCall<ExecRequest, ExecResponse>;
+  updateContainerResources: handleUnaryCall<UpdateContainerResourcesRequest, UpdateContainerResourcesResponse>;
+  containerStats: handleUnaryCall<ContainerStatsRequest, ContainerStatsResponse>;
+  listContainerStats: handleUnaryCall<ListContainerStatsRequest, ListContainerStatsResponse>;
 }
 
 export interface RuntimeServiceClient extends Client {
@@ -5703,6 +6903,51 @@ export interface RuntimeServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: ExecResponse) => void,
+  ): ClientUnaryCall;
+  updateContainerResources(
+    request: UpdateContainerResourcesRequest,
+    callback: (error: ServiceError | null, response: UpdateContainerResourcesResponse) => void,
+  ): ClientUnaryCall;
+  updateContainerResources(
+    request: UpdateContainerResourcesRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: UpdateContainerResourcesResponse) => void,
+  ): ClientUnaryCall;
+  updateContainerResources(
+    request: UpdateContainerResourcesRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: UpdateContainerResourcesResponse) => void,
+  ): ClientUnaryCall;
+  containerStats(
+    request: ContainerStatsRequest,
+    callback: (error: ServiceError | null, response: ContainerStatsResponse) => void,
+  ): ClientUnaryCall;
+  containerStats(
+    request: ContainerStatsRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ContainerStatsResponse) => void,
+  ): ClientUnaryCall;
+  containerStats(
+    request: ContainerStatsRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ContainerStatsResponse) => void,
+  ): ClientUnaryCall;
+  listContainerStats(
+    request: ListContainerStatsRequest,
+    callback: (error: ServiceError | null, response: ListContainerStatsResponse) => void,
+  ): ClientUnaryCall;
+  listContainerStats(
+    request: ListContainerStatsRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ListContainerStatsResponse) => void,
+  ): ClientUnaryCall;
+  listContainerStats(
+    request: ListContainerStatsRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ListContainerStatsResponse) => void,
   ): ClientUnaryCall;
 }
 
