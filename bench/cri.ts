@@ -1,23 +1,59 @@
-import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { PhaseRecorder, type PhaseReport } from '../src/platform/phases.js';
 import type { VmDeps } from '../src/vm/vm.js';
 import { BUSYBOX_IMAGE, type CriClient, startCriNode } from '../test/helpers/cri.js';
 import type { Row } from './cache.js';
+import { phaseTable } from './phases.js';
 import { startBenchCache } from './server.js';
 import { summarize } from './stats.js';
+
+/** One pod start: its time, where it went (the three CRI calls), and the Node processes it started. */
+interface PodStart {
+  ms: number;
+  phases: PhaseReport;
+  nodeStarts: number;
+}
+
+/**
+ * Counts the Node processes the node's runtimes start: NODE_OPTIONS makes every Node process (the vmcache CLI,
+ * its host-side processes, the shim v2 and its daemon) append its pid to `log` before anything else runs
+ * (~1 ms each, counted in the figures). The env is containerd's, which its shims and runtimes inherit.
+ */
+function nodeCounter(dir: string): { env: NodeJS.ProcessEnv; take(): number } {
+  const log = `${dir}/node-starts.log`;
+  const preload = `${dir}/count-node.cjs`;
+  writeFileSync(preload, `require('fs').appendFileSync(${JSON.stringify(log)}, process.pid + '\\n');\n`);
+  return {
+    env: { NODE_OPTIONS: `--require ${preload}` },
+    take() {
+      const n = existsSync(log) ? readFileSync(log, 'utf8').split('\n').filter(Boolean).length : 0;
+      rmSync(log, { force: true });
+      return n;
+    },
+  };
+}
 
 /**
  * What a kubelet waits for when it starts a pod: RunPodSandbox (sandbox VM, CNI network brought into it),
  * then CreateContainer and StartContainer of one busybox container, until StartContainer returns (the
- * container is running). The pod is stopped and removed afterwards, untimed.
+ * container is running); each call is a phase. The pod is stopped and removed afterwards, untimed.
  */
-async function podStart(cri: CriClient, handler: string, name: string, logs: string): Promise<number> {
+async function podStart(
+  cri: CriClient,
+  handler: string,
+  name: string,
+  logs: string,
+  nodes: { take(): number },
+): Promise<PodStart> {
   const config = {
     metadata: { name, uid: `uid-${name}`, namespace: 'bench' },
     hostname: name,
     logDirectory: `${logs}/${name}`,
   };
-  const t0 = performance.now();
+  nodes.take();
+  const rec = new PhaseRecorder({ monotonic: () => performance.now() });
   const { podSandboxId } = await cri.runPodSandbox({ config, runtimeHandler: handler });
+  rec.lap('RunPodSandbox (runtime start, sandbox VM, CNI network into it)');
   try {
     const { containerId } = await cri.createContainer({
       podSandboxId,
@@ -29,18 +65,40 @@ async function podStart(cri: CriClient, handler: string, name: string, logs: str
         logPath: 'app.log',
       },
     });
+    rec.lap('CreateContainer (snapshot, rootfs into the VM)');
     await cri.startContainer({ containerId });
-    return performance.now() - t0;
+    rec.lap('StartContainer (the process in the guest)');
+    const phases = rec.report();
+    return { ms: phases.totalMs, phases, nodeStarts: nodes.take() };
   } finally {
     await cri.stopPodSandbox({ podSandboxId });
     await cri.removePodSandbox({ podSandboxId });
   }
 }
 
+/** The rows of `runs` of one setup: the pod start, with its phases, and the Node processes per pod. */
+function podRows(what: string, runs: PodStart[]): Row[] {
+  const name = `pod start through CRI (RunPodSandbox → container running), ${what}`;
+  return [
+    {
+      name,
+      unit: 'ms',
+      summary: summarize(runs.map((r) => r.ms)),
+      phases: phaseTable(runs.map((r) => r.phases)),
+    },
+    {
+      name: `Node processes started per pod, ${what}`,
+      unit: 'count',
+      summary: summarize(runs.map((r) => r.nodeStarts)),
+    },
+  ];
+}
+
 /**
  * Pod start through Debian's containerd 1.6 with its CRI plugin and CNI (bridge + host-local), vmcache as the
- * runtime handler: once with no cache (each pod's VM boots cold) and once with a cache server of 2 (measured
- * with the pool full); Debian's runc as the handler is the no-VM reference.
+ * runtime handler, both ways it is deployed: `vmcache-v2` (the shim v2: one daemon per pod) and `vmcache`
+ * (containerd's runc shim running the vmcache CLI); each with no cache (each pod's VM boots cold) and with a
+ * cache server of 2 (measured with the pool full). Debian's runc as the handler is the no-VM reference.
  */
 export async function criRows(
   repo: string,
@@ -51,26 +109,52 @@ export async function criRows(
   const dir = '/tmp/vmc-bench-cri';
   rmSync(dir, { recursive: true, force: true });
   mkdirSync(dir, { recursive: true });
+  const nodes = nodeCounter(dir);
   const cold = `${dir}/cold.toml`;
   writeFileSync(cold, '[factory]\nvm_cache_number = 0\n');
   const coldEnv = { ...process.env, VMCACHE_CONFIG: cold, VMCACHE_RUN_DIR: deps.paths.runDir };
   const node = (env: NodeJS.ProcessEnv) =>
-    startCriNode({ dir: `${dir}/node`, env, bridge: 'vmcbenchcri', subnet: '198.19.8.0/24' });
+    startCriNode({
+      dir: `${dir}/node`,
+      env: { ...env, ...nodes.env },
+      bridge: 'vmcbenchcri',
+      subnet: '198.19.8.0/24',
+    });
   const rows: Row[] = [];
+  const pods = async (
+    cri: CriClient,
+    handler: string,
+    tag: string,
+    count: number,
+    before?: () => Promise<void>,
+  ) => {
+    const runs: PodStart[] = [];
+    for (let i = 0; i < count; i++) {
+      await before?.();
+      log(`CRI pod start, ${handler}, ${tag} ${i + 1}`);
+      runs.push(
+        await podStart(cri, handler, `${tag}${handler.replace(/\W/g, '')}${i}`, `${dir}/logs`, nodes),
+      );
+    }
+    return runs;
+  };
 
   log('containerd (CRI) with vmcache, no cache');
   let cri = await node(coldEnv);
   try {
-    const times: number[] = [];
-    for (let i = 0; i < Math.max(2, Math.ceil(n / 3)); i++) {
-      log(`CRI pod start, vmcache, no cache ${i + 1}`);
-      times.push(await podStart(cri.cri, 'vmcache', `cold${i}`, `${dir}/logs`));
-    }
-    rows.push({
-      name: 'pod start through CRI (RunPodSandbox → container running), vmcache, no cache (cold boot)',
-      unit: 'ms',
-      summary: summarize(times),
-    });
+    const count = Math.max(2, Math.ceil(n / 3));
+    rows.push(
+      ...podRows(
+        'shim v2 (vmcache-v2), no cache (cold boot)',
+        await pods(cri.cri, 'vmcache-v2', 'cold', count),
+      ),
+    );
+    rows.push(
+      ...podRows(
+        'runc-CLI path (vmcache), no cache (cold boot)',
+        await pods(cri.cri, 'vmcache', 'cold', count),
+      ),
+    );
   } finally {
     await cri.stop();
   }
@@ -80,27 +164,20 @@ export async function criRows(
   try {
     cri = await node(server.env);
     try {
-      const hot: number[] = [];
-      for (let i = 0; i < n; i++) {
-        await server.waitFull();
-        log(`CRI pod start, vmcache, from the cache ${i + 1}`);
-        hot.push(await podStart(cri.cri, 'vmcache', `hot${i}`, `${dir}/logs`));
-      }
-      rows.push({
-        name: 'pod start through CRI (RunPodSandbox → container running), vmcache, from the cache (pool full)',
-        unit: 'ms',
-        summary: summarize(hot),
-      });
-      const base: number[] = [];
-      for (let i = 0; i < n; i++) {
-        log(`CRI pod start, runc ${i + 1}`);
-        base.push(await podStart(cri.cri, 'runc', `runc${i}`, `${dir}/logs`));
-      }
-      rows.push({
-        name: 'pod start through CRI (RunPodSandbox → container running), runc (no VM, reference)',
-        unit: 'ms',
-        summary: summarize(base),
-      });
+      const full = () => server.waitFull();
+      rows.push(
+        ...podRows(
+          'shim v2 (vmcache-v2), from the cache (pool full)',
+          await pods(cri.cri, 'vmcache-v2', 'hot', n, full),
+        ),
+      );
+      rows.push(
+        ...podRows(
+          'runc-CLI path (vmcache), from the cache (pool full)',
+          await pods(cri.cri, 'vmcache', 'hot', n, full),
+        ),
+      );
+      rows.push(...podRows('runc (no VM, reference)', await pods(cri.cri, 'runc', 'runc', n)));
     } finally {
       await cri.stop();
     }

@@ -140,8 +140,12 @@ const ratios = {
   coldBootOverClone: cold / tpl.cloneMs,
   clonePssOverColdPss: tpl.pssRatio,
   criPodStartColdOverCached:
-    p50('pod start through CRI (RunPodSandbox → container running), vmcache, no cache') /
-    p50('pod start through CRI (RunPodSandbox → container running), vmcache, from the cache'),
+    p50('pod start through CRI (RunPodSandbox → container running), shim v2 (vmcache-v2), no cache') /
+    p50('pod start through CRI (RunPodSandbox → container running), shim v2 (vmcache-v2), from the cache'),
+  /** The aim of issue 13: ≤ 0.5 (the shim v2 at least twice as fast as the runc-CLI path, both from the cache). */
+  criPodStartShimV2OverRuncCli:
+    p50('pod start through CRI (RunPodSandbox → container running), shim v2 (vmcache-v2), from the cache') /
+    p50('pod start through CRI (RunPodSandbox → container running), runc-CLI path (vmcache), from the cache'),
   runtimeRunColdOverCached:
     p50('`vmcache run` busybox /bin/true, no cache') / p50('`vmcache run` busybox /bin/true, from the cache'),
 };
@@ -198,5 +202,5 @@ process.stdout.write(
     .map((l) => l.toFixed(1))
     .join(
       ' ',
-    )}\n\n${table}\n\n${phaseTables ? `${phaseTables}\n\n` : ''}cold boot / cache getVM (p50): ${ratios.coldBootOverCacheGetVM.toFixed(0)}x; cold boot / template clone (p50): ${ratios.coldBootOverClone.toFixed(0)}x; PSS of 4 clones / 4 cold VMs: ${(ratios.clonePssOverColdPss * 100).toFixed(0)}%; vmcache run cold / cached (p50): ${ratios.runtimeRunColdOverCached.toFixed(0)}x; CRI pod start cold / cached (p50): ${ratios.criPodStartColdOverCached.toFixed(1)}x\nbursty trace: ${poolLine}\nJSON: bench/results/latest.json\n`,
+    )}\n\n${table}\n\n${phaseTables ? `${phaseTables}\n\n` : ''}cold boot / cache getVM (p50): ${ratios.coldBootOverCacheGetVM.toFixed(0)}x; cold boot / template clone (p50): ${ratios.coldBootOverClone.toFixed(0)}x; PSS of 4 clones / 4 cold VMs: ${(ratios.clonePssOverColdPss * 100).toFixed(0)}%; vmcache run cold / cached (p50): ${ratios.runtimeRunColdOverCached.toFixed(0)}x; CRI pod start cold / cached (shim v2, p50): ${ratios.criPodStartColdOverCached.toFixed(1)}x; CRI pod start shim v2 / runc-CLI path (from the cache, p50): ${ratios.criPodStartShimV2OverRuncCli.toFixed(2)}\nbursty trace: ${poolLine}\nJSON: bench/results/latest.json\n`,
 );
