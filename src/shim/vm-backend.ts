@@ -1,6 +1,7 @@
 import { statfsSync } from 'node:fs';
 import type { VmSpec } from '../hypervisor/types.js';
 import { readBundle } from '../oci/bundle.js';
+import { PhaseRecorder, type PhaseReport } from '../platform/phases.js';
 import { UndoStack } from '../platform/undo-stack.js';
 import type { ControlledShim } from '../sandbox/control-handler.js';
 import { SandboxShim } from '../sandbox/sandbox-shim.js';
@@ -27,6 +28,8 @@ export class VmBackend implements TaskBackend {
     private readonly deps: SandboxDeps,
     /** The VM spec the configuration gives (read at the first Create: a missing image fails that Create). */
     private readonly spec: () => VmSpec,
+    /** Given: each Create's phase breakdown goes to it (VMCACHE_PHASES, for the bench). */
+    private readonly phases?: (report: PhaseReport) => void,
   ) {}
 
   async create(req: CreateContainer): Promise<ContainerHandle> {
@@ -43,7 +46,10 @@ export class VmBackend implements TaskBackend {
       const member = cfg.containerType === 'container' && cfg.sandboxId !== id;
       this.deps.store.reserve(newContainerState(id, cfg, member, this.deps.clock));
       undo.push('remove the record', () => this.deps.store.remove(id));
-      const shim = (await createShim(id, this.spec(), this.deps, { useCache: true })) as ControlledShim;
+      const trace = this.phases ? new PhaseRecorder(this.deps.clock) : undefined;
+      const opts = { useCache: true, ...(trace ? { trace } : {}) };
+      const shim = (await createShim(id, this.spec(), this.deps, opts)) as ControlledShim;
+      if (trace) this.phases?.(trace.report());
       undo.release();
       if (req.rootfs.length) this.#mounted.set(id, before.rootfs);
       if (shim instanceof SandboxShim) return { shim, vmAlive: () => shim.vm.alive() };

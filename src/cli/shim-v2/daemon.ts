@@ -13,6 +13,7 @@ import { taskStatusOf } from '../../shim/task-status.js';
 import { VmBackend } from '../../shim/vm-backend.js';
 import { hostVmSpec } from '../common.js';
 import { makeContext } from '../context.js';
+import { writePhases } from '../phases-file.js';
 import { fifoLogger } from './fifo-log.js';
 import type { ShimFlags } from './flags.js';
 import { socketPathOf } from './socket-address.js';
@@ -48,7 +49,11 @@ export async function runDaemon(f: ShimFlags): Promise<void> {
   const server = new TtrpcServer({ logger, clock: ctx.clock, statusOf: taskStatusOf });
   let exiting = false;
   const service = new TaskService({
-    backend: new VmBackend({ ...ctx, store }, () => hostVmSpec(ctx)),
+    backend: new VmBackend(
+      { ...ctx, store },
+      () => hostVmSpec(ctx),
+      ctx.phasesFile ? (report) => writePhases(ctx, 'shim-v2 create', report) : undefined,
+    ),
     openIo: openTaskIo,
     events,
     clock: ctx.clock,
@@ -75,5 +80,12 @@ export async function runDaemon(f: ShimFlags): Promise<void> {
   });
   server.attach(listener);
   // performance.now() counts from the process's start: the daemon's own start-up, Node's included.
-  logger.info({ ms: Math.round(performance.now()), config: ctx.configFile }, 'daemon serving');
+  const startUp = performance.now();
+  logger.info({ ms: Math.round(startUp), config: ctx.configFile }, 'daemon serving');
+  if (ctx.phasesFile)
+    writePhases(ctx, 'shim-v2 daemon', {
+      totalMs: startUp,
+      phases: [{ name: 'daemon start-up (Node, bundle load, config, listening)', ms: startUp }],
+      figures: [],
+    });
 }
