@@ -40,12 +40,13 @@ function takeLines(file: string): string[] {
 }
 
 /**
- * The shim v2 daemon's own breakdown (VMCACHE_PHASES: its start-up, then each Create's phases, the
- * sandbox's first) as figures of the CRI call they happened in.
+ * The shim v2 daemon's own breakdown (VMCACHE_PHASES: its start-up, then each task's Create and Start
+ * phases, the sandbox's first) as figures of the CRI call they happened in (the sandbox task's Start is part
+ * of RunPodSandbox, which starts the pause container).
  */
 function daemonFigures(file: string, rec: PhaseRecorder): void {
   const reports = takeLines(file).map((l) => JSON.parse(l) as PhaseReport & { verb: string });
-  const creates = reports.filter((r) => r.verb === 'shim-v2 create');
+  const creates = reports.filter((r) => r.verb === 'shim-v2 create+start');
   const into = [
     'RunPodSandbox (runtime start, sandbox VM, CNI network into it)',
     'StartContainer (the process in the guest)',
@@ -55,7 +56,7 @@ function daemonFigures(file: string, rec: PhaseRecorder): void {
   creates.forEach((r, i) => {
     const phase = into[Math.min(i, 1)]!;
     for (const p of r.phases)
-      rec.figure(phase, `daemon ${i ? 'member' : 'sandbox'} Create: ${p.name}`, p.ms, 'host');
+      rec.figure(phase, `daemon ${i ? 'member' : 'sandbox'} task: ${p.name}`, p.ms, 'host');
   });
 }
 

@@ -18,6 +18,8 @@ export interface CreateContainer {
 export interface TaskBackend {
   /** Creates the container (state `created`); undone on failure. */
   create(req: CreateContainer): Promise<ContainerHandle>;
+  /** The container's process has started (a backend may record how long its create and start took). */
+  started?(id: string): void;
   /** Removes what `create` left once the container has stopped: its record and its rootfs mount. */
   remove(id: string): Promise<void>;
 }

@@ -151,6 +151,7 @@ export class TaskService {
           return { pid };
         }
         await task.start();
+        this.#d.backend.started?.(task.id);
         this.#d.events.publish({ topic: '/tasks/start', event: { containerId: task.id, pid } });
         return { pid };
       },

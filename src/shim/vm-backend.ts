@@ -23,12 +23,14 @@ import { mountRootfs, unmountRootfs } from './rootfs.js';
 export class VmBackend implements TaskBackend {
   /** The rootfs each container got mounted, to unmount at removal. */
   readonly #mounted = new Map<string, string>();
+  /** The phase recorder of each container until its Start has been recorded (VMCACHE_PHASES). */
+  readonly #traces = new Map<string, PhaseRecorder>();
 
   constructor(
     private readonly deps: SandboxDeps,
     /** The VM spec the configuration gives (read at the first Create: a missing image fails that Create). */
     private readonly spec: () => VmSpec,
-    /** Given: each Create's phase breakdown goes to it (VMCACHE_PHASES, for the bench). */
+    /** Given: each container's Create + Start phase breakdown goes to it (VMCACHE_PHASES, for the bench). */
     private readonly phases?: (report: PhaseReport) => void,
   ) {}
 
@@ -49,7 +51,7 @@ export class VmBackend implements TaskBackend {
       const trace = this.phases ? new PhaseRecorder(this.deps.clock) : undefined;
       const opts = { useCache: true, ...(trace ? { trace } : {}) };
       const shim = (await createShim(id, this.spec(), this.deps, opts)) as ControlledShim;
-      if (trace) this.phases?.(trace.report());
+      if (trace) this.#traces.set(id, trace);
       undo.release();
       if (req.rootfs.length) this.#mounted.set(id, before.rootfs);
       if (shim instanceof SandboxShim) return { shim, vmAlive: () => shim.vm.alive() };
@@ -60,7 +62,15 @@ export class VmBackend implements TaskBackend {
     }
   }
 
+  /** The container's Create and Start phases go to `phases` (the Start's laps are the sandbox shim's own). */
+  started(id: string): void {
+    const trace = this.#traces.get(id);
+    this.#traces.delete(id);
+    if (trace) this.phases?.(trace.report());
+  }
+
   async remove(id: string): Promise<void> {
+    this.#traces.delete(id);
     this.deps.store.remove(id);
     const rootfs = this.#mounted.get(id);
     this.#mounted.delete(id);

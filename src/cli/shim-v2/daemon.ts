@@ -52,7 +52,7 @@ export async function runDaemon(f: ShimFlags): Promise<void> {
     backend: new VmBackend(
       { ...ctx, store },
       () => hostVmSpec(ctx),
-      ctx.phasesFile ? (report) => writePhases(ctx, 'shim-v2 create', report) : undefined,
+      ctx.phasesFile ? (report) => writePhases(ctx, 'shim-v2 create+start', report) : undefined,
     ),
     openIo: openTaskIo,
     events,
