@@ -71,6 +71,17 @@ describe('containerd shim v2: ctr drives containerd-shim-vmcache-v2 (real contai
   const taskLine = async (id: string) =>
     (await ctr(['task', 'ls'])).stdout.split('\n').find((l) => l.split(/\s+/)[0] === id) ?? '';
 
+  /** Once task `id` has been killed: waits for it to stop, removes it and its container, and checks that
+   * its daemon and VM went with it. */
+  const removeStopped = async (id: string) => {
+    await waitFor(`${id} to stop`, async () => /STOPPED/.test(await taskLine(id)));
+    const rm = await ctr(['task', 'rm', id]);
+    assert.equal(rm.code, 0, rm.stderr);
+    assert.equal((await ctr(['container', 'rm', id])).code, 0);
+    await waitFor('the daemon to exit', () => daemons().length === 0, 10_000);
+    assert.deepEqual(taskVms(), [], `the VM of ${id} is gone`);
+  };
+
   /** Starts containerd on the test's configuration (again, after a restart: the same root and state). */
   const startContainerd = async () => {
     containerd = spawn('containerd', ['--config', `${ctd}/config.toml`], {
@@ -191,12 +202,7 @@ describe('containerd shim v2: ctr drives containerd-shim-vmcache-v2 (real contai
     assert.equal((await ctr(['task', 'resume', 's2'])).code, 0);
     assert.match(await taskLine('s2'), /RUNNING/);
     assert.equal((await ctr(['task', 'kill', 's2'])).code, 0);
-    await waitFor('s2 to stop', async () => /STOPPED/.test(await taskLine('s2')));
-    const rm = await ctr(['task', 'rm', 's2']);
-    assert.equal(rm.code, 0, rm.stderr);
-    assert.equal((await ctr(['container', 'rm', 's2'])).code, 0);
-    await waitFor('the daemon to exit', () => daemons().length === 0, 10_000);
-    assert.deepEqual(taskVms(), []);
+    await removeStopped('s2');
   });
 
   it('terminals: ctr run -t and ctr task exec -t get a pty in the guest, sized by ResizePty and resized', async () => {
@@ -239,11 +245,7 @@ describe('containerd shim v2: ctr drives containerd-shim-vmcache-v2 (real contai
     assert.equal(await ex.exited, 5, ex.output());
     const k = await ctr(['task', 'kill', '-s', 'SIGKILL', 's6']);
     assert.equal(k.code, 0, k.stderr);
-    await waitFor('s6 to stop', async () => /STOPPED/.test(await taskLine('s6')));
-    assert.equal((await ctr(['task', 'rm', 's6'])).code, 0);
-    assert.equal((await ctr(['container', 'rm', 's6'])).code, 0);
-    await waitFor('the daemon to exit', () => daemons().length === 0, 10_000);
-    assert.deepEqual(taskVms(), []);
+    await removeStopped('s6');
   });
 
   it('ctr task metrics (cgroup v2 Metrics from the guest), --memory-limit (read in the guest), an OOM event, ps', async () => {
@@ -305,10 +307,7 @@ describe('containerd shim v2: ctr drives containerd-shim-vmcache-v2 (real contai
     }
     assert.match(await taskLine('s7'), /RUNNING/, 'the container itself lives on');
     assert.equal((await ctr(['task', 'kill', '-s', 'SIGKILL', 's7'])).code, 0);
-    await waitFor('s7 to stop', async () => /STOPPED/.test(await taskLine('s7')));
-    assert.equal((await ctr(['task', 'rm', 's7'])).code, 0);
-    assert.equal((await ctr(['container', 'rm', 's7'])).code, 0);
-    await waitFor('the daemon to exit', () => daemons().length === 0, 10_000);
+    await removeStopped('s7');
   });
 
   it('kill -9 of the daemon: containerd runs delete, the task exits 137, no QEMU, mount or socket is left', async () => {
@@ -369,10 +368,6 @@ describe('containerd shim v2: ctr drives containerd-shim-vmcache-v2 (real contai
     } finally {
       events.kill();
     }
-    await waitFor('s4 to stop', async () => /STOPPED/.test(await taskLine('s4')));
-    assert.equal((await ctr(['task', 'rm', 's4'])).code, 0);
-    assert.equal((await ctr(['container', 'rm', 's4'])).code, 0);
-    await waitFor('the daemon to exit', () => daemons().length === 0, 10_000);
-    assert.deepEqual(taskVms(), []);
+    await removeStopped('s4');
   });
 });
