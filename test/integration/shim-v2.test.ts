@@ -325,8 +325,8 @@ describe('containerd shim v2: ctr drives containerd-shim-vmcache-v2 (real contai
       async () => !/RUNNING/.test(await taskLine('s3')),
     );
     await waitFor('the VM to go', () => taskVms().length === 0, 20_000);
-    assert.deepEqual(mountsUnder(b), [], 'no rootfs mount left');
-    // The shim's `delete` (containerd's cleanup) removes the socket after the VM: wait for it as for the VM.
+    // The shim's `delete` unmounts the rootfs after the VM, and removes the socket last: waits for each.
+    await waitFor('the rootfs mount to go', () => mountsUnder(b).length === 0, 10_000);
     await waitFor('the shim socket to go', () => !existsSync(socket), 10_000);
     assert.deepEqual(daemons(), []);
   });

@@ -1,4 +1,4 @@
-import { VmcError } from '../../errors.js';
+import { isVmcError, VmcError } from '../../errors.js';
 import type { CgroupStats } from '../../protocol/agent/messages.js';
 import { effectiveStatus } from '../../sandbox/state-store.js';
 import { connectShim, type RuntimeContext, requireStatus } from './common.js';
@@ -108,7 +108,9 @@ export async function events(ctx: RuntimeContext, id: string, o: EventsOptions):
     try {
       s = await statsOf(ctx, id, owner);
     } catch (err) {
-      // It stopped between the check and the request: the stream ends with it.
+      // It stopped between the check and the request: the stream ends with it. The shim knows first: it
+      // refuses (its life is `stopped`) while it destroys the VM, before its record says so.
+      if (isVmcError(err, 'VMC_ERR_INVALID_STATE')) return 0;
       if (!['running', 'paused'].includes(effectiveStatus(ctx.store.read(id)))) return 0;
       throw err;
     }
