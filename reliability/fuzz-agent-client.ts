@@ -157,6 +157,7 @@ export async function agentClientTarget(_opts: FuzzOptions): Promise<Target<Clie
     updateCgroup: async () => false,
     cgroupStats: async () => null,
     waitForNic: async () => 'eth0',
+    spareNic: async () => 'eth0',
     configureNic: async () => {},
     warm: async () => {},
     info: async () => ({}),

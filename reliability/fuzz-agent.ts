@@ -246,6 +246,7 @@ function fakeOps(absent: string): GuestOps {
     updateCgroup: async () => false,
     cgroupStats: async () => null,
     waitForNic: async () => 'eth0',
+    spareNic: async () => 'eth0',
     configureNic: async () => {},
     warm: async () => {},
     info: async () => ({ kernel: 'fuzz' }),

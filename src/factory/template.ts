@@ -17,7 +17,8 @@ export function templateFiles(dir: string) {
 
 /** What `template.json` records. */
 export interface TemplateMeta {
-  version: 1;
+  /** 2 since VMs have a spare NIC (protocol/spare-nic.ts): a clone's devices must be its template's. */
+  version: 2;
   createdAt: number;
   spec: VmSpec;
   memoryBytes: number;
@@ -49,7 +50,9 @@ export function readTemplate(dir: string, spec?: VmSpec): TemplateMeta | null {
   } catch {
     throw damaged('template.json missing or unreadable');
   }
-  if (meta.version !== 1 || !meta.spec) throw damaged('template.json has an unknown format');
+  if ((meta.version as number) === 1)
+    throw damaged('made by an older vmcache, whose VMs had no spare NIC: a clone of it would not load');
+  if (meta.version !== 2 || !meta.spec) throw damaged('template.json has an unknown format');
   for (const [name, path, size] of [
     ['memory', f.memory, meta.memoryBytes],
     ['state', f.state, meta.stateBytes],
@@ -201,7 +204,7 @@ export async function createTemplate(spec: VmSpec, dir: string, deps: VmDeps): P
     chmodSync(f.memory, 0o400);
     chmodSync(f.state, 0o400);
     const meta: TemplateMeta = {
-      version: 1,
+      version: 2,
       createdAt: deps.clock.now(),
       spec,
       memoryBytes: statSync(f.memory).size,

@@ -1,8 +1,9 @@
-import { createHash } from 'node:crypto';
+import { existsSync } from 'node:fs';
 import { basename, dirname } from 'node:path';
 import { VmcError } from '../errors.js';
 import { HOTPLUG_ROOT_PORTS } from '../hypervisor/qemu/cmdline.js';
-import { addNic } from '../hypervisor/qemu/qmp-commands.js';
+import { addNic, releaseSpareNic } from '../hypervisor/qemu/qmp-commands.js';
+import { spareTapName, tapName } from '../hypervisor/qemu/tap-names.js';
 import type { CommandRunner } from '../platform/command.js';
 import type { PhaseRecorder } from '../platform/phases.js';
 import type { UndoStack } from '../platform/undo-stack.js';
@@ -62,9 +63,18 @@ export async function podInterfaces(run: CommandRunner, netns: string): Promise<
     }));
 }
 
-/** A tap name for interface `i` of VM `vmId` (≤ 15 chars, the kernel's limit). */
-export function tapName(vmId: string, i: number): string {
-  return `vmt${createHash('sha256').update(vmId).digest('hex').slice(0, 8)}${i}`;
+/**
+ * Whether VM `vm`'s spare NIC (protocol/spare-nic.ts) is still unused: its tap is in the host's namespace
+ * until a pod network takes it (moved into the pod's namespace) or it is released (QEMU closes it). A VM
+ * started by an older vmcache has none, and gets its first NIC hot-plugged like the others.
+ */
+export function hasSpareNic(vm: Vm, sysNet = '/sys/class/net'): boolean {
+  return existsSync(`${sysNet}/${spareTapName(vm.id)}`);
+}
+
+/** Deletes the spare NIC's backend of a VM that gets no pod network (nothing if it has none left). */
+export async function releaseUnusedSpareNic(vm: Vm, sysNet = '/sys/class/net'): Promise<void> {
+  if (hasSpareNic(vm, sysNet)) await releaseSpareNic(vm.qmp);
 }
 
 /** The name `ip link set ... netns NAME` takes for a namespace path, when it is a named one. */
@@ -99,16 +109,18 @@ export function checkPodNetns(netns: string): string {
 /**
  * Connects the pod's network namespace to a running (possibly cached, network-less) VM the way Kata's default
  * "tcfilter" model does, for each interface of the namespace:
- * 1. a tap device is made in the host namespace and QEMU opens it by name (QMP `netdev_add`: Node cannot pass
- *    file descriptors over QMP), then a virtio-net NIC with the interface's MAC is hot-plugged on a free
- *    PCIe root port;
+ * 1. the first interface takes the VM's spare NIC (protocol/spare-nic.ts: its tap is open in QEMU since
+ *    start-up, the guest has the NIC since boot); for each other one a tap device is made in the host
+ *    namespace and QEMU opens it by name (QMP `netdev_add`: Node cannot pass file descriptors over QMP), then
+ *    a virtio-net NIC with the interface's MAC is hot-plugged on a free PCIe root port;
  * 2. the tap moves into the pod's namespace (QEMU's descriptor stays valid), and tc `mirred` filters redirect
  *    everything the interface receives to the tap and back;
- * 3. the guest agent gives the NIC the interface's MTU, addresses and routes; asked right after the hot-plug,
- *    it does so while the host does step 2 (the guest's part, the NIC appearing under TCG, is the longer).
+ * 3. the guest agent gives the NIC the interface's MTU, addresses and routes (and the spare NIC the
+ *    interface's MAC); asked at once, it does so while the host does step 2.
  * Each step pushes its own undo on `undo` as it is made, so a failure part-way removes exactly what was made
  * (a namespace that is refused up front is never touched). Returns what was made. `trace`, when given, gets
  * one lap per step (`pod network: ...`) and the agent's figures (the guest's wait for the NIC, its set-up).
+ * `sysNet` is where the host's network devices are listed (a test's own directory in unit tests).
  */
 export async function connectPodNetwork(
   vm: Vm,
@@ -116,6 +128,7 @@ export async function connectPodNetwork(
   run: CommandRunner,
   undo: UndoStack,
   trace?: PhaseRecorder,
+  sysNet = '/sys/class/net',
 ): Promise<PodNetwork> {
   const name = checkPodNetns(netns);
   const lap = (step: string) => trace?.lap(`pod network: ${step}`);
@@ -129,21 +142,29 @@ export async function connectPodNetwork(
     );
   const made: PodNetwork = { netns, taps: [], ingress: [] };
   const ns = (cmd: string, ...args: string[]) => inNs(run, netns, cmd, args);
+  const spare = hasSpareNic(vm, sysNet);
   for (const [i, iface] of ifaces.entries()) {
-    const tap = tapName(vm.id, i);
-    await run('ip', ['tuntap', 'add', 'dev', tap, 'mode', 'tap'], { errorCode: 'VMC_ERR_NETWORK_SETUP' });
+    // The first interface takes the spare NIC when there is one: its tap exists, QEMU has it open, and the
+    // guest has had the NIC since boot. The others are hot-plugged, each with a tap of its own.
+    const useSpare = spare && i === 0;
+    const tap = useSpare ? spareTapName(vm.id) : tapName(vm.id, i);
+    if (!useSpare) {
+      await run('ip', ['tuntap', 'add', 'dev', tap, 'mode', 'tap'], { errorCode: 'VMC_ERR_NETWORK_SETUP' });
+      lap('make the tap (ip tuntap add)');
+    }
     made.taps.push(tap);
-    lap('make the tap (ip tuntap add)');
     // In the host namespace until moved, in the pod's after: try both.
     undo.push(`delete tap ${tap}`, () =>
       run('ip', ['link', 'del', 'dev', tap]).catch(() => ns('ip', 'link', 'del', 'dev', tap)),
     );
-    await addNic(vm.qmp, i, { tap, mac: iface.nic.mac }, lap);
-    // The guest waits for the NIC and configures it while the host moves the tap and sets up tc: neither
-    // needs the other, and the guest's part (the hot-plug under TCG, then its `ip`) is the longer. A frame
-    // the guest sends before the filters are in place is dropped, as on a cable plugged in a moment early;
-    // the pod's processes start only after both are done.
-    const guest = vm.agent.requestTraced({ op: 'net', nic: iface.nic }, 30_000);
+    if (!useSpare) await addNic(vm.qmp, i, { tap, mac: iface.nic.mac }, lap);
+    // The guest finds the NIC (a hot-plugged one once it appears) and configures it while the host moves the
+    // tap and sets up tc: neither needs the other. A frame the guest sends before the filters are in place is
+    // dropped, as on a cable plugged in a moment early; the pod's processes start only after both are done.
+    const guest = vm.agent.requestTraced(
+      useSpare ? { op: 'net', nic: iface.nic, spare: true } : { op: 'net', nic: iface.nic },
+      30_000,
+    );
     guest.catch(() => {}); // awaited below on every path; this only keeps an early rejection from going unhandled
     try {
       await run('ip', ['link', 'set', 'dev', tap, 'netns', name], { errorCode: 'VMC_ERR_NETWORK_SETUP' });

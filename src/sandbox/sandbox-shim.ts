@@ -21,7 +21,13 @@ import { runCreateHooks, runPoststartHooks } from './hooks.js';
 import { KILLABLE, LIVE, ShimLifecycle, type ShimStatus } from './lifecycle.js';
 import { type MountPlan, planMounts } from './mounts.js';
 import { namespacesToShare } from './namespaces.js';
-import { checkPodNetns, connectPodNetwork, disconnectPodNetwork, type PodNetwork } from './network.js';
+import {
+  checkPodNetns,
+  connectPodNetwork,
+  disconnectPodNetwork,
+  type PodNetwork,
+  releaseUnusedSpareNic,
+} from './network.js';
 import { containerExecOf, execProcessOf, startError, terminalOf } from './process.js';
 import { cgroupLimits, sizeForContainer } from './resources.js';
 import { shareInto } from './share.js';
@@ -102,6 +108,7 @@ export class SandboxShim implements ControlledShim {
       undo.push('destroy VM', () => vm.destroy());
       // Its laps (`pod network: ...`) cover the time it takes.
       const network = cfg.netns ? await connectPodNetwork(vm, cfg.netns, deps.run, undo, rec) : null;
+      if (!network) await releaseUnusedSpareNic(vm);
       await shareInto(vm.record.files.sharedDir, cfg.rootfs, `${id}/rootfs`, deps);
       for (const b of plan.host) await shareInto(vm.record.files.sharedDir, b.source, b.shareRel, deps);
       rec?.lap('create: bind the rootfs and volumes into the share');

@@ -3,6 +3,7 @@ import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { spareTapName } from '../../src/hypervisor/qemu/tap-names.js';
 import { mountsUnder } from '../../src/platform/mounts.js';
 import { busyboxBundle, busyboxRootfs } from '../helpers/bundle.js';
 import { startCacheServer } from '../helpers/cache-server.js';
@@ -74,7 +75,10 @@ describe('pods: containers join their sandbox VM (CRI annotations, real QEMU)', 
       ['m1', 'm2'].map((id) => vmcToFile(['run', '-d', '--bundle', member(id), id], out(id))),
     );
     assert.deepEqual(codes, [0, 0], readFileSync(out('m1'), 'utf8') + readFileSync(out('m2'), 'utf8'));
-    assert.equal((await containerVms()).length, 1, 'one VM for the whole pod');
+    const vms = (await containerVms()) as unknown as Array<{ id: string }>;
+    assert.equal(vms.length, 1, 'one VM for the whole pod');
+    // No network namespace: the VM's spare NIC lost its backend (QEMU closed the tap, which went with it).
+    assert.equal(existsSync(`/sys/class/net/${spareTapName(vms[0]!.id)}`), false, 'spare tap released');
     await until('both members printed', () =>
       ['m1', 'm2'].every((id) => readFileSync(out(id), 'utf8').split('\n').length >= 3),
     );
@@ -211,7 +215,7 @@ describe('pods: containers join their sandbox VM (CRI annotations, real QEMU)', 
     for (const id of ['mk', 'sbk']) assert.equal((await vmc(['delete', id])).code, 0);
   });
 
-  it("the sandbox's network namespace reaches the VM: tap + tc mirred + a hot-plugged NIC with the same MAC and address", async () => {
+  it("the sandbox's network namespace reaches the VM: tap + tc mirred + a hot-plugged NIC with the same MAC, MTU, addresses and routes", async () => {
     const pod = `vmcpod${process.pid}`;
     const peer = `vmcpeer${process.pid}`;
     const sh = (cmd: string) => run('sh', ['-c', cmd], process.env);
@@ -226,7 +230,9 @@ describe('pods: containers join their sandbox VM (CRI annotations, real QEMU)', 
         `ip link set vmcB${process.pid % 1000} netns ${peer}`,
         `ip -n ${pod} link set vmcA${process.pid % 1000} name eth0`,
         `ip -n ${pod} addr add 198.18.0.2/24 dev eth0`,
-        `ip -n ${pod} link set eth0 up`,
+        `ip -n ${pod} addr add 2001:db8:5::2/64 dev eth0 nodad`,
+        `ip -n ${pod} link set eth0 mtu 1400 up`,
+        `ip -n ${pod} route add 198.19.0.0/24 via 198.18.0.1`,
         `ip -n ${peer} addr add 198.18.0.1/24 dev vmcB${process.pid % 1000}`,
         `ip -n ${peer} link set vmcB${process.pid % 1000} up`,
       ].join(' && '),
@@ -234,12 +240,15 @@ describe('pods: containers join their sandbox VM (CRI annotations, real QEMU)', 
     assert.equal(setup.code, 0, setup.stderr);
     const mac = JSON.parse((await sh(`ip -n ${pod} -j link show eth0`)).stdout)[0].address as string;
     const b = busyboxBundle(join(env.runDir, 'bundles', 'net'), rootfs, {
-      args: ['sh', '-c', 'ip -o addr show; ip -o link show; ping -c 1 -W 10 198.18.0.1'],
+      args: ['sh', '-c', 'ip -o addr show; ip -o link show; ip route; ping -c 1 -W 10 198.18.0.1'],
       netns: `/var/run/netns/${pod}`,
     });
     const r = await vmc(['run', '--bundle', b, 'net1']);
     assert.equal(r.code, 0, `${r.stdout}\n${r.stderr}`);
     assert.match(r.stdout, /inet 198\.18\.0\.2\/24/);
+    assert.match(r.stdout, /inet6 2001:db8:5::2\/64/, 'the IPv6 address too');
+    assert.match(r.stdout, /eth\d: .* mtu 1400 /, "the interface's MTU");
+    assert.match(r.stdout, /198\.19\.0\.0\/24 via 198\.18\.0\.1 dev eth\d/, "the namespace's route");
     assert.ok(r.stdout.includes(mac), 'the guest NIC has the MAC of the pod interface');
     assert.match(r.stdout, /1 packets received/);
     const links = JSON.parse((await sh(`ip -n ${pod} -j link show`)).stdout) as Array<{ ifname: string }>;

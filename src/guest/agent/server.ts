@@ -47,8 +47,13 @@ export interface GuestOps {
    * PCIe hot-plug, then the driver binds); rejects after `timeoutMs`.
    */
   waitForNic(mac: string, timeoutMs: number): Promise<string>;
-  /** Gives NIC `name` the MTU, addresses and routes of `nic`, and sets its link up. */
-  configureNic(name: string, nic: NicConfig): Promise<void>;
+  /**
+   * The name of the spare NIC (protocol/spare-nic.ts) once the agent's start-up warm-up of it is over, or null
+   * when this VM has none (or it was already taken).
+   */
+  spareNic(): Promise<string | null>;
+  /** Gives NIC `name` the MTU, addresses and routes of `nic` (and its MAC when `setMac`), and sets its link up. */
+  configureNic(name: string, nic: NicConfig, setMac: boolean): Promise<void>;
   /** Runs the process and container start paths once, and mounts the share if asked (see `warm`). */
   warm(share: boolean): Promise<void>;
   info(): Promise<Record<string, unknown>>;
@@ -282,10 +287,13 @@ export class AgentServer {
         return null;
       case 'net': {
         let t = this.#nowUs();
-        const name = await this.ops.waitForNic(req.nic.mac, NIC_APPEAR_MS);
+        const name = req.spare
+          ? await this.ops.spareNic()
+          : await this.ops.waitForNic(req.nic.mac, NIC_APPEAR_MS);
+        if (name === null) throw new Error('this VM has no spare NIC left');
         steps.nicWait = this.#nowUs() - t;
         t = this.#nowUs();
-        await this.ops.configureNic(name, req.nic);
+        await this.ops.configureNic(name, req.nic, req.spare === true);
         steps.nicConfig = this.#nowUs() - t;
         return { name };
       }

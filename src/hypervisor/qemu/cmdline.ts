@@ -1,5 +1,7 @@
 import { SHARED_TAG } from '../../protocol/shared-tag.js';
+import { SPARE_NIC_MAC } from '../../protocol/spare-nic.js';
 import type { VmFiles, VmSpec } from '../types.js';
+import { spareTapName } from './tap-names.js';
 
 /** Name of the virtio-serial port the agent listens on (also its /dev/virtio-ports link in the guest). */
 export const AGENT_PORT_NAME = 'vmcache.agent';
@@ -26,6 +28,9 @@ export const hotplugIds = {
   /** The virtio-net NIC of pod interface `i`. */
   nic: (i: number) => `podnic${i}`,
 };
+
+/** QMP ids of the spare NIC (protocol/spare-nic.ts) and of its tap backend. */
+export const spareNicIds = { netdev: 'sparenet', nic: 'sparenic' };
 
 /** Kernel parameters vmcache always passes. */
 export function baseKernelParams(): string[] {
@@ -60,15 +65,19 @@ export interface QemuExtras {
   incomingDefer?: boolean;
 }
 
-/** Builds QEMU's argument vector for `spec` with state in `files`. Pure: no I/O. */
+/** Builds QEMU's argument vector for VM `name` (its id) of `spec` with state in `files`. Pure: no I/O. */
 export function buildQemuArgs(spec: VmSpec, files: VmFiles, name: string, extras: QemuExtras = {}): string[] {
   const args: string[] = ['-name', `vmcache-${name}`];
   const machine = extras.memoryFile ? `${spec.machine},memory-backend=vmcache-ram` : spec.machine;
   if (spec.accel === 'kvm') {
     args.push('-machine', `${machine},accel=kvm`);
   } else {
-    // tb-size must be given through -accel, which conflicts with accel= in -machine.
-    args.push('-machine', machine, '-accel', `tcg,tb-size=${spec.tcgTbSizeMiB}`);
+    // tb-size must be given through -accel, which conflicts with accel= in -machine. One TCG thread for all
+    // vCPUs: with a thread per vCPU (QEMU's default here), the translation buffer is cut into regions handed
+    // to the vCPU threads as they fill them, and a vCPU hot-plugged once every region is taken aborts QEMU
+    // (7.2: "tcg_region_initial_alloc__locked: assertion failed"; seen 2026-12-03 growing a pooled VM whose
+    // warm-up had filled its buffer). A single thread has a single region, flushed when full.
+    args.push('-machine', machine, '-accel', `tcg,thread=single,tb-size=${spec.tcgTbSizeMiB}`);
   }
   if (extras.memoryFile) {
     const { path, share } = extras.memoryFile;
@@ -120,6 +129,14 @@ export function buildQemuArgs(spec: VmSpec, files: VmFiles, name: string, extras
     `unix:${files.qmpSocket},server=on,wait=off`,
     '-pidfile',
     files.pidfile,
+  );
+  // The spare NIC, on the root bus (it is never unplugged). QEMU makes the tap itself (not persistent): it
+  // goes away with QEMU, wherever it has been moved to.
+  args.push(
+    '-netdev',
+    `tap,id=${spareNicIds.netdev},ifname=${spareTapName(name)},script=no,downscript=no`,
+    '-device',
+    `virtio-net-pci,netdev=${spareNicIds.netdev},id=${spareNicIds.nic},mac=${SPARE_NIC_MAC},bus=pcie.0`,
   );
   for (let i = 0; i < HOTPLUG_ROOT_PORTS; i++) {
     args.push('-device', `pcie-root-port,id=${rootPortId(i)},bus=pcie.0,chassis=${i + 1},slot=${i + 1}`);

@@ -1,5 +1,5 @@
 import type { QmpClient } from '../../protocol/qmp/client.js';
-import { hotplugIds, rootPortId } from './cmdline.js';
+import { hotplugIds, rootPortId, spareNicIds } from './cmdline.js';
 
 /**
  * The QMP commands vmcache sends, each a typed function, so that command names, argument shapes and device ids
@@ -83,4 +83,12 @@ export async function addNic(
     bus: rootPortId(i),
   });
   lap('QMP device_add (virtio-net-pci on a root port)');
+}
+
+/**
+ * Deletes the spare NIC's tap backend: QEMU closes the tap (which then goes away) and the NIC's link stays
+ * down for good, so a VM that gets no pod network keeps no usable NIC.
+ */
+export async function releaseSpareNic(qmp: Qmp): Promise<void> {
+  await qmp.execute('netdev_del', { id: spareNicIds.netdev });
 }

@@ -32,9 +32,19 @@ export function requestFigures(rec: PhaseRecorder, phase: string, t: RequestTrac
   if (g.enter !== undefined)
     rec.figure(phase, `${t.op}: container set-up (namespaces, mounts, exec)`, ms(g.enter), 'guest');
   if (g.nicWait !== undefined)
-    rec.figure(phase, `${t.op}: wait for the NIC to appear`, ms(g.nicWait), 'guest');
+    rec.figure(
+      phase,
+      `${t.op}: wait for the NIC (to appear, or the spare's warm-up)`,
+      ms(g.nicWait),
+      'guest',
+    );
   if (g.nicConfig !== undefined)
-    rec.figure(phase, `${t.op}: MTU, addresses, routes, link up (busybox ip)`, ms(g.nicConfig), 'guest');
+    rec.figure(
+      phase,
+      `${t.op}: MAC, MTU, link up, addresses, routes (rtnetlink, vmc-helper)`,
+      ms(g.nicConfig),
+      'guest',
+    );
   // Durations on the two clocks are comparable (both tick in real time); their instants are not.
   rec.figure(phase, `${t.op}: outside the guest (transport, event loops)`, rtt - handling, 'host');
 }

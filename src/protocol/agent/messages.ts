@@ -160,6 +160,13 @@ export interface ContainerExec {
 export const SHAREABLE_NAMESPACES = ['ipc', 'uts', 'cgroup', 'pid'] as const;
 
 /** A guest NIC's configuration, copied from the pod's interface it stands for. */
+/**
+ * Bounds on one NIC's addresses and routes: far above what a pod's interface holds, and they keep the helper's
+ * `net` line (vmc-helper.c, one line of at most 16 KiB) whole.
+ */
+export const NIC_MAX_ADDRESSES = 32;
+export const NIC_MAX_ROUTES = 64;
+
 export interface NicConfig {
   mac: string;
   mtu: number;
@@ -194,7 +201,11 @@ export type AgentRequest =
   /** Flushes what the guest holds for the share (syncfs): every byte written there is on the host after it. */
   | { op: 'sync' }
   /** Configures the NIC with this MAC (waiting for it to appear after a hot-plug): MTU, addresses, routes. */
-  | { op: 'net'; nic: NicConfig }
+  /**
+   * Configures the NIC with `nic.mac` (hot-plugged; waits for it to appear) or, with `spare`, the VM's spare NIC
+   * (protocol/spare-nic.ts), which also gets `nic.mac`.
+   */
+  | { op: 'net'; nic: NicConfig; spare?: boolean }
   /** Runs the exec and container paths once (and mounts the share if `share`), so their first real use is fast. */
   | { op: 'warm'; share: boolean }
   | { op: 'info' }
@@ -488,10 +499,15 @@ export function parseHostMessage(v: unknown): Parsed<HostMessage> {
       if (!isObj(n) || typeof n.mac !== 'string' || !/^([0-9a-f]{2}:){5}[0-9a-f]{2}$/.test(n.mac))
         return bad('net.nic.mac must be a lowercase MAC address');
       if (!isUint(n.mtu) || n.mtu < 68 || n.mtu > 65535) return bad('net.nic.mtu must be 68-65535');
-      if (!Array.isArray(n.addresses) || !n.addresses.every((a) => typeof a === 'string' && cidr.test(a)))
-        return bad('net.nic.addresses must be CIDR strings');
+      if (
+        !Array.isArray(n.addresses) ||
+        n.addresses.length > NIC_MAX_ADDRESSES ||
+        !n.addresses.every((a) => typeof a === 'string' && cidr.test(a))
+      )
+        return bad(`net.nic.addresses must be at most ${NIC_MAX_ADDRESSES} CIDR strings`);
       if (
         !Array.isArray(n.routes) ||
+        n.routes.length > NIC_MAX_ROUTES ||
         !n.routes.every(
           (r) =>
             isObj(r) &&
@@ -500,8 +516,13 @@ export function parseHostMessage(v: unknown): Parsed<HostMessage> {
             (r.via === undefined || (typeof r.via === 'string' && ip.test(r.via))),
         )
       )
-        return bad('net.nic.routes must be {dest: CIDR|default, via?: address}');
-      return { ok: true, msg: { t: 'req', id, op: 'net', nic: n as unknown as NicConfig } };
+        return bad(`net.nic.routes must be at most ${NIC_MAX_ROUTES} of {dest: CIDR|default, via?: address}`);
+      if (v.spare !== undefined && typeof v.spare !== 'boolean') return bad('net.spare must be a boolean');
+      const nic = n as unknown as NicConfig;
+      return {
+        ok: true,
+        msg: { t: 'req', id, op: 'net', nic, ...(v.spare === true ? { spare: true } : {}) },
+      };
     }
     case 'warm':
       if (typeof v.share !== 'boolean') return bad('warm.share must be a boolean');

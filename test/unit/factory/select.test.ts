@@ -63,14 +63,14 @@ async function fakeCacheServer(served: object | { error: status }): Promise<{ pa
 }
 
 /** Writes a template directory whose files match its template.json. */
-function fakeTemplate(dir: string, made: object) {
+function fakeTemplate(dir: string, made: object, version = 2) {
   const f = templateFiles(dir);
   mkdirSync(dir, { recursive: true });
   writeFileSync(f.memory, Buffer.alloc(4096));
   writeFileSync(f.state, Buffer.alloc(100));
   writeFileSync(
     f.meta,
-    JSON.stringify({ version: 1, createdAt: 1, spec: made, memoryBytes: 4096, stateBytes: 100 }),
+    JSON.stringify({ version, createdAt: 1, spec: made, memoryBytes: 4096, stateBytes: 100 }),
   );
 }
 
@@ -211,6 +211,18 @@ describe('selectFactory (which base a client uses)', () => {
     await assert.rejects(
       selectFactory(config(`enable_template = true\ntemplate_path = "${templatePath}"`), spec, d, true),
       (e) => isVmcError(e, 'VMC_ERR_TEMPLATE_DAMAGED'),
+    );
+  });
+
+  it('refuses a template made before VMs had a spare NIC (its clones would not load), saying how to recreate it', async () => {
+    const { deps: d } = deps();
+    const templatePath = fresh('template');
+    fakeTemplate(templatePath, spec, 1);
+    await assert.rejects(
+      selectFactory(config(`enable_template = true\ntemplate_path = "${templatePath}"`), spec, d, true),
+      (e) =>
+        isVmcError(e, 'VMC_ERR_TEMPLATE_DAMAGED') &&
+        /older vmcache, whose VMs had no spare NIC.*factory destroy/.test((e as Error).message),
     );
   });
 });

@@ -1,5 +1,9 @@
 import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, it } from 'node:test';
+import { spareTapName, tapName } from '../../../src/hypervisor/qemu/tap-names.js';
 import type { CommandRunner } from '../../../src/platform/command.js';
 import { UndoStack } from '../../../src/platform/undo-stack.js';
 import { parseHostMessage } from '../../../src/protocol/agent/messages.js';
@@ -8,7 +12,7 @@ import {
   disconnectPodNetwork,
   mirredBatch,
   podInterfaces,
-  tapName,
+  releaseUnusedSpareNic,
 } from '../../../src/sandbox/network.js';
 import type { Vm } from '../../../src/vm/vm.js';
 
@@ -70,6 +74,8 @@ describe('pod network plumbing (pure parts)', () => {
       [{ ...ok, mtu: 10 }, /mtu/],
       [{ ...ok, addresses: ['198.18.0.2; reboot'] }, /addresses/],
       [{ ...ok, routes: [{ dest: 'default', via: '$(x)' }] }, /routes/],
+      [{ ...ok, addresses: Array.from({ length: 33 }, (_, i) => `198.18.0.${i}/24`) }, /at most 32/],
+      [{ ...ok, routes: Array.from({ length: 65 }, () => ({ dest: 'default' })) }, /at most 64/],
     ] as const) {
       const r = parseHostMessage({ t: 'req', id: 1, op: 'net', nic: bad });
       assert.equal(r.ok, false);
@@ -179,5 +185,62 @@ describe('pod network plumbing (pure parts)', () => {
     assert.equal(settled, false);
     answer({ result: { name: 'eth0' }, trace: { op: 'net', sentMs: 0, receivedMs: 1, guest: null } });
     await assert.rejects(failed, /no such device/);
+  });
+
+  it("the first interface takes the VM's spare NIC (no tap made, no hot-plug, the guest told it is the spare); a VM without a pod network has it released", async () => {
+    const sysNet = mkdtempSync(join(tmpdir(), 'vmc-sysnet-'));
+    try {
+      const vmId = '0123456789ab';
+      writeFileSync(join(sysNet, spareTapName(vmId)), '');
+      const calls: string[] = [];
+      const run: CommandRunner = async (cmd, args, opts) => {
+        const line = [cmd, ...args].join(' ');
+        if (line.includes(' ip -j ')) return fakeIp(cmd, args, opts);
+        calls.push(line);
+        return { stdout: Buffer.alloc(0), stderr: '' };
+      };
+      const requests: unknown[] = [];
+      const vm = {
+        id: vmId,
+        qmp: {
+          execute: async (cmd: string, a: unknown) => void calls.push(`qmp ${cmd} ${JSON.stringify(a)}`),
+        },
+        agent: {
+          requestTraced: async (req: unknown) => {
+            requests.push(req);
+            return { result: { name: 'eth0' }, trace: null };
+          },
+        },
+      } as unknown as Vm;
+      const made = await connectPodNetwork(vm, '/var/run/netns/p', run, new UndoStack(), undefined, sysNet);
+      assert.deepEqual(made.taps, [spareTapName(vmId)]);
+      assert.equal(
+        calls.filter((c) => c.includes('tuntap') || c.startsWith('qmp')).length,
+        0,
+        calls.join('\n'),
+      );
+      assert.equal(calls[0], `ip link set dev ${spareTapName(vmId)} netns p`);
+      assert.deepEqual(requests, [
+        {
+          op: 'net',
+          spare: true,
+          nic: {
+            mac: '0a:58:c6:12:00:02',
+            mtu: 1450,
+            addresses: ['198.18.0.2/24'],
+            routes: [{ dest: 'default', via: '198.18.0.1' }],
+          },
+        },
+      ]);
+      calls.length = 0;
+      await releaseUnusedSpareNic(vm, sysNet);
+      assert.deepEqual(calls, ['qmp netdev_del {"id":"sparenet"}']);
+      rmSync(join(sysNet, spareTapName(vmId)));
+      calls.length = 0;
+      await releaseUnusedSpareNic(vm, sysNet);
+      assert.deepEqual(calls, [], 'nothing to release once it is gone');
+    } finally {
+      rmSync(sysNet, { recursive: true, force: true });
+    }
   });
 });

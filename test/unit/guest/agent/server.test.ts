@@ -11,6 +11,7 @@ function fakeOps() {
   const calls: string[] = [];
   /** Host connections seen, with the calls made before each (see GuestOps.connected). */
   const connections: number[] = [];
+  let spareLeft = true;
   const ops: GuestOps = {
     connected: () => void connections.push(calls.length),
     reseed: async (hex) => void calls.push(`reseed ${hex}`),
@@ -45,7 +46,14 @@ function fakeOps() {
       calls.push(`wait ${mac}`);
       return 'eth0';
     },
-    configureNic: async (name, nic) => void calls.push(`nic ${name} ${nic.mac}`),
+    spareNic: async () => {
+      calls.push('spare');
+      const name = spareLeft ? 'eth9' : null;
+      spareLeft = false;
+      return name;
+    },
+    configureNic: async (name, nic, setMac) =>
+      void calls.push(`nic ${name} ${nic.mac}${setMac ? ' set-mac' : ''}`),
     info: async () => ({ kernel: 'fake' }),
     shutdown: async () => void calls.push('shutdown'),
   };
@@ -209,7 +217,7 @@ describe('AgentServer (the in-guest agent engine, run on the host)', () => {
     // A guest clock that ticks 10 µs per read: every reading is distinct, so the order is checked exactly.
     let t = 1_000;
     const nowUs = () => (t += 10);
-    const { ops } = fakeOps();
+    const { ops, calls } = fakeOps();
     const server = new AgentServer(ops, { nowUs });
     const [hostSide, guestSide] = duplexPair();
     void server.serve(guestSide, 500);
@@ -244,6 +252,15 @@ describe('AgentServer (the in-guest agent engine, run on the host)', () => {
     const ng = net.trace.guest!;
     assert.deepEqual(Object.keys(ng).sort(), ['nicConfig', 'nicWait', 'rx', 'tx']);
     assert.ok(ng.nicWait! > 0 && ng.nicConfig! > 0 && ng.nicWait! + ng.nicConfig! <= ng.tx - ng.rx);
+
+    // The spare NIC: no wait for a MAC to appear, and the NIC gets the pod's MAC; a second one has none left.
+    const sp = await client.requestTraced({ op: 'net', nic, spare: true });
+    assert.deepEqual(sp.result, { name: 'eth9' });
+    assert.deepEqual(calls.slice(-2), ['spare', 'nic eth9 0a:58:c6:12:00:02 set-mac']);
+    const none = await client.request({ op: 'net', nic, spare: true }).catch((e) => e);
+    assert.ok(isVmcError(none, 'VMC_ERR_AGENT_REQUEST'));
+    assert.match(none.message, /no spare NIC left/);
+    assert.deepEqual(calls.slice(-1), ['spare'], 'nothing configured without a NIC');
 
     // A refused request carries them too.
     const refused = await client.request({ op: 'signal', proc: 12345, signal: 'TERM' }).catch((e) => e);

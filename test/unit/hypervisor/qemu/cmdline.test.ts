@@ -2,7 +2,9 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { defaultVmSpec } from '../../../../src/config/defaults.js';
 import { buildQemuArgs, HOTPLUG_ROOT_PORTS, rootPortId } from '../../../../src/hypervisor/qemu/cmdline.js';
+import { spareTapName } from '../../../../src/hypervisor/qemu/tap-names.js';
 import { vmFiles } from '../../../../src/hypervisor/types.js';
+import { SPARE_NIC_MAC } from '../../../../src/protocol/spare-nic.js';
 
 function opt(args: string[], flag: string): string[] {
   return args.flatMap((a, i) => (a === flag ? [args[i + 1]!] : []));
@@ -14,7 +16,7 @@ describe('QEMU command line', () => {
   it('uses TCG with a capped translation cache when there is no KVM', () => {
     const args = buildQemuArgs(defaultVmSpec('/img', 'tcg'), files, 'abc');
     assert.deepEqual(opt(args, '-machine'), ['q35']);
-    assert.deepEqual(opt(args, '-accel'), ['tcg,tb-size=64']);
+    assert.deepEqual(opt(args, '-accel'), ['tcg,thread=single,tb-size=64']);
     assert.deepEqual(opt(args, '-cpu'), ['max']);
   });
 
@@ -75,5 +77,18 @@ describe('QEMU command line', () => {
       ['rp1', 'rp2', 'rp3', 'rp4'].slice(0, HOTPLUG_ROOT_PORTS),
     );
     assert.equal(rootPortId(0), 'rp1');
+  });
+  it("gives every VM a spare NIC on the root bus, its tap named for the VM (QEMU makes it), the guest's placeholder MAC", () => {
+    const args = buildQemuArgs(defaultVmSpec('/img', 'tcg'), files, 'abc');
+    assert.deepEqual(opt(args, '-netdev'), [
+      `tap,id=sparenet,ifname=${spareTapName('abc')},script=no,downscript=no`,
+    ]);
+    assert.deepEqual(
+      opt(args, '-device').filter((d) => d.startsWith('virtio-net-pci')),
+      [`virtio-net-pci,netdev=sparenet,id=sparenic,mac=${SPARE_NIC_MAC},bus=pcie.0`],
+    );
+    assert.notEqual(spareTapName('abc'), spareTapName('abd'));
+    assert.ok(spareTapName('abc').length <= 15);
+    assert.match(SPARE_NIC_MAC, /^02:/, 'locally administered');
   });
 });
