@@ -13,10 +13,11 @@ import { systemClock } from '../src/platform/clock.js';
 import { runCommand } from '../src/platform/command.js';
 import { nullLogger } from '../src/platform/logger.js';
 import { defaultPaths } from '../src/platform/paths.js';
+import { PhaseRecorder, type PhaseReport } from '../src/platform/phases.js';
 import { Vm } from '../src/vm/vm.js';
 import { realCache, rpcLatency } from './cache.js';
 import { criRows } from './cri.js';
-import { formatPhaseTable, type PhaseRow } from './phases.js';
+import { formatPhaseTable, type PhaseRow, phaseTable } from './phases.js';
 import { podRows } from './pod.js';
 import { poolRows } from './pools.js';
 import { runtimeRows } from './runtime.js';
@@ -75,11 +76,14 @@ async function timeCli(args: string[]): Promise<number> {
 
 // 1. Cold boot to a ready agent.
 const boots: number[] = [];
+const bootPhases: PhaseReport[] = [];
 const pss: number[] = [];
 for (let i = 0; i < 3 * scale; i++) {
   log(`cold boot ${i + 1}`);
-  const vm = await Vm.boot(spec, deps);
+  const rec = new PhaseRecorder(deps.clock);
+  const vm = await Vm.boot(spec, deps, { trace: rec });
   boots.push(vm.timings.totalMs);
+  bootPhases.push(rec.report());
   await systemClock.sleep(2000); // let the guest settle before reading its memory
   pss.push(await pssMiB(vm.record.qemu.pid));
   if (i < 3 * scale - 1) await vm.destroy();
@@ -103,7 +107,12 @@ for (let i = 0; i < 3 * scale; i++) {
     await vm.destroy();
   }
 }
-rows.unshift({ name: 'cold boot to agent-ready', unit: 'ms', summary: summarize(boots) });
+rows.unshift({
+  name: 'cold boot to agent-ready',
+  unit: 'ms',
+  summary: summarize(boots),
+  phases: phaseTable(bootPhases),
+});
 rows.push({ name: 'idle VM memory (QEMU PSS)', unit: 'MiB', summary: summarize(pss) });
 
 // 3. The CLI end to end.

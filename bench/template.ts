@@ -6,8 +6,10 @@ import { DirectFactory } from '../src/factory/direct.js';
 import { VmFactory } from '../src/factory/factory.js';
 import { createTemplate, destroyTemplate, TemplateFactory } from '../src/factory/template.js';
 import type { VmSpec } from '../src/hypervisor/types.js';
+import type { PhaseReport } from '../src/platform/phases.js';
 import type { VmDeps } from '../src/vm/vm.js';
 import type { Row } from './cache.js';
+import { phaseTable } from './phases.js';
 import { pssMiB, summarize } from './stats.js';
 
 /** Template creation, clone vs cold, pool refill with clones vs cold boots, PSS of 4 clones vs 4 cold VMs. */
@@ -31,16 +33,19 @@ export async function templateRows(
     const { factory } = await TemplateFactory.open(spec, dir, deps, { create: 'no' });
     const f = new VmFactory(factory, deps);
     const clones: number[] = [];
+    const breakdowns: PhaseReport[] = [];
     for (let i = 0; i < 5; i++) {
       t = performance.now();
       const got = await f.getVM(spec);
       clones.push(performance.now() - t);
+      breakdowns.push(got.phases);
       await got.vm.destroy();
     }
     rows.push({
       name: 'getVM as a template clone to a usable VM (spawn, load, resume, reseed, clock)',
       unit: 'ms',
       summary: summarize(clones),
+      phases: phaseTable(breakdowns),
     });
     const pss: Record<string, number> = {};
     const bases: Array<[string, FactoryBase]> = [

@@ -24,7 +24,8 @@ export interface BaseVmRequest {
   missPolicy?: MissPolicy;
   /**
    * Where a strategy that has phases worth telling apart laps them (the remote cache: RPC, attach, AckVM,
-   * hand-out gate); the others leave it alone and the composer laps their whole call.
+   * hand-out gate; direct and template: QEMU's start, the guest's boot or the clone's load); the others leave
+   * it alone and the composer laps their whole call.
    */
   trace?: PhaseRecorder;
 }

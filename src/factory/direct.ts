@@ -1,6 +1,6 @@
 import type { VmSpec } from '../hypervisor/types.js';
 import { DEFAULT_TIMEOUTS, Vm, type VmDeps } from '../vm/vm.js';
-import type { FactoryBase } from './base.js';
+import type { BaseVmRequest, FactoryBase } from './base.js';
 
 /** Boots a fresh VM for every request and hands it over paused and parked (Kata's `direct` factory). */
 export class DirectFactory implements FactoryBase {
@@ -24,9 +24,11 @@ export class DirectFactory implements FactoryBase {
     return this.#spec;
   }
 
-  async getBaseVM(signal?: AbortSignal): Promise<Vm> {
+  /** `want.trace` gets the boot's laps (`boot: ...`) and one for the warm-up (if any) and park. */
+  async getBaseVM(signal?: AbortSignal, want?: BaseVmRequest): Promise<Vm> {
     const vm = await Vm.boot(this.#spec, this.#deps, {
       signal,
+      trace: want?.trace,
       timeouts: { ...DEFAULT_TIMEOUTS, agentReadyMs: this.#agentTimeoutMs },
     });
     try {
@@ -38,6 +40,7 @@ export class DirectFactory implements FactoryBase {
         await vm.run(['/bin/true']);
       }
       await vm.park();
+      want?.trace?.lap(this.#warm ? 'boot: warm-up and park' : 'boot: park');
       return vm;
     } catch (err) {
       await vm.destroy();

@@ -8,7 +8,7 @@ import { mountsUnder } from '../platform/mounts.js';
 import { withPidLock } from '../platform/pid-lock.js';
 import { UndoStack } from '../platform/undo-stack.js';
 import { Vm, type VmDeps } from '../vm/vm.js';
-import type { FactoryBase } from './base.js';
+import type { BaseVmRequest, FactoryBase } from './base.js';
 
 /** Files of a template directory. */
 export function templateFiles(dir: string) {
@@ -154,11 +154,12 @@ export class TemplateFactory implements FactoryBase {
     return this.#spec;
   }
 
-  /** A clone, paused and parked. */
-  getBaseVM(signal?: AbortSignal): Promise<Vm> {
+  /** A clone, paused and parked; `want.trace` gets the clone's start-up laps. */
+  getBaseVM(signal?: AbortSignal, want?: BaseVmRequest): Promise<Vm> {
     const f = templateFiles(this.#dir);
     return Vm.boot(this.#spec, this.#deps, {
       signal,
+      trace: want?.trace,
       qemu: { memoryFile: { path: f.memory, share: false }, incomingDefer: true },
       restoreFrom: f.state,
     });

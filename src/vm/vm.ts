@@ -107,6 +107,8 @@ export class Vm {
       qemu?: QemuExtras;
       /** Start as a clone: QEMU must run with `incomingDefer`; the VM is returned paused and parked. */
       restoreFrom?: string;
+      /** Laps `boot: spawn QEMU`, `boot: QMP socket + connect`, then `clone: load the template's state` or `boot: agent ready (guest boot)`. */
+      trace?: PhaseRecorder;
     } = {},
   ): Promise<Vm> {
     const { clock, logger } = deps;
@@ -130,6 +132,7 @@ export class Vm {
       // Registered before anything can be aborted: the spawn itself always completes.
       undo.push('kill QEMU', () => signalIfAlive(proc.identity, 'SIGKILL'));
       const spawnMs = clock.monotonic() - t0;
+      opts.trace?.lap('boot: spawn QEMU');
       const self = identify(process.pid);
       const record: VmRecord = {
         version: VM_RECORD_VERSION,
@@ -148,14 +151,17 @@ export class Vm {
       undo.push('close QMP', () => qmp.close());
       await step(qmp.connect());
       const qmpMs = clock.monotonic() - t0;
+      opts.trace?.lap('boot: QMP socket + connect');
       let agent: AgentClient | null = null;
       if (opts.restoreFrom) {
         // A clone: load the template's device state; its RAM is the template's memory file (x-ignore-shared).
         await step(loadState(qmp, opts.restoreFrom, clock));
+        opts.trace?.lap("clone: load the template's state");
       } else {
         agent = await step(
           connectAgent(files.agentSocket, clock, timeouts.agentReadyMs, files.consoleLog, record.id),
         );
+        opts.trace?.lap('boot: agent ready (guest boot)');
       }
       const agentMs = clock.monotonic() - t0;
       undo.release();

@@ -3,6 +3,7 @@ import { existsSync, truncateSync, writeFileSync } from 'node:fs';
 import { after, describe, it } from 'node:test';
 import { VmFactory } from '../../src/factory/factory.js';
 import { TemplateFactory, templateFiles } from '../../src/factory/template.js';
+import { spareTapName } from '../../src/hypervisor/qemu/tap-names.js';
 import { mountsUnder } from '../../src/platform/mounts.js';
 import { run, VMCACHE } from '../helpers/cli.js';
 import { IMAGE_DIR, noProcessMentions, vmDirsLeft, vmEnv } from '../helpers/vm-env.js';
@@ -52,6 +53,14 @@ describe('VM templating', () => {
       assert.notEqual(bootA, bootB);
       assert.notEqual(a.vm.record.qemu.pid, b.vm.record.qemu.pid);
       assert.equal((await a.vm.run(['echo', 'clone-a'])).stdout.toString(), 'clone-a\n');
+      // Each clone's spare NIC has a tap of its own, opened by its own QEMU.
+      for (const c of [a, b])
+        assert.ok(existsSync(`/sys/class/net/${spareTapName(c.vm.id)}`), `spare tap of clone ${c.vm.id}`);
+      assert.deepEqual(a.phases.phases.map((p) => p.name).slice(0, 3), [
+        'boot: spawn QEMU',
+        'boot: QMP socket + connect',
+        "clone: load the template's state",
+      ]);
     } finally {
       await a.vm.destroy();
       await b.vm.destroy();
