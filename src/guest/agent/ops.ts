@@ -72,9 +72,13 @@ let spare: Promise<string | null> = Promise.resolve(null);
 async function warmSpareNic(name: string): Promise<string> {
   // Its own MAC again, and an IPv6 address and route of the unique-local range: the link going down removes
   // both (the kernel keeps only IPv4 addresses over a down), so the NIC is parked as it booted.
-  await helper
-    .run('net', `${name} 1500 m=${SPARE_NIC_MAC} a=fd76:6d63::1/128 r=fd76:6d63:1::/64`)
-    .catch(() => undefined);
+  const warmUp = {
+    mac: SPARE_NIC_MAC,
+    mtu: 1500,
+    addresses: ['fd76:6d63::1/128'],
+    routes: [{ dest: 'fd76:6d63:1::/64' }],
+  };
+  await helper.run('net', nicHelperArg(name, warmUp, true)).catch(() => undefined);
   await helper.run('down', name).catch(() => undefined);
   return name;
 }
