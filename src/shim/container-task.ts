@@ -90,11 +90,20 @@ export class ContainerTask {
     return owner.update(this.id, r);
   }
 
-  /** The status State reports. */
+  /**
+   * The status State reports: `stopped` only once the exit is recorded (a stop under way, VM being
+   * destroyed, still reads `running`), so that containerd's Delete, which follows a stopped State, finds it.
+   */
   get status(): TaskStatus {
     if (this.end.exit) return 'stopped';
     const s = this.shim.status;
+    if (s === 'stopped') return 'running';
     return s === 'creating' ? 'created' : s;
+  }
+
+  /** Whether the container's stop is under way (its exit not yet recorded). */
+  get stopping(): boolean {
+    return !this.end.exit && this.shim.status === 'stopped';
   }
 
   /** The exit once ended. */
@@ -123,7 +132,7 @@ export class ContainerTask {
     if (this.owner.stats) {
       const oom = new OomWatch({
         oomKills: async () => (await this.stats()).memory.events.oom_kill ?? 0,
-        active: () => this.status === 'running',
+        active: () => this.shim.status === 'running',
         onOom: () => this.deps.onOom(),
         clock: this.deps.clock,
         everyMs: this.deps.livenessMs,

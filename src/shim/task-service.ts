@@ -192,7 +192,8 @@ export class TaskService {
           return {};
         }
         const owner = task.owner;
-        if (r.all && task.status === 'running' && owner.signalAll) await owner.signalAll(task.id, sig);
+        if (r.all && task.status === 'running' && !task.stopping && owner.signalAll)
+          await owner.signalAll(task.id, sig);
         else await task.shim.kill(sig);
         return {};
       },
@@ -214,6 +215,9 @@ export class TaskService {
         }
         if (task.status === 'created') {
           await task.shim.kill('SIGKILL');
+          await waitAtMost(task.end.exited, this.#d.stopWaitMs, this.#d.clock);
+        } else if (task.stopping) {
+          // The process exited and its VM is being destroyed: the exit comes with the end of that.
           await waitAtMost(task.end.exited, this.#d.stopWaitMs, this.#d.clock);
         }
         const exit = task.end.exit;
@@ -270,7 +274,7 @@ export class TaskService {
         if (task.end.exit) return { processes: [] };
         // The guest's pids of the container's cgroup while it runs; before (and while the VM is frozen,
         // when the agent cannot answer) the daemon stands for them.
-        const pids = task.status === 'running' ? (await task.stats()).procs : [this.#d.pid];
+        const pids = task.status === 'running' && !task.stopping ? (await task.stats()).procs : [this.#d.pid];
         return { processes: pids.map((pid) => ({ pid, info: undefined })) };
       },
 

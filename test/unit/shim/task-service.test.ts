@@ -318,10 +318,19 @@ describe('shim Task service (over fakes, through a ttrpc server)', () => {
     t.backend.vmAlive = false;
     await t.clock.advance(3_000);
     await settle();
-    assert.equal((await t.call('state', { id: 'sb', execId: '' })).status, Status.STOPPED);
+    assert.equal(
+      (await t.call('state', { id: 'sb', execId: '' })).status,
+      Status.RUNNING,
+      'stopped only once the exit is recorded (containerd deletes a stopped task at once)',
+    );
     assert.equal(t.events.filter((e) => e.topic === '/tasks/exit').length, 0, 'no exit yet');
+    // A Delete that comes now waits for the exit under way instead of refusing the task as running.
+    const deleted = t.call('delete', { id: 'sb', execId: '' });
+    await settle();
     sb.exit({ code: 0, signal: null });
     assert.equal((await waited).exitStatus, 0, "the process's own status, not 137");
+    assert.equal((await deleted).exitStatus, 0);
+    assert.equal(await t.call('state', { id: 'sb', execId: '' }).catch(rpcCodeOf), RpcCode.NotFound);
   });
 
   it('Stats (cgroup v2 Metrics), Update (LinuxResources), Pids (guest pids) through the VM owner; OOM events', async () => {
