@@ -7,6 +7,7 @@
 import { copyFileSync, mkdirSync, rmSync } from 'node:fs';
 import { messageOf } from '../src/errors.js';
 import { VmFactory } from '../src/factory/factory.js';
+import { destroyTemplate } from '../src/factory/template.js';
 import type { VmDeps } from '../src/vm/vm.js';
 import type { Row } from './cache.js';
 import { startBenchCache } from './server.js';
@@ -18,6 +19,11 @@ const SMALL = { cpus: 1, memoryMiB: 512 };
 const BIG = { cpus: 2, memoryMiB: 768 };
 /** The budget both setups get: 4 VMs of the default shape. */
 const BUDGET_MIB = 2048;
+/** Where the template-clone setups keep their templates (the default pool's; another pool's is beside it). */
+const TEMPLATE_DIR = '/tmp/vmc-bench-pools-template';
+
+/** How a setup's pools are filled: cold boots (one at a time on 2 cores) or template clones. */
+export type PoolsBase = 'direct boots' | 'template clones';
 
 /**
  * The trace, written down: 120 s; Poisson arrivals at 1 per 20 s, plus bursts of 5 at once at 20 s and 80 s;
@@ -45,6 +51,7 @@ export function burstyTrace(seed = 15): Array<{ atMs: number; shape: typeof SMAL
 /** What one setup measured on the trace. */
 export interface PoolsOutcome {
   setup: string;
+  base: PoolsBase;
   requests: number;
   /** Served from a VM ready at arrival (of any shape; the rest waited for a boot). */
   hitRate: number;
@@ -62,20 +69,25 @@ async function replay(
   size: number,
   toml: string,
   log: (s: string) => void,
+  base: PoolsBase,
 ): Promise<PoolsOutcome> {
   const dir = deps.paths.runDir;
   rmSync(dir, { recursive: true, force: true });
   mkdirSync(dir, { recursive: true });
   const serverLog = `${dir}/server.log`;
-  const cache = await startBenchCache(repo, deps, dir, size, toml, serverLog);
+  // Keys before any table header land in the server's [factory] table.
+  const factoryKeys = base === 'template clones' ? `template_path = "${TEMPLATE_DIR}"\n` : '';
+  const templates = [TEMPLATE_DIR, `${TEMPLATE_DIR}-big`];
+  for (const t of templates) await destroyTemplate(t, deps);
+  const cache = await startBenchCache(repo, deps, dir, size, factoryKeys + toml, serverLog);
   try {
     const s0 = await cache.remote.serverStatus();
     await cache.waitFull(s0.target);
     const before = await cache.remote.serverStatus();
     const factory = new VmFactory(cache.remote, deps);
-    const base = cache.remote.config();
+    const defaults = cache.remote.config();
     const trace = burstyTrace();
-    log(`pools: ${setup}: replaying ${trace.length} requests over 120 s`);
+    log(`pools: ${setup} (${base}): replaying ${trace.length} requests over 120 s`);
     const t0 = performance.now();
     const results = await Promise.all(
       trace.map(async ({ atMs, shape }) => {
@@ -84,7 +96,7 @@ async function replay(
         // Every request has a deadline: the server's wait (30 s), the RPC's 60 s (remote-cache.ts), and the
         // composer's agent timeouts. A request that fails is counted, not fatal: the row says how many.
         try {
-          const got = await factory.getVM({ ...base, ...shape });
+          const got = await factory.getVM({ ...defaults, ...shape });
           const waitMs = performance.now() - t;
           const exact =
             got.vm.record.spec.cpus === shape.cpus && got.vm.record.spec.memoryMiB === shape.memoryMiB;
@@ -105,12 +117,13 @@ async function replay(
     const hits = after.hits - before.hits;
     return {
       setup,
+      base,
       requests: trace.length,
       hitRate: hits / trace.length,
       exactRate: results.filter((r) => r.exact).length / trace.length,
       failed: results.filter((r) => r.failed).length,
       row: {
-        name: `bursty trace (${trace.length} requests, 2 shapes, ${BUDGET_MIB} MiB): getVM wait, ${setup}`,
+        name: `bursty trace (${trace.length} requests, 2 shapes, ${BUDGET_MIB} MiB, ${base}): getVM wait, ${setup}`,
         unit: 'ms',
         summary: summarize(results.map((r) => r.waitMs)),
       },
@@ -119,30 +132,45 @@ async function replay(
     await cache.stop();
     // BENCH_KEEP_LOGS=DIR keeps each setup's server log (which pool served whom, boot times) for a look after.
     const keep = process.env.BENCH_KEEP_LOGS;
-    if (keep) copyFileSync(serverLog, `${keep}/pools-${setup.split(' ')[0]}.log`);
+    if (keep) copyFileSync(serverLog, `${keep}/pools-${setup.split(' ')[0]}-${base.split(' ')[0]}.log`);
     rmSync(dir, { recursive: true, force: true });
+    for (const t of templates) await destroyTemplate(t, deps);
   }
 }
 
-/** Both setups on the same trace, fixed first. */
+/**
+ * Both setups on the same trace, fixed first, for each base: with direct boots the refills are cold boots that
+ * run one at a time; with template clones (each pool's own template, made at the server's start) a refill
+ * takes well under a second, so what is left between the setups is the hot-plug the single pool pays.
+ */
 export async function poolRows(
   repo: string,
   deps: VmDeps,
   log: (s: string) => void,
 ): Promise<PoolsOutcome[]> {
   const d = { ...deps, paths: { ...deps.paths, runDir: '/tmp/vmc-bench-pools' } };
-  const fixed = await replay(repo, d, 'fixed single pool (4 × 1 vCPU/512 MiB)', BUDGET_MIB / 512, '', log);
-  const perShape = await replay(
-    repo,
-    d,
-    'a pool per shape, sized by demand',
-    1,
-    // Minimums that fill most of the budget at rest (2 × 512 + 768 = 1792 MiB, the fixed pool's 2048 less one
-    // small VM) and maxima for bursts, as an operator would set them: a run of 2026-12-02 with minimums of 1 and 1
-    // (1280 MiB at rest) missed more than the fixed pool did (37 % against 47 % hits), the sizer's 60 s window
-    // being longer than the gap between bursts.
-    `[cache]\nmemory_budget = ${BUDGET_MIB}\n\n[[cache.pool]]\nvcpus = 1\nmemory = 512\nmin = 2\nmax = 4\n\n[[cache.pool]]\nname = "big"\nvcpus = 2\nmemory = 768\nmin = 1\nmax = 2\n`,
-    log,
-  );
-  return [fixed, perShape];
+  const out: PoolsOutcome[] = [];
+  for (const base of ['direct boots', 'template clones'] as const) {
+    const tpl = base === 'template clones' ? 'template = true\n' : '';
+    // Kata's single pool; with templates, one listed pool of the default shape stands in for it (fixed size).
+    const fixedToml = tpl ? `[[cache.pool]]\nvcpus = 1\nmemory = 512\nmin = 4\nmax = 4\n${tpl}` : '';
+    const fixed = `fixed single pool (4 × 1 vCPU/512 MiB)`;
+    out.push(await replay(repo, d, fixed, BUDGET_MIB / 512, fixedToml, log, base));
+    out.push(
+      await replay(
+        repo,
+        d,
+        'a pool per shape, sized by demand',
+        1,
+        // Minimums that fill most of the budget at rest (2 × 512 + 768 = 1792 MiB, the fixed pool's 2048 less one
+        // small VM) and maxima for bursts, as an operator would set them: a run of 2026-12-02 with minimums of 1
+        // and 1 (1280 MiB at rest) missed more than the fixed pool did (37 % against 47 % hits), the sizer's 60 s
+        // window being longer than the gap between bursts.
+        `[cache]\nmemory_budget = ${BUDGET_MIB}\n\n[[cache.pool]]\nvcpus = 1\nmemory = 512\nmin = 2\nmax = 4\n${tpl}\n[[cache.pool]]\nname = "big"\nvcpus = 2\nmemory = 768\nmin = 1\nmax = 2\n${tpl}`,
+        log,
+        base,
+      ),
+    );
+  }
+  return out;
 }

@@ -185,8 +185,9 @@ const result = {
   image: readManifest(paths.imageDir),
   rows,
   ratios,
-  pools: pools.map(({ setup, requests, hitRate, exactRate, failed }) => ({
+  pools: pools.map(({ setup, base, requests, hitRate, exactRate, failed }) => ({
     setup,
+    base,
     requests,
     hitRate,
     exactRate,
@@ -203,7 +204,7 @@ writeFileSync(
 const poolLine = pools
   .map(
     (p) =>
-      `${p.setup}: ${(p.hitRate * 100).toFixed(0)}% hits, ${(p.exactRate * 100).toFixed(0)}% exact shape, ${p.failed} failed`,
+      `${p.setup} (${p.base}): ${(p.hitRate * 100).toFixed(0)}% hits, ${(p.exactRate * 100).toFixed(0)}% exact shape, ${p.failed} failed`,
   )
   .join('; ');
 process.stdout.write(
