@@ -1,5 +1,5 @@
 import { existsSync } from 'node:fs';
-import type { PoolConfig } from '../config/pools.js';
+import { type PoolConfig, poolTemplatePaths } from '../config/pools.js';
 import { VmcError } from '../errors.js';
 import type { FactoryBase } from '../factory/base.js';
 import { DirectFactory } from '../factory/direct.js';
@@ -43,9 +43,10 @@ export async function factoryInit(ctx: CliContext): Promise<number> {
   }
   const metrics = new PromMetrics();
   const entries: PoolEntry[] = [];
+  const templates = poolTemplatePaths(ctx.config.cache.pools, factory.templatePath);
   try {
     for (const [i, p] of ctx.config.cache.pools.entries())
-      entries.push(await poolEntry(ctx, spec, p, i === 0));
+      entries.push(await poolEntry(ctx, spec, p, templates[i] ?? null));
   } catch (err) {
     await Promise.all(entries.map((e) => e.base.close()));
     throw err;
@@ -115,23 +116,18 @@ async function openTemplate(ctx: CliContext, spec: VmSpec, path: string): Promis
   return factory;
 }
 
-/**
- * One pool's base: clones of a template of the pool's shape, or direct boots. The default pool's template is
- * `[factory] template_path` (Kata's); another pool's is beside it, named after the pool (a template is one
- * shape: its memory size is in the snapshot).
- */
+/** One pool's base: clones of the template at `template` (of the pool's shape), or direct boots (null). */
 async function poolEntry(
   ctx: CliContext,
   host: VmSpec,
   p: PoolConfig,
-  isDefault: boolean,
+  template: string | null,
 ): Promise<PoolEntry> {
   const spec: VmSpec = { ...host, cpus: p.cpus, memoryMiB: p.memoryMiB };
-  const path = isDefault ? ctx.config.factory.templatePath : `${ctx.config.factory.templatePath}-${p.name}`;
-  const base = p.template
-    ? await openTemplate(ctx, spec, path)
+  const base = template
+    ? await openTemplate(ctx, spec, template)
     : new DirectFactory(spec, ctx, { agentTimeoutMs: ctx.config.agentDialTimeoutMs, warm: true });
-  return { name: p.name, base, kind: p.template ? 'template' : 'direct', min: p.min, max: p.max };
+  return { name: p.name, base, kind: template ? 'template' : 'direct', min: p.min, max: p.max };
 }
 
 /** `vmcache factory status [--json]`: the template (when enabled) and the cache server (when enabled). */
@@ -190,16 +186,21 @@ function templateLine(t: { path: string } & ReturnType<typeof templateState>): s
     : `template ${t.path}: none (create it with 'vmcache factory init')\n`;
 }
 
-/** `vmcache factory destroy`: asks the cache server to quit and waits until it is gone; removes the template. */
+/**
+ * `vmcache factory destroy`: asks the cache server to quit and waits until it is gone; removes the templates
+ * (`[factory] template_path`, and each `[[cache.pool]]`'s of template clones).
+ */
 export async function factoryDestroy(ctx: CliContext): Promise<number> {
   const f = ctx.config.factory;
   if (f.vmCacheNumber > 0) await stopServer(ctx, f.vmCacheEndpoint);
-  if (f.template) {
-    const removed = await destroyTemplate(f.templatePath, ctx);
+  const paths = new Set(poolTemplatePaths(ctx.config.cache.pools, f.templatePath).filter((p) => p !== null));
+  if (f.template) paths.add(f.templatePath);
+  for (const path of paths) {
+    const removed = await destroyTemplate(path, ctx);
     ctx.say(
       removed
-        ? `factory: VM template ${f.templatePath} removed (unmounted and deleted)`
-        : 'factory: no VM template to remove',
+        ? `factory: VM template ${path} removed (unmounted and deleted)`
+        : `factory: no VM template to remove at ${path}`,
     );
   }
   return 0;

@@ -166,3 +166,12 @@ export function resolvePools(listedPools: ListedPool[], l: PoolLimits): PoolConf
   }
   return pools;
 }
+
+/**
+ * Where each pool's template is, for the pools {@link resolvePools} returns (default pool first): the default
+ * pool's is `[factory] template_path` (Kata's); another pool's is beside it, named after the pool (a template is
+ * one shape: its memory size is in the snapshot). Pools of direct boots have none.
+ */
+export function poolTemplatePaths(pools: PoolConfig[], templatePath: string): Array<string | null> {
+  return pools.map((p, i) => (!p.template ? null : i === 0 ? templatePath : `${templatePath}-${p.name}`));
+}

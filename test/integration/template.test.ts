@@ -20,6 +20,15 @@ describe('VM templating', () => {
     VMCACHE_CONFIG: cfg,
   };
   writeFileSync(cfg, `[factory]\nenable_template = true\ntemplate_path = "${tpl}"\n`);
+  /** `factory status --json` on `e`, polled (at most `tries` times, 100 ms apart) until `n` VMs are idle. */
+  const idleVms = async (e: NodeJS.ProcessEnv, n: number, tries: number) => {
+    let r = await run(VMCACHE, ['factory', 'status', '--json'], e);
+    for (let i = 0; i < tries && !(r.code === 0 && JSON.parse(r.stdout).vmstatus.length === n); i++) {
+      await new Promise((res) => setTimeout(res, 100));
+      r = await run(VMCACHE, ['factory', 'status', '--json'], e);
+    }
+    return r;
+  };
   after(async () => {
     await run(VMCACHE, ['factory', 'destroy'], cliEnv);
     env.cleanup();
@@ -97,11 +106,7 @@ describe('VM templating', () => {
     const { spawn } = await import('node:child_process');
     const server = spawn(VMCACHE, ['factory', 'init'], { env: e, stdio: 'ignore' });
     try {
-      let r = await run(VMCACHE, ['factory', 'status', '--json'], e);
-      for (let i = 0; i < 200 && !(r.code === 0 && JSON.parse(r.stdout).vmstatus.length === 1); i++) {
-        await new Promise((res) => setTimeout(res, 100));
-        r = await run(VMCACHE, ['factory', 'status', '--json'], e);
-      }
+      const r = await idleVms(e, 1, 200);
       assert.equal(JSON.parse(r.stdout).vmstatus.length, 1, r.stderr);
       const v = await run(VMCACHE, ['vm', 'run', '--verbose', '--', 'echo', 'cached-clone'], e);
       assert.equal(v.stdout, 'cached-clone\n', v.stderr);
@@ -111,6 +116,46 @@ describe('VM templating', () => {
       server.kill('SIGTERM');
       await new Promise((res) => server.on('exit', res));
     }
+  });
+
+  it('a [[cache.pool]] of template clones has its own template beside template_path, which factory destroy removes', async () => {
+    // The default pool boots directly; the pool of 2 vCPU/768 MiB clones a template of its own shape.
+    const tpl3 = `${env.runDir}/template-pools`;
+    const pools = `${env.runDir}/pools.toml`;
+    writeFileSync(
+      pools,
+      `[factory]\ntemplate_path = "${tpl3}"\nvm_cache_number = 1\nvm_cache_endpoint = "${env.runDir}/pools.sock"\n\n[[cache.pool]]\nname = "big"\nvcpus = 2\nmemory = 768\nmin = 1\nmax = 1\ntemplate = true\n`,
+    );
+    const e = { ...cliEnv, VMCACHE_CONFIG: pools };
+    const { spawn } = await import('node:child_process');
+    const server = spawn(VMCACHE, ['factory', 'init'], { env: e, stdio: 'ignore' });
+    try {
+      const r = await idleVms(e, 2, 600);
+      const st = JSON.parse(r.stdout);
+      assert.equal(st.vmstatus.length, 2, r.stderr);
+      assert.deepEqual(
+        st.pools.map((p: { name: string; base: string }) => [p.name, p.base]),
+        [
+          ['default', 'direct'],
+          ['big', 'template'],
+        ],
+      );
+      assert.deepEqual(mountsUnder(`${tpl3}-big`), [`${tpl3}-big`], "the big pool's template, on its tmpfs");
+      assert.equal(existsSync(tpl3), false, 'the default pool boots directly: no template of its own');
+      const v = await run(
+        VMCACHE,
+        ['vm', 'run', '--verbose', '--cpus', '2', '--memory', '768', '--', 'nproc'],
+        e,
+      );
+      assert.equal(v.stdout, '2\n', v.stderr);
+      assert.match(v.stderr, /from the VM cache/);
+    } finally {
+      const d = await run(VMCACHE, ['factory', 'destroy'], e);
+      assert.equal(d.code, 0, d.stderr);
+      await new Promise((res) => (server.exitCode !== null ? res(null) : server.on('exit', res)));
+    }
+    assert.deepEqual(mountsUnder(`${tpl3}-big`), [], "factory destroy unmounted the pool's template");
+    assert.equal(existsSync(`${tpl3}-big`), false);
   });
 
   it('boots directly, warning which fields differ, when the requested config does not match the template', async () => {

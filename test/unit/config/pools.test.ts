@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { parseConfigText } from '../../../src/config/config.js';
+import { poolTemplatePaths } from '../../../src/config/pools.js';
 import { isVmcError } from '../../../src/errors.js';
 
 const FILE = '/etc/vmcache/configuration.toml';
@@ -144,6 +145,32 @@ max = 6
       );
     });
   }
+
+  it("each pool of template clones has its template: the default pool's at template_path, another's beside it", () => {
+    const c = parse(`${HEAD}
+template_path = "/run/vmcache/tpl"
+
+[[cache.pool]]
+name = "big"
+vcpus = 2
+memory = 1024
+max = 1
+template = true
+
+[[cache.pool]]
+name = "direct"
+vcpus = 3
+memory = 1024
+max = 1
+`);
+    assert.deepEqual(poolTemplatePaths(c.cache.pools, c.factory.templatePath), [
+      null,
+      '/run/vmcache/tpl-big',
+      null,
+    ]);
+    const t = parse(`${HEAD}enable_template = true\ntemplate_path = "/run/vmcache/tpl"\n`);
+    assert.deepEqual(poolTemplatePaths(t.cache.pools, t.factory.templatePath), ['/run/vmcache/tpl']);
+  });
 
   it('refuses pools when vm_cache_number is 0 (the cache is off)', () => {
     assert.throws(
