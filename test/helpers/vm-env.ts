@@ -1,3 +1,4 @@
+import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { defaultVmSpec } from '../../src/config/defaults.js';
@@ -7,6 +8,7 @@ import type { VmSpec } from '../../src/hypervisor/types.js';
 import { systemClock } from '../../src/platform/clock.js';
 import { runCommand } from '../../src/platform/command.js';
 import { nullLogger } from '../../src/platform/logger.js';
+import { mountsUnder } from '../../src/platform/mounts.js';
 import { defaultPaths } from '../../src/platform/paths.js';
 import type { VmDeps } from '../../src/vm/vm.js';
 
@@ -18,6 +20,19 @@ export function vmEnv(): { deps: VmDeps; spec: VmSpec; runDir: string; cleanup()
   if (!readManifest(IMAGE_DIR))
     throw new Error(`no guest image in ${IMAGE_DIR}: run 'vmcache image build' (scripts/test.sh does)`);
   const runDir = mkdtempSync('/tmp/vmc-');
+  // A test file whose after-hook fails (it asserts that nothing was left) never reaches cleanup(): when its
+  // process exits, whatever it left under the run directory goes (processes, then mounts, detached so that
+  // removing the directory cannot reach into them, then the directory), and the failure stays reported.
+  const reap = () => {
+    for (const pid of pidsMentioning(runDir)) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {}
+    }
+    for (const m of mountsUnder(runDir)) spawnSync('umount', ['-l', m]);
+    rmSync(runDir, { recursive: true, force: true });
+  };
+  process.once('exit', reap);
   const deps: VmDeps = {
     paths: { runDir, imageDir: IMAGE_DIR, cacheDir: '/nonexistent' },
     clock: systemClock,
@@ -28,7 +43,10 @@ export function vmEnv(): { deps: VmDeps; spec: VmSpec; runDir: string; cleanup()
     deps,
     spec: defaultVmSpec(IMAGE_DIR, detectAccel().accel),
     runDir,
-    cleanup: () => rmSync(runDir, { recursive: true, force: true }),
+    cleanup: () => {
+      process.off('exit', reap);
+      rmSync(runDir, { recursive: true, force: true });
+    },
   };
 }
 
