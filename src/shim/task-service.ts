@@ -222,7 +222,12 @@ export class TaskService {
         }
         const exit = task.end.exit;
         if (!exit)
-          throw new VmcError('VMC_ERR_INVALID_STATE', `task ${task.id} is ${task.status}: kill it first`);
+          throw new VmcError(
+            'VMC_ERR_INVALID_STATE',
+            task.stopping
+              ? `task ${task.id} is still stopping after ${this.#d.stopWaitMs} ms (its VM is being destroyed): delete it again`
+              : `task ${task.id} is ${task.status}: kill it first`,
+          );
         task.dispose();
         this.#tasks.delete(task.id);
         await this.#d.backend.remove(task.id);

@@ -333,6 +333,20 @@ describe('shim Task service (over fakes, through a ttrpc server)', () => {
     assert.equal(await t.call('state', { id: 'sb', execId: '' }).catch(rpcCodeOf), RpcCode.NotFound);
   });
 
+  it('a Delete whose stop under way does not end within the bound says so, and the task stays', async () => {
+    const t = setup();
+    await t.create('sb');
+    await t.call('start', { id: 'sb', execId: '' });
+    t.backend.shims.get('sb')!.status = 'stopped'; // its VM is being destroyed, and that takes long
+    const deleted = rejection(t.call('delete', { id: 'sb', execId: '' }));
+    await settle();
+    await t.clock.advance(10_000);
+    const del = await deleted;
+    assert.equal(del.code, RpcCode.FailedPrecondition);
+    assert.match(del.message, /task sb is still stopping after 10000 ms .*delete it again/);
+    assert.equal((await t.call('state', { id: 'sb', execId: '' })).status, Status.RUNNING, 'still there');
+  });
+
   it('Stats (cgroup v2 Metrics), Update (LinuxResources), Pids (guest pids) through the VM owner; OOM events', async () => {
     const t = setup();
     await t.create('sb');
