@@ -160,6 +160,7 @@ export async function agentClientTarget(_opts: FuzzOptions): Promise<Target<Clie
     spareNic: async () => 'eth0',
     configureNic: async () => {},
     warm: async () => {},
+    churn: async () => {},
     info: async () => ({}),
     shutdown: async () => {},
   });

@@ -169,6 +169,7 @@ const FIELDS: Record<string, Record<string, fc.Arbitrary<unknown>>> = {
     ),
   },
   warm: { share: anyOf(fc.boolean()) },
+  churn: { passes: anyOf(fc.integer({ min: -1, max: 201 })) },
 };
 
 /** Every op of the protocol (AgentRequest's), checked against the type: a new op fails to compile here. */
@@ -190,6 +191,7 @@ const OPS = Object.keys({
   sync: 0,
   net: 0,
   warm: 0,
+  churn: 0,
   info: 0,
   shutdown: 0,
 } satisfies Record<AgentOp, 0>);
@@ -249,6 +251,7 @@ function fakeOps(absent: string): GuestOps {
     spareNic: async () => 'eth0',
     configureNic: async () => {},
     warm: async () => {},
+    churn: async () => {},
     info: async () => ({ kernel: 'fuzz' }),
     shutdown: async () => {},
   };

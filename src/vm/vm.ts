@@ -11,6 +11,7 @@ import {
 } from '../hypervisor/qemu/launcher.js';
 import { loadState } from '../hypervisor/qemu/migration.js';
 import { cont, queryStatus, quit, stop } from '../hypervisor/qemu/qmp-commands.js';
+import { flushTranslations } from '../hypervisor/qemu/translations.js';
 import { type VmSpec, vmFiles } from '../hypervisor/types.js';
 import type { Clock } from '../platform/clock.js';
 import type { CommandRunner } from '../platform/command.js';
@@ -312,6 +313,22 @@ export class Vm {
     this.#agent = null;
     await reopened;
     await this.pause();
+  }
+
+  /**
+   * Under TCG, makes QEMU flush its translation buffer (see hypervisor/qemu/translations.ts), so that what
+   * runs next stays translated until the buffer fills again; resolves with the guest's churn passes it took.
+   * A no-op (0) under KVM.
+   */
+  async flushTranslations(): Promise<number> {
+    if (this.record.spec.accel !== 'tcg') return 0;
+    return flushTranslations(
+      this.qmp,
+      async (passes) => {
+        await this.agent.request({ op: 'churn', passes }, 30_000);
+      },
+      this.deps.clock,
+    );
   }
 
   /** Pauses the vCPUs (QMP `stop`). A frozen guest cannot answer liveness checks: they wait for `resume()`. */

@@ -6,6 +6,7 @@ import { after, before, describe, it } from 'node:test';
 import type { FactoryBase } from '../../src/factory/base.js';
 import { VmFactory } from '../../src/factory/factory.js';
 import { readManifest } from '../../src/guest/image/manifest.js';
+import { translationStats } from '../../src/hypervisor/qemu/translations.js';
 import { isAlive } from '../../src/platform/process.js';
 import { Vm } from '../../src/vm/vm.js';
 import { IMAGE_DIR, noProcessMentions, vmDirsLeft, vmEnv } from '../helpers/vm-env.js';
@@ -120,6 +121,21 @@ describe('a real QEMU guest', () => {
     await vm.resume();
     assert.equal(await vm.status(), 'running');
     assert.deepEqual(await vm.agent.request({ op: 'ping' }), { pong: true });
+  });
+
+  it('makes QEMU flush its TCG translation buffer by churning fresh code in the guest, and keeps running', async () => {
+    const before = await translationStats(vm.qmp);
+    const passes = await vm.flushTranslations();
+    const now = await translationStats(vm.qmp);
+    assert.ok(passes >= 1 && passes <= 120, `${passes} churn passes for a 64 MiB buffer`);
+    assert.equal(now.flushes, before.flushes + 1, 'one flush, and only one');
+    // What runs after the flush (the churn's last pass, the agent's reply path) is translated anew: ~7-13 MiB.
+    assert.ok(
+      now.usedBytes < now.sizeBytes / 2,
+      `most of the buffer free after the flush: ${now.usedBytes} of ${now.sizeBytes} bytes used`,
+    );
+    assert.equal((await vm.run(['/bin/echo', 'on'])).stdout.toString(), 'on\n');
+    await assert.rejects(vm.agent.request({ op: 'churn', passes: 201 }), /churn.passes/);
   });
 
   it('reports a program missing in the guest clearly', async () => {

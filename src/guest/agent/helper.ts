@@ -30,7 +30,7 @@ export class HelperProcess {
   }
 
   /** Runs `cmd arg` in the helper. */
-  run(cmd: 'settime' | 'reseed' | 'syncfs' | 'net' | 'down' | 'nop', arg: string): Promise<void> {
+  run(cmd: 'settime' | 'reseed' | 'syncfs' | 'net' | 'down' | 'nop' | 'churn', arg: string): Promise<void> {
     this.start();
     return new Promise((resolve, reject) => {
       this.#queue.push({ resolve, reject });

@@ -244,6 +244,9 @@ export const linuxOps: GuestOps = {
       await spare;
     }
   },
+  async churn(passes) {
+    await helper.run('churn', String(passes));
+  },
   async signalCgroup(name, signal) {
     const dir = `${CGROUPS}/${name}`;
     let pids: number[];

@@ -56,6 +56,8 @@ export interface GuestOps {
   configureNic(name: string, nic: NicConfig, setMac: boolean): Promise<void>;
   /** Runs the process and container start paths once, and mounts the share if asked (see `warm`). */
   warm(share: boolean): Promise<void>;
+  /** Runs `passes` passes of fresh machine code through the helper (see the `churn` request). */
+  churn(passes: number): Promise<void>;
   info(): Promise<Record<string, unknown>>;
   shutdown(): Promise<void>;
 }
@@ -299,6 +301,9 @@ export class AgentServer {
       }
       case 'warm':
         await this.ops.warm(req.share);
+        return null;
+      case 'churn':
+        await this.ops.churn(req.passes);
         return null;
       case 'info':
         return { ...(await this.ops.info()), processes: this.#procs.size, session: this.#session };

@@ -42,6 +42,7 @@
 #include <sched.h>
 #include <stdarg.h>
 #include <poll.h>
+#include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/prctl.h>
@@ -241,8 +242,49 @@ static int net_down(const char *name, char *err, size_t errlen) {
 }
 
 /* Runs one command; returns 0 on success, else writes a message to err and returns 1 (2: bad input). */
+/* churn PASSES: writes fresh x86-64 code into 64 pages and calls each, PASSES times (1-200). Under TCG each pass
+ * makes QEMU translate all of it anew (a write to a translated page invalidates its translations, whose space
+ * stays used until the buffer is flushed): ~1.5 MiB of translation buffer per pass, ~20 ms. The host uses it to
+ * make QEMU flush its buffer before a pooled VM's warm-up (hypervisor/qemu/translations.ts). Each block stores
+ * below the stack pointer (the red zone, unused by this leaf call) and adds to rax: no side effect. */
+#define CHURN_PAGES 64
+#define CHURN_INSNS 200
+static int churn(const char *arg, char *err, size_t errlen) {
+  char *end;
+  errno = 0;
+  long passes = strtol(arg, &end, 10);
+  if (errno || *end || !*arg || passes < 1 || passes > 200) { snprintf(err, errlen, "churn: need 1-200 passes"); return 2; }
+#if defined(__x86_64__)
+  long page = sysconf(_SC_PAGESIZE);
+  unsigned char *code = mmap(NULL, (size_t)page * CHURN_PAGES, PROT_READ | PROT_WRITE | PROT_EXEC,
+                             MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (code == MAP_FAILED) { snprintf(err, errlen, "churn: mmap: %s", strerror(errno)); return 1; }
+  for (long p = 0; p < passes; p++) {
+    for (int pg = 0; pg < CHURN_PAGES; pg++) {
+      unsigned char *b = code + (size_t)pg * page;
+      int o = 0;
+      for (int i = 0; i < CHURN_INSNS; i++) {
+        static const unsigned char mov[] = { 0x48, 0x89, 0x44, 0x24 }; /* mov [rsp+disp8], rax */
+        memcpy(b + o, mov, sizeof mov); o += sizeof mov;
+        b[o++] = (unsigned char)(0xf8 - 8 * (i % 8));                /* disp8: -8 ... -64 */
+        b[o++] = 0x48; b[o++] = 0x83; b[o++] = 0xc0;                  /* add rax, imm8 */
+        b[o++] = (unsigned char)(p + i);                              /* differs each pass */
+      }
+      b[o] = 0xc3; /* ret */
+    }
+    for (int pg = 0; pg < CHURN_PAGES; pg++) ((void (*)(void))(code + (size_t)pg * page))();
+  }
+  munmap(code, (size_t)page * CHURN_PAGES);
+  return 0;
+#else
+  snprintf(err, errlen, "churn: only on x86-64");
+  return 1;
+#endif
+}
+
 static int run(const char *cmd, char *arg, char *err, size_t errlen) {
-  if (strcmp(cmd, "nop") == 0) return 0; /* serve mode: the agent wakes the helper before a hand-off's requests */
+  if (strcmp(cmd, "nop") == 0) return 0;
+  if (strcmp(cmd, "churn") == 0) return churn(arg, err, errlen); /* serve mode: the agent wakes the helper before a hand-off's requests */
   if (strcmp(cmd, "settime") == 0) {
     char *end;
     errno = 0;
@@ -998,7 +1040,7 @@ int main(int argc, char **argv) {
     return 0;
   }
   if (argc != 3) {
-    fprintf(stderr, "usage: vmc-helper settime NS | reseed HEX | syncfs PATH | net \"NAME MTU ...\" | down NAME | serve | enter [options] -- PROGRAM ARGS...\n");
+    fprintf(stderr, "usage: vmc-helper settime NS | reseed HEX | syncfs PATH | churn PASSES | net \"NAME MTU ...\" | down NAME | serve | enter [options] -- PROGRAM ARGS...\n");
     return 2;
   }
   int rc = run(argv[1], argv[2], err, sizeof err);

@@ -92,3 +92,11 @@ export async function addNic(
 export async function releaseSpareNic(qmp: Qmp): Promise<void> {
   await qmp.execute('netdev_del', { id: spareNicIds.netdev });
 }
+
+/**
+ * Runs a human-monitor (HMP) command and returns its text. Only for what QMP lacks (QEMU 7.2): `info jit`
+ * (hypervisor/qemu/translations.ts).
+ */
+export function humanMonitor(qmp: Qmp, commandLine: string, timeoutMs?: number): Promise<string> {
+  return qmp.execute<string>('human-monitor-command', { 'command-line': commandLine }, timeoutMs);
+}

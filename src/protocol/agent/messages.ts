@@ -208,6 +208,11 @@ export type AgentRequest =
   | { op: 'net'; nic: NicConfig; spare?: boolean }
   /** Runs the exec and container paths once (and mounts the share if `share`), so their first real use is fast. */
   | { op: 'warm'; share: boolean }
+  /**
+   * Runs `passes` passes of freshly written machine code (vmc-helper `churn`): under TCG each makes QEMU
+   * translate anew, filling its translation buffer towards a flush (hypervisor/qemu/translations.ts).
+   */
+  | { op: 'churn'; passes: number }
   | { op: 'info' }
   | { op: 'shutdown' };
 
@@ -229,6 +234,9 @@ export type GuestMessage =
   | { t: 'out'; proc: number; fd: 1 | 2; data: string }
   | { t: 'exit'; proc: number; code: number | null; signal: string | null };
 
+/** Most passes one `churn` request may ask for (one pass fills ~1.5 MiB of a TCG translation buffer, ~20 ms). */
+export const CHURN_MAX_PASSES = 200;
+
 const OPS: ReadonlySet<string> = new Set([
   'ping',
   'exec',
@@ -246,6 +254,7 @@ const OPS: ReadonlySet<string> = new Set([
   'mount-shared',
   'sync',
   'warm',
+  'churn',
   'net',
   'info',
   'shutdown',
@@ -527,6 +536,10 @@ export function parseHostMessage(v: unknown): Parsed<HostMessage> {
     case 'warm':
       if (typeof v.share !== 'boolean') return bad('warm.share must be a boolean');
       return { ok: true, msg: { t: 'req', id, op: 'warm', share: v.share } };
+    case 'churn':
+      if (!isUint(v.passes) || v.passes < 1 || v.passes > CHURN_MAX_PASSES)
+        return bad(`churn.passes must be an integer from 1 to ${CHURN_MAX_PASSES}`);
+      return { ok: true, msg: { t: 'req', id, op: 'churn', passes: v.passes } };
     default:
       return {
         ok: true,

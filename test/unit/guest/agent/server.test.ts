@@ -25,6 +25,7 @@ function fakeOps() {
       return { file: '/bin/sh', args: ['-c', e.args.join(' ')] };
     },
     warm: async (share) => void calls.push(`warm ${share}`),
+    churn: async (passes) => void calls.push(`churn ${passes}`),
     signalCgroup: async (name, signal) => {
       calls.push(`signal-cgroup ${name} ${signal}`);
       return 2;
@@ -142,6 +143,14 @@ describe('AgentServer (the in-guest agent engine, run on the host)', () => {
       (e) => isVmcError(e, 'VMC_ERR_AGENT_REQUEST') && /ENOENT/.test(e.message),
     );
     assert.deepEqual(await client.request({ op: 'ping' }), { pong: true });
+    client.close();
+  });
+
+  it('passes a churn request to the guest ops and answers it', async () => {
+    const { ops, calls } = fakeOps();
+    const { client } = await pair(new AgentServer(ops));
+    assert.equal(await client.request({ op: 'churn', passes: 7 }), null);
+    assert.deepEqual(calls, ['churn 7']);
     client.close();
   });
 

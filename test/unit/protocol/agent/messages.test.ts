@@ -13,6 +13,10 @@ describe('agent message validation', () => {
       exec: { args: ['/bin/true'], env: ['A=1'], uid: 0, stdin: true },
     });
     assert.ok(e.ok);
+    assert.deepEqual(parseHostMessage({ t: 'req', id: 3, op: 'churn', passes: 200 }), {
+      ok: true,
+      msg: { t: 'req', id: 3, op: 'churn', passes: 200 },
+    });
   });
 
   const cases: Array<[string, unknown, RegExp]> = [
@@ -24,6 +28,13 @@ describe('agent message validation', () => {
     ['empty args', { t: 'req', id: 1, op: 'exec', exec: { args: [] } }, /exec.args/],
     ['env not strings', { t: 'req', id: 1, op: 'exec', exec: { args: ['x'], env: [1] } }, /exec.env/],
     ['uid negative', { t: 'req', id: 1, op: 'exec', exec: { args: ['x'], uid: -5 } }, /exec.uid/],
+    [
+      'churn of no pass',
+      { t: 'req', id: 1, op: 'churn', passes: 0 },
+      /churn.passes must be an integer from 1 to 200/,
+    ],
+    ['churn of too many passes', { t: 'req', id: 1, op: 'churn', passes: 201 }, /churn.passes/],
+    ['churn of a fraction', { t: 'req', id: 1, op: 'churn', passes: 1.5 }, /churn.passes/],
     ['reseed not hex', { t: 'req', id: 1, op: 'reseed', data: 'zz' }, /reseed.data/],
     ['reseed too long', { t: 'req', id: 1, op: 'reseed', data: 'ab'.repeat(513) }, /reseed.data/],
     ['time not decimal', { t: 'req', id: 1, op: 'set-time', epochNs: '1e9' }, /epochNs/],
