@@ -1,5 +1,6 @@
 import { VmcError } from '../../errors.js';
 import type { Clock } from '../../platform/clock.js';
+import { CHURN_MAX_PASSES } from '../../protocol/agent/messages.js';
 import { humanMonitor, type Qmp } from './qmp-commands.js';
 
 /**
@@ -56,7 +57,7 @@ export async function flushTranslations(
   opts: { deadlineMs?: number; maxPasses?: number } = {},
 ): Promise<number> {
   const deadline = clock.monotonic() + (opts.deadlineMs ?? 15_000);
-  const maxPasses = opts.maxPasses ?? 200;
+  const maxPasses = opts.maxPasses ?? CHURN_MAX_PASSES;
   const start = await translationStats(qmp);
   let last = start;
   let passes = 1; // the first round measures the yield of a pass
